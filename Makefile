@@ -1,0 +1,50 @@
+# Two commands do all set-up on a fresh Debian/Ubuntu machine (as root):
+#   make lab   - install the tool and LXD, build the Debian image, bring up the guide's lab, check it by HTTP
+#   make test  - the whole test suite, against a real LXD daemon this starts if needed
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RECONCILE := $(VENV)/bin/reconcile
+
+.PHONY: schema lab test setup lxd lan images image-tiny image-debian unit bench clean
+
+lab: setup lxd lan image-debian
+	$(RECONCILE) apply --yes
+	$(RECONCILE) check
+
+test: setup lxd image-tiny image-debian
+	$(PY) -m pytest -q
+
+unit: setup
+	$(PY) -m pytest -q -m "not lxd"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@python3 -m venv --help >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv python3-pip; }
+	@command -v haproxy >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy openssl; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+lxd:
+	scripts/lxd-up.sh
+
+lan:
+	scripts/lan-up.sh
+
+image-tiny: lxd
+	scripts/image-tiny.sh
+
+image-debian: lxd
+	scripts/image-debian.sh
+
+bench: setup lxd image-tiny
+	$(PY) scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+
+schema: setup
+	$(PY) -m reconciler.spec > schemas/lab.schema.json

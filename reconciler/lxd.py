@@ -1,0 +1,227 @@
+"""The only module that talks to LXD (through pylxd's low-level API node).
+
+pylxd's managers hide N+1 lazy GETs, default to wait=False and never send ETags, so this
+module uses `client.api` directly: one recursive GET per collection, every operation
+waited on, If-Match on every PUT, and LXD's own keys sent back on every instance PUT.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import pylxd
+import requests
+from pylxd import exceptions as lxd_errors
+
+SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
+OPERATION_TIMEOUT = 300
+
+
+class LxdError(Exception):
+    """LXD refused or failed something; the message is LXD's own."""
+
+
+class LxdUnreachable(LxdError):
+    """No LXD daemon answered."""
+
+
+class StaleState(LxdError):
+    """The object changed between the plan and this step."""
+
+
+def candidate_sockets(socket: str | None) -> list[str]:
+    if socket:
+        return [socket]
+    env = [os.path.join(os.environ["LXD_DIR"], "unix.socket")] if os.environ.get("LXD_DIR") else []
+    return env + list(SOCKETS)
+
+
+@dataclass
+class RawState:
+    """LXD's own JSON for everything a plan needs: one GET per collection."""
+
+    networks: list[dict]
+    profiles: list[dict]
+    instances: list[dict]
+    aliases: list[str]
+
+
+class Lxd:
+    """A connection to one LXD project, safe to share between threads (one client each)."""
+
+    def __init__(self, socket: str | None = None, project: str = "default"):
+        self.project = project
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.socket = self._find_socket(socket)
+        self._client()  # fail early, in the caller's thread, if unreachable
+
+    def _find_socket(self, socket: str | None) -> str:
+        tried = candidate_sockets(socket)
+        for path in tried:
+            if os.path.exists(path):
+                return path
+        raise LxdUnreachable(f"no LXD socket at {', '.join(tried)}: start LXD (e.g. `make lxd`, or"
+                             " `systemctl start lxd`), or set lxd.socket in lab.yaml or $LXD_DIR")
+
+    def _client(self) -> pylxd.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            try:
+                client = pylxd.Client(endpoint=self.socket, project=self.project)
+            except (lxd_errors.ClientConnectionFailed, requests.RequestException, OSError) as err:
+                raise LxdUnreachable(f"LXD at {self.socket} did not answer ({err}): is the daemon"
+                                     " running? (`make lxd` starts one)") from None
+            client.api.session.hooks["response"].append(self._count)
+            self.calls += 1  # the GET /1.0 the constructor made before our hook existed
+            self._local.client = client
+        return client
+
+    def _count(self, response, *args, **kwargs):
+        with self._lock:
+            self.calls += 1
+
+    @property
+    def api(self):
+        return self._client().api
+
+    # --- reading ------------------------------------------------------------------------
+
+    def read(self, with_addresses: bool) -> RawState:
+        """Everything in the project, in four GETs however many instances it holds."""
+        try:
+            level = 2 if with_addresses else 1
+            instances = self.api.instances.get(params={"recursion": level}).json()["metadata"]
+            profiles = self.api.profiles.get(params={"recursion": 1}).json()["metadata"]
+            networks = self.api.networks.get(params={"recursion": 1}).json()["metadata"]
+            aliases = self.api.images.aliases.get(params={"recursion": 1}).json()["metadata"]
+        except lxd_errors.LXDAPIException as err:
+            raise LxdError(_message(err)) from None
+        return RawState(networks, profiles, instances, [a["name"] for a in aliases])
+
+    def get(self, kind: str, name: str) -> tuple[dict, str]:
+        """One object and its ETag."""
+        response = self._call("get", self._node(kind, name))
+        return response.json()["metadata"], response.headers.get("ETag", "")
+
+    def project_exists(self) -> bool:
+        if self.project == "default":
+            return True
+        try:
+            self.api.projects[self.project].get(params={"project": "default"})
+            return True
+        except lxd_errors.NotFound:
+            return False
+
+    def addresses(self, name: str) -> dict[str, str]:
+        from .state import ipv4_by_nic
+        return ipv4_by_nic(self._call("get", self.api.instances[name].state).json()["metadata"])
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _node(self, kind: str, name: str):
+        return {"network": self.api.networks, "profile": self.api.profiles,
+                "instance": self.api.instances}[kind][name]
+
+    def create(self, kind: str, body: dict) -> None:
+        collection = {"network": self.api.networks, "profile": self.api.profiles,
+                      "instance": self.api.instances}[kind]
+        self._wait(self._call("post", collection, json=body))
+
+    def put(self, kind: str, name: str, body: dict, etag: str) -> None:
+        headers = {"If-Match": etag} if etag else {}
+        self._wait(self._call("put", self._node(kind, name), json=body, headers=headers))
+
+    def delete(self, kind: str, name: str) -> None:
+        self._wait(self._call("delete", self._node(kind, name)))
+
+    def set_state(self, name: str, action: str, force: bool = False, timeout: int = 30) -> None:
+        body = {"action": action, "force": force, "timeout": timeout}
+        self._wait(self._call("put", self.api.instances[name].state, json=body))
+
+    def push_file(self, name: str, path: str, data: bytes, mode: str, uid: int, gid: int,
+                  directory: bool = False) -> None:
+        headers = {"X-LXD-mode": mode, "X-LXD-uid": str(uid), "X-LXD-gid": str(gid),
+                   "X-LXD-type": "directory" if directory else "file", "X-LXD-write": "overwrite"}
+        self._call("post", self.api.instances[name].files, params={"path": path},
+                   data=b"" if directory else data, headers=headers)
+
+    def execute(self, name: str, argv: list[str], timeout: int = 600) -> tuple[int, str, str]:
+        """Run argv in the instance; (exit code, stdout, stderr).  No websockets: output is recorded."""
+        body = {"command": argv, "record-output": True, "interactive": False,
+                "wait-for-websocket": False, "environment": {"LANG": "C.UTF-8"}}
+        meta = self._wait(self._call("post", self.api.instances[name].exec, json=body), timeout)
+        outputs = (meta.get("metadata") or {}).get("output") or {}
+        stdout, stderr = (self._log(name, outputs.get(fd)) for fd in ("1", "2"))
+        return int((meta.get("metadata") or {}).get("return", -1)), stdout, stderr
+
+    def _log(self, name: str, url: str | None) -> str:
+        if not url:
+            return ""
+        node = self.api.instances[name].logs[url.rsplit("/", 1)[-1]]
+        text = self._call("get", node, is_api=False).text
+        self._call("delete", node)
+        return text
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _call(self, verb: str, node, **kwargs):
+        try:
+            return getattr(node, verb)(**kwargs)
+        except lxd_errors.LXDAPIException as err:
+            if err.response.status_code == 412:
+                raise StaleState("changed since it was read (ETag mismatch): run plan again") from None
+            raise LxdError(_message(err)) from None
+        except requests.RequestException as err:
+            raise LxdUnreachable(f"lost the connection to LXD at {self.socket}: {err}") from None
+
+    def _wait(self, response, timeout: int = OPERATION_TIMEOUT) -> dict:
+        """Wait for the operation a response started; raise with LXD's message if it failed."""
+        data = response.json()
+        if data.get("type") != "async":
+            return data.get("metadata") or {}
+        op_id = data["operation"].rsplit("/", 1)[-1]
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(1, int(deadline - time.monotonic()))
+            meta = self._call("get", self.api.operations[op_id].wait,
+                              params={"timeout": min(left, 30)}).json()["metadata"]
+            if meta["status"] == "Success":
+                return meta
+            if meta["status"] in ("Failure", "Cancelled"):
+                raise LxdError(meta.get("err") or meta["status"])
+            if time.monotonic() > deadline:
+                raise LxdError(f"operation {op_id} still {meta['status']} after {timeout}s")
+
+
+def _message(err: lxd_errors.LXDAPIException) -> str:
+    try:
+        data = err.response.json()
+        meta = data.get("metadata")
+        if isinstance(meta, dict) and meta.get("err"):
+            return meta["err"]
+        return data.get("error") or str(err)
+    except ValueError:
+        return str(err) or f"HTTP {err.response.status_code}"
+
+
+def wait_for_address(lxd: Lxd, name: str, nic: str, timeout: float) -> str:
+    """Poll one NIC of one instance until it has a global IPv4; a clear error after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = lxd.addresses(name)
+        if nic in found:
+            return found[nic]
+        if time.monotonic() > deadline:
+            raise LxdError(f"instance {name}: no IPv4 address on {nic} after {timeout:.0f}s"
+                           f" (addresses seen: {found or 'none'}); is its DHCP server reachable?")
+        time.sleep(0.5)
+
+
+def pick(mapping: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k.startswith(prefixes)}

@@ -1,0 +1,229 @@
+"""Inside a container: files, packages and services; their spec, their facts, their commands.
+
+Pure: the facts of a container are read by ONE exec of FACTS_SCRIPT (a fixed script; the
+paths, packages and services are passed as arguments, never spliced into shell text), and
+parsed here.  Commands for changes are argv lists, run by lxd.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_SHOWN_BYTES = 256 * 1024  # larger files are compared by hash only
+
+
+class FileSpec(BaseModel):
+    """A file or directory inside a container."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["file", "directory"] = "file"
+    content: str | None = Field(None, description="the file's text")
+    source: str | None = Field(None, description="a file to copy, relative to lab.yaml")
+    template: str | None = Field(None, description="text with {{ lab.name }}, {{ container.name }},"
+                                 " {{ containers.NAME.address }} filled in at apply")
+    mode: str | None = Field(None, description="octal, e.g. '0644' (default 0644, directories 0755)")
+    owner: str = "root"
+    group: str = "root"
+    secret: bool = Field(False, description="never show the content in plans or logs")
+    check: list[str] | None = Field(None, description="argv run on the new file before it goes live;"
+                                    " {} is its path; a non-zero exit refuses the change")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^0?[0-7]{3,4}$", str(value)):
+            raise ValueError("mode must be octal, like '0644'")
+        return None if value is None else f"{int(str(value), 8):04o}"
+
+    @field_validator("owner", "group")
+    @classmethod
+    def _account(cls, value: str) -> str:
+        if not re.match(r"^([a-z_][a-z0-9_-]*\$?|\d+)$", value):
+            raise ValueError(f"{value!r} is not a user or group name")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "FileSpec":
+        given = [k for k in ("content", "source", "template") if getattr(self, k) is not None]
+        if self.type == "directory" and given:
+            raise ValueError("a directory has no content, source or template")
+        if self.type == "file" and len(given) != 1:
+            raise ValueError("give exactly one of content, source or template")
+        return self
+
+    @property
+    def wanted_mode(self) -> str:
+        return self.mode or ("0755" if self.type == "directory" else "0644")
+
+
+class ServiceSpec(BaseModel):
+    """A service (systemd unit) inside a container."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    running: bool = True
+    watches: list[str] = Field([], description="paths of managed files; a change to one reloads or restarts")
+    on_change: Literal["reload", "restart"] = "restart"
+
+
+def validate_path(path: str) -> str | None:
+    """The problem with a file path, or None."""
+    if not path.startswith("/") or "/../" in path + "/" or "\x00" in path or "\n" in path:
+        return "must be an absolute path without '..'"
+    return None
+
+
+# --- Facts ------------------------------------------------------------------------------
+
+FACTS_SCRIPT = r"""
+set -u
+. /etc/os-release 2>/dev/null; echo "os ${ID:-unknown} ${ID_LIKE:-}"
+pm=none
+for c in apt-get dnf yum apk; do command -v $c >/dev/null 2>&1 && { pm=$c; break; }; done
+echo "pm $pm"
+while IFS=: read -r n _ u _; do echo "user $n $u"; done </etc/passwd
+while IFS=: read -r n _ g _; do echo "group $n $g"; done </etc/group
+mode=
+for a in "$@"; do
+  case "$a" in --files|--packages|--services) mode=$a; continue;; esac
+  case "$mode" in
+  --files)
+    if [ -d "$a" ]; then echo "dir $(stat -c '%a %u %g' "$a") $a"
+    elif [ -f "$a" ]; then
+      echo "file $(stat -c '%a %u %g %s' "$a") $(sha256sum "$a" | cut -d' ' -f1) $a"
+      [ "$(stat -c %s "$a")" -le MAXBYTES ] && { echo "content $a"; base64 -w0 "$a"; echo; }
+    elif [ -e "$a" ]; then echo "other $a"
+    else echo "absent $a"; fi;;
+  --packages)
+    case $pm in
+    apt-get) s=$(dpkg-query -W -f='${Status}' "$a" 2>/dev/null);;
+    dnf|yum) rpm -q "$a" >/dev/null 2>&1 && s="install ok installed" || s=;;
+    apk) apk info -e "$a" >/dev/null 2>&1 && s="install ok installed" || s=;;
+    *) s=;;
+    esac
+    case "$s" in *" installed") echo "pkg installed $a";; *) echo "pkg absent $a";; esac;;
+  --services)
+    e=$(systemctl is-enabled "$a" 2>/dev/null); r=$(systemctl is-active "$a" 2>/dev/null)
+    echo "svc ${e:-unknown} ${r:-unknown} $a";;
+  esac
+done
+""".replace("MAXBYTES", str(MAX_SHOWN_BYTES))
+
+
+@dataclass
+class Facts:
+    """What one exec of FACTS_SCRIPT found in a container."""
+
+    os_id: str = "unknown"
+    package_manager: str = "none"
+    users: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
+    files: dict[str, dict] = field(default_factory=dict)  # path -> {type, mode, uid, gid, sha256, content}
+    packages: dict[str, bool] = field(default_factory=dict)
+    services: dict[str, dict] = field(default_factory=dict)  # name -> {enabled, running}
+
+
+def facts_argv(paths: list[str], packages: list[str], services: list[str]) -> list[str]:
+    return (["sh", "-c", FACTS_SCRIPT, "reconciler-facts", "--files", *paths,
+             "--packages", *packages, "--services", *services])
+
+
+def parse_facts(output: str) -> Facts:
+    facts = Facts()
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        kind, _, rest = line.partition(" ")
+        _PARSERS.get(kind, lambda f, r, nxt: None)(facts, rest, lines[i + 1] if i + 1 < len(lines) else "")
+    return facts
+
+
+def _os(f: Facts, rest: str, _: str) -> None:
+    f.os_id = (rest.split() or ["unknown"])[0]
+
+
+def _pm(f: Facts, rest: str, _: str) -> None:
+    f.package_manager = rest.strip()
+
+
+def _user(f: Facts, rest: str, _: str) -> None:
+    name, _, uid = rest.rpartition(" ")
+    f.users.setdefault(name, int(uid)) if uid.isdigit() else None
+
+
+def _group(f: Facts, rest: str, _: str) -> None:
+    name, _, gid = rest.rpartition(" ")
+    f.groups.setdefault(name, int(gid)) if gid.isdigit() else None
+
+
+def _dir(f: Facts, rest: str, _: str) -> None:
+    mode, uid, gid, path = rest.split(" ", 3)
+    f.files[path] = {"type": "directory", "mode": f"{int(mode, 8):04o}", "uid": int(uid), "gid": int(gid)}
+
+
+def _file(f: Facts, rest: str, _: str) -> None:
+    mode, uid, gid, size, digest, path = rest.split(" ", 5)
+    f.files[path] = {"type": "file", "mode": f"{int(mode, 8):04o}", "uid": int(uid), "gid": int(gid),
+                     "sha256": digest, "size": int(size)}
+
+
+def _content(f: Facts, rest: str, following: str) -> None:
+    if rest in f.files:
+        f.files[rest]["content"] = base64.b64decode(following or "")
+
+
+def _other(f: Facts, rest: str, _: str) -> None:
+    f.files[rest] = {"type": "other"}
+
+
+def _pkg(f: Facts, rest: str, _: str) -> None:
+    state, _, name = rest.partition(" ")
+    f.packages[name] = state == "installed"
+
+
+def _svc(f: Facts, rest: str, _: str) -> None:
+    enabled, running, name = rest.split(" ", 2)
+    f.services[name] = {"enabled": enabled in ("enabled", "static", "alias"), "running": running == "active"}
+
+
+_PARSERS = {"os": _os, "pm": _pm, "user": _user, "group": _group, "dir": _dir, "file": _file,
+            "content": _content, "other": _other, "pkg": _pkg, "svc": _svc}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- Commands ---------------------------------------------------------------------------
+
+def install_argv(package_manager: str, packages: list[str]) -> list[str]:
+    """argv installing packages with the container's own package manager."""
+    if package_manager == "apt-get":
+        return ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--", *packages]
+    if package_manager in ("dnf", "yum"):
+        return [package_manager, "install", "-y", "-q", *packages]
+    if package_manager == "apk":
+        return ["apk", "add", "-q", *packages]
+    raise ValueError(f"no known package manager (apt-get, dnf, apk) in this container")
+
+
+def service_argvs(name: str, want: dict, have: dict | None, trigger: str | None) -> list[list[str]]:
+    """systemctl commands taking a service from `have` to `want`; `trigger` is reload/restart."""
+    have = have or {"enabled": False, "running": False}
+    out = []
+    if want["enabled"] != have["enabled"]:
+        out.append(["systemctl", "enable" if want["enabled"] else "disable", "--quiet", name])
+    if want["running"] and not have["running"]:
+        out.append(["systemctl", "start", name])
+    elif not want["running"] and have["running"]:
+        out.append(["systemctl", "stop", name])
+    elif want["running"] and trigger:
+        out.append(["systemctl", trigger, name])
+    return out
