@@ -65,7 +65,10 @@ def _instance(lab: Lab, name: str, c: Container) -> Resource:
     devices = {d: dict(sorted(v.items())) for d, v in sorted(c.devices.items())}
     body = {"type": c.type, "image": c.image, "description": c.description, "profiles": list(c.profiles),
             "config": dict(sorted(c.config.items())), "devices": devices, "state": c.state}
-    return Resource("instance", name, body, _owned_deps(lab, c.profiles, devices))
+    # Every network first, not only those named: a macvlan NIC on a bridge's external port (the
+    # simulated LAN) needs that bridge's DHCP server up before the container boots.
+    networks = tuple(address("network", n) for n in sorted(lab.networks))
+    return Resource("instance", name, body, tuple(dict.fromkeys(_owned_deps(lab, c.profiles, devices) + networks)))
 
 
 # --- Provisioning -------------------------------------------------------------------------
@@ -96,8 +99,11 @@ def _provisioning(lab: Lab, cname: str, want: Provisioning, base_dir: Path,
                    (instance,) + pkg_addrs + _parents(cname, path, want))
              for path, spec in sorted(want.files.items())]
     file_addrs = tuple(r.address for r in files)
+    # Services to stop go first: one may hold what another needs (a port, a lock).
+    stopped = tuple(address("service", f"{cname}:{s}") for s, spec in sorted(want.services.items())
+                    if not spec.running)
     services = [Resource("service", f"{cname}:{s}", {"enabled": spec.enabled, "running": spec.running},
-                         (instance,) + pkg_addrs + file_addrs,
+                         (instance,) + pkg_addrs + file_addrs + (stopped if spec.running else ()),
                          meta={"watches": list(spec.watches), "on_change": spec.on_change})
                 for s, spec in sorted(want.services.items())]
     return packages + files + services

@@ -62,6 +62,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
+SERVED_BY = "X-Served-By"
 ERRORS_DIR = "/etc/haproxy/errors"
 RSYSLOG_PATH = "/etc/rsyslog.d/99-haproxy.conf"
 TMPFILES_PATH = "/etc/tmpfiles.d/haproxy-reconciler.conf"
@@ -504,6 +505,7 @@ def _backend_lines(backend: Backend, addresses: dict[str, str]) -> list[str]:
         lines += [f"option httpchk GET {hc.path}", f"http-check expect status {hc.expect_status}"]
     if backend.client_ip_header:
         lines.append(f"http-request set-header {backend.client_ip_header} %[src]")
+    lines.append(f"http-response set-header {SERVED_BY} %s")  # the server's name: `reconcile check` reads it
     return lines + [f"server {s.label} {_address(addresses, s.container)}:{s.port}"
                     f"{_check_args(backend)}" for s in backend.servers]
 

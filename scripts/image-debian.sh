@@ -26,11 +26,11 @@ mirror() {
   } | grep -v security | head -n 1 || true
 }
 MIRROR=$(mirror)
-case $MIRROR in http://*|https://*|file:/*) ;; *) die "no Debian mirror found in apt sources (set DEBIAN_MIRROR)" ;; esac
+case $MIRROR in http://*|https://*|file:/*) ;; *) die "no usable Debian mirror ('$MIRROR') in apt sources: set DEBIAN_MIRROR" ;; esac
 RECIPE=$({ cat "$HERE/$(basename "$0")"; echo "$MIRROR"; echo "$SUITE"; } | sha256sum | cut -d' ' -f1)
 DIR=$CACHE/debian-$SUITE-${RECIPE:0:16}
 
-lxc info >/dev/null 2>&1 || "$HERE/lxd-up.sh" || die "no LXD daemon (scripts/lxd-up.sh failed)"
+lxc info >/dev/null 2>&1 || bash "$HERE/lxd-up.sh" || die "no LXD daemon (scripts/lxd-up.sh failed)"
 if [ "$(lxc image show "$ALIAS" 2>/dev/null | sed -n 's/^  recipe: //p' || true)" = "$RECIPE" ]; then
   step "image $ALIAS is up to date (recipe ${RECIPE:0:12}): skipped"; exit 0
 fi
@@ -86,7 +86,7 @@ EOF
   # Per-container identity comes at first boot / from the templates below.
   : >"$R/etc/machine-id"; rm -f "$R/var/lib/dbus/machine-id"
   : >"$R/etc/resolv.conf"; echo debian >"$R/etc/hostname"
-  step "rootfs configured ($(ls "$R/var/cache/apt/archives" | grep -c '\.deb$') .debs kept)"
+  step "rootfs configured ($(find "$R/var/cache/apt/archives" -name '*.deb' | wc -l) .debs kept)"
 
   mkdir -p "$WORK/meta/templates"
   cat >"$WORK/meta/metadata.yaml" <<EOF

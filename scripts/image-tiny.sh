@@ -12,7 +12,7 @@ RECIPE=$(sha256sum "$HERE/$(basename "$0")" | cut -d' ' -f1)
 say() { printf 'image-tiny: %s\n' "$*"; }
 die() { printf 'image-tiny: ERROR: %s\n' "$*" >&2; exit 1; }
 
-lxc info >/dev/null 2>&1 || "$HERE/lxd-up.sh" || die "no LXD daemon (scripts/lxd-up.sh failed)"
+lxc info >/dev/null 2>&1 || bash "$HERE/lxd-up.sh" || die "no LXD daemon (scripts/lxd-up.sh failed)"
 
 have=$(lxc image show "$ALIAS" 2>/dev/null | sed -n 's/^  recipe: //p' || true)
 if [ "$have" = "$RECIPE" ]; then

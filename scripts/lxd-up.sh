@@ -36,6 +36,7 @@ else
   # PID 1 may not be systemd: start it ourselves, in its own session (setsid) and
   # immune to SIGHUP (nohup), so it outlives this script and any make target.
   # lxd opens its --logfile in append mode, so stdout/stderr can share it.
+  # shellcheck disable=SC2094
   LXD_DIR=$found setsid nohup lxd --group root --logfile "$LOG_DIR/lxd.log" \
     >>"$LOG_DIR/lxd.log" 2>&1 </dev/null &
   if ! LXD_DIR=$found lxd waitready --timeout 60; then
