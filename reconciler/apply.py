@@ -222,8 +222,9 @@ class Steps:
         facts = self._facts_of(cname)
         uid, gid = _id(facts.users, want["owner"], "user"), _id(facts.groups, want["group"], "group")
         if want["type"] == "directory":
+            # "0" + mode: GNU chmod keeps a directory's setgid bit unless given five digits.
             argv = ["sh", "-c", 'mkdir -p "$1" && chmod "$2" "$1" && chown "$3" "$1"', "mkdir",
-                    path, want["mode"], f"{uid}:{gid}"]
+                    path, "0" + want["mode"], f"{uid}:{gid}"]
             return self._exec(cname, argv, f"creating directory {path}")
         self._write_file(cname, path, want, uid, gid)
 

@@ -89,12 +89,12 @@ def restart_needed(before: dict, after: dict) -> list[str]:
 
 
 def _service_triggers(desired: LabState, changes: list[Change]) -> list[Change]:
-    """A service reloads or restarts when a file it watches changes (unless it is being started)."""
+    """A service reloads or restarts when a file it watches changes, after any other change to it:
+    one already running (e.g. started by its package) must still pick the new file up."""
     changed_files = {c.address for c in changes if c.address.startswith("file.")}
-    touched = {c.address for c in changes}
     out = []
     for res in desired.values():
-        if res.kind != "service" or not res.body.get("running") or res.address in touched:
+        if res.kind != "service" or not res.body.get("running"):
             continue
         container = res.name.split(":", 1)[0]
         hits = [w for w in res.meta.get("watches", []) if f"file.{container}:{w}" in changed_files]

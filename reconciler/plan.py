@@ -111,9 +111,12 @@ def _waits_for(change: Change, changes: list[Change], live_users: dict[str, set[
             if STEP_ORDER.index(other.action) < STEP_ORDER.index(change.action):
                 waits.add(other.id)
         elif change.action == Action.DELETE:
-            # Deletes go in reverse: whatever still uses this object must let go of it first.
-            if other.address in live_users.get(change.address, set()) and other.action in (
-                    Action.DELETE, Action.UPDATE, Action.REPLACE):
+            # Deletes go in reverse: whatever still uses this object must let go of it first, and
+            # networks, created before every instance, go after every instance.
+            users = live_users.get(change.address, set())
+            if (other.address in users and other.action in (Action.DELETE, Action.UPDATE, Action.REPLACE)) or (
+                    change.address.startswith("network.") and other.address.startswith("instance.")
+                    and other.action == Action.DELETE):
                 waits.add(other.id)
         elif other.address in change.depends_on and other.action != Action.DELETE:
             waits.add(other.id)

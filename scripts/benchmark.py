@@ -108,12 +108,19 @@ def running_count(project: str) -> int:
     return sum(i["status"] == "Running" for i in query(f"/1.0/instances?project={project}&recursion=1"))
 
 
-def empty_project(project: str) -> None:
-    names = instances(project)
-    if names:
-        cmd = f"xargs -r -P8 -n10 lxc delete --force --project {shlex.quote(project)}"
-        subprocess.run(["bash", "-c", cmd], input="\n".join(names), text=True, check=True,
-                       capture_output=True, timeout=TIMEOUT)
+def empty_project(project: str, attempts: int = 5) -> None:
+    """Force-delete every instance, eight `lxc delete` at a time; retry what an interrupted run left busy."""
+    cmd = f"xargs -r -P8 -n10 lxc delete --force --project {shlex.quote(project)}"
+    for attempt in range(attempts):
+        names = instances(project)
+        if not names:
+            return
+        proc = subprocess.run(["bash", "-c", cmd], input="\n".join(names), text=True, capture_output=True,
+                              timeout=TIMEOUT)
+        if proc.returncode == 0:
+            return
+        time.sleep(1 + attempt)
+    raise BenchError(f"could not empty project {project}: {proc.stderr.strip()}")
 
 
 def drop_project(project: str) -> None:
@@ -130,11 +137,18 @@ def make_project(project: str) -> None:
     lxc("profile", "device", "add", "default", "root", "disk", "path=/", f"pool={POOL}", "--project", project)
 
 
-def cleanup(quiet: bool = False) -> None:
+def cleanup(quiet: bool = False) -> bool:
+    """Delete every project this script made; False if one could not be deleted (it says which)."""
+    clean = True
     for project in bench_projects():
         if not quiet:
-            print(f"deleting bench project {project}", file=sys.stderr)
-        drop_project(project)
+            print(f"deleting leftover bench project {project}", file=sys.stderr)
+        try:
+            drop_project(project)
+        except BenchError as err:
+            print(f"clean-up: {err}", file=sys.stderr)
+            clean = False
+    return clean
 
 
 # --- the measurements -----------------------------------------------------------------------
@@ -200,25 +214,28 @@ def noop_plan(lab: Path) -> tuple[int, float, list[float]]:
 
 
 def bench_size(n: int, directory: Path) -> dict:
+    """All measurements for one N in its own project (main's clean-up deletes it if this fails)."""
     project = project_name(n)
     names = container_names(n)
     lab = write_lab(directory, project, names)
     make_project(project)
-    try:
-        warm_up(project)
-        row = {"n": n}
-        print(f"N={n}: lxc serial ...", file=sys.stderr, flush=True)
-        row["serial"] = lxc_loop(project, names, 1)
-        print(f"N={n}: lxc 4-parallel ...", file=sys.stderr, flush=True)
-        row["parallel4"] = lxc_loop(project, names, 4)
-        print(f"N={n}: reconcile apply ...", file=sys.stderr, flush=True)
-        row["apply"] = cold_apply(lab, project, n)
-        print(f"N={n}: reconcile plan x{PLAN_RUNS} ...", file=sys.stderr, flush=True)
-        row["calls"], row["plan"], row["plan_runs"] = noop_plan(lab)
-        row["ratio"] = row["apply"] / row["parallel4"]
-        return row
-    finally:
-        drop_project(project)
+    warm_up(project)
+    row = {"n": n}
+    say(f"N={n}: lxc serial")
+    row["serial"] = lxc_loop(project, names, 1)
+    say(f"N={n}: lxc 4-parallel")
+    row["parallel4"] = lxc_loop(project, names, 4)
+    say(f"N={n}: reconcile apply")
+    row["apply"] = cold_apply(lab, project, n)
+    say(f"N={n}: reconcile plan x{PLAN_RUNS}")
+    row["calls"], row["plan"], row["plan_runs"] = noop_plan(lab)
+    row["ratio"] = row["apply"] / row["parallel4"]
+    drop_project(project)
+    return row
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 # --- reporting ------------------------------------------------------------------------------
@@ -306,29 +323,33 @@ def preflight() -> None:
         raise BenchError(f"image alias {IMAGE!r} missing: run `make image-tiny`")
 
 
+def measure(sizes: list[int]) -> list[dict]:
+    preflight()
+    if not cleanup():
+        raise BenchError("leftover bench projects could not be deleted")
+    with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp:
+        return [bench_size(n, Path(tmp)) for n in sizes]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))  # unwind through the clean-up too
-    rows = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the clean-up too
     try:
-        preflight()
-        cleanup()
-        with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp:
-            for n in args.sizes:
-                rows.append(bench_size(n, Path(tmp)))
+        rows = measure(args.sizes)
     except BenchError as err:
-        print(f"benchmark failed: {err}", file=sys.stderr)
+        say(f"benchmark failed: {err}")
         return 1
     except KeyboardInterrupt:
-        print("interrupted: cleaning up", file=sys.stderr)
+        say("interrupted")
         return 130
     finally:
-        cleanup(quiet=True)
+        if not cleanup(quiet=True):
+            say("some bench projects are left over (see above): the next run deletes them")
     text = report(rows, ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])])
     print(text)
     if not args.no_doc:
         write_doc(text)
-        print(f"\nwritten to {DOC.relative_to(ROOT)}", file=sys.stderr)
+        say(f"\nwritten to {DOC.relative_to(ROOT)}")
     return 0
 
 
