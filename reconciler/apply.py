@@ -197,6 +197,7 @@ class Steps:
         with self._lock:
             known = None if fresh else self._facts.get(cname)
         if known is None:
+            self._exec(cname, provision.BOOTED_ARGV, "waiting for the container to finish booting")
             from .desired import Provisioning
             known = container_facts(self.lxd, cname, Provisioning())
             with self._lock:
@@ -265,6 +266,7 @@ class Steps:
 
     def _facts_of_services(self, cname: str, service: str) -> dict | None:
         from .desired import Provisioning
+        self._facts_of(cname)  # waits for the boot to finish, once per container
         found = container_facts(self.lxd, cname, Provisioning(services={service: provision.ServiceSpec()}))
         return found.services.get(service)
 

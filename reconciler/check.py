@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import time
 from dataclasses import dataclass
 
 from . import haproxy
@@ -12,6 +13,7 @@ from .lxd import Lxd
 from .spec import Lab, expanded_devices, listen_address
 
 TIMEOUT = 5.0
+WARM_UP_SECONDS = 15.0
 MARKER = re.compile(r"\b(SITE\w+)\b")
 
 
@@ -68,9 +70,17 @@ def run_check(lab: Lab, lxd: Lxd, requests: int) -> int:
     return 0 if ok and checked else 1
 
 
+def warm_up(point: tuple[str, int], vhost: str, seconds: float) -> None:
+    """Wait, bounded, for a first answer: a reload or a health check may be seconds behind an apply."""
+    deadline = time.monotonic() + seconds
+    while ask(point[0], point[1], vhost).status != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def _check_host(spec, frontend, vhost: str, point: tuple[str, int], running: set[str], requests: int) -> bool:
     backend_name = haproxy.backend_for(frontend, vhost)
     backend = spec.backends[backend_name]
+    warm_up(point, vhost, WARM_UP_SECONDS)
     answers = [ask(point[0], point[1], vhost) for _ in range(requests)]
     shown = ", ".join(f"{a.server}({a.marker})" if a.status == 200 else f"{a.status or 'ERR'} {a.marker}"
                       for a in answers)

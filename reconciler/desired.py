@@ -95,8 +95,10 @@ def _provisioning(lab: Lab, cname: str, want: Provisioning, base_dir: Path,
                          (instance,) + tuple(address("package", f"{cname}:{q}") for q in want.packages[:i]))
                 for i, p in enumerate(want.packages)]
     pkg_addrs = tuple(r.address for r in packages)
+    unchecked = tuple(address("file", f"{cname}:{p}") for p, spec in sorted(want.files.items()) if not spec.check)
+    # A checked file (haproxy.cfg) is checked against the others (error pages): they go first.
     files = [_file(lab, cname, path, spec, _renderer(lab, cname, path, want, base_dir), addresses,
-                   (instance,) + pkg_addrs + _parents(cname, path, want))
+                   (instance,) + pkg_addrs + _parents(cname, path, want) + (unchecked if spec.check else ()))
              for path, spec in sorted(want.files.items())]
     file_addrs = tuple(r.address for r in files)
     # Services to stop go first: one may hold what another needs (a port, a lock).
@@ -175,7 +177,7 @@ def haproxy_provisioning(lab: Lab, cname: str) -> Provisioning:
     run_dir = spec.global_.stats_socket.rsplit("/", 1)[0]  # as its tmpfiles.d rule recreates it at boot
     dirs[run_dir] = FileSpec(type="directory", owner=spec.global_.user, group=spec.global_.group)
     support = {path: FileSpec(content=text) for path, text in haproxy.support_files(spec).items()}
-    config = FileSpec(content="", check=["haproxy", "-c", "-q", "-f", "{}"])
+    config = FileSpec(content="", check=["haproxy", "-c", "-f", "{}"])
     watched = [haproxy.CONFIG_PATH] + sorted(haproxy.error_page_files(spec))
     services = {"haproxy": ServiceSpec(watches=watched, on_change="reload")}
     packages = ["haproxy"]

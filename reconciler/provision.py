@@ -118,6 +118,12 @@ done
 """.replace("MAXBYTES", str(MAX_SHOWN_BYTES))
 
 
+# Right after a start systemd does not answer yet ("Failed to connect to bus"): wait for the
+# boot to finish, bounded, on images that have systemd; others are ready at once.
+BOOTED_ARGV = ["sh", "-c", "command -v systemctl >/dev/null || exit 0; "
+               "timeout 120 systemctl is-system-running --wait >/dev/null 2>&1; exit 0"]
+
+
 @dataclass
 class Facts:
     """What one exec of FACTS_SCRIPT found in a container."""

@@ -90,21 +90,35 @@ class LabDir:
         return Result(code, out.getvalue(), err.getvalue())
 
     def lxc(self, *args: str, check: bool = True) -> str:
-        return sh("lxc", *args, "--project", self.project, check=check).stdout
+        return sh("lxc", "--project", self.project, *args, check=check).stdout
 
     def instance(self, name: str) -> dict:
         return json.loads(sh("lxc", "query", f"/1.0/instances/{name}?project={self.project}").stdout)
 
 
-@pytest.fixture
-def lab(lxd_ready, tmp_path) -> LabDir:
-    """An empty LXD project for one test (profiles of its own, images shared), deleted after."""
-    tag = f"rt{RUN}{next(_counter):02d}"
+def new_project(tag: str) -> None:
+    """An empty LXD project: profiles of its own (default with a root disk), images shared."""
     sh("lxc", "project", "create", tag, "-c", "features.images=false", "-c", "features.profiles=true")
     sh("lxc", "profile", "device", "add", "default", "root", "disk", "path=/", "pool=default",
        "--project", tag)
-    yield LabDir(tmp_path, tag, tag)
+
+
+def drop_project(tag: str) -> None:
+    """The project, and the networks (global in LXD) whose names start with its tag."""
     delete_project(tag)
     for net in json.loads(sh("lxc", "network", "list", "--format=json").stdout):
         if net["name"].startswith(tag):
             sh("lxc", "network", "delete", net["name"], check=False)
+
+
+def next_tag() -> str:
+    return f"rt{RUN}{next(_counter):02d}"
+
+
+@pytest.fixture
+def lab(lxd_ready, tmp_path) -> LabDir:
+    """A lab directory bound to an LXD project of its own for one test, deleted after."""
+    tag = next_tag()
+    new_project(tag)
+    yield LabDir(tmp_path, tag, tag)
+    drop_project(tag)

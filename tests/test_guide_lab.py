@@ -1,0 +1,202 @@
+"""The guide's lab (the repository's lab.yaml) on a real LXD with the real Debian image:
+Apache and HAProxy in containers, real HTTP through a proxy device on 127.0.0.1.
+
+One lab for the whole module (Debian containers take seconds to create); every test leaves it
+converged.  It runs in a project of its own, with its own veth pair and bridge, so it never
+meets the lab `make lab` brings up."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, LabDir, drop_project, new_project, next_tag, sh
+from reconciler.check import ask
+
+HTTP_PORT = 18480
+
+
+def override(tag: str, parent: str, peer: str, extra: str = "") -> str:
+    return f"""\
+lab: {tag}
+lxd: {{project: {tag}}}
+networks:
+  lan0: null
+  {tag}lan:
+    description: the simulated LAN of a test run
+    config: {{ipv4.address: 10.203.41.1/24, ipv4.nat: false, ipv4.dhcp: true, ipv6.address: none,
+             bridge.external_interfaces: {peer}}}
+profiles:
+  macvlan:
+    devices:
+      eth0: {{parent: {parent}}}
+containers:
+  proxyha:
+    devices:
+      http: {{listen: "tcp:127.0.0.1:{HTTP_PORT}"}}
+      https: {{listen: "tcp:127.0.0.1:{HTTP_PORT + 1}"}}
+{extra}"""
+
+
+WEB3 = """\
+  web3:
+    image: reconciler-debian
+    profiles: [default, macvlan]
+    vars: {marker: SITE3}
+    packages: [apache2]
+    services: {apache2: {}}
+    files:
+      /etc/network/interfaces: {content: "auto lo\\niface lo inet loopback\\nauto eth0\\niface eth0 inet dhcp\\n"}
+      /var/www/html/index.html: {template: "<h1>{{ vars.marker }} HTTP Server <strong>Test Page</strong></h1>\\n"}
+haproxy:
+  proxyha:
+    backends:
+      subdomain1:
+        servers:
+          - {name: site1, container: web1, port: 80}
+          - {name: site2, container: web2, port: 80}
+          - {name: site3, container: web3, port: 80}
+"""
+
+BAD_TLS = """\
+haproxy:
+  proxyha:
+    frontends:
+      http_frontend:
+        tls: {certificate: /etc/haproxy/certs/missing.pem}
+"""
+
+
+class Guide(LabDir):
+    def __init__(self, path: Path, tag: str, parent: str, peer: str):
+        super().__init__(path, tag, tag)
+        self.parent, self.peer = parent, peer
+        shutil.copy(ROOT / "lab.yaml", self.file)
+        self.set_override()
+
+    def set_override(self, extra: str = "") -> None:
+        (self.dir / "lab.override.yaml").write_text(override(self.tag, self.parent, self.peer, extra))
+
+    def apply(self):
+        result = self.run("apply", "--yes")
+        assert result.code == 0, result.out[-3000:] + result.err
+        return result
+
+    def answers(self, host: str, n: int = 6) -> list:
+        return [ask("127.0.0.1", HTTP_PORT, host) for _ in range(n)]
+
+
+def until(condition, seconds: float, step: float = 1.0) -> bool:
+    """Poll a condition, bounded in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+@pytest.fixture(scope="module")
+def guide(lxd_ready, tmp_path_factory):
+    built = sh("bash", str(ROOT / "scripts" / "image-debian.sh"), check=False)
+    assert built.returncode == 0, built.stdout + built.stderr
+    tag = next_tag()
+    parent, peer = f"{tag}v0", f"{tag}v1"
+    sh("bash", str(ROOT / "scripts" / "lan-up.sh"), parent, peer)
+    new_project(tag)
+    lab = Guide(tmp_path_factory.mktemp("guide"), tag, parent, peer)
+    lab.first_apply = lab.apply()
+    yield lab
+    drop_project(tag)
+    sh("ip", "link", "delete", parent, check=False)
+
+
+def test_from_empty_the_check_alternates_both_sites_and_a_second_plan_is_empty(guide):
+    assert "Apply complete!" in guide.first_apply.out
+    serving = lambda: all(a.status == 200 for a in guide.answers("site1.testdomain.com", 2))
+    assert until(serving, 15)  # HAProxy's reload and first health checks finish just after apply
+    for host in ("site1.testdomain.com", "site2.testdomain.com"):
+        markers = [a.marker for a in guide.answers(host, 4)]
+        assert sorted(set(markers)) == ["SITE1", "SITE2"], markers
+        assert all(a != b for a, b in zip(markers, markers[1:])), f"not alternating: {markers}"
+    check = guide.run("check")
+    assert check.code == 0 and "check passed" in check.out, check.out
+    assert guide.run("plan", "--detailed-exitcode").code == 0
+
+
+def test_drift_inside_and_outside_the_containers_is_shown_and_repaired(guide):
+    guide.lxc("exec", "proxyha", "--", "sed", "-i", "s/roundrobin/leastconn/", "/etc/haproxy/haproxy.cfg")
+    guide.lxc("exec", "proxyha", "--", "rm", "/etc/haproxy/errors/503.http")
+    guide.lxc("exec", "proxyha", "--", "systemctl", "stop", "haproxy")
+    guide.lxc("exec", "web1", "--", "sed", "-i", "s/SITE1/SITE9/", "/var/www/html/index.html")
+    guide.lxc("config", "device", "remove", "proxyha", "http")
+    plan = guide.run("plan")
+    for expected in ("~ file.proxyha:/etc/haproxy/haproxy.cfg will be updated",
+                     "-    balance leastconn", "+    balance roundrobin",
+                     "+ file.proxyha:/etc/haproxy/errors/503.http will be created",
+                     "~ service.proxyha:haproxy will be updated", "running: false -> true",
+                     "-<h1>SITE9 HTTP Server", "+<h1>SITE1 HTTP Server",
+                     "~ instance.proxyha will be updated", "devices.http: (none) ->"):
+        assert expected in plan.out, f"{expected!r} not in:\n{plan.out}"
+    guide.apply()
+    assert guide.run("plan", "--detailed-exitcode").code == 0
+    assert until(lambda: guide.run("check").code == 0, 15)
+
+
+def test_a_stopped_backend_is_taken_out_by_the_health_check(guide):
+    guide.lxc("stop", "--force", "web2")
+    only_site1 = lambda: all(a.status == 200 and a.server == "site1" for a in guide.answers("site1.testdomain.com"))
+    assert until(only_site1, 20), [(a.status, a.server) for a in guide.answers("site1.testdomain.com")]
+    assert guide.run("check").code == 0  # web2 is not running: round robin over web1 alone is right
+    plan = guide.run("plan")
+    assert "> instance.web2 will be started" in plan.out
+    guide.apply()
+    both = lambda: {a.server for a in guide.answers("site1.testdomain.com")} == {"site1", "site2"}
+    assert until(both, 30)
+
+
+def test_a_config_haproxy_rejects_never_goes_live(guide):
+    guide.set_override(BAD_TLS)
+    try:
+        result = guide.run("apply", "--yes")
+        assert result.code == 1
+        assert "rejected the new file" in result.out and "missing.pem" in result.out, result.out[-3000:]
+        assert "Skipped: service.proxyha:haproxy (reload)" in result.out
+        assert guide.run("check").code == 0  # the old config still serves
+        live = guide.lxc("exec", "proxyha", "--", "cat", "/etc/haproxy/haproxy.cfg")
+        assert "missing.pem" not in live
+    finally:
+        guide.set_override()
+    guide.apply()
+
+
+def test_a_third_web_server_joins_while_requests_flow_without_one_failing(guide):
+    guide.set_override(WEB3)
+    results, done = [], threading.Event()
+    applier = threading.Thread(target=lambda: (results.append(guide.run("apply", "--yes")), done.set()))
+    failures, sent = [], 0
+    applier.start()
+    while not done.is_set() and sent < 5000:  # bounded: the apply takes well under a minute
+        answer = ask("127.0.0.1", HTTP_PORT, "site1.testdomain.com")
+        sent += 1
+        if answer.status != 200:
+            failures.append((answer.status, answer.marker))
+    applier.join(timeout=300)
+    assert results and results[0].code == 0, results and results[0].out[-3000:]
+    assert "service.proxyha:haproxy: reloaded" in results[0].out
+    assert sent > 20 and failures == [], f"{len(failures)} of {sent} failed: {failures[:3]}"
+    three = lambda: {a.server for a in guide.answers("site1.testdomain.com", 9)} == {"site1", "site2", "site3"}
+    assert until(three, 20)
+    check = guide.run("check")
+    assert check.code == 0 and "site3(SITE3)" in check.out
+
+
+def test_the_lab_works_after_its_containers_restart_without_an_apply(guide):
+    guide.lxc("restart", "proxyha", "web1", "web2", "web3")
+    assert until(lambda: guide.run("check").code == 0, 90, step=3), guide.run("check").out
+    plan = guide.run("plan", "--detailed-exitcode")
+    assert plan.code == 0, plan.out
