@@ -53,7 +53,8 @@ def _modify(want: Resource, have: Resource) -> list[Change]:
                        want.depends_on)]
     if want.kind == "instance":
         return _instance_changes(want, have, fields)
-    reason = "drift: " + ", ".join(f.path for f in fields)
+    shown = [f.path for f in fields if not (f.path == "sha256" and any(g.path == "content" for g in fields))]
+    reason = "drift: " + ", ".join(shown)
     return [Change(Action.UPDATE, want.address, have.body, want.body, fields, reason, want.depends_on)]
 
 

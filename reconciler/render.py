@@ -8,6 +8,7 @@ import os
 from typing import Any, TextIO
 
 from .apply import Outcome, Report
+from .desired import UNKNOWN
 from .plan import Action, Change, Plan
 
 COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31",
@@ -71,6 +72,8 @@ def _content_lines(before: Any, after: Any, paint: Painter, body: dict) -> list[
         return [f"      content: {REDACTED}"] if body.get("type") == "file" else []
     if not isinstance(after, str):
         return []
+    if after == UNKNOWN:
+        return [f"      content: {UNKNOWN}"]
     diff = difflib.unified_diff((before or "").splitlines(), after.splitlines(), "live", "lab.yaml", lineterm="", n=2)
     lines = list(diff)
     if len(lines) > 80:
