@@ -11,6 +11,8 @@ from reconciler.engine import build_plan
 from reconciler.lxd import Lxd
 from reconciler.spec import load_lab
 
+from conftest import ROOT
+
 TINY = """\
 lab: @TAG@
 lxd: {project: @PROJECT@}
@@ -203,3 +205,17 @@ def test_plan_reads_lxd_in_a_constant_number_of_calls(lab):
         assert plan.empty
         return lxd_.calls
     assert calls(1) == calls(6)
+
+
+def test_the_guide_as_written_for_rocky_is_validated_and_planned(lab, monkeypatch):
+    monkeypatch.setenv("LAB_PROJECT", lab.project)
+    lab.file.write_text((ROOT / "examples" / "rocky.yaml").read_text())
+    assert lab.run("validate").code == 0
+    result = lab.run("plan", "--json")
+    assert result.code == 0, result.err
+    changes = {c["address"]: c for c in json.loads(result.out)["changes"]}
+    assert changes["instance.web1"]["after"]["image"] == "images:rockylinux/8"
+    assert changes["profile.macvlan"]["after"]["devices"]["eth0"]["parent"] == "eno1"
+    assert changes["instance.proxyha"]["after"]["devices"]["http"]["listen"] == "tcp:0.0.0.0:80"
+    assert "package.web1:httpd" in changes and "file.proxyha:/etc/haproxy/haproxy.cfg" in changes
+    assert json.loads(lab.lxc("list", "--format=json")) == []  # a plan changes nothing

@@ -199,3 +199,18 @@ def test_the_repository_lab_and_examples_validate():
     for path in [ROOT / "lab.yaml", *sorted((ROOT / "examples").glob("*.yaml"))]:
         if ".override" not in path.name:
             load_lab(path, {})
+
+
+def test_the_real_lan_override_example_merges_into_the_repository_lab(tmp_path):
+    (tmp_path / "lab.yaml").write_text((ROOT / "lab.yaml").read_text())
+    (tmp_path / "lab.override.yaml").write_text((ROOT / "examples" / "lab.override.example.yaml").read_text())
+    lab, _ = load_lab(tmp_path / "lab.yaml", {})
+    assert lab.networks == {}
+    assert lab.profiles["macvlan"].devices["eth0"]["parent"] == "eno1"
+    assert lab.containers["proxyha"].devices["http"]["listen"] == "tcp:0.0.0.0:80"
+
+
+def test_the_repository_lab_defaults_are_safe():
+    lab, _ = load_lab(ROOT / "lab.yaml", {})
+    assert lab.profiles["macvlan"].devices["eth0"]["parent"] == "labnet0"
+    assert all(d["listen"].startswith("tcp:127.0.0.1:") for d in lab.containers["proxyha"].devices.values())
