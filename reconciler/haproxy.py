@@ -28,7 +28,7 @@ HAProxy; backends name lab containers, never addresses, and the addresses come f
         defaults: {timeouts: {client: 30s}, options: [httplog, dontlognull, http-server-close]}
 
 API (everything returns values; the caller writes the files):
-- `HAProxy` is one container's section, `HAProxySection` the whole `haproxy:` mapping.
+- `HAProxy` is one container's section; lab.yaml's `haproxy:` maps container names to them.
 - `validate_haproxy(section, containers)` -> [(location, message)], cross references and clashes;
   names, hosts, paths, headers and binds are checked by the models themselves, so no value can
   split or add a haproxy.cfg line (config injection).
@@ -36,10 +36,11 @@ API (everything returns values; the caller writes the files):
   `CONFIG_PATH`; `server_containers(spec)` are the containers whose IPv4 it needs, and a missing
   one raises `MissingAddress` (a KeyError).
 - `error_page_files(spec)`, `rsyslog_files(spec)`, `tmpfiles_files(spec)` -> {path: content};
-  `support_files(spec)` is all three, `haproxy_files(spec, addresses)` adds haproxy.cfg.
+  `support_files(spec)` is all three.
 - `support_dirs(spec)` -> directories to create before HAProxy (re)starts: the error pages', the
   stats socket's (on tmpfs /run: tmpfiles.d recreates it at boot) and the log socket's.
-- `backend_for(frontend, host, path)`, `servers_by_host(spec)` -> routing as haproxy.cfg does it.
+- `backend_for(frontend, host, path)` -> routing as haproxy.cfg does it (`reconcile check` uses it).
+- Every backend sets `X-Served-By: <server name>` on responses, so a client can see who answered.
 
 Choices: Host is matched without its port (`req.hdr(host),field(1,:) -i NAME`, since clients send
 `Host: name:8080` on other ports; `hdr_dom` would also match sub-domains). `path_prefix: /api`
@@ -292,7 +293,6 @@ class HAProxy(BaseModel):
     defaults: Defaults = Field(default_factory=Defaults, description="Proxy defaults.")
 
 
-HAProxySection = dict[ContainerName, HAProxy]  # the top-level `haproxy:` of lab.yaml
 
 
 # ---------------------------------------------------------------- validation
@@ -391,18 +391,6 @@ def backend_for(frontend: Frontend, host: str, path: str = "/") -> str | None:
         if route.path_prefix is None or _path_matches(route.path_prefix, path):
             return route.backend
     return frontend.default_backend
-
-
-def servers_by_host(spec: HAProxy, path: str = "/") -> dict[str, list[tuple[str, str]]]:
-    """Host of each route -> [(server name, container)] serving it at `path`, over all frontends."""
-    hosts = dict.fromkeys(r.host for f in spec.frontends.values() for r in f.routes if r.host)
-    out: dict[str, list[tuple[str, str]]] = {}
-    for host in hosts:
-        names = dict.fromkeys(backend_for(f, host, path) for f in spec.frontends.values())
-        out[host] = list(dict.fromkeys(
-            (s.label, s.container) for name in names if name in spec.backends
-            for s in spec.backends[name].servers))
-    return out
 
 
 # ---------------------------------------------------------------- rendering
@@ -574,11 +562,6 @@ def support_files(spec: HAProxy, *, errors_dir: str = ERRORS_DIR) -> dict[str, s
     """Every file besides haproxy.cfg: error pages, rsyslog, tmpfiles.d."""
     return error_page_files(spec, errors_dir=errors_dir) | rsyslog_files(spec) \
         | tmpfiles_files(spec)
-
-
-def haproxy_files(spec: HAProxy, addresses: dict[str, str]) -> dict[str, str]:
-    """All files to put on the HAProxy container: haproxy.cfg first, then support_files."""
-    return {CONFIG_PATH: render_config(spec, addresses)} | support_files(spec)
 
 
 def support_dirs(spec: HAProxy, *, errors_dir: str = ERRORS_DIR) -> list[str]:

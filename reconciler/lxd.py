@@ -221,7 +221,3 @@ def wait_for_address(lxd: Lxd, name: str, nic: str, timeout: float) -> str:
             raise LxdError(f"instance {name}: no IPv4 address on {nic} after {timeout:.0f}s"
                            f" (addresses seen: {found or 'none'}); is its DHCP server reachable?")
         time.sleep(0.5)
-
-
-def pick(mapping: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
-    return {k: v for k, v in mapping.items() if k.startswith(prefixes)}

@@ -138,7 +138,3 @@ def _ordered(graph: dict[str, frozenset[str]]) -> list[str]:
 def _id_key(change_id: str) -> tuple:
     addr, _, action = change_id.partition("#")
     return sort_key(addr) + (action,)
-
-
-def kind_of(change: Change) -> str:
-    return split_address(change.address)[0]

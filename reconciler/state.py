@@ -45,15 +45,6 @@ def split_address(addr: str) -> tuple[str, str]:
     return kind, name
 
 
-def container_of(resource: Resource) -> str | None:
-    """The container a resource lives in or is: 'web1' for instance.web1 and file.web1:/x."""
-    if resource.kind == "instance":
-        return resource.name
-    if resource.kind in ("file", "package", "service"):
-        return resource.name.split(":", 1)[0]
-    return None
-
-
 LabState = dict[str, Resource]
 
 

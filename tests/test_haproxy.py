@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from reconciler.haproxy import (
-    HAProxy, MissingAddress, backend_for, error_page_files, haproxy_files, parse_bind,
-    render_config, rsyslog_files, server_containers, servers_by_host, support_dirs,
+    HAProxy, MissingAddress, backend_for, error_page_files, parse_bind,
+    render_config, rsyslog_files, server_containers, support_dirs,
     support_files, validate_haproxy)
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -412,7 +412,6 @@ def test_support_files_and_dirs():
         "\nd /run/haproxy 0755 haproxy haproxy -\n")
     assert "/etc/rsyslog.d/99-haproxy.conf" in files and "/etc/haproxy/errors/400.http" in files
     assert support_dirs(spec) == ["/etc/haproxy/errors", "/run/haproxy", "/var/lib/haproxy/dev"]
-    assert list(haproxy_files(spec, ADDRESSES))[0] == "/etc/haproxy/haproxy.cfg"
 
 
 # ---------------------------------------------------------------- routing helpers
@@ -431,12 +430,6 @@ ROUTING_CASES = [
 def test_backend_for(host, path, backend):
     frontend = HAProxy.model_validate({"frontends": {"f": ROUTES}}).frontends["f"]
     assert backend_for(frontend, host, path) == backend
-
-
-def test_servers_by_host():
-    result = servers_by_host(HAProxy.model_validate(GUIDE))
-    assert result == {"site1.testdomain.com": [("site1", "web1"), ("site2", "web2")],
-                      "site2.testdomain.com": [("site2", "web2"), ("site1", "web1")]}
 
 
 # ---------------------------------------------------------------- a real HAProxy routes it
