@@ -14,7 +14,7 @@ from graphlib import TopologicalSorter
 from typing import Callable
 
 from . import provision
-from .desired import MissingAddress
+from .desired import MissingAddress, Provisioning
 from .engine import Context, container_facts
 from .lxd import Lxd, LxdError, StaleState, wait_for_address
 from .plan import Action, Change, Plan
@@ -198,7 +198,6 @@ class Steps:
             known = None if fresh else self._facts.get(cname)
         if known is None:
             self._exec(cname, provision.BOOTED_ARGV, "waiting for the container to finish booting")
-            from .desired import Provisioning
             known = container_facts(self.lxd, cname, Provisioning())
             with self._lock:
                 self._facts[cname] = known
@@ -265,7 +264,6 @@ class Steps:
             self._exec(cname, argv, " ".join(argv))
 
     def _facts_of_services(self, cname: str, service: str) -> dict | None:
-        from .desired import Provisioning
         self._facts_of(cname)  # waits for the boot to finish, once per container
         found = container_facts(self.lxd, cname, Provisioning(services={service: provision.ServiceSpec()}))
         return found.services.get(service)

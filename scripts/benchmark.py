@@ -55,10 +55,10 @@ class BenchError(Exception):
 
 # --- processes ------------------------------------------------------------------------------
 
-def run(argv: list[str], env: dict | None = None, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+def run(argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT,
                           stdin=subprocess.DEVNULL)
-    if proc.returncode not in ok:
+    if proc.returncode != 0:
         raise BenchError(f"`{shlex.join(argv)}` exited {proc.returncode}:\n{proc.stderr.strip() or proc.stdout.strip()}")
     return proc
 
@@ -78,9 +78,9 @@ def query(path: str):
 
 
 def reconcile_argv() -> list[str]:
-    """The venv's `reconcile` entry point when there is one, else this interpreter's module."""
+    """The venv's `reconcile` entry point when run from a venv that has one, else `python -m`."""
     script = Path(sys.executable).parent / "reconcile"
-    if script.exists() and (ROOT / ".venv").exists():
+    if sys.prefix != sys.base_prefix and script.exists():
         return [str(script)]
     return [sys.executable, "-m", "reconciler.cli"]
 
@@ -268,25 +268,27 @@ def goals(rows: list[dict]) -> list[str]:
     return out
 
 
-def machine_facts() -> list[str]:
+def machine_facts(load_before: float) -> list[str]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
     driver = query(f"/1.0/storage-pools/{POOL}")["driver"]
     how = shlex.join([Path(reconcile_argv()[0]).name, *reconcile_argv()[1:]])
     return [f"- nproc: {len(os.sched_getaffinity(0))} ({cpu})",
             f"- LXD: {lxc_version()} (`lxd --version`); storage pool `{POOL}`, driver `{driver}`",
-            f"- kernel {platform.release()}, Python {platform.python_version()}; reconcile run as `{how}`"]
+            f"- kernel {platform.release()}, Python {platform.python_version()}; reconcile run as `{how}`",
+            f"- load average (1 min) {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after it"
+            " (other work on the machine skews the times)"]
 
 
 def lxc_version() -> str:
     return run(["lxd", "--version"]).stdout.strip()
 
 
-def report(rows: list[dict], argv: list[str]) -> str:
+def report(rows: list[dict], argv: list[str], load_before: float) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     runs = "; ".join(f"N={r['n']}: " + ", ".join(f"{t:.2f}" for t in r["plan_runs"]) for r in rows)
     return "\n".join([f"Measured {when} with `{shlex.join(argv)}`:", "", table(rows), "",
-                      "Goals:", "", *goals(rows), "", "Machine:", "", *machine_facts(), "",
+                      "Goals:", "", *goals(rows), "", "Machine:", "", *machine_facts(load_before), "",
                       f"No-op plan runs (s): {runs}."])
 
 
@@ -334,6 +336,7 @@ def measure(sizes: list[int]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the clean-up too
+    load_before = os.getloadavg()[0]
     try:
         rows = measure(args.sizes)
     except BenchError as err:
@@ -345,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not cleanup(quiet=True):
             say("some bench projects are left over (see above): the next run deletes them")
-    text = report(rows, ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])])
+    text = report(rows, ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])], load_before)
     print(text)
     if not args.no_doc:
         write_doc(text)
