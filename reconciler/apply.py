@@ -218,6 +218,8 @@ class Steps:
 
     def _file(self, change: Change, name: str) -> None:
         cname, path = name.split(":", 1)
+        if change.action == Action.DELETE:
+            return self._delete_file(cname, path, change.before["type"])
         want = change.after
         facts = self._facts_of(cname)
         uid, gid = _id(facts.users, want["owner"], "user"), _id(facts.groups, want["group"], "group")
@@ -227,6 +229,12 @@ class Steps:
                     path, "0" + want["mode"], f"{uid}:{gid}"]
             return self._exec(cname, argv, f"creating directory {path}")
         self._write_file(cname, path, want, uid, gid)
+
+    def _delete_file(self, cname: str, path: str, kind: str) -> None:
+        if kind == "directory":  # only if empty: it may hold things that are not the lab's
+            self._exec(cname, ["sh", "-c", 'rmdir "$1" 2>/dev/null || true', "rmdir", path], f"removing {path}")
+        else:
+            self._exec(cname, ["rm", "-f", "--", path], f"removing {path}")
 
     def _write_file(self, cname: str, path: str, want: dict, uid: int, gid: int) -> None:
         resource = self.ctx.desired[f"file.{cname}:{path}"]

@@ -7,12 +7,12 @@ so the diff, plan and apply treat them like anything a user wrote by hand.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
 from . import haproxy
-from .provision import FileSpec, ServiceSpec, sha256
+from .provision import FileSpec, ServiceSpec, manifest_path, manifest_text, sha256
 from .spec import Container, Lab, has_root_disk
 from .state import LabState, Resource, address, referenced_networks
 
@@ -84,6 +84,8 @@ def provisioning_of(lab: Lab, name: str) -> Provisioning:
         files = {**extra.files, **files}
         services = {**extra.services, **services}
         generated = dict(extra.generated)
+    if files:  # what apply wrote is recorded, so that a file dropped from lab.yaml is deleted
+        files[manifest_path(lab.lab)] = FileSpec(content=manifest_text(lab.lab, list(files)))
     return Provisioning(tuple(packages), files, services, generated)
 
 
@@ -95,12 +97,16 @@ def _provisioning(lab: Lab, cname: str, want: Provisioning, base_dir: Path,
                          (instance,) + tuple(address("package", f"{cname}:{q}") for q in want.packages[:i]))
                 for i, p in enumerate(want.packages)]
     pkg_addrs = tuple(r.address for r in packages)
-    unchecked = tuple(address("file", f"{cname}:{p}") for p, spec in sorted(want.files.items()) if not spec.check)
+    unchecked = tuple(address("file", f"{cname}:{p}") for p, spec in sorted(want.files.items())
+                      if not spec.check and p != manifest_path(lab.lab))
     # A checked file (haproxy.cfg) is checked against the others (error pages): they go first.
     files = [_file(lab, cname, path, spec, _renderer(lab, cname, path, want, base_dir), addresses,
                    (instance,) + pkg_addrs + _parents(cname, path, want) + (unchecked if spec.check else ()))
              for path, spec in sorted(want.files.items())]
     file_addrs = tuple(r.address for r in files)
+    manifest = address("file", f"{cname}:{manifest_path(lab.lab)}")
+    files = [replace(r, depends_on=r.depends_on + tuple(a for a in file_addrs if a != manifest))
+             if r.address == manifest else r for r in files]  # recorded once the rest is written
     # Services to stop go first: one may hold what another needs (a port, a lock).
     stopped = tuple(address("service", f"{cname}:{s}") for s, spec in sorted(want.services.items())
                     if not spec.running)

@@ -27,7 +27,7 @@ def diff_states(desired: LabState, live: LabState) -> list[Change]:
         if have is None:
             changes.append(_create(want))
         elif want is None:
-            if have.kind in LXD_KINDS:
+            if have.kind in LXD_KINDS + ("file",):  # files: those an earlier apply recorded
                 changes.append(Change(Action.DELETE, addr, have.body, None, reason="not in lab.yaml",
                                       depends_on=have.depends_on))
         elif want.body != have.body:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
 from .live import Live, forgive_network_defaults, live_from_raw, provisioned, users_of
 from .lxd import Lxd, LxdError
-from .plan import Plan, PlanError, make_plan
-from .provision import facts_argv, parse_facts, Facts
+from .plan import Change, Plan, PlanError, make_plan
+from .provision import Facts, facts_argv, manifest_path, parse_facts
 from .spec import Lab
-from .state import LabState, address
+from .state import LabState, address, split_address
 
 PARALLEL_READS = 8
 
@@ -40,9 +40,35 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     owned = dict(live.owned)
     forgive_network_defaults(desired, owned)
     for cname, found in facts.items():
-        owned.update(provisioned(cname, found, provisioning_of(lab, cname), desired))
-    plan = make_plan(lab.lab, diff_states(desired, owned), users_of(live.owned))
+        owned.update(provisioned(cname, found, provisioning_of(lab, cname), manifest_path(lab.lab)))
+    changes = manifest_last(explain_unseen(diff_states(desired, owned), set(facts)), manifest_path(lab.lab))
+    plan = make_plan(lab.lab, changes, users_of(live.owned))
     return plan, Context(lab, base_dir, live, desired, facts)
+
+
+def explain_unseen(changes: list[Change], seen: set[str]) -> list[Change]:
+    """Inside a container that is not running (or not there yet) nothing can be read: say so."""
+    out = []
+    for change in changes:
+        kind, name = split_address(change.address)
+        container = name.split(":", 1)[0]
+        if kind in ("package", "file", "service") and container not in seen:
+            change = replace(change, reason=f"{container} is not running yet: set up once it runs")
+        out.append(change)
+    return out
+
+
+def manifest_last(changes: list[Change], manifest: str) -> list[Change]:
+    """A container's manifest is rewritten after its other files' changes, deletes included (the
+    desired state alone cannot know those): if one fails, the next run still knows about it."""
+    out = []
+    for change in changes:
+        if change.address.endswith(f":{manifest}"):
+            prefix = change.address[: -len(manifest)]
+            others = tuple(c.address for c in changes if c.address.startswith(prefix) and c is not change)
+            change = replace(change, depends_on=change.depends_on + others)
+        out.append(change)
+    return out
 
 
 def needs_addresses(lab: Lab) -> bool:
@@ -86,7 +112,7 @@ def read_facts(lxd: Lxd, lab: Lab, live: Live) -> dict[str, Facts]:
     if not jobs:
         return {}
     with ThreadPoolExecutor(PARALLEL_READS) as pool:
-        results = dict(zip(jobs, pool.map(lambda c: container_facts(lxd, c, jobs[c]), jobs)))
+        results = dict(zip(jobs, pool.map(lambda c: container_facts(lxd, c, jobs[c], manifest_path(lab.lab)), jobs)))
     return results
 
 
@@ -94,8 +120,10 @@ def _has_any(want: Provisioning) -> bool:
     return bool(want.packages or want.files or want.services)
 
 
-def container_facts(lxd: Lxd, cname: str, want: Provisioning) -> Facts:
-    code, out, err = lxd.execute(cname, facts_argv(sorted(want.files), list(want.packages), sorted(want.services)))
+def container_facts(lxd: Lxd, cname: str, want: Provisioning, manifest: str | None = None) -> Facts:
+    argv = facts_argv(sorted(want.files), list(want.packages), sorted(want.services),
+                      manifest if manifest in want.files else None)
+    code, out, err = lxd.execute(cname, argv)
     if code != 0:
         raise LxdError(f"instance {cname}: reading its files, packages and services failed: {err.strip()}")
     return parse_facts(out)

@@ -7,7 +7,7 @@ from typing import Mapping
 
 from .desired import Provisioning, shown_content
 from .lxd import RawState
-from .provision import Facts
+from .provision import Facts, recorded_paths
 from .state import (LabState, Resource, instance_from_lxd, ipv4_by_nic, network_from_lxd,
                     profile_from_lxd, NETWORK_DEFAULTED_KEYS)
 
@@ -65,8 +65,9 @@ def users_of(owned: LabState) -> dict[str, set[str]]:
 
 # --- Inside containers ----------------------------------------------------------------------
 
-def provisioned(cname: str, facts: Facts, want: Provisioning, desired: LabState) -> LabState:
-    """The live state of what `want` manages inside one container, from one read of facts."""
+def provisioned(cname: str, facts: Facts, want: Provisioning, manifest: str) -> LabState:
+    """The live state of what `want` manages inside one container, from one read of facts,
+    and of the files an earlier apply recorded in `manifest` that lab.yaml no longer has."""
     out: LabState = {}
     for pkg in want.packages:
         if facts.packages.get(pkg):
@@ -75,6 +76,9 @@ def provisioned(cname: str, facts: Facts, want: Provisioning, desired: LabState)
         found = facts.files.get(path)
         if found:
             _put(out, Resource("file", f"{cname}:{path}", _file_body(found, facts, spec.secret)))
+    for path in recorded_paths((facts.files.get(manifest) or {}).get("content", b"").decode()):
+        if path not in want.files and facts.files.get(path, {}).get("type") in ("file", "directory"):
+            _put(out, Resource("file", f"{cname}:{path}", _file_body(facts.files[path], facts, secret=True)))
     for name in want.services:
         state = facts.services.get(name, {"enabled": False, "running": False})
         _put(out, Resource("service", f"{cname}:{name}", dict(state)))

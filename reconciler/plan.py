@@ -118,7 +118,7 @@ def _waits_for(change: Change, changes: list[Change], live_users: dict[str, set[
                     change.address.startswith("network.") and other.address.startswith("instance.")
                     and other.action == Action.DELETE):
                 waits.add(other.id)
-        elif other.address in change.depends_on and other.action != Action.DELETE:
+        elif other.address in change.depends_on:
             waits.add(other.id)
     return waits
 

@@ -85,23 +85,29 @@ def validate_path(path: str) -> str | None:
 
 FACTS_SCRIPT = r"""
 set -u
-. /etc/os-release 2>/dev/null; echo "os ${ID:-unknown} ${ID_LIKE:-}"
+[ -r /etc/os-release ] && . /etc/os-release  # a failed `.` would end a POSIX shell
+echo "os ${ID:-unknown} ${ID_LIKE:-}"
 pm=none
 for c in apt-get dnf yum apk; do command -v $c >/dev/null 2>&1 && { pm=$c; break; }; done
 echo "pm $pm"
 while IFS=: read -r n _ u _; do echo "user $n $u"; done </etc/passwd
 while IFS=: read -r n _ g _; do echo "group $n $g"; done </etc/group
+ff() {
+  if [ -d "$1" ]; then echo "dir $(stat -c '%a %u %g' "$1") $1"
+  elif [ -f "$1" ]; then
+    echo "file $(stat -c '%a %u %g %s' "$1") $(sha256sum "$1" | cut -d' ' -f1) $1"
+    [ "$(stat -c %s "$1")" -le MAXBYTES ] && { echo "content $1"; base64 -w0 "$1"; echo; }
+  elif [ -e "$1" ]; then echo "other $1"
+  else echo "absent $1"; fi
+}
 mode=
 for a in "$@"; do
-  case "$a" in --files|--packages|--services) mode=$a; continue;; esac
+  case "$a" in --manifest|--files|--packages|--services) mode=$a; continue;; esac
   case "$mode" in
-  --files)
-    if [ -d "$a" ]; then echo "dir $(stat -c '%a %u %g' "$a") $a"
-    elif [ -f "$a" ]; then
-      echo "file $(stat -c '%a %u %g %s' "$a") $(sha256sum "$a" | cut -d' ' -f1) $a"
-      [ "$(stat -c %s "$a")" -le MAXBYTES ] && { echo "content $a"; base64 -w0 "$a"; echo; }
-    elif [ -e "$a" ]; then echo "other $a"
-    else echo "absent $a"; fi;;
+  --manifest)  # what an earlier apply wrote here: removed from lab.yaml means deleted
+    ff "$a"
+    [ -f "$a" ] && while IFS= read -r p; do case "$p" in /*) ff "$p";; esac; done <"$a";;
+  --files) ff "$a";;
   --packages)
     case $pm in
     apt-get) s=$(dpkg-query -W -f='${Status}' "$a" 2>/dev/null);;
@@ -115,6 +121,7 @@ for a in "$@"; do
     echo "svc ${e:-unknown} ${r:-unknown} $a";;
   esac
 done
+exit 0
 """.replace("MAXBYTES", str(MAX_SHOWN_BYTES))
 
 
@@ -137,9 +144,23 @@ class Facts:
     services: dict[str, dict] = field(default_factory=dict)  # name -> {enabled, running}
 
 
-def facts_argv(paths: list[str], packages: list[str], services: list[str]) -> list[str]:
-    return (["sh", "-c", FACTS_SCRIPT, "reconciler-facts", "--files", *paths,
-             "--packages", *packages, "--services", *services])
+def facts_argv(paths: list[str], packages: list[str], services: list[str], manifest: str | None = None) -> list[str]:
+    return (["sh", "-c", FACTS_SCRIPT, "reconciler-facts", *(["--manifest", manifest] if manifest else []),
+             "--files", *paths, "--packages", *packages, "--services", *services])
+
+
+def manifest_path(lab: str) -> str:
+    """Where apply records the files it manages in a container, to delete those lab.yaml drops."""
+    return f"/var/lib/reconciler/{lab}.files"
+
+
+def manifest_text(lab: str, paths: list[str]) -> str:
+    return f"# Files reconciler manages here for lab {lab}; written by apply, do not edit.\n" + \
+        "".join(f"{p}\n" for p in sorted(paths))
+
+
+def recorded_paths(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("/")]
 
 
 def parse_facts(output: str) -> Facts:

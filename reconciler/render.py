@@ -5,11 +5,13 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .apply import Outcome, Report
 from .desired import UNKNOWN
 from .plan import Action, Change, Plan
+
+if TYPE_CHECKING:  # apply is only needed when applying: plan starts faster without it
+    from .apply import Outcome, Report
 
 COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31",
            Action.START: "36", Action.STOP: "36", Action.RESTART: "36", Action.RELOAD: "36"}

@@ -92,8 +92,8 @@ class LabDir:
     def lxc(self, *args: str, check: bool = True) -> str:
         return sh("lxc", "--project", self.project, *args, check=check).stdout
 
-    def instance(self, name: str) -> dict:
-        return json.loads(sh("lxc", "query", f"/1.0/instances/{name}?project={self.project}").stdout)
+    def instance(self, name: str, part: str = "") -> dict:
+        return json.loads(sh("lxc", "query", f"/1.0/instances/{name}{part}?project={self.project}").stdout)
 
 
 def new_project(tag: str) -> None:

@@ -177,3 +177,13 @@ def test_the_plan_applied_to_the_live_state_gives_the_desired_state(desired, liv
 @given(any_state=states)
 def test_a_state_diffed_with_itself_is_empty(any_state):
     assert diff_states(any_state, any_state) == []
+
+
+def test_the_repository_lab_plans_without_a_cycle_from_empty(tmp_path):
+    from reconciler.spec import load_lab
+    lab, _ = load_lab(Path(__file__).resolve().parent.parent / "lab.yaml", {})
+    plan = make_plan(lab.lab, diff_states(desired_state(lab, tmp_path, {}), {}), {})
+    order = [c.address for c in plan.changes]
+    cfg, manifest = "file.proxyha:/etc/haproxy/haproxy.cfg", "file.proxyha:/var/lib/reconciler/haproxy-lab.files"
+    assert order.index("file.proxyha:/etc/haproxy/errors/503.http") < order.index(cfg) < order.index(manifest)
+    assert order.index("instance.web1") < order.index("package.web1:apache2") < order.index("service.web1:apache2")

@@ -219,3 +219,51 @@ def test_the_guide_as_written_for_rocky_is_validated_and_planned(lab, monkeypatc
     assert changes["instance.proxyha"]["after"]["devices"]["http"]["listen"] == "tcp:0.0.0.0:80"
     assert "package.web1:httpd" in changes and "file.proxyha:/etc/haproxy/haproxy.cfg" in changes
     assert json.loads(lab.lxc("list", "--format=json")) == []  # a plan changes nothing
+
+
+FILES = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+networks:
+  @TAG@b:
+    config: {ipv4.address: 10.203.32.1/24, ipv4.nat: false, ipv6.address: none}
+profiles:
+  net:
+    devices:
+      eth0: {type: nic, network: @TAG@b, name: eth0}
+containers:
+  c2:
+    image: reconciler-tiny
+    profiles: [default, net]
+  c1:
+    image: reconciler-tiny
+    profiles: [default, net]
+    files:
+      /etc/motd: {content: "hello\\n", mode: "0600"}
+      /srv/www: {type: directory}
+      /srv/www/peer: {template: "c2 is at {{ containers.c2.address }}\\n"}
+"""
+
+
+def test_files_inside_a_container_are_created_compared_repaired_and_deleted(lab):
+    applied(lab, FILES)
+    assert lab.lxc("exec", "c1", "--", "cat", "/etc/motd") == "hello\n"
+    assert lab.lxc("exec", "c1", "--", "stat", "-c", "%a", "/etc/motd").strip() == "600"
+    c2 = lab.instance("c2", "/state")
+    address = [a["address"] for a in c2["network"]["eth0"]["addresses"] if a["family"] == "inet"][0]
+    assert lab.lxc("exec", "c1", "--", "cat", "/srv/www/peer") == f"c2 is at {address}\n"
+    assert no_changes(lab)
+
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo bye > /etc/motd; chmod 644 /etc/motd")
+    plan = lab.run("plan").out
+    assert "~ file.c1:/etc/motd will be updated" in plan and "-bye" in plan and "+hello" in plan
+    assert 'mode: "0644" -> "0600"' in plan
+    applied(lab, FILES)
+    assert no_changes(lab)
+
+    smaller = FILES.replace('      /etc/motd: {content: "hello\\n", mode: "0600"}\n', "")
+    lab.write(smaller)
+    assert "- file.c1:/etc/motd will be deleted (not in lab.yaml)" in lab.run("plan").out
+    applied(lab, smaller)
+    assert lab.lxc("exec", "c1", "--", "ls", "/etc/motd", check=False) == ""
+    assert no_changes(lab)
