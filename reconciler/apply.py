@@ -18,13 +18,11 @@ from .desired import MissingAddress, Provisioning
 from .engine import Context, container_facts
 from .lxd import Lxd, LxdError, StaleState, wait_for_address
 from .plan import Action, Change, Plan
+from .spec import REMOTES
 from .state import IMAGE_KEY, OWNER_KEY, NETWORK_DEFAULTED_KEYS, instance_from_lxd, network_from_lxd, \
     profile_from_lxd, split_address
 
 ADDRESS_TIMEOUT = 90.0
-REMOTES = {"images": "https://images.linuxcontainers.org",
-           "ubuntu": "https://cloud-images.ubuntu.com/releases",
-           "ubuntu-daily": "https://cloud-images.ubuntu.com/daily"}
 
 
 @dataclass
@@ -259,7 +257,7 @@ class Steps:
             resource.deferred(known)
             return known
         except MissingAddress as missing:
-            for cname in str(missing).strip("'").split(", "):
+            for cname in missing.containers:
                 known[cname] = wait_for_address(self.lxd, cname, "eth0", ADDRESS_TIMEOUT)
             return known
 
@@ -290,7 +288,5 @@ def image_source(image: str) -> dict:
     remote, sep, alias = image.partition(":")
     if not sep:
         return {"type": "image", "alias": image}
-    if remote not in REMOTES:
-        raise StepError(f"unknown image remote {remote!r} (known: {', '.join(sorted(REMOTES))})")
     return {"type": "image", "mode": "pull", "server": REMOTES[remote], "protocol": "simplestreams",
             "alias": alias}

@@ -160,7 +160,11 @@ def shown_content(data: bytes, secret: bool) -> str | None:
 
 
 class MissingAddress(LookupError):
-    """A template needs a container's address that is not known yet."""
+    """A template needs the address of containers whose address is not known yet."""
+
+    def __init__(self, containers: list[str]):
+        super().__init__(f"no address yet for {', '.join(containers)}")
+        self.containers = containers
 
 
 _FACT = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
@@ -199,7 +203,7 @@ def _haproxy_config(lab: Lab, cname: str, addresses: Mapping[str, str]) -> str:
     needed = haproxy.server_containers(lab.haproxy[cname])
     missing = sorted(needed - set(addresses))
     if missing:
-        raise MissingAddress(", ".join(missing))
+        raise MissingAddress(missing)
     return haproxy.render_config(lab.haproxy[cname], dict(addresses))
 
 
@@ -216,7 +220,7 @@ def fill_template(text: str, lab: Lab, cname: str, addresses: Mapping[str, str])
             return lab.containers[cname].vars.get(key[5:], "")
         target = cname if key == "container.address" else key.removeprefix("containers.").removesuffix(".address")
         if target not in addresses:
-            raise MissingAddress(target)
+            raise MissingAddress([target])
         return addresses[target]
     return _FACT.sub(one, text)
 

@@ -17,7 +17,10 @@ from . import haproxy as haproxy_spec
 from .provision import FileSpec, ServiceSpec, validate_path
 from .source import Document, Problem, SourceError, load_document
 
-OWNER_KEY = "user.reconciler.lab"  # the ownership tag every object the lab creates carries
+# The image servers `remote:alias` may name, as the lxc client knows them.
+REMOTES = {"images": "https://images.linuxcontainers.org",
+           "ubuntu": "https://cloud-images.ubuntu.com/releases",
+           "ubuntu-daily": "https://cloud-images.ubuntu.com/daily"}
 RESERVED_PREFIXES = ("volatile.", "image.", "user.reconciler.")
 
 
@@ -95,6 +98,9 @@ class Container(Strict):
     def _image(cls, value: str) -> str:
         if not re.match(r"^([A-Za-z0-9][A-Za-z0-9_.-]*:)?[A-Za-z0-9][A-Za-z0-9_./-]*$", value):
             raise ValueError(f"{value!r} is not an image alias or remote:alias")
+        remote, sep, _ = value.partition(":")
+        if sep and remote not in REMOTES:
+            raise ValueError(f"unknown image remote {remote!r} (known: {', '.join(sorted(REMOTES))})")
         return value
 
     @field_validator("packages")
