@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("apply", "destroy"):
             p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
             p.add_argument("--parallelism", type=int, default=4, help="steps at once (default 4)")
+            p.add_argument("--fingerprint", help="apply only if the plan is still the one reviewed"
+                           " (the fingerprint plan printed); refuse a plan that moved on")
         if name == "check":
             p.add_argument("--requests", type=int, default=6, help="requests per host (default 6, max 100)")
     return parser
@@ -117,6 +119,10 @@ def cmd_apply(args, destroy: bool = False) -> int:
     plan, ctx, lxd = made
     colour = use_colour(sys.stdout)
     sys.stdout.write(plan_text(plan, colour))
+    if args.fingerprint and args.fingerprint != plan.fingerprint():
+        print(f"Error: the plan is no longer the one reviewed (fingerprint {plan.fingerprint()}, expected"
+              f" {args.fingerprint}): LXD or lab.yaml changed since; review the plan above", file=sys.stderr)
+        return EXIT_ERROR
     if plan.empty:
         return EXIT_OK
     if not _confirmed(args, "destroy" if destroy else "apply"):

@@ -267,3 +267,14 @@ def test_files_inside_a_container_are_created_compared_repaired_and_deleted(lab)
     applied(lab, smaller)
     assert lab.lxc("exec", "c1", "--", "ls", "/etc/motd", check=False) == ""
     assert no_changes(lab)
+
+
+def test_apply_refuses_a_plan_that_moved_on_since_it_was_reviewed(lab):
+    lab.write(TINY)
+    reviewed = json.loads(lab.run("plan", "--json").out)["fingerprint"]
+    lab.lxc("profile", "create", "handmade")  # not the lab's: the plan stays the same
+    assert lab.run("apply", "--yes", "--fingerprint", reviewed).code == 0
+    lab.lxc("config", "set", "c1", "user.extra", "x")
+    drifted = lab.run("apply", "--yes", "--fingerprint", reviewed)
+    assert drifted.code == 1 and "no longer the one reviewed" in drifted.err
+    assert lab.instance("c1")["config"]["user.extra"] == "x"  # nothing was done
