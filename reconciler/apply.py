@@ -23,6 +23,7 @@ from .state import IMAGE_KEY, OWNER_KEY, NETWORK_DEFAULTED_KEYS, instance_from_l
     profile_from_lxd, split_address
 
 ADDRESS_TIMEOUT = 90.0
+PORT_TIMEOUT = 15.0
 
 
 @dataclass
@@ -263,16 +264,40 @@ class Steps:
 
     def _service(self, change: Change, name: str) -> None:
         cname, service = name.split(":", 1)
-        facts = self._facts_of_services(cname, service)
+        resource = self.ctx.desired[change.address]
+        want, ports = resource.body, resource.body.get("listening", [])
+        have = self._service_state(cname, service, ports)
         trigger = change.action.word if change.action in (Action.RELOAD, Action.RESTART) else None
-        want = self.ctx.desired[change.address].body
-        for argv in provision.service_argvs(service, want, facts, trigger):
+        if have and have.get("running") and have.get("listening", ports) != ports:
+            trigger = trigger or resource.meta.get("on_change", "restart")  # running, but not on its ports
+        for argv in provision.service_argvs(service, want, have, trigger):
             self._exec(cname, argv, " ".join(argv))
+        if ports:
+            self._wait_for_ports(cname, service, ports)
 
-    def _facts_of_services(self, cname: str, service: str) -> dict | None:
+    def _service_state(self, cname: str, service: str, ports: list[int]) -> dict | None:
         self._facts_of(cname)  # waits for the boot to finish, once per container
-        found = container_facts(self.lxd, cname, Provisioning(services={service: provision.ServiceSpec()}))
-        return found.services.get(service)
+        spec = provision.ServiceSpec(listens=ports)
+        found = container_facts(self.lxd, cname, Provisioning(services={service: spec}))
+        if service not in found.services:
+            return None
+        return {**found.services[service], "listening": sorted(found.listening.get(service, []))}
+
+    def _log_of(self, cname: str, service: str) -> list[str]:
+        """The service's recent log lines, its alerts and errors first among them."""
+        _, log, _ = self.lxd.execute(cname, ["journalctl", "-u", service, "-n", "30", "--no-pager", "-o", "cat"])
+        lines = log.strip().splitlines()
+        alerts = [line for line in lines if any(w in line for w in ("ALERT", "rror", "ailed"))]
+        return (alerts or lines)[-8:]
+
+    def _wait_for_ports(self, cname: str, service: str, ports: list[int]) -> None:
+        """A reload returns before the new processes bind: wait, bounded, for the ports to be theirs."""
+        deadline = time.monotonic() + PORT_TIMEOUT
+        while (self._service_state(cname, service, ports) or {}).get("listening") != ports:
+            if time.monotonic() > deadline:
+                raise StepError(f"{service} does not hold port(s) {', '.join(map(str, ports))} after"
+                                f" {PORT_TIMEOUT:.0f}s; its log:\n  " + "\n  ".join(self._log_of(cname, service)))
+            time.sleep(0.5)
 
 
 def _id(table: dict[str, int], name: str, what: str) -> int:

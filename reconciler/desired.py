@@ -110,11 +110,18 @@ def _provisioning(lab: Lab, cname: str, want: Provisioning, base_dir: Path,
     # Services to stop go first: one may hold what another needs (a port, a lock).
     stopped = tuple(address("service", f"{cname}:{s}") for s, spec in sorted(want.services.items())
                     if not spec.running)
-    services = [Resource("service", f"{cname}:{s}", {"enabled": spec.enabled, "running": spec.running},
+    services = [Resource("service", f"{cname}:{s}", service_body(spec),
                          (instance,) + pkg_addrs + file_addrs + (stopped if spec.running else ()),
                          meta={"watches": list(spec.watches), "on_change": spec.on_change})
                 for s, spec in sorted(want.services.items())]
     return packages + files + services
+
+
+def service_body(spec: ServiceSpec) -> dict:
+    body = {"enabled": spec.enabled, "running": spec.running}
+    if spec.running and spec.listens:
+        body["listening"] = list(spec.listens)
+    return body
 
 
 def _parents(cname: str, path: str, want: Provisioning) -> tuple[str, ...]:
@@ -189,12 +196,14 @@ def haproxy_provisioning(lab: Lab, cname: str) -> Provisioning:
     support = {path: FileSpec(content=text) for path, text in haproxy.support_files(spec).items()}
     config = FileSpec(content="", check=["haproxy", "-c", "-f", "{}"])
     watched = [haproxy.CONFIG_PATH] + sorted(haproxy.error_page_files(spec))
-    services = {"haproxy": ServiceSpec(watches=watched, on_change="reload")}
+    ports = haproxy.listen_ports(spec)
+    services = {"haproxy": ServiceSpec(watches=watched, on_change="reload", listens=ports)}
     packages = ["haproxy"]
     if haproxy.rsyslog_files(spec):
         packages.append("rsyslog")
         services["rsyslog"] = ServiceSpec(watches=sorted(haproxy.rsyslog_files(spec)), on_change="restart")
-        services["haproxy"] = ServiceSpec(watches=watched + sorted(haproxy.rsyslog_files(spec)), on_change="reload")
+        services["haproxy"] = ServiceSpec(watches=watched + sorted(haproxy.rsyslog_files(spec)), on_change="reload",
+                                          listens=ports)
     return Provisioning(tuple(packages), {**dirs, **support, haproxy.CONFIG_PATH: config}, services,
                         {haproxy.CONFIG_PATH: lambda addresses: _haproxy_config(lab, cname, addresses)})
 

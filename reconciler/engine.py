@@ -122,7 +122,8 @@ def _has_any(want: Provisioning) -> bool:
 
 def container_facts(lxd: Lxd, cname: str, want: Provisioning, manifest: str | None = None) -> Facts:
     argv = facts_argv(sorted(want.files), list(want.packages), sorted(want.services),
-                      manifest if manifest in want.files else None)
+                      manifest if manifest in want.files else None,
+                      {name: spec.listens for name, spec in want.services.items() if spec.listens})
     code, out, err = lxd.execute(cname, argv)
     if code != 0:
         raise LxdError(f"instance {cname}: reading its files, packages and services failed: {err.strip()}")

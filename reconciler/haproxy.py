@@ -366,6 +366,11 @@ def _listeners(spec: HAProxy) -> list[tuple[tuple, str, str, int]]:
     return out
 
 
+def listen_ports(spec: HAProxy) -> list[int]:
+    """TCP ports HAProxy must hold once it runs this configuration."""
+    return sorted({port for _, _, _, port in _listeners(spec)})
+
+
 def _check_binds(spec: HAProxy) -> list[Problem]:
     problems: list[Problem] = []
     listeners = _listeners(spec)

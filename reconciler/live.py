@@ -79,9 +79,11 @@ def provisioned(cname: str, facts: Facts, want: Provisioning, manifest: str) -> 
     for path in recorded_paths((facts.files.get(manifest) or {}).get("content", b"").decode()):
         if path not in want.files and facts.files.get(path, {}).get("type") in ("file", "directory"):
             _put(out, Resource("file", f"{cname}:{path}", _file_body(facts.files[path], facts, secret=True)))
-    for name in want.services:
-        state = facts.services.get(name, {"enabled": False, "running": False})
-        _put(out, Resource("service", f"{cname}:{name}", dict(state)))
+    for name, spec in want.services.items():
+        body = dict(facts.services.get(name, {"enabled": False, "running": False}))
+        if spec.listens and body["running"]:
+            body["listening"] = sorted(facts.listening.get(name, []))
+        _put(out, Resource("service", f"{cname}:{name}", body))
     return out
 
 

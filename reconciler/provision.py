@@ -72,6 +72,15 @@ class ServiceSpec(BaseModel):
     running: bool = True
     watches: list[str] = Field([], description="paths of managed files; a change to one reloads or restarts")
     on_change: Literal["reload", "restart"] = "restart"
+    listens: list[int] = Field([], description="TCP ports the service itself must hold while running:"
+                               " plan shows a port it does not hold, apply waits for them")
+
+    @field_validator("listens")
+    @classmethod
+    def _ports(cls, value: list[int]) -> list[int]:
+        if any(not 0 < p < 65536 for p in value):
+            raise ValueError("ports are 1 to 65535")
+        return sorted(set(value))
 
 
 def validate_path(path: str) -> str | None:
@@ -102,7 +111,7 @@ ff() {
 }
 mode=
 for a in "$@"; do
-  case "$a" in --manifest|--files|--packages|--services) mode=$a; continue;; esac
+  case "$a" in --manifest|--files|--packages|--services|--listens) mode=$a; continue;; esac
   case "$mode" in
   --manifest)  # what an earlier apply wrote here: removed from lab.yaml means deleted
     ff "$a"
@@ -119,6 +128,14 @@ for a in "$@"; do
   --services)
     e=$(systemctl is-enabled "$a" 2>/dev/null); r=$(systemctl is-active "$a" 2>/dev/null)
     echo "svc ${e:-unknown} ${r:-unknown} $a";;
+  --listens)  # SERVICE/PORT: is PORT held by a process of SERVICE's own cgroup?
+    n=${a%/*}; p=${a##*/}; cg=$(systemctl show -p ControlGroup --value "$n" 2>/dev/null); pids=
+    for d in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do
+      [ -n "$cg" ] && [ -r "$d$cg/cgroup.procs" ] && { pids=$(cat "$d$cg/cgroup.procs"); break; }
+    done
+    held=no
+    for pid in $pids; do ss -ltnpH "sport = :$p" 2>/dev/null | grep -q "pid=$pid," && { held=yes; break; }; done
+    echo "listen $held $p $n";;
   esac
 done
 exit 0
@@ -142,11 +159,14 @@ class Facts:
     files: dict[str, dict] = field(default_factory=dict)  # path -> {type, mode, uid, gid, sha256, content}
     packages: dict[str, bool] = field(default_factory=dict)
     services: dict[str, dict] = field(default_factory=dict)  # name -> {enabled, running}
+    listening: dict[str, list[int]] = field(default_factory=dict)  # service -> wanted ports it holds
 
 
-def facts_argv(paths: list[str], packages: list[str], services: list[str], manifest: str | None = None) -> list[str]:
+def facts_argv(paths: list[str], packages: list[str], services: list[str], manifest: str | None = None,
+               listens: dict[str, list[int]] | None = None) -> list[str]:
+    ports = [f"{name}/{port}" for name, wanted in sorted((listens or {}).items()) for port in wanted]
     return (["sh", "-c", FACTS_SCRIPT, "reconciler-facts", *(["--manifest", manifest] if manifest else []),
-             "--files", *paths, "--packages", *packages, "--services", *services])
+             "--files", *paths, "--packages", *packages, "--services", *services, "--listens", *ports])
 
 
 def manifest_path(lab: str) -> str:
@@ -220,8 +240,15 @@ def _svc(f: Facts, rest: str, _: str) -> None:
     f.services[name] = {"enabled": enabled in ("enabled", "static", "alias"), "running": running == "active"}
 
 
+def _listen(f: Facts, rest: str, _: str) -> None:
+    held, port, name = rest.split(" ", 2)
+    if held == "yes":
+        f.listening.setdefault(name, []).append(int(port))
+
+
 _PARSERS = {"os": _os, "pm": _pm, "user": _user, "group": _group, "dir": _dir, "file": _file,
-            "content": _content, "other": _other, "pkg": _pkg, "svc": _svc}
+            "content": _content, "other": _other, "pkg": _pkg, "svc": _svc,
+            "listen": _listen}
 
 
 def sha256(data: bytes) -> str:

@@ -62,6 +62,14 @@ haproxy:
           - {name: site3, container: web3, port: 80}
 """
 
+PORT_81 = """\
+    services: {apache2: null}
+haproxy:
+  proxyha:
+    frontends:
+      extra_frontend: {bind: "*:81", default_backend: subdomain1}
+"""
+
 BAD_TLS = """\
 haproxy:
   proxyha:
@@ -169,6 +177,27 @@ def test_a_config_haproxy_rejects_never_goes_live(guide):
         assert guide.run("check").code == 0  # the old config still serves
         live = guide.lxc("exec", "proxyha", "--", "cat", "/etc/haproxy/haproxy.cfg")
         assert "missing.pem" not in live
+    finally:
+        guide.set_override()
+    guide.apply()
+
+
+def test_a_port_haproxy_cannot_bind_fails_the_apply_and_converges_once_free(guide):
+    # Something that is not HAProxy holds port 81 inside proxyha: haproxy -c passes, the reload cannot bind.
+    guide.lxc("exec", "proxyha", "--", "sh", "-c", "cp /etc/apache2/ports.conf /root/ports.conf.orig &&"
+              " echo 'Listen 81' > /etc/apache2/ports.conf && systemctl start apache2")
+    guide.set_override(PORT_81)  # lab.yaml's proxyha keeps apache2 stopped: this lab stops caring
+    try:
+        result = guide.run("apply", "--yes")
+        assert result.code == 1, result.out[-2000:]
+        assert "haproxy does not hold port(s) 80, 81" in result.out, result.out[-1500:]
+        assert "cannot bind socket" in result.out, result.out[-1500:]
+        assert "listening: [80] -> [80, 81]" in guide.run("plan").out  # the next run knows
+        assert guide.run("check").code == 0  # the old workers still serve port 80
+        guide.lxc("exec", "proxyha", "--", "sh", "-c",
+                  "systemctl stop apache2 && cp /root/ports.conf.orig /etc/apache2/ports.conf")
+        guide.apply()
+        assert guide.run("plan", "--detailed-exitcode").code == 0
     finally:
         guide.set_override()
     guide.apply()
