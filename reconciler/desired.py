@@ -7,7 +7,7 @@ so the diff, plan and apply treat them like anything a user wrote by hand.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -91,30 +91,47 @@ def provisioning_of(lab: Lab, name: str) -> Provisioning:
 
 def _provisioning(lab: Lab, cname: str, want: Provisioning, base_dir: Path,
                   addresses: Mapping[str, str]) -> list[Resource]:
+    """Packages, then files, then services: each waits for what comes before it in the container."""
     instance = address("instance", cname)
-    # One package manager per container takes one lock: installs go one after another.
-    packages = [Resource("package", f"{cname}:{p}", {"installed": True},
-                         (instance,) + tuple(address("package", f"{cname}:{q}") for q in want.packages[:i]))
-                for i, p in enumerate(want.packages)]
+    packages = _packages(cname, want, instance)
     pkg_addrs = tuple(r.address for r in packages)
-    unchecked = tuple(address("file", f"{cname}:{p}") for p, spec in sorted(want.files.items())
-                      if not spec.check and p != manifest_path(lab.lab))
-    # A checked file (haproxy.cfg) is checked against the others (error pages): they go first.
-    files = [_file(lab, cname, path, spec, _renderer(lab, cname, path, want, base_dir), addresses,
-                   (instance,) + pkg_addrs + _parents(cname, path, want) + (unchecked if spec.check else ()))
-             for path, spec in sorted(want.files.items())]
-    file_addrs = tuple(r.address for r in files)
-    manifest = address("file", f"{cname}:{manifest_path(lab.lab)}")
-    files = [replace(r, depends_on=r.depends_on + tuple(a for a in file_addrs if a != manifest))
-             if r.address == manifest else r for r in files]  # recorded once the rest is written
+    files = _files(lab, cname, want, base_dir, addresses, (instance,) + pkg_addrs)
+    services = _services(cname, want, (instance,) + pkg_addrs + tuple(r.address for r in files))
+    return packages + files + services
+
+
+def _packages(cname: str, want: Provisioning, instance: str) -> list[Resource]:
+    # One package manager per container takes one lock: installs go one after another.
+    return [Resource("package", f"{cname}:{p}", {"installed": True},
+                     (instance,) + tuple(address("package", f"{cname}:{q}") for q in want.packages[:i]))
+            for i, p in enumerate(want.packages)]
+
+
+def _files(lab: Lab, cname: str, want: Provisioning, base_dir: Path, addresses: Mapping[str, str],
+           deps: tuple[str, ...]) -> list[Resource]:
+    manifest = manifest_path(lab.lab)
+    plain = tuple(address("file", f"{cname}:{p}") for p, spec in sorted(want.files.items())
+                  if not spec.check and p != manifest)
+    everything = tuple(address("file", f"{cname}:{p}") for p in sorted(want.files) if p != manifest)
+    out = []
+    for path, spec in sorted(want.files.items()):
+        extra = _parents(cname, path, want)
+        if spec.check:
+            extra += plain  # checked against the others (haproxy.cfg names the error pages)
+        if path == manifest:
+            extra += everything  # recorded once the rest is written
+        out.append(_file(lab, cname, path, spec, _renderer(lab, cname, path, want, base_dir), addresses,
+                         deps + extra))
+    return out
+
+
+def _services(cname: str, want: Provisioning, deps: tuple[str, ...]) -> list[Resource]:
     # Services to stop go first: one may hold what another needs (a port, a lock).
     stopped = tuple(address("service", f"{cname}:{s}") for s, spec in sorted(want.services.items())
                     if not spec.running)
-    services = [Resource("service", f"{cname}:{s}", service_body(spec),
-                         (instance,) + pkg_addrs + file_addrs + (stopped if spec.running else ()),
-                         meta={"watches": list(spec.watches), "on_change": spec.on_change})
-                for s, spec in sorted(want.services.items())]
-    return packages + files + services
+    return [Resource("service", f"{cname}:{s}", service_body(spec), deps + (stopped if spec.running else ()),
+                     meta={"watches": list(spec.watches), "on_change": spec.on_change})
+            for s, spec in sorted(want.services.items())]
 
 
 def service_body(spec: ServiceSpec) -> dict:

@@ -28,8 +28,9 @@ def lxd_string(value: Any) -> str:
     """A YAML scalar in LXD's string form: true -> "true", 5 -> "5"."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if value is None:
-        return ""
+    if value is None or value == "":
+        # LXD drops a key set to "": it would show as drift forever. Leave the key out instead.
+        raise ValueError("needs a value (LXD drops empty keys; to unset one, leave it out)")
     if isinstance(value, (int, float, str)):
         return str(value)
     raise ValueError(f"must be a string, number or boolean, not {type(value).__name__}")
