@@ -52,6 +52,9 @@ def remove_leftovers(only_run: str | None = None) -> None:
     for net in json.loads(sh("lxc", "network", "list", "--format=json").stdout):
         if net["name"].startswith(prefix) and net.get("managed"):
             sh("lxc", "network", "delete", net["name"], check=False)
+    for link in json.loads(sh("ip", "-j", "link", "show", "type", "veth").stdout or "[]"):
+        if link["ifname"].startswith(prefix) and link["ifname"].endswith("v0"):  # a test LAN's veth pair
+            sh("ip", "link", "delete", link["ifname"], check=False)
 
 
 def delete_project(name: str) -> None:

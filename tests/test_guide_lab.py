@@ -116,11 +116,13 @@ def guide(lxd_ready, tmp_path_factory):
     parent, peer = f"{tag}v0", f"{tag}v1"
     sh("bash", str(ROOT / "scripts" / "lan-up.sh"), parent, peer)
     new_project(tag)
-    lab = Guide(tmp_path_factory.mktemp("guide"), tag, parent, peer)
-    lab.first_apply = lab.apply()
-    yield lab
-    drop_project(tag)
-    sh("ip", "link", "delete", parent, check=False)
+    try:
+        lab = Guide(tmp_path_factory.mktemp("guide"), tag, parent, peer)
+        lab.first_apply = lab.apply()
+        yield lab
+    finally:
+        drop_project(tag)
+        sh("ip", "link", "delete", parent, check=False)
 
 
 def test_from_empty_the_check_alternates_both_sites_and_a_second_plan_is_empty(guide):
