@@ -290,30 +290,42 @@ def listen_address(listen: str) -> tuple[str, str, str] | None:
     return match.groups() if match else None
 
 
+WILDCARDS = ("0.0.0.0", "[::]", "*")
+
+
 def _proxy_listen_clashes(lab: Lab) -> list[tuple[tuple, str]]:
-    seen: dict[tuple[str, str], str] = {}
+    """Two proxy devices on one port (LXD checks this only when the second one starts)."""
+    seen: dict[tuple[str, int], list[tuple[str, str]]] = {}  # (proto, port) -> [(address, owner)]
     out = []
     for cname, container in lab.containers.items():
         for dname, device in expanded_devices(lab, container).items():
             if device.get("type") != "proxy" or "listen" not in device:
                 continue
+            where = _device_path(lab, container, cname, dname) + ("listen",)
             parsed = listen_address(device["listen"])
             if parsed is None:
-                out.append((_device_path(lab, container, cname, dname) + ("listen",),
-                            "listen must be tcp:ADDRESS:PORT or udp:ADDRESS:PORT"))
+                out.append((where, "listen must be tcp:ADDRESS:PORT or udp:ADDRESS:PORT"))
                 continue
-            for key in _listen_keys(*parsed):
-                if key in seen:
-                    out.append((_device_path(lab, container, cname, dname) + ("listen",),
-                                f"{device['listen']} is already the listen address of {seen[key]}"))
-                    break
-                seen[key] = f"containers.{cname}.devices.{dname}"
+            clash = _first_clash(seen, *parsed)
+            if clash:
+                out.append((where, f"{device['listen']} clashes with the listen address of {clash}"))
+            for port in _ports(parsed[2]):
+                seen.setdefault((parsed[0], port), []).append((parsed[1], f"containers.{cname}.devices.{dname}"))
     return out
 
 
-def _listen_keys(proto: str, address: str, ports: str) -> list[tuple[str, str]]:
+def _first_clash(seen: dict, proto: str, address: str, ports: str) -> str | None:
+    """The owner of an earlier listener on one of these ports: same address, or either a wildcard."""
+    for port in _ports(ports):
+        for other, owner in seen.get((proto, port), []):
+            if other == address or other in WILDCARDS or address in WILDCARDS:
+                return owner
+    return None
+
+
+def _ports(ports: str) -> range:
     low, _, high = ports.partition("-")
-    return [(proto, f"{address}:{port}") for port in range(int(low), int(high or low) + 1)][:1024]
+    return range(int(low), min(int(high or low), int(low) + 1023) + 1)
 
 
 def _device_path(lab: Lab, container: Container, cname: str, dname: str) -> tuple:

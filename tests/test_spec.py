@@ -102,8 +102,32 @@ def test_two_proxies_on_one_listen_address_across_containers(tmp_path):
         devices: {web: {type: proxy, listen: "tcp:127.0.0.1:80", connect: "tcp:127.0.0.1:80"}}
     """
     found = errors(tmp_path, text)
-    assert any("containers.b.devices.web.listen" in e and "already the listen address of containers.a" in e
+    assert any("containers.b.devices.web.listen" in e and "clashes with the listen address of containers.a" in e
                for e in found), found
+
+
+@pytest.mark.parametrize("first, second, clash", [
+    ("tcp:0.0.0.0:80", "tcp:127.0.0.1:80", True),
+    ("tcp:127.0.0.1:80", "tcp:0.0.0.0:80", True),
+    ("tcp:127.0.0.1:80", "tcp:127.0.0.2:80", False),
+    ("tcp:127.0.0.1:80-90", "tcp:127.0.0.1:85", True),
+    ("tcp:127.0.0.1:80", "udp:127.0.0.1:80", False),
+])
+def test_listen_clashes_know_wildcards_and_ranges(tmp_path, first, second, clash):
+    text = f"""\
+    lab: demo
+    containers:
+      a: {{image: x, devices: {{p: {{type: proxy, listen: "{first}", connect: "tcp:127.0.0.1:80"}}}}}}
+      b: {{image: x, devices: {{p: {{type: proxy, listen: "{second}", connect: "tcp:127.0.0.1:80"}}}}}}
+    """
+    path = tmp_path / "lab.yaml"
+    path.write_text(textwrap.dedent(text))
+    try:
+        load_lab(path, {})
+        found = []
+    except SourceError as err:
+        found = [str(p) for p in err.problems]
+    assert any("clashes" in e for e in found) == clash, found
 
 
 def test_a_proxy_in_a_shared_profile_clashes_with_itself(tmp_path):
