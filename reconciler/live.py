@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from .desired import Provisioning, shown_content
-from .lxd import RawState
 from .provision import Facts, recorded_paths
-from .state import (LabState, Resource, instance_from_lxd, ipv4_by_nic, network_from_lxd,
-                    profile_from_lxd, NETWORK_DEFAULTED_KEYS)
+from .state import (NETWORK_DEFAULTED_KEYS, LabState, Resource, instance_from_lxd, ipv4_by_nic,
+                    network_from_lxd, profile_from_lxd)
+
+if TYPE_CHECKING:  # only the shape: this module stays pure
+    from .lxd import RawState
 
 
 @dataclass

@@ -17,6 +17,8 @@ import pylxd
 import requests
 from pylxd import exceptions as lxd_errors
 
+from .state import ipv4_by_nic
+
 SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
 OPERATION_TIMEOUT = 300
 
@@ -119,7 +121,6 @@ class Lxd:
             return False
 
     def addresses(self, name: str) -> dict[str, str]:
-        from .state import ipv4_by_nic
         return ipv4_by_nic(self._call("get", self.api.instances[name].state).json()["metadata"])
 
     # --- writing ------------------------------------------------------------------------
