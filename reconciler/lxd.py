@@ -11,7 +11,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 import pylxd
 import requests

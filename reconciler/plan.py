@@ -9,7 +9,7 @@ from enum import Enum
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
-from .state import split_address, sort_key
+from .state import sort_key
 
 
 class Action(Enum):

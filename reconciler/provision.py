@@ -265,7 +265,7 @@ def install_argv(package_manager: str, packages: list[str]) -> list[str]:
         return [package_manager, "install", "-y", "-q", *packages]
     if package_manager == "apk":
         return ["apk", "add", "-q", *packages]
-    raise ValueError(f"no known package manager (apt-get, dnf, apk) in this container")
+    raise ValueError("no known package manager (apt-get, dnf, apk) in this container")
 
 
 def service_argvs(name: str, want: dict, have: dict | None, trigger: str | None) -> list[list[str]]:

@@ -7,10 +7,8 @@ import contextlib
 import io
 import itertools
 import json
-import os
 import secrets
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
