@@ -9,13 +9,14 @@ say() { printf 'lxd-up: %s\n' "$*"; }
 die() { printf 'lxd-up: ERROR: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
-# 1. Packages. iptables/nftables: without them LXD cannot create bridges.
-if command -v lxd >/dev/null && command -v lxc >/dev/null; then
-  say "lxd and lxc present: install skipped"
+# 1. Packages. iptables/nftables: without them LXD cannot create bridges; dnsmasq-base (only
+# recommended by the lxd package) is the DHCP server of every LXD bridge, the lab's LAN among them.
+if command -v lxd >/dev/null && command -v lxc >/dev/null && command -v dnsmasq >/dev/null; then
+  say "lxd, lxc and dnsmasq present: install skipped"
 else
-  say "installing lxd lxd-client nftables iptables (apt)"
+  say "installing lxd lxd-client nftables iptables dnsmasq-base (apt)"
   apt-get update -q >/dev/null || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q lxd lxd-client nftables iptables \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q lxd lxd-client nftables iptables dnsmasq-base \
     >/dev/null || die "apt-get install lxd failed"
 fi
 
