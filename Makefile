@@ -21,7 +21,7 @@ unit: setup
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@python3 -m venv --help >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv python3-pip; }
+	@python3 -c "import ensurepip, venv" 2>/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv python3-pip; }
 	@# The tests check rendered configs with the real haproxy -c, and make a TLS certificate with openssl.
 	@command -v haproxy >/dev/null && command -v openssl >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy openssl; }
 	python3 -m venv $(VENV)
