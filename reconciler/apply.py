@@ -19,8 +19,8 @@ from .engine import Context, container_facts
 from .lxd import Lxd, LxdError, StaleState, wait_for_address
 from .plan import Action, Change, Plan
 from .spec import REMOTES
-from .state import IMAGE_KEY, OWNER_KEY, NETWORK_DEFAULTED_KEYS, instance_from_lxd, network_from_lxd, \
-    profile_from_lxd, split_address
+from .state import IMAGE_KEY, NETWORK_DEFAULTED_KEYS, OWNER_KEY, instance_from_lxd, network_from_lxd, \
+    profile_from_lxd, split_address, without_lxd_defaults
 
 ADDRESS_TIMEOUT = 90.0
 PORT_TIMEOUT = 15.0
@@ -183,9 +183,8 @@ class Steps:
         now = normalise(raw).body
         compared = {k: v for k, v in now.items() if k != "state"}
         planned = {k: v for k, v in (change.before or {}).items() if k != "state"}
-        if kind == "network":
-            compared["config"] = {k: v for k, v in now["config"].items() if k in planned.get("config", {})
-                                  or k not in NETWORK_DEFAULTED_KEYS}
+        if kind == "network":  # as the plan saw it: without the keys LXD filled in
+            compared["config"] = without_lxd_defaults(now["config"], planned.get("config", {}))
         if compared != planned:
             raise StaleState(f"{change.address} changed since the plan was made; run plan again")
         return raw, etag
@@ -205,8 +204,7 @@ class Steps:
     def _exec(self, cname: str, argv: list[str], what: str) -> str:
         code, out, err = self.lxd.execute(cname, argv)
         if code != 0:
-            detail = (err.strip() or out.strip()).splitlines()[-12:]
-            raise StepError(f"{what} failed (exit {code}):\n  " + "\n  ".join(detail))
+            raise StepError(f"{what} failed (exit {code}):\n  " + _last_lines(out, err))
         return out
 
     def _package(self, change: Change, name: str) -> None:
@@ -246,9 +244,8 @@ class Steps:
             code, out, err = self.lxd.execute(cname, [a.replace("{}", temp) for a in check])
             if code != 0:
                 self.lxd.execute(cname, ["rm", "-f", temp])
-                lines = (err.strip() or out.strip()).splitlines()[-12:]
                 raise StepError(f"{path}: `{' '.join(check)}` rejected the new file (exit {code}); the old one"
-                                " stays live:\n  " + "\n  ".join(lines))
+                                " stays live:\n  " + _last_lines(out, err))
         self._exec(cname, ["mv", "-f", temp, path], f"moving {path} into place")
 
     def _addresses_for(self, resource) -> dict[str, str]:
@@ -298,6 +295,11 @@ class Steps:
                 raise StepError(f"{service} does not hold port(s) {', '.join(map(str, ports))} after"
                                 f" {PORT_TIMEOUT:.0f}s; its log:\n  " + "\n  ".join(self._log_of(cname, service)))
             time.sleep(0.5)
+
+
+def _last_lines(out: str, err: str) -> str:
+    """What a failed command said (its stderr, else its stdout), last lines, indented."""
+    return "\n  ".join((err.strip() or out.strip()).splitlines()[-12:])
 
 
 def _id(table: dict[str, int], name: str, what: str) -> int:

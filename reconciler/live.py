@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Mapping
 
 from .desired import Provisioning, shown_content
 from .provision import Facts, recorded_paths
-from .state import (NETWORK_DEFAULTED_KEYS, LabState, Resource, instance_from_lxd, ipv4_by_nic,
-                    network_from_lxd, profile_from_lxd)
+from .state import (LabState, Resource, instance_from_lxd, ipv4_by_nic, network_from_lxd, profile_from_lxd,
+                    without_lxd_defaults)
 
 if TYPE_CHECKING:  # only the shape: this module stays pure
     from .lxd import RawState
@@ -51,8 +51,7 @@ def forgive_network_defaults(desired: LabState, owned: LabState) -> None:
         want = desired.get(addr)
         if have.kind != "network" or want is None:
             continue
-        config = {k: v for k, v in have.body["config"].items()
-                  if k not in NETWORK_DEFAULTED_KEYS or k in want.body["config"]}
+        config = without_lxd_defaults(have.body["config"], want.body["config"])
         owned[addr] = Resource(have.kind, have.name, {**have.body, "config": config}, have.depends_on, have.owner)
 
 

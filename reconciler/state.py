@@ -76,6 +76,11 @@ def referenced_networks(devices: Mapping[str, Mapping[str, str]]) -> set[str]:
     return out
 
 
+def without_lxd_defaults(config: Mapping[str, str], kept: Mapping[str, str]) -> dict[str, str]:
+    """A bridge's config without the keys LXD filled in itself, unless `kept` (lab.yaml's) sets them."""
+    return {k: v for k, v in config.items() if k not in NETWORK_DEFAULTED_KEYS or k in kept}
+
+
 def network_from_lxd(raw: Mapping[str, Any]) -> Resource:
     body = {"type": raw.get("type", "bridge"), "description": raw.get("description", ""),
             "config": own_config(raw.get("config") or {})}

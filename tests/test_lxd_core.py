@@ -36,6 +36,8 @@ containers:
     profiles: [default, net]
 """
 
+HEADER = TINY.split("containers:\n")[0] + "containers:\n"  # the bridge and profile, no containers yet
+
 
 def applied(lab, text: str = TINY):
     lab.write(text)
@@ -196,7 +198,7 @@ def test_unreachable_lxd_is_one_line_saying_where_it_looked(lab):
 
 def test_plan_reads_lxd_in_a_constant_number_of_calls(lab):
     def calls(n: int) -> int:
-        text = TINY.split("containers:\n")[0] + "containers:\n" + "".join(
+        text = HEADER + "".join(
             f"  k{i}:\n    image: reconciler-tiny\n    profiles: [default, net]\n" for i in range(n))
         applied(lab, text)
         lxd_ = Lxd(None, lab.project)
@@ -221,17 +223,7 @@ def test_the_guide_as_written_for_rocky_is_validated_and_planned(lab, monkeypatc
     assert json.loads(lab.lxc("list", "--format=json")) == []  # a plan changes nothing
 
 
-FILES = """\
-lab: @TAG@
-lxd: {project: @PROJECT@}
-networks:
-  @TAG@b:
-    config: {ipv4.address: 10.203.32.1/24, ipv4.nat: false, ipv6.address: none}
-profiles:
-  net:
-    devices:
-      eth0: {type: nic, network: @TAG@b, name: eth0}
-containers:
+FILES = HEADER + """\
   c2:
     image: reconciler-tiny
     profiles: [default, net]
