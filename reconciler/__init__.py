@@ -2,6 +2,8 @@
 
 import os
 
+__version__ = "0.2.0"
+
 # Pydantic scans every installed distribution's entry points for plugins at first use (~0.1 s of
 # a plan's start-up); reconciler uses none.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")

@@ -1,35 +1,44 @@
 """Carries a Plan out through lxd.py: dependency order, bounded parallelism, a clear report.
 
-A failed step stops its dependants only; everything else goes on.  Each step re-reads what
-it changes and refuses if it moved since the plan, so a re-run always converges.
+A failed step stops its dependants only; everything else goes on.  Steps that change an object
+re-read it first and refuse if it moved since the plan, so a re-run always converges.  Inside a
+container, a record of what was applied is written last (even after a failure), so the next plan
+knows which files are the lab's and who moved what.
+
+RECONCILER_SHUFFLE=SEED picks among ready steps in a seeded random order: with --parallelism 1,
+a missing edge in the graph fails deterministically instead of hiding behind timing.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
-from typing import Callable
+from typing import Any, Callable, Hashable, Iterable, Mapping
 
-from . import provision
-from .desired import MissingAddress, Provisioning
+from .address import Address, Kind
+from .desired import MissingAddress, Provisioning, render_file
 from .engine import Context, container_facts
+from .facts import BOOTED_ARGV, Facts, record_path, record_text
+from .kinds import REGISTRY
+from .kinds import file as file_kind
+from .kinds import network as network_kind
+from .live import record_key
 from .lxd import Lxd, LxdError, StaleState, wait_for_address
-from .plan import Action, Change, Plan
-from .spec import REMOTES
-from .state import IMAGE_KEY, NETWORK_DEFAULTED_KEYS, OWNER_KEY, instance_from_lxd, network_from_lxd, \
-    profile_from_lxd, split_address, without_lxd_defaults
+from .plan import Action, Change, Plan, Step, redact
+from .state import RECORD_TAG, Body, digest
 
 ADDRESS_TIMEOUT = 90.0
-PORT_TIMEOUT = 15.0
 
 
 @dataclass
 class Outcome:
+    step: Step
     change: Change
-    status: str  # done | failed | skipped
+    status: str  # done | unchanged | failed | skipped | not started
     seconds: float = 0.0
     message: str = ""
 
@@ -37,272 +46,295 @@ class Outcome:
 @dataclass
 class Report:
     outcomes: list[Outcome] = field(default_factory=list)
+    interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
 
-    def with_status(self, status: str) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status == status]
+    def with_status(self, *statuses: str) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status in statuses]
 
     @property
     def ok(self) -> bool:
-        return not self.with_status("failed") and not self.with_status("skipped")
+        return not self.interrupted and not self.with_status("failed", "skipped", "not started")
 
 
 class StepError(Exception):
     """A step failed; the message says why in the user's terms."""
 
 
-def apply_plan(plan: Plan, ctx: Context, lxd: Lxd, parallelism: int = 4,
-               progress: Callable[[str, Outcome | None, Change], None] | None = None) -> Report:
-    """Run every change as soon as what it waits for is done; at most `parallelism` at once."""
-    steps = Steps(ctx, lxd)
-    by_id = plan.by_id()
-    sorter = TopologicalSorter(plan.graph)
-    sorter.prepare()
-    report, failed = Report(), set()
-    running: dict[Future, str] = {}
-    with ThreadPoolExecutor(max(1, parallelism)) as pool:
-        while sorter.is_active():
-            for cid in sorted(sorter.get_ready()):
-                blocked = [d for d in plan.graph[cid] if d in failed]
-                if blocked:
-                    failed.add(cid)
-                    report.outcomes.append(Outcome(by_id[cid], "skipped", message=f"{blocked[0]} did not succeed"))
-                    sorter.done(cid)
+Progress = Callable[[str, Step, Change, "Outcome | None"], None]
+
+
+@dataclass(frozen=True)
+class RecordStep:
+    """The last step inside a container: write down what was applied there."""
+
+    container: str
+
+
+def apply_plan(plan: Plan, ctx: Context, lxd: Lxd, parallelism: int = 4, progress: Progress | None = None,
+               shuffle: random.Random | None = None) -> Report:
+    """Run every step as soon as what it waits for is done; at most `parallelism` at once.
+    Ctrl-C stops starting steps and waits for the running ones; a second Ctrl-C abandons them."""
+    return Scheduler(plan, Runner(ctx, lxd, plan), max(1, parallelism), progress, shuffle).run()
+
+
+class Scheduler:
+    def __init__(self, plan: Plan, runner: Runner, parallelism: int, progress: Progress | None,
+                 shuffle: random.Random | None):
+        self.plan, self.runner, self.parallelism = plan, runner, parallelism
+        self.progress, self.shuffle = progress, shuffle
+        self.changes = plan.steps()
+        self.graph: dict[Hashable, frozenset] = {**plan.graph, **_record_steps(plan)}
+        self.report = Report()
+        self.failed: set[Hashable] = set()
+        self.succeeded: set[Hashable] = set()
+        self.recorded: set[RecordStep] = set()
+
+    def run(self) -> Report:
+        sorter = TopologicalSorter(self.graph)
+        sorter.prepare()
+        ready: list[Hashable] = []
+        running: dict[Future, Hashable] = {}
+        pool = ThreadPoolExecutor(self.parallelism)
+        try:
+            while sorter.is_active() or running:
+                if not self.report.interrupted:
+                    ready += sorted(sorter.get_ready(), key=_key)
+                    while ready and len(running) < self.parallelism:
+                        item = ready.pop(self.shuffle.randrange(len(ready)) if self.shuffle else 0)
+                        future = self._start(pool, item, sorter)
+                        if future is not None:
+                            running[future] = item
+                if not running:
+                    if self.report.interrupted or not sorter.is_active():
+                        break
                     continue
-                if progress:
-                    progress("start", None, by_id[cid])
-                running[pool.submit(_timed, steps.run, by_id[cid])] = cid
-            if not running:
-                continue
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                cid = running.pop(future)
-                outcome = future.result()
-                report.outcomes.append(outcome)
-                if outcome.status != "done":
-                    failed.add(cid)
-                if progress:
-                    progress("end", outcome, outcome.change)
-                sorter.done(cid)
-    return report
+                try:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    if self.report.interrupted:
+                        raise  # the second Ctrl-C: abandon what runs
+                    self.report.interrupted = True
+                    continue
+                for future in finished:
+                    item = running.pop(future)
+                    sorter.done(item)
+                    self._finish(item, future.result())
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if self.report.interrupted:
+            self._not_started(set(self.graph) - self.succeeded - self.failed - self.recorded)
+            for item in self.graph:  # what was done inside a container is still written down
+                if isinstance(item, RecordStep) and item not in self.recorded and self.graph[item] & self.succeeded:
+                    self._finish(item, self._record(item))
+        return self.report
+
+    def _start(self, pool: ThreadPoolExecutor, item: Hashable, sorter: TopologicalSorter) -> Future | None:
+        if isinstance(item, RecordStep):
+            if not self.graph[item] & self.succeeded:
+                sorter.done(item)  # nothing was done inside: nothing to record
+                return None
+            return pool.submit(self._record, item)
+        step: Step = item  # type: ignore[assignment]
+        blocked = [d for d in self.graph[step] if d in self.failed]
+        if blocked:
+            self.failed.add(step)
+            self.report.outcomes.append(Outcome(step, self.changes[step], "skipped",
+                                                message=f"{blocked[0]} did not succeed"))
+            sorter.done(step)
+            return None
+        if self.progress:
+            self.progress("start", step, self.changes[step], None)
+        return pool.submit(self.runner.timed, step, self.changes[step])
+
+    def _finish(self, item: Hashable, outcome: Outcome | str | None) -> None:
+        if isinstance(item, RecordStep):
+            self.recorded.add(item)
+            if outcome:
+                self.report.warnings.append(str(outcome))
+            return
+        assert isinstance(outcome, Outcome)
+        self.report.outcomes.append(outcome)
+        (self.succeeded if outcome.status in ("done", "unchanged") else self.failed).add(item)
+        if self.progress:
+            self.progress("end", outcome.step, outcome.change, outcome)
+
+    def _record(self, item: RecordStep) -> str | None:
+        steps = [s for s in self.graph[item] if isinstance(s, Step)]
+        try:
+            self.runner.write_record(item.container, [(self.changes[s], s in self.succeeded) for s in steps])
+            return None
+        except (LxdError, StepError, OSError) as err:
+            return f"{item.container}: the record of what was applied could not be written: {err}"
+
+    def _not_started(self, items: Iterable[Hashable]) -> None:
+        for item in sorted((i for i in items if isinstance(i, Step)), key=_key):
+            self.report.outcomes.append(Outcome(item, self.changes[item], "not started",
+                                                message="apply was interrupted"))
 
 
-def _timed(run: Callable[[Change], None], change: Change) -> Outcome:
-    start = time.monotonic()
-    try:
-        run(change)
-        return Outcome(change, "done", time.monotonic() - start)
-    except (LxdError, StepError, MissingAddress, OSError, ValueError) as err:
-        return Outcome(change, "failed", time.monotonic() - start, str(err) or type(err).__name__)
+def _key(item: Hashable) -> tuple:
+    if isinstance(item, RecordStep):
+        return (99, item.container)
+    assert isinstance(item, Step)
+    return item.sort_key()
 
 
-class Steps:
-    """One method per kind of change; each safe to run again after a failure."""
+def _record_steps(plan: Plan) -> dict[Hashable, frozenset]:
+    """One record step per container that has steps inside it, after all of them."""
+    inside: dict[str, set[Step]] = {}
+    for step in plan.graph:
+        if step.address.kind.inside:
+            inside.setdefault(step.address.name, set()).add(step)
+    return {RecordStep(c): frozenset(steps) for c, steps in inside.items()}
 
-    def __init__(self, ctx: Context, lxd: Lxd):
-        self.ctx, self.lxd = ctx, lxd
-        self._facts: dict[str, provision.Facts] = {}
+
+class Runner:
+    """What a kind's apply function may use: LXD, the container's facts, the lab's file contents."""
+
+    def __init__(self, ctx: Context, lxd: Lxd, plan: Plan):
+        self.ctx, self.lxd, self.plan = ctx, lxd, plan
+        self.lab_name = ctx.lab.lab
+        self.changed: set[Address] = set()  # inside things this run wrote
+        self.applied: dict[Address, Body] = {}  # what was applied, when it differs from the plan's after
+        self._facts: dict[str, Facts] = {}
+        self._snapshots: dict[str, Facts] = {}
         self._lock = threading.Lock()
 
-    def run(self, change: Change) -> None:
-        kind, name = split_address(change.address)
-        getattr(self, f"_{kind}")(change, name)
-
-    # --- LXD objects --------------------------------------------------------------------
-
-    def _network(self, change: Change, name: str) -> None:
-        want = change.after
-        if change.action == Action.DELETE:
-            return self.lxd.delete("network", name)
-        config = {**want["config"], OWNER_KEY: self.ctx.lab.lab}
-        if change.action == Action.CREATE:
-            return self.lxd.create("network", {"name": name, "type": want["type"],
-                                               "description": want["description"], "config": config})
-        raw, etag = self._fresh("network", name, change, network_from_lxd)
-        kept = {k: v for k, v in raw["config"].items() if k in NETWORK_DEFAULTED_KEYS and k not in config}
-        self.lxd.put("network", name, {"description": want["description"], "config": {**kept, **config}}, etag)
-
-    def _profile(self, change: Change, name: str) -> None:
-        want = change.after
-        if change.action == Action.DELETE:
-            return self.lxd.delete("profile", name)
-        body = {"description": want["description"], "devices": want["devices"],
-                "config": {**want["config"], OWNER_KEY: self.ctx.lab.lab}}
-        if change.action == Action.CREATE:
-            return self.lxd.create("profile", {"name": name, **body})
-        _, etag = self._fresh("profile", name, change, profile_from_lxd)
-        self.lxd.put("profile", name, body, etag)
-
-    def _instance(self, change: Change, name: str) -> None:
-        action = change.action
-        if action in (Action.DELETE, Action.REPLACE):
-            self._remove_instance(name)
-        if action in (Action.CREATE, Action.REPLACE):
-            self._create_instance(name, change.after)
-        elif action == Action.UPDATE:
-            self._update_instance(name, change)
-        elif action == Action.START:
-            self.lxd.set_state(name, "start")
-        elif action == Action.STOP:
-            self._stop(name)
-        elif action == Action.RESTART:
-            self._stop(name)
-            self.lxd.set_state(name, "start")
-
-    def _create_instance(self, name: str, want: dict) -> None:
-        config = {**want["config"], OWNER_KEY: self.ctx.lab.lab, IMAGE_KEY: want["image"]}
-        self.lxd.create("instance", {"name": name, "type": want["type"], "source": image_source(want["image"]),
-                                     "profiles": want["profiles"], "config": config,
-                                     "devices": want["devices"], "description": want["description"]})
-        if want["state"] == "running":
-            self.lxd.set_state(name, "start")
-
-    def _update_instance(self, name: str, change: Change) -> None:
-        raw, etag = self._fresh("instance", name, change, instance_from_lxd)
-        want = change.after
-        lxd_keys = {k: v for k, v in raw["config"].items() if k.startswith(("volatile.", "image."))}
-        body = {"architecture": raw["architecture"], "ephemeral": raw["ephemeral"],
-                "profiles": want["profiles"], "devices": want["devices"], "description": want["description"],
-                "config": {**lxd_keys, **want["config"], OWNER_KEY: self.ctx.lab.lab, IMAGE_KEY: want["image"]}}
-        self.lxd.put("instance", name, body, etag)
-
-    def _remove_instance(self, name: str) -> None:
-        raw, _ = self.lxd.get("instance", name)
-        if raw.get("status") == "Running":
-            self.lxd.set_state(name, "stop", force=True)
-        self.lxd.delete("instance", name)
-
-    def _stop(self, name: str) -> None:
+    def timed(self, step: Step, change: Change) -> Outcome:
+        start = time.monotonic()
         try:
-            self.lxd.set_state(name, "stop", timeout=30)
-        except LxdError:
-            self.lxd.set_state(name, "stop", force=True)  # it did not shut down cleanly in time
+            changed = REGISTRY[step.address.kind].apply(self, change, step.action)
+            if changed and step.address.kind.inside:
+                with self._lock:
+                    self.changed.add(step.address)
+            status = "unchanged" if changed is False and step.action == Action.CONVERGE else "done"
+            return Outcome(step, change, status, time.monotonic() - start)
+        except (LxdError, StepError, MissingAddress, OSError, ValueError) as err:
+            return Outcome(step, change, "failed", time.monotonic() - start, str(err) or type(err).__name__)
 
-    def _fresh(self, kind: str, name: str, change: Change, normalise) -> tuple[dict, str]:
+    # --- LXD objects ----------------------------------------------------------------------------
+
+    def fresh(self, change: Change) -> tuple[dict, str]:
         """The object as LXD has it now, with its ETag; refuse if it moved since the plan."""
-        raw, etag = self.lxd.get(kind, name)
-        now = normalise(raw).body
-        compared = {k: v for k, v in now.items() if k != "state"}
-        planned = {k: v for k, v in (change.before or {}).items() if k != "state"}
-        if kind == "network":  # as the plan saw it: without the keys LXD filled in
-            compared["config"] = without_lxd_defaults(now["config"], planned.get("config", {}))
-        if compared != planned:
-            raise StaleState(f"{change.address} changed since the plan was made; run plan again")
+        kind = change.address.kind
+        raw, etag = self.lxd.get(kind.value, change.address.name)
+        now = REGISTRY[kind].from_lxd(raw)
+        if kind == Kind.NETWORK:  # as the plan saw it: without the keys LXD filled in
+            now = network_kind.essence(now, _as_resource(change))
+        moved = _moved(change.before or {}, now.body, ignore=("state",))
+        if moved:
+            raise StaleState(f"{change.address} changed since the plan was made ({moved}); run plan again")
         return raw, etag
 
-    # --- inside containers ----------------------------------------------------------------
+    # --- inside containers ------------------------------------------------------------------------
 
-    def _facts_of(self, cname: str, fresh: bool = False) -> provision.Facts:
-        with self._lock:
-            known = None if fresh else self._facts.get(cname)
-        if known is None:
-            self._exec(cname, provision.BOOTED_ARGV, "waiting for the container to finish booting")
-            known = container_facts(self.lxd, cname, Provisioning())
-            with self._lock:
-                self._facts[cname] = known
-        return known
-
-    def _exec(self, cname: str, argv: list[str], what: str) -> str:
-        code, out, err = self.lxd.execute(cname, argv)
+    def exec(self, container: str, argv: list[str], what: str) -> str:
+        code, out, err = self.lxd.execute(container, argv)
         if code != 0:
-            raise StepError(f"{what} failed (exit {code}):\n  " + _last_lines(out, err))
+            raise StepError(f"{what} failed (exit {code}):\n  " + self.last_lines(out, err))
         return out
 
-    def _package(self, change: Change, name: str) -> None:
-        cname, package = name.split(":", 1)
-        manager = self._facts_of(cname).package_manager
-        self._exec(cname, provision.install_argv(manager, [package]), f"installing {package}")
-        self._facts_of(cname, fresh=True)  # a package may add users and groups files need
+    def facts(self, container: str, fresh: bool = False) -> Facts:
+        """Users, groups and the package manager, read once the container has finished booting."""
+        with self._lock:
+            known = None if fresh else self._facts.get(container)
+        if known is None:
+            self.exec(container, BOOTED_ARGV, "waiting for the container to finish booting")
+            known = container_facts(self.lxd, container, _EMPTY, files=())
+            with self._lock:
+                self._facts[container] = known
+        return known
 
-    def _file(self, change: Change, name: str) -> None:
-        cname, path = name.split(":", 1)
-        if change.action == Action.DELETE:
-            return self._delete_file(cname, path, change.before["type"])
-        want = change.after
-        facts = self._facts_of(cname)
-        uid, gid = _id(facts.users, want["owner"], "user"), _id(facts.groups, want["group"], "group")
-        if want["type"] == "directory":
-            # "0" + mode: GNU chmod keeps a directory's setgid bit unless given five digits.
-            argv = ["sh", "-c", 'mkdir -p "$1" && chmod "$2" "$1" && chown "$3" "$1"', "mkdir",
-                    path, "0" + want["mode"], f"{uid}:{gid}"]
-            return self._exec(cname, argv, f"creating directory {path}")
-        self._write_file(cname, path, want, uid, gid)
+    def read(self, container: str, **only: Any) -> Facts:
+        """A fresh read of just these files, packages or services."""
+        return container_facts(self.lxd, container, _EMPTY, **only)
 
-    def _delete_file(self, cname: str, path: str, kind: str) -> None:
-        if kind == "directory":  # only if empty: it may hold things that are not the lab's
-            self._exec(cname, ["sh", "-c", 'rmdir "$1" 2>/dev/null || true', "rmdir", path], f"removing {path}")
-        else:
-            self._exec(cname, ["rm", "-f", "--", path], f"removing {path}")
+    def ids(self, container: str, owner: str, group: str) -> tuple[int, int]:
+        facts = self.facts(container)
+        return _id(facts.users, owner, "user"), _id(facts.groups, group, "group")
 
-    def _write_file(self, cname: str, path: str, want: dict, uid: int, gid: int) -> None:
-        resource = self.ctx.desired[f"file.{cname}:{path}"]
-        data = resource.deferred(self._addresses_for(resource))
-        temp = f"{path}.reconciler-new"
-        self._exec(cname, ["mkdir", "-p", path.rsplit("/", 1)[0] or "/"], f"creating the parent of {path}")
-        self.lxd.push_file(cname, temp, data, want["mode"], uid, gid)
-        check = resource.meta.get("check")
-        if check:
-            code, out, err = self.lxd.execute(cname, [a.replace("{}", temp) for a in check])
-            if code != 0:
-                self.lxd.execute(cname, ["rm", "-f", temp])
-                raise StepError(f"{path}: `{' '.join(check)}` rejected the new file (exit {code}); the old one"
-                                " stays live:\n  " + _last_lines(out, err))
-        self._exec(cname, ["mv", "-f", temp, path], f"moving {path} into place")
+    def check_unmoved(self, change: Change) -> None:
+        """A file to update or delete must still be as the plan saw it."""
+        container = change.address.name
+        with self._lock:
+            snapshot = self._snapshots.get(container)
+        if snapshot is None:
+            paths = {c.address.key for c in self.plan.changes if c.address.kind == Kind.FILE
+                     and c.address.name == container}
+            snapshot = self.read(container, files=sorted(paths))
+            with self._lock:
+                self._snapshots[container] = snapshot
+        found = snapshot.files.get(change.address.key)
+        now = redact(file_kind.found_body(found, snapshot, True), change.secret) if found else None
+        before = redact(change.before, change.secret) or {}
+        how = "it is gone" if now is None else _moved(before, now, ignore=("content",))  # sha256 covers it
+        if how:
+            raise StaleState(f"{change.address} changed since the plan was made ({how}); run plan again")
 
-    def _addresses_for(self, resource) -> dict[str, str]:
-        """Live addresses of every container (waiting per NIC for those just started)."""
-        known = dict(self.ctx.live.addresses())
-        try:
-            resource.deferred(known)
-            return known
-        except MissingAddress as missing:
-            for cname in missing.containers:
-                known[cname] = wait_for_address(self.lxd, cname, "eth0", ADDRESS_TIMEOUT)
-            return known
+    def file_bytes(self, change: Change) -> bytes:
+        """The bytes to write: from the plan when it carries them, else rendered from the lab (secrets;
+        contents that needed live addresses, which are read now, waiting for new containers)."""
+        after = change.after or {}
+        content = after.get("content")
+        if isinstance(content, str) and content != file_kind.UNKNOWN and not change.secret:
+            return content.encode()
+        waits = change.meta.get("waits_for") or []
+        data = render_file(self.ctx.lab, self.ctx.base_dir, change.address.name, change.address.key,
+                           self.addresses(waits))
+        planned = after.get("sha256")
+        if not waits and planned not in (None, file_kind.UNKNOWN) and file_kind.sha256(data) != planned:
+            raise StaleState(f"{change.address}: the lab's files changed since the plan was made; run plan again")
+        self.applied[change.address] = {**after, "sha256": file_kind.sha256(data),
+                                        "content": file_kind.shown(data, change.secret)}
+        return data
 
-    def _service(self, change: Change, name: str) -> None:
-        cname, service = name.split(":", 1)
-        resource = self.ctx.desired[change.address]
-        want, ports = resource.body, resource.body.get("listening", [])
-        have = self._service_state(cname, service, ports)
-        trigger = change.action.word if change.action in (Action.RELOAD, Action.RESTART) else None
-        if have and have.get("running") and have.get("listening", ports) != ports:
-            trigger = trigger or resource.meta.get("on_change", "restart")  # running, but not on its ports
-        for argv in provision.service_argvs(service, want, have, trigger):
-            self._exec(cname, argv, " ".join(argv))
-        if ports:
-            self._wait_for_ports(cname, service, ports)
+    def addresses(self, containers: Iterable[str]) -> dict[str, str]:
+        """The live address of each container, waiting (bounded, per NIC) for one just started."""
+        return {c: wait_for_address(self.lxd, c, "eth0", ADDRESS_TIMEOUT) for c in containers}
 
-    def _service_state(self, cname: str, service: str, ports: list[int]) -> dict | None:
-        self._facts_of(cname)  # waits for the boot to finish, once per container
-        spec = provision.ServiceSpec(listens=ports)
-        found = container_facts(self.lxd, cname, Provisioning(services={service: spec}))
-        if service not in found.services:
-            return None
-        return {**found.services[service], "listening": sorted(found.listening.get(service, []))}
+    def write_record(self, container: str, steps: list[tuple[Change, bool]]) -> None:
+        """The record inside a container: what was applied there, by digest; what failed keeps its old entry."""
+        path = record_path(self.lab_name)
+        record = dict(self.read(container, record=path).record or {})
+        for change, succeeded in steps:
+            key = record_key(change.address)
+            if not succeeded:
+                continue
+            if Action.DELETE in change.actions:
+                record.pop(key, None)
+            elif change.after is not None:
+                record[key] = digest(self.applied.get(change.address, change.after))
+        self.exec(container, ["mkdir", "-p", "--", path.rsplit("/", 1)[0]], "creating the record's folder")
+        self.lxd.push_file(container, path, record_text(self.lab_name, record).encode(), "0600", 0, 0)
+        owned = self.ctx.live.instance(container)
+        if not (owned and owned.meta.get("has_record")):
+            raw, _ = self.lxd.get("instance", container)
+            self.lxd.patch("instance", container, {"config": {RECORD_TAG: "true"},
+                                                   "description": raw.get("description", "")})
 
-    def _log_of(self, cname: str, service: str) -> list[str]:
-        """The service's recent log lines, its alerts and errors first among them."""
-        _, log, _ = self.lxd.execute(cname, ["journalctl", "-u", service, "-n", "30", "--no-pager", "-o", "cat"])
-        lines = log.strip().splitlines()
-        alerts = [line for line in lines if any(w in line for w in ("ALERT", "rror", "ailed"))]
-        return (alerts or lines)[-8:]
+    @staticmethod
+    def step_error(message: str) -> StepError:
+        return StepError(message)
 
-    def _wait_for_ports(self, cname: str, service: str, ports: list[int]) -> None:
-        """A reload returns before the new processes bind: wait, bounded, for the ports to be theirs."""
-        deadline = time.monotonic() + PORT_TIMEOUT
-        while (self._service_state(cname, service, ports) or {}).get("listening") != ports:
-            if time.monotonic() > deadline:
-                raise StepError(f"{service} does not hold port(s) {', '.join(map(str, ports))} after"
-                                f" {PORT_TIMEOUT:.0f}s; its log:\n  " + "\n  ".join(self._log_of(cname, service)))
-            time.sleep(0.5)
+    @staticmethod
+    def last_lines(out: str, err: str) -> str:
+        """What a failed command said (its stderr, else its stdout), last lines, indented."""
+        return "\n  ".join((err.strip() or out.strip()).splitlines()[-12:])
 
 
-def _last_lines(out: str, err: str) -> str:
-    """What a failed command said (its stderr, else its stdout), last lines, indented."""
-    return "\n  ".join((err.strip() or out.strip()).splitlines()[-12:])
+def _as_resource(change: Change):
+    from .state import Resource
+    return Resource(change.address, change.after or {}) if change.after is not None else None
 
 
-def _id(table: dict[str, int], name: str, what: str) -> int:
+def _moved(before: Mapping[str, Any], now: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> str:
+    """'' if equal, else which fields differ (for the refusal message)."""
+    fields = sorted(k for k in set(before) | set(now) if k not in ignore and before.get(k) != now.get(k))
+    return ", ".join(fields)
+
+
+def _id(table: Mapping[str, int], name: str, what: str) -> int:
     if name.isdigit():
         return int(name)
     if name not in table:
@@ -310,10 +342,4 @@ def _id(table: dict[str, int], name: str, what: str) -> int:
     return table[name]
 
 
-def image_source(image: str) -> dict:
-    """lab.yaml's image -> LXD's `source`: a local alias, or remote:alias pulled by simplestreams."""
-    remote, sep, alias = image.partition(":")
-    if not sep:
-        return {"type": "image", "alias": image}
-    return {"type": "image", "mode": "pull", "server": REMOTES[remote], "protocol": "simplestreams",
-            "alias": alias}
+_EMPTY = Provisioning()  # reads of only some things name them instead

@@ -1,15 +1,34 @@
-"""`reconcile validate | plan | apply | destroy | check`: exit codes as Terraform's."""
+"""`reconcile validate | plan | apply | destroy | check`.
+
+Exit codes mean one thing each: 0 success, 1 any error (bad input, usage, LXD, a failed step,
+a refusal), 2 only for `plan --detailed-exitcode` with changes pending.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
-from .source import SourceError
+from . import __version__
+from .source import Location, Problem, SourceError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EPILOG = """\
+exit codes: 0 success; 1 error (invalid lab.yaml, usage, LXD, a failed or refused step);
+            2 only with `plan --detailed-exitcode`: changes are pending.
+See docs/cli.md (every command and option) and docs/lab-yaml.md (the file) in the repository."""
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 (2 means "changes pending"), with the subcommand's own usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,49 +39,81 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("Interrupted.", file=sys.stderr)
         return EXIT_ERROR
 
 
+def _at_least(low: int):
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+    return check
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reconcile", description="Declarative desired state for LXD labs.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="reconcile", description="Declarative desired state for LXD labs.", epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"reconcile {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     cmds = {
         "validate": (cmd_validate, "check lab.yaml without contacting LXD"),
-        "plan": (cmd_plan, "show what apply would change"),
+        "plan": (cmd_plan, "show what apply would change, and why"),
         "apply": (cmd_apply, "make LXD match lab.yaml"),
         "destroy": (cmd_destroy, "delete everything the lab owns, nothing else"),
         "check": (cmd_check, "send HTTP through each HAProxy frontend and show which server answered"),
     }
     for name, (run, text) in cmds.items():
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text, description=text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("-f", "--file", default="lab.yaml", help="the lab file (default ./lab.yaml);"
-                       " FILE.override.yaml beside it is merged in")
+                       " NAME.override.yaml beside it is merged in")
         p.set_defaults(run=run)
         if name == "plan":
             p.add_argument("--json", action="store_true", help="print the plan as JSON")
             p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
         if name in ("apply", "destroy"):
             p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
-            p.add_argument("--parallelism", type=int, default=4, help="steps at once (default 4)")
+            p.add_argument("--parallelism", type=_at_least(1), default=4, help="steps at once (default 4)")
             p.add_argument("--fingerprint", help="apply only if the plan is still the one reviewed"
                            " (the fingerprint plan printed); refuse a plan that moved on")
         if name == "check":
-            p.add_argument("--requests", type=int, default=6, help="requests per host (default 6, max 100)")
+            p.add_argument("--requests", type=_at_least(1), default=6,
+                           help="requests per host (default 6, at most 100; at least one per server)")
     return parser
 
 
-def _load(args):
+def _load(args) -> tuple[Any, Path]:
     from .spec import load_lab
-    lab, doc = load_lab(args.file)
-    return lab, Path(args.file).resolve().parent
+    path = Path(args.file)
+    if not path.exists() and not path.is_symlink():
+        hint = " (run in the lab's folder, or name the file with -f FILE)" if args.file == "lab.yaml" else ""
+        raise SourceError([Problem(Location(str(path), 1, 1), (), f"no such file{hint}")])
+    lab, _ = load_lab(path)
+    return lab, path.resolve().parent
+
+
+def _lab_file(args) -> str:
+    """The lab file's name for messages, with the override when one was merged."""
+    from .source import override_path
+    extra = override_path(Path(args.file))
+    return args.file + (f" (with {extra.name} merged)" if extra.exists() else "")
 
 
 def cmd_validate(args) -> int:
     lab, _ = _load(args)
-    print(f"{args.file}: valid (lab {lab.lab!r}: {len(lab.networks)} networks, {len(lab.profiles)} profiles,"
-          f" {len(lab.containers)} containers)")
+    counts = [_count(len(lab.networks), "network"), _count(len(lab.profiles), "profile"),
+              _count(len(lab.containers), "container")]
+    print(f"{_lab_file(args)}: valid (lab {lab.lab!r}: {', '.join(counts)})")
     return EXIT_OK
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _connect(lab):
@@ -106,19 +157,18 @@ def cmd_plan(args) -> int:
     if made is None:
         return EXIT_ERROR
     plan = made[0]
-    sys.stdout.write(plan_json(plan) if args.json else plan_text(plan, use_colour(sys.stdout)))
+    sys.stdout.write(plan_json(plan) if args.json else plan_text(plan, use_colour(sys.stdout), _lab_file(args)))
     return EXIT_CHANGES if args.detailed_exitcode and not plan.empty else EXIT_OK
 
 
 def cmd_apply(args, destroy: bool = False) -> int:
-    from .apply import apply_plan
-    from .render import plan_text, progress_line, report_text, use_colour
+    from .render import plan_text, use_colour
     made = _make_plan(args, destroy=destroy)
     if made is None:
         return EXIT_ERROR
     plan, ctx, lxd = made
     colour = use_colour(sys.stdout)
-    sys.stdout.write(plan_text(plan, colour))
+    sys.stdout.write(plan_text(plan, colour, _lab_file(args)))
     if args.fingerprint and args.fingerprint != plan.fingerprint():
         print(f"Error: the plan is no longer the one reviewed (fingerprint {plan.fingerprint()}, expected"
               f" {args.fingerprint}): LXD or lab.yaml changed since; review the plan above", file=sys.stderr)
@@ -127,12 +177,27 @@ def cmd_apply(args, destroy: bool = False) -> int:
         return EXIT_OK
     if not _confirmed(args, "destroy" if destroy else "apply"):
         return EXIT_ERROR
+    return _run(plan, ctx, lxd, args.parallelism, colour)
 
-    def progress(event, outcome, change):
+
+def _run(plan, ctx, lxd, parallelism: int, colour: bool) -> int:
+    from .apply import apply_plan
+    from .render import progress_line, report_text
+
+    def progress(event, step, change, outcome):
         if event == "end" or sys.stdout.isatty():
-            print(progress_line(event, outcome, change, colour), flush=True)
+            print(progress_line(event, outcome, str(step.address), step.action, colour), flush=True)
 
-    report = apply_plan(plan, ctx, lxd, args.parallelism, progress)
+    seed = os.environ.get("RECONCILER_SHUFFLE")
+    shuffle = random.Random(seed) if seed else None
+    try:
+        report = apply_plan(plan, ctx, lxd, parallelism, progress, shuffle)
+    except KeyboardInterrupt:
+        print("Interrupted again: abandoned the running steps; run plan to see where things stand.",
+              file=sys.stderr)
+        return EXIT_ERROR
+    if report.interrupted:
+        print("Interrupted: waited for the running steps; nothing else was started.", file=sys.stderr)
     sys.stdout.write(report_text(report, colour))
     _stats(lxd)
     return EXIT_OK if report.ok else EXIT_ERROR
@@ -148,7 +213,11 @@ def _confirmed(args, verb: str) -> bool:
     if not sys.stdin.isatty():
         print(f"Error: refusing to {verb} without --yes when standard input is not a terminal", file=sys.stderr)
         return False
-    answer = input(f"Do you want to {verb} these changes? Only 'yes' will be accepted: ")
+    try:
+        answer = input(f"Do you want to {verb} these changes? Only 'yes' will be accepted: ")
+    except (EOFError, KeyboardInterrupt):
+        answer = ""
+        print()
     if answer.strip() != "yes":
         print(f"{verb.capitalize()} cancelled.")
         return False
@@ -161,7 +230,7 @@ def cmd_check(args) -> int:
     lxd = _connect(lab)
     if lxd is None:
         return EXIT_ERROR
-    return run_check(lab, lxd, max(1, min(args.requests, 100)))
+    return run_check(lab, lxd, args.requests)
 
 
 if __name__ == "__main__":

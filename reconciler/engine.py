@@ -1,21 +1,41 @@
-"""From lab.yaml and LXD to a Plan: read, build both states, check conflicts, diff, order."""
+"""From lab.yaml and LXD to a Plan: read, build both states, check conflicts, diff, order.
+
+LXD objects are compared first: what happens to each container decides whether what runs
+inside it can be seen.  A running container is read (one exec); a new or replaced one holds
+nothing yet, so its files, packages and services are created; one that is stopped although
+lab.yaml wants it running is unseen, and its contents are converged once apply has started it.
+Unknown is never absent: nothing inside an unseen container is created or deleted on a guess.
+"""
 
 from __future__ import annotations
 
+import difflib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
+from typing import Any, Mapping
 
+from .address import Kind, instance
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
-from .live import Live, forgive_network_defaults, live_from_raw, provisioned, users_of
+from .facts import Facts, FactsError, facts_argv, parse_facts, record_path
+from .live import Live, forgive_network_defaults, live_from_raw, provisioned, record_key, users_of
 from .lxd import Lxd, LxdError
-from .plan import Change, Plan, PlanError, make_plan
-from .provision import Facts, facts_argv, manifest_path, parse_facts
-from .spec import Lab
-from .state import LabState, address, split_address
+from .plan import Action, Change, Origin, Plan, PlanError, Reason, make_plan
+from .spec import REMOTES, Lab
+from .state import LabState, Resource
 
 PARALLEL_READS = 8
+
+
+class Sight(Enum):
+    """What plan can know about the inside of a container."""
+
+    KNOWN = "known"  # running: read by its facts exec
+    NEW = "new"  # created or replaced by this plan: nothing inside yet
+    UNSEEN = "unseen"  # stopped, and lab.yaml wants it running: converged once started
+    STOPPED = "stopped"  # lab.yaml wants it stopped: its contents are not managed meanwhile
 
 
 @dataclass
@@ -25,50 +45,39 @@ class Context:
     lab: Lab
     base_dir: Path
     live: Live
-    desired: LabState
     facts: dict[str, Facts]
 
 
 def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tuple[Plan, Context]:
     live = live_from_raw(lxd.read(with_addresses=needs_addresses(lab)), lab.lab)
-    wanted = Lab.model_construct(**{**dict(lab), "networks": {}, "profiles": {}, "containers": {},
-                                    "haproxy": {}}) if destroy else lab
+    wanted = _nothing(lab) if destroy else lab
     _check_existing(wanted, live)
-    facts = {} if destroy else read_facts(lxd, lab, live)
-    desired = desired_state(wanted, base_dir, live.addresses())
+    desired = desired_state(wanted, base_dir, live.addresses(), live.profiles)
     _check_conflicts(desired, live)
     owned = dict(live.owned)
+    renames = _renames(desired, owned)
     forgive_network_defaults(desired, owned)
+    objects = diff_states(_objects(desired), _objects(owned))
+    objects = _with_sources(objects, live.images) + renames
+    sight = _sight(wanted, owned, objects)
+    facts = read_facts(lxd, wanted, _readable(wanted, owned, renames, sight))
     for cname, found in facts.items():
-        owned.update(provisioned(cname, found, provisioning_of(lab, cname), manifest_path(lab.lab)))
-    changes = manifest_last(explain_unseen(diff_states(desired, owned), set(facts)), manifest_path(lab.lab))
-    plan = make_plan(lab.lab, changes, users_of(live.owned))
-    return plan, Context(lab, base_dir, live, desired, facts)
+        owned.update(provisioned(cname, found, provisioning_of(wanted, cname)))
+    inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts)
+    plan = make_plan(lab.lab, objects + inside, users_of(live.owned), _notes(wanted, sight))
+    return plan, Context(lab, base_dir, live, facts)
 
 
-def explain_unseen(changes: list[Change], seen: set[str]) -> list[Change]:
-    """Inside a container that is not running (or not there yet) nothing can be read: say so."""
-    out = []
-    for change in changes:
-        kind, name = split_address(change.address)
-        container = name.split(":", 1)[0]
-        if kind in ("package", "file", "service") and container not in seen:
-            change = replace(change, reason=f"{container} is not running yet: set up once it runs")
-        out.append(change)
-    return out
+def _nothing(lab: Lab) -> Lab:
+    return Lab.model_construct(**{**dict(lab), "networks": {}, "profiles": {}, "containers": {}, "haproxy": {}})
 
 
-def manifest_last(changes: list[Change], manifest: str) -> list[Change]:
-    """A container's manifest is rewritten after its other files' changes, deletes included (the
-    desired state alone cannot know those): if one fails, the next run still knows about it."""
-    out = []
-    for change in changes:
-        if change.address.endswith(f":{manifest}"):
-            prefix = change.address[: -len(manifest)]
-            others = tuple(c.address for c in changes if c.address.startswith(prefix) and c is not change)
-            change = replace(change, depends_on=change.depends_on + others)
-        out.append(change)
-    return out
+def _objects(state: LabState) -> LabState:
+    return {a: r for a, r in state.items() if not a.kind.inside}
+
+
+def _inside(state: LabState) -> LabState:
+    return {a: r for a, r in state.items() if a.kind.inside}
 
 
 def needs_addresses(lab: Lab) -> bool:
@@ -76,11 +85,163 @@ def needs_addresses(lab: Lab) -> bool:
     return bool(lab.haproxy) or any(f.template for c in lab.containers.values() for f in c.files.values())
 
 
+# --- Renames ----------------------------------------------------------------------------------
+
+def _renames(desired: LabState, owned: LabState) -> list[Change]:
+    """A container declared `renamed_from: OLD` takes over the live OLD, renamed in place."""
+    out = []
+    for addr, want in desired.items():
+        old = want.meta.get("renamed_from")
+        if addr.kind != Kind.INSTANCE or not old or addr in owned:
+            continue
+        found = owned.pop(instance(old), None)
+        if found is None:
+            continue  # nothing to rename: created as new
+        owned[addr] = Resource(addr, found.body, found.depends_on, found.owner, found.applied, found.meta)
+        out.append(Change(addr, (Action.RENAME,), (Reason("renamed", f"renamed from {old} in lab.yaml"),),
+                          None, None, origin=Origin.LAB, meta=want.meta, depends_on=want.depends_on))
+    return out
+
+
+# --- Images -------------------------------------------------------------------------------------
+
+def _with_sources(changes: list[Change], images: list[dict[str, Any]]) -> list[Change]:
+    """Each container to create gets the image source LXD needs; a missing image fails the plan."""
+    out, problems = [], []
+    for change in changes:
+        if change.address.kind == Kind.INSTANCE and ({Action.CREATE, Action.REPLACE} & set(change.actions)):
+            image = (change.after or {})["image"]
+            try:
+                change = replace(change, meta={**change.meta, "source": image_source(image, images)})
+            except LookupError as err:
+                problems.append(f"containers.{change.address.name}.image: {err}")
+        out.append(change)
+    if problems:
+        raise PlanError("\n".join(problems))
+    return out
+
+
+def image_source(image: str, images: list[dict[str, Any]]) -> dict[str, str]:
+    """lab.yaml's image -> LXD's `source`: a local alias or fingerprint, or remote:alias pulled by
+    simplestreams (not checked here: plan talks to no image server)."""
+    remote, sep, alias = image.partition(":")
+    if sep:
+        return {"type": "image", "mode": "pull", "server": REMOTES[remote], "protocol": "simplestreams",
+                "alias": alias}
+    aliases = {a["name"] for i in images for a in i.get("aliases") or []}
+    if image in aliases:
+        return {"type": "image", "alias": image}
+    matches = [i["fingerprint"] for i in images if i["fingerprint"].startswith(image.lower())]
+    if len(image) >= 12 and len(matches) == 1:
+        return {"type": "image", "fingerprint": matches[0]}
+    if len(matches) > 1 and len(image) >= 12:
+        raise LookupError(f"fingerprint {image!r} matches {len(matches)} images: give more of it")
+    close = difflib.get_close_matches(image, sorted(aliases), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else (f" (aliases here: {', '.join(sorted(aliases))})"
+                                                          if aliases else " (no images here)")
+    raise LookupError(f"no image {image!r} in LXD: neither an alias nor a fingerprint (12 or more hex digits)"
+                      f" of a local image{hint}")
+
+
+# --- What can be seen inside --------------------------------------------------------------------
+
+def _sight(lab: Lab, owned: LabState, objects: list[Change]) -> dict[str, Sight]:
+    actions = {c.address: set(c.actions) for c in objects}
+    out = {}
+    for cname, container in lab.containers.items():
+        addr = instance(cname)
+        have = owned.get(addr)
+        if container.state != "running":
+            out[cname] = Sight.STOPPED
+        elif have is None or {Action.CREATE, Action.REPLACE} & actions.get(addr, set()):
+            out[cname] = Sight.NEW
+        elif have.body["state"] == "running":
+            out[cname] = Sight.KNOWN
+        else:
+            out[cname] = Sight.UNSEEN
+    return out
+
+
+def _seen_inside(changes: list[Change], sight: Mapping[str, Sight], facts: Mapping[str, Facts]) -> list[Change]:
+    """Inside a new container everything is created; inside an unseen one, converged once it runs."""
+    out = []
+    for change in changes:
+        cname = change.address.name
+        seen = sight.get(cname, Sight.KNOWN)
+        if seen == Sight.NEW:
+            change = replace(change, reasons=(Reason("new-container", f"{cname} is new: set up once it runs"),)
+                             * len(change.actions))
+        elif seen == Sight.UNSEEN:
+            change = replace(change, actions=(Action.CONVERGE,), reasons=(Reason(
+                "unseen", f"{cname} is stopped: read and converged once apply has started it"),),
+                before=None, origin=Origin.UNKNOWN)
+        elif Action.CREATE in change.actions and record_key(change.address) in (facts[cname].record or {}):
+            change = replace(change, origin=Origin.OUTSIDE)  # an earlier apply made it: removed by hand
+        out.append(change)
+    return out
+
+
+def _notes(lab: Lab, sight: Mapping[str, Sight]) -> list[str]:
+    notes = []
+    for cname, seen in sorted(sight.items()):
+        if seen == Sight.STOPPED and not provisioning_of(lab, cname).empty:
+            notes.append(f"{cname} is stopped as lab.yaml says: its files, packages and services are not"
+                         " checked until it runs")
+        elif seen == Sight.UNSEEN:
+            notes.append(f"{cname} is stopped: what runs inside it cannot be seen; apply starts it, then reads"
+                         " and converges it")
+    return notes
+
+
+def _readable(lab: Lab, owned: LabState, renames: list[Change], sight: Mapping[str, Sight]) -> dict[str, str]:
+    """Containers to read, by their live name (the old one while a rename is pending): those seen
+    running with something to manage, or a record of what an earlier apply wrote there."""
+    old_names = {c.address.name: c.meta["renamed_from"] for c in renames}
+    out = {}
+    for cname, seen in sight.items():
+        have = owned.get(instance(cname))
+        if seen == Sight.KNOWN and have is not None and (
+                not provisioning_of(lab, cname).empty or have.meta.get("has_record")):
+            out[cname] = old_names.get(cname, cname)
+    return out
+
+
+def read_facts(lxd: Lxd, lab: Lab, containers: Mapping[str, str]) -> dict[str, Facts]:
+    """One exec per container (cname -> its live name), in parallel."""
+    if not containers:
+        return {}
+    record = record_path(lab.lab)
+    with ThreadPoolExecutor(min(PARALLEL_READS, len(containers))) as pool:
+        found = pool.map(lambda c: container_facts(lxd, containers[c], provisioning_of(lab, c), record), containers)
+        return dict(zip(containers, found))
+
+
+def container_facts(lxd: Lxd, name: str, want: Provisioning, record: str | None = None,
+                    **only: Any) -> Facts:
+    """The facts of one container: what `want` manages (or only the `files`, `packages`, ... given)."""
+    if only:
+        argv = facts_argv(record=record, **only)
+    else:
+        secret = want.secret_paths()
+        argv = facts_argv([p for p, s in secret.items() if not s], [p for p, s in secret.items() if s],
+                          want.packages, want.services, record,
+                          {n: s.listens for n, s in want.services.items() if s.listens})
+    code, out, err = lxd.execute(name, argv)
+    if code != 0:
+        raise LxdError(f"instance {name}: reading its files, packages and services failed: {err.strip()}")
+    try:
+        return parse_facts(out)
+    except FactsError as bad:
+        raise LxdError(f"instance {name}: its facts could not be read: {bad}") from None
+
+
+# --- Checks against LXD's state ------------------------------------------------------------------
+
 def _check_existing(lab: Lab, live: Live) -> None:
     problems = [f"existing.profiles: profile {p!r} does not exist in LXD project" for p in lab.existing.profiles
-                if address("profile", p) not in live.foreign and address("profile", p) not in live.owned
-                and _used_profile(lab, p)]
-    problems += root_disk_problems(lab, live.profile_devices) if not problems else []
+                if p not in live.profiles and _used_profile(lab, p)]
+    devices = {name: raw.get("devices") or {} for name, raw in live.profiles.items()}
+    problems += root_disk_problems(lab, devices) if not problems else []
     if problems:
         raise PlanError("\n".join(problems))
 
@@ -97,34 +258,11 @@ def _check_conflicts(desired: LabState, live: Live) -> None:
         whose = f"lab {owner!r}" if owner else "no lab (it has no user.reconciler.lab tag)"
         problems.append(f"{addr} already exists in LXD and belongs to {whose}; reconciler will not"
                         " take it over: rename it in lab.yaml, or delete it by hand")
+    for addr, want in desired.items():
+        old = want.meta.get("renamed_from")
+        if addr.kind == Kind.INSTANCE and old and addr in live.owned and instance(old) in live.owned:
+            problems.append(f"{addr} is declared renamed_from {old}, but both exist: delete one by hand,"
+                            " or drop renamed_from")
     if problems:
         raise PlanError("\n".join(problems))
 
-
-def read_facts(lxd: Lxd, lab: Lab, live: Live) -> dict[str, Facts]:
-    """One exec per running owned container with something to provision, in parallel."""
-    jobs = {}
-    for cname in lab.containers:
-        want = provisioning_of(lab, cname)
-        res = live.owned.get(address("instance", cname))
-        if _has_any(want) and res is not None and res.body["state"] == "running":
-            jobs[cname] = want
-    if not jobs:
-        return {}
-    with ThreadPoolExecutor(PARALLEL_READS) as pool:
-        results = dict(zip(jobs, pool.map(lambda c: container_facts(lxd, c, jobs[c], manifest_path(lab.lab)), jobs)))
-    return results
-
-
-def _has_any(want: Provisioning) -> bool:
-    return bool(want.packages or want.files or want.services)
-
-
-def container_facts(lxd: Lxd, cname: str, want: Provisioning, manifest: str | None = None) -> Facts:
-    argv = facts_argv(sorted(want.files), list(want.packages), sorted(want.services),
-                      manifest if manifest in want.files else None,
-                      {name: spec.listens for name, spec in want.services.items() if spec.listens})
-    code, out, err = lxd.execute(cname, argv)
-    if code != 0:
-        raise LxdError(f"instance {cname}: reading its files, packages and services failed: {err.strip()}")
-    return parse_facts(out)

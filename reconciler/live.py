@@ -1,14 +1,20 @@
-"""LXD's raw JSON and a container's facts -> the live LabState, split into owned and foreign.  Pure."""
+"""LXD's raw JSON and containers' facts -> the live LabState, split into owned and foreign.  Pure."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from .desired import Provisioning, shown_content
-from .provision import Facts, recorded_paths
-from .state import (LabState, Resource, instance_from_lxd, ipv4_by_nic, network_from_lxd, profile_from_lxd,
-                    without_lxd_defaults)
+from .address import Address, Kind, instance, network
+from .desired import Provisioning
+from .facts import Facts
+from .kinds import file as file_kind
+from .kinds import instance as instance_kind
+from .kinds import network as network_kind
+from .kinds import package as package_kind
+from .kinds import profile as profile_kind
+from .kinds import service as service_kind
+from .state import LabState, Resource, add, ipv4_by_nic
 
 if TYPE_CHECKING:  # only the shape: this module stays pure
     from .lxd import RawState
@@ -19,90 +25,84 @@ class Live:
     """What LXD holds, as this lab sees it."""
 
     owned: LabState  # objects tagged with this lab's name
-    foreign: dict[str, str | None]  # address -> owning lab (None: untagged) of everything else
-    profile_devices: dict[str, dict]  # every profile's devices, for checks on existing profiles
+    foreign: dict[Address, str | None]  # address -> owning lab (None: untagged) of everything else
+    profiles: dict[str, dict[str, Any]]  # every profile's raw JSON, for what existing ones bring
     nics: dict[str, dict[str, str]]  # container -> {nic: IPv4}, where recursion=2 was read
-    aliases: set[str] = field(default_factory=set)
+    images: list[dict[str, Any]] = field(default_factory=list)  # local images: fingerprint, aliases
 
     def addresses(self, nic: str = "eth0") -> dict[str, str]:
         """container -> IPv4 of its `nic`, for those that have one now."""
         return {c: nics[nic] for c, nics in self.nics.items() if nic in nics}
 
+    def instance(self, name: str) -> Resource | None:
+        return self.owned.get(instance(name))
+
 
 def live_from_raw(raw: RawState, lab_name: str) -> Live:
     owned: LabState = {}
-    foreign: dict[str, str | None] = {}
-    resources = ([network_from_lxd(n) for n in raw.networks if n.get("managed")]
-                 + [profile_from_lxd(p) for p in raw.profiles]
-                 + [instance_from_lxd(i) for i in raw.instances])
+    foreign: dict[Address, str | None] = {}
+    resources = ([r for r in map(network_kind.from_lxd, raw.networks) if r is not None]
+                 + [profile_kind.from_lxd(p) for p in raw.profiles]
+                 + [instance_kind.from_lxd(i) for i in raw.instances])
     for res in resources:
         if res.owner == lab_name:
             owned[res.address] = res
         else:
             foreign[res.address] = res.owner
+    _instances_use_every_network(owned)
     nics = {i["name"]: ipv4_by_nic(i.get("state")) for i in raw.instances if i.get("state")}
-    devices = {p["name"]: p.get("devices") or {} for p in raw.profiles}
-    return Live(owned, foreign, devices, nics, set(raw.aliases))
+    return Live(owned, foreign, {p["name"]: p for p in raw.profiles}, nics, list(raw.images))
 
 
-def forgive_network_defaults(desired: LabState, owned: LabState) -> None:
-    """Drop the bridge keys LXD filled in itself from live networks, unless lab.yaml sets them."""
-    for addr, have in list(owned.items()):
-        want = desired.get(addr)
-        if have.kind != "network" or want is None:
-            continue
-        config = without_lxd_defaults(have.body["config"], want.body["config"])
-        owned[addr] = Resource(have.kind, have.name, {**have.body, "config": config}, have.depends_on, have.owner)
+def _instances_use_every_network(owned: LabState) -> None:
+    """As in the desired state: a lab's networks are deleted only after all of its instances."""
+    networks = tuple(a for a in owned if a.kind == Kind.NETWORK)
+    for addr, res in list(owned.items()):
+        if addr.kind == Kind.INSTANCE:
+            deps = tuple(dict.fromkeys(res.depends_on + networks))
+            owned[addr] = Resource(addr, res.body, deps, res.owner, res.applied, res.meta)
 
 
-def users_of(owned: LabState) -> dict[str, set[str]]:
+def users_of(owned: LabState) -> dict[Address, set[Address]]:
     """address -> live addresses that use it (instances of a profile, profiles of a network)."""
-    out: dict[str, set[str]] = {}
+    out: dict[Address, set[Address]] = {}
     for res in owned.values():
         for dep in res.depends_on:
             out.setdefault(dep, set()).add(res.address)
     return out
 
 
+def forgive_network_defaults(desired: LabState, owned: LabState) -> None:
+    """Drop the bridge keys LXD filled in itself from live networks, unless lab.yaml sets them."""
+    for addr, have in list(owned.items()):
+        if addr.kind == Kind.NETWORK:
+            owned[addr] = network_kind.essence(have, desired.get(addr))
+
+
+def network_subnets(raw_networks: list[Mapping[str, Any]]) -> dict[str, str]:
+    """Every managed network's IPv4 subnet, for overlap checks."""
+    return {n["name"]: (n.get("config") or {}).get("ipv4.address", "") for n in raw_networks
+            if n.get("managed") and (n.get("config") or {}).get("ipv4.address", "") not in ("", "none")}
+
+
 # --- Inside containers ----------------------------------------------------------------------
 
-def provisioned(cname: str, facts: Facts, want: Provisioning, manifest: str) -> LabState:
-    """The live state of what `want` manages inside one container, from one read of facts,
-    and of the files an earlier apply recorded in `manifest` that lab.yaml no longer has."""
+def provisioned(cname: str, facts: Facts, want: Provisioning) -> LabState:
+    """The live state of what `want` manages inside one container, from one read of its facts,
+    and of the files an earlier apply recorded that lab.yaml no longer has."""
     out: LabState = {}
-    for pkg in want.packages:
-        if facts.packages.get(pkg):
-            _put(out, Resource("package", f"{cname}:{pkg}", {"installed": True}))
-    for path, spec in want.files.items():
-        found = facts.files.get(path)
-        if found:
-            _put(out, Resource("file", f"{cname}:{path}", _file_body(found, facts, spec.secret)))
-    for path in recorded_paths((facts.files.get(manifest) or {}).get("content", b"").decode()):
-        if path not in want.files and facts.files.get(path, {}).get("type") in ("file", "directory"):
-            _put(out, Resource("file", f"{cname}:{path}", _file_body(facts.files[path], facts, secret=True)))
-    for name, spec in want.services.items():
-        body = dict(facts.services.get(name, {"enabled": False, "running": False}))
-        if spec.listens and body["running"]:
-            body["listening"] = sorted(facts.listening.get(name, []))
-        _put(out, Resource("service", f"{cname}:{name}", body))
+    for res in (package_kind.from_facts(cname, facts, want.packages)
+                + file_kind.from_facts(cname, facts, want.secret_paths())
+                + service_kind.from_facts(cname, facts, want.services)):
+        applied = (facts.record or {}).get(record_key(res.address))
+        add(out, Resource(res.address, res.body, res.depends_on, applied=applied))
     return out
 
 
-def _put(state: LabState, res: Resource) -> None:
-    state[res.address] = res
+def record_key(addr: Address) -> str:
+    """How the record inside a container names one of its things: `file:/etc/motd`."""
+    return f"{addr.kind.value}:{addr.key}"
 
 
-def _file_body(found: dict, facts: Facts, secret: bool) -> dict:
-    body = {"type": found["type"], "mode": found.get("mode"), "owner": _name(facts.users, found.get("uid")),
-            "group": _name(facts.groups, found.get("gid"))}
-    if found["type"] == "file":
-        data = found.get("content")
-        body.update(sha256=found["sha256"], content=None if data is None else shown_content(data, secret))
-    return body
-
-
-def _name(table: Mapping[str, int], number: int | None) -> str:
-    for name, value in table.items():
-        if value == number:
-            return name
-    return str(number)
+__all__ = ["Live", "live_from_raw", "users_of", "forgive_network_defaults", "provisioned", "record_key",
+           "network"]

@@ -48,7 +48,7 @@ class RawState:
     networks: list[dict]
     profiles: list[dict]
     instances: list[dict]
-    aliases: list[str]
+    images: list[dict]
 
 
 class Lxd:
@@ -100,10 +100,10 @@ class Lxd:
             instances = self.api.instances.get(params={"recursion": level}).json()["metadata"]
             profiles = self.api.profiles.get(params={"recursion": 1}).json()["metadata"]
             networks = self.api.networks.get(params={"recursion": 1}).json()["metadata"]
-            aliases = self.api.images.aliases.get(params={"recursion": 1}).json()["metadata"]
+            images = self.api.images.get(params={"recursion": 1}).json()["metadata"]
         except lxd_errors.LXDAPIException as err:
             raise LxdError(_message(err)) from None
-        return RawState(networks, profiles, instances, [a["name"] for a in aliases])
+        return RawState(networks, profiles, instances, images)
 
     def get(self, kind: str, name: str) -> tuple[dict, str]:
         """One object and its ETag."""
@@ -137,6 +137,12 @@ class Lxd:
         headers = {"If-Match": etag} if etag else {}
         self._wait(self._call("put", self._node(kind, name), json=body, headers=headers))
 
+    def patch(self, kind: str, name: str, body: dict) -> None:
+        self._wait(self._call("patch", self._node(kind, name), json=body))
+
+    def rename(self, kind: str, old: str, new: str) -> None:
+        self._wait(self._call("post", self._node(kind, old), json={"name": new}))
+
     def delete(self, kind: str, name: str) -> None:
         self._wait(self._call("delete", self._node(kind, name)))
 
@@ -164,7 +170,7 @@ class Lxd:
         if not url:
             return ""
         node = self.api.instances[name].logs[url.rsplit("/", 1)[-1]]
-        text = self._call("get", node, is_api=False).text
+        text = self._call("get", node, is_api=False).content.decode("utf-8", "replace")
         self._call("delete", node)
         return text
 

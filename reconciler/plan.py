@@ -1,34 +1,79 @@
-"""The plan as a value: Action, Change, Plan, its order, dependency graph and fingerprint.  Pure."""
+"""The plan as a value: actions, reasons, changes, the step graph, order and fingerprint.  Pure.
+
+A plan is plain data: it serialises to JSON and back (`plan -o FILE`, `apply FILE`).  Each change
+is one address with the actions taken on it, in order; the graph links steps (an address and an
+action), so apply can run independent steps at once and a failed one stops only its dependants.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from graphlib import CycleError, TopologicalSorter
-from typing import Any
+from typing import Any, Iterable, Mapping
 
-from .state import sort_key
+from .address import Address, Kind
+
+Body = dict[str, Any]
+SECRET = "(secret)"
+SECRET_CHANGED = "(secret changed)"
+FORMAT_VERSION = 2
 
 
 class Action(Enum):
+    DELETE = ("delete", "-", "will be deleted")
+    RENAME = ("rename", "->", "will be renamed")
+    REPLACE = ("replace", "-/+", "will be replaced")
     CREATE = ("create", "+", "will be created")
     UPDATE = ("update", "~", "will be updated in place")
-    REPLACE = ("replace", "-/+", "will be replaced")
-    DELETE = ("delete", "-", "will be deleted")
-    START = ("start", ">", "will be started")
     STOP = ("stop", "<", "will be stopped")
+    START = ("start", ">", "will be started")
     RESTART = ("restart", "<>", "will be restarted")
     RELOAD = ("reload", "~>", "will be reloaded")
+    CONVERGE = ("converge", "?", "will be read and converged once it can be seen")
 
     def __init__(self, word: str, symbol: str, phrase: str):
         self.word, self.symbol, self.phrase = word, symbol, phrase
 
+    @classmethod
+    def of(cls, word: str) -> Action:
+        for action in cls:
+            if action.word == word:
+                return action
+        raise ValueError(f"unknown action {word!r}")
 
-# Within one address, the order steps must run in.
-STEP_ORDER = [Action.DELETE, Action.REPLACE, Action.CREATE, Action.UPDATE, Action.STOP, Action.START,
-              Action.RESTART, Action.RELOAD]
+    @property
+    def rank(self) -> int:
+        """Within one address, steps run in this order (the enum's)."""
+        return list(Action).index(self)
+
+
+class Origin(Enum):
+    """Who moved: lab.yaml since the last apply, the live object, or both."""
+
+    LAB = "lab.yaml"  # your change: lab.yaml differs from what was last applied
+    OUTSIDE = "outside"  # changed outside: the live object moved away from what was applied
+    BOTH = "both"
+    UNKNOWN = "unknown"  # nothing recorded (made by an older version), or not seen
+
+    @property
+    def phrase(self) -> str:
+        return {Origin.LAB: "your change", Origin.OUTSIDE: "changed outside lab.yaml",
+                Origin.BOTH: "lab.yaml changed and the live object moved", Origin.UNKNOWN: ""}[self]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a step is planned, for people (`text`) and programs (`code`)."""
+
+    code: str  # e.g. absent, drift, not-in-lab, replace, restart-keys, watched-file, unseen
+    text: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"code": self.code, "text": self.text}
 
 
 @dataclass(frozen=True)
@@ -39,102 +84,194 @@ class FieldChange:
 
 
 @dataclass(frozen=True)
-class Change:
-    action: Action
-    address: str
-    before: dict | None
-    after: dict | None
-    diff: tuple[FieldChange, ...] = ()
-    reason: str = ""
-    depends_on: tuple[str, ...] = field(default=(), compare=False)  # addresses, from desired or live
+class Step:
+    """One action on one address: the unit apply runs."""
 
-    @property
-    def id(self) -> str:
+    address: Address
+    action: Action
+
+    def __str__(self) -> str:
         return f"{self.address}#{self.action.word}"
 
-    def as_json(self) -> dict:
-        return {"address": self.address, "action": self.action.word, "before": self.before,
-                "after": self.after, "reason": self.reason,
-                "diff": [{"path": f.path, "before": f.before, "after": f.after} for f in self.diff]}
+    @classmethod
+    def parse(cls, text: str) -> Step:
+        addr, _, word = text.rpartition("#")
+        return cls(Address.parse(addr), Action.of(word))
+
+    def sort_key(self) -> tuple:
+        return self.address.sort_key() + (self.action.rank,)
+
+
+@dataclass(frozen=True)
+class Change:
+    """Everything planned for one address."""
+
+    address: Address
+    actions: tuple[Action, ...]
+    reasons: tuple[Reason, ...]  # one per action
+    before: Body | None
+    after: Body | None
+    diff: tuple[FieldChange, ...] = ()
+    origin: Origin = Origin.LAB
+    meta: Mapping[str, Any] = field(default_factory=dict)  # how to act: secret, check, watches, ...
+    depends_on: tuple[Address, ...] = ()  # what must be done first (desired edges; deletes: live users)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(Step(self.address, a) for a in self.actions)
+
+    @property
+    def secret(self) -> bool:
+        return bool(self.meta.get("secret"))
+
+    def reason_for(self, action: Action) -> Reason:
+        return self.reasons[self.actions.index(action)]
+
+    def merged(self, other: Change) -> Change:
+        """Two changes to one address as one: actions in step order, bodies from the first that has them."""
+        pairs = sorted(set(zip(self.actions, self.reasons)) | set(zip(other.actions, other.reasons)),
+                       key=lambda p: p[0].rank)
+        return replace(self, actions=tuple(a for a, _ in pairs), reasons=tuple(r for _, r in pairs),
+                       before=self.before if self.before is not None else other.before,
+                       after=self.after if self.after is not None else other.after,
+                       diff=self.diff or other.diff, meta={**other.meta, **self.meta},
+                       depends_on=tuple(dict.fromkeys(self.depends_on + other.depends_on)))
+
+    # --- as data ----------------------------------------------------------------------------
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain data; a secret's content and digest never appear."""
+        return {"address": str(self.address), "actions": [a.word for a in self.actions],
+                "reasons": [r.as_json() for r in self.reasons], "origin": self.origin.value,
+                "before": redact(self.before, self.secret), "after": redact(self.after, self.secret),
+                "diff": [{"path": f.path, "before": _redact_value(f, "before", self.secret),
+                          "after": _redact_value(f, "after", self.secret)} for f in self.diff],
+                "meta": dict(self.meta), "depends_on": [str(a) for a in self.depends_on]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Change:
+        return cls(Address.parse(data["address"]), tuple(Action.of(a) for a in data["actions"]),
+                   tuple(Reason(r["code"], r["text"]) for r in data["reasons"]), data["before"], data["after"],
+                   tuple(FieldChange(d["path"], d["before"], d["after"]) for d in data["diff"]),
+                   Origin(data["origin"]), dict(data.get("meta") or {}),
+                   tuple(Address.parse(a) for a in data.get("depends_on") or ()))
+
+
+def redact(body: Body | None, secret: bool) -> Body | None:
+    """A body as it may be shown: a secret file's content and digest replaced by a marker."""
+    if body is None or not secret:
+        return body
+    return {k: (SECRET if k in ("sha256", "content") and v is not None else v) for k, v in body.items()}
+
+
+def _redact_value(change: FieldChange, side: str, secret: bool) -> Any:
+    if secret and change.path in ("sha256", "content"):
+        return SECRET_CHANGED if side == "after" else SECRET
+    return getattr(change, side)
 
 
 class PlanError(Exception):
-    """The plan cannot be made: a conflict with LXD's state, or a dependency cycle."""
+    """The plan cannot be made: a conflict with LXD's state, a missing image, a dependency cycle."""
 
 
 @dataclass(frozen=True)
 class Plan:
     lab: str
-    changes: tuple[Change, ...]  # in a valid execution order
-    graph: dict[str, frozenset[str]]  # change id -> ids it waits for
+    changes: tuple[Change, ...]  # by address
+    graph: Mapping[Step, frozenset[Step]]  # step -> the steps it waits for
+    notes: tuple[str, ...] = ()  # what plan could not see, and why
 
     @property
     def empty(self) -> bool:
         return not self.changes
 
+    def steps(self) -> dict[Step, Change]:
+        return {step: change for change in self.changes for step in change.steps}
+
+    def change_at(self, address: Address) -> Change | None:
+        return next((c for c in self.changes if c.address == address), None)
+
     def summary(self) -> dict[str, int]:
         counts = {a.word: 0 for a in Action}
         for change in self.changes:
-            counts[change.action.word] += 1
+            for action in change.actions:
+                counts[action.word] += 1
         return counts
 
-    def as_json(self) -> dict:
-        return {"format_version": 1, "lab": self.lab, "fingerprint": self.fingerprint(),
-                "changes": [c.as_json() for c in self.changes], "summary": self.summary()}
+    def order(self, shuffle: random.Random | None = None) -> list[Step]:
+        """A valid execution order: among ready steps by address (or shuffled, to prove the graph)."""
+        sorter = TopologicalSorter(self.graph)
+        sorter.prepare()
+        out: list[Step] = []
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=Step.sort_key)
+            if shuffle:
+                shuffle.shuffle(ready)
+            out.extend(ready)
+            sorter.done(*ready)
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "lab": self.lab, "fingerprint": self.fingerprint(),
+                "changes": [c.as_json() for c in self.changes], "summary": self.summary(),
+                "notes": list(self.notes),
+                "graph": {str(s): sorted(str(w) for w in waits) for s, waits in sorted(
+                    self.graph.items(), key=lambda kv: kv[0].sort_key())}}
 
     def fingerprint(self) -> str:
+        """A digest of what the plan does (secrets redacted): a reviewed plan can be applied exactly."""
         text = json.dumps([c.as_json() for c in self.changes], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def by_id(self) -> dict[str, Change]:
-        return {c.id: c for c in self.changes}
+
+def plan_from_json(data: Mapping[str, Any]) -> Plan:
+    """The inverse of Plan.as_json (the graph is rebuilt from the changes, then must match)."""
+    changes = tuple(Change.from_json(c) for c in data["changes"])
+    graph = {Step.parse(s): frozenset(Step.parse(w) for w in waits) for s, waits in data["graph"].items()}
+    return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()))
 
 
-def make_plan(lab: str, changes: list[Change], live_users: dict[str, set[str]]) -> Plan:
-    """Order changes by their dependencies; `live_users[a]` = live addresses that use a."""
-    by_id = {c.id: c for c in changes}
-    graph = {c.id: frozenset(_waits_for(c, changes, live_users)) for c in changes}
+# --- the graph ------------------------------------------------------------------------------
+
+def make_plan(lab: str, changes: Iterable[Change], live_users: Mapping[Address, set[Address]],
+              notes: Iterable[str] = ()) -> Plan:
+    """Changes merged per address, sorted, and linked into a step graph; a cycle is an error.
+
+    `live_users[a]` are the live addresses that use `a` (instances of a profile, ...): deletes
+    follow the live graph reversed."""
+    by_address: dict[Address, Change] = {}
+    for change in changes:
+        known = by_address.get(change.address)
+        by_address[change.address] = known.merged(change) if known else change
+    ordered = tuple(sorted(by_address.values(), key=lambda c: c.address.sort_key()))
+    graph = build_graph(ordered, live_users)
     try:
-        order = _ordered(graph)
+        tuple(TopologicalSorter(graph).static_order())
     except CycleError as err:
-        raise PlanError(f"dependency cycle: {' -> '.join(err.args[1])}") from None
-    return Plan(lab, tuple(by_id[i] for i in order), graph)
+        raise PlanError(f"dependency cycle: {' -> '.join(str(s) for s in err.args[1])}") from None
+    return Plan(lab, ordered, graph, tuple(notes))
 
 
-def _waits_for(change: Change, changes: list[Change], live_users: dict[str, set[str]]) -> set[str]:
-    """Ids of the changes that must finish before this one."""
-    waits = set()
-    for other in changes:
-        if other is change:
-            continue
-        if other.address == change.address:
-            if STEP_ORDER.index(other.action) < STEP_ORDER.index(change.action):
-                waits.add(other.id)
-        elif change.action == Action.DELETE:
-            # Deletes go in reverse: whatever still uses this object must let go of it first, and
-            # networks, created before every instance, go after every instance.
-            users = live_users.get(change.address, set())
-            if (other.address in users and other.action in (Action.DELETE, Action.UPDATE, Action.REPLACE)) or (
-                    change.address.startswith("network.") and other.address.startswith("instance.")
-                    and other.action == Action.DELETE):
-                waits.add(other.id)
-        elif other.address in change.depends_on:
-            waits.add(other.id)
-    return waits
+def build_graph(changes: Iterable[Change], live_users: Mapping[Address, set[Address]]) -> dict[Step, frozenset[Step]]:
+    """Every step waits for: earlier steps at its address; all steps of what it depends on (deletes:
+    of the live objects still using it); and, inside a container, every step on that container."""
+    changes = list(changes)
+    steps_at: dict[Address, list[Step]] = {c.address: list(c.steps) for c in changes}
+    graph: dict[Step, frozenset[Step]] = {}
+    for change in changes:
+        for step in change.steps:
+            waits = {s for s in steps_at[change.address] if s.action.rank < step.action.rank}
+            if step.action == Action.DELETE:
+                waits |= {s for user in live_users.get(change.address, ()) for s in steps_at.get(user, ())
+                          if s.action in (Action.DELETE, Action.UPDATE, Action.REPLACE, Action.RENAME)}
+            else:
+                waits |= {s for dep in change.depends_on for s in steps_at.get(dep, ())
+                          if s.action != Action.DELETE}
+            if change.address.kind.inside:
+                waits |= set(steps_at.get(change.address.instance, ()))
+            graph[step] = frozenset(waits - {step})
+    return graph
 
 
-def _ordered(graph: dict[str, frozenset[str]]) -> list[str]:
-    """A deterministic topological order: among ready steps, by kind then name."""
-    sorter = TopologicalSorter(graph)
-    sorter.prepare()
-    order: list[str] = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=_id_key)
-        order.extend(ready)
-        sorter.done(*ready)
-    return order
-
-
-def _id_key(change_id: str) -> tuple:
-    addr, _, action = change_id.partition("#")
-    return sort_key(addr) + (action,)
+def kinds_in(plan: Plan) -> set[Kind]:
+    return {c.address.kind for c in plan.changes}

@@ -1,25 +1,46 @@
-"""Plans and apply reports as text for people (colour on a terminal) and JSON for programs."""
+"""Plans and apply reports as text for people (colour on a terminal) and JSON for programs.
+
+Everything printed passes through `safe`: a control character from a file, a name or LXD's
+own messages is shown escaped, never sent to the terminal.
+"""
 
 from __future__ import annotations
 
 import difflib
 import json
 import os
+import unicodedata
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .desired import UNKNOWN
-from .plan import Action, Change, Plan
+from .kinds.file import UNKNOWN
+from .plan import SECRET, SECRET_CHANGED, Action, Change, Origin, Plan, redact
 
 if TYPE_CHECKING:  # apply is only needed when applying: plan starts faster without it
     from .apply import Outcome, Report
 
 COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31",
-           Action.START: "36", Action.STOP: "36", Action.RESTART: "36", Action.RELOAD: "36"}
+           Action.RENAME: "35", Action.START: "36", Action.STOP: "36", Action.RESTART: "36",
+           Action.RELOAD: "36", Action.CONVERGE: "34"}
 REDACTED = "(sensitive: not shown)"
+MAX_DIFF_LINES = 80
 
 
 def use_colour(stream: TextIO) -> bool:
-    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    """Colour on a terminal, unless NO_COLOR is set to something (no-color.org) or TERM=dumb."""
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def safe(text: str, keep_newlines: bool = False) -> str:
+    """`text` with every control and format character escaped (\\x1b, \\u2028, ...)."""
+    out = []
+    for ch in text:
+        if (ch == "\n" and keep_newlines) or ch == "\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return "".join(out)
 
 
 class Painter:
@@ -30,12 +51,13 @@ class Painter:
         return f"\033[{code}m{text}\033[0m" if self.colour else text
 
 
-def plan_text(plan: Plan, colour: bool = False) -> str:
+def plan_text(plan: Plan, colour: bool = False, lab_file: str = "lab.yaml") -> str:
     paint = Painter(colour)
+    notes = "".join(f"Note: {safe(n)}\n" for n in plan.notes)
     if plan.empty:
-        return f"No changes. Lab {plan.lab!r} matches its lab.yaml.\n"
-    blocks = [_change_text(c, paint) for c in plan.changes]
-    return "\n".join(blocks) + "\n" + summary_line(plan, paint) + "\n"
+        return notes + f"No changes. Lab {plan.lab!r} matches {safe(lab_file)}.\n"
+    blocks = [_change_text(c, paint, lab_file) for c in plan.changes]
+    return "\n".join(blocks) + "\n" + notes + summary_line(plan, paint) + "\n"
 
 
 def summary_line(plan: Plan, paint: Painter = Painter(False)) -> str:
@@ -44,18 +66,42 @@ def summary_line(plan: Plan, paint: Painter = Painter(False)) -> str:
     return paint("1", "Plan: " + ", ".join(parts) + ".") + f" (fingerprint {plan.fingerprint()})"
 
 
-def _change_text(change: Change, paint: Painter) -> str:
-    head = paint(COLOURS[change.action], f"{change.action.symbol:>3} {change.address}")
-    lines = [f"{head} {change.action.phrase}" + (f" ({change.reason})" if change.reason else "")]
-    if change.action == Action.CREATE and change.after:
-        lines += [f"      {k}: {_short(v)}" for k, v in _flat(change.after) if k != "content"]
-        lines += _content_lines(None, change.after.get("content"), paint, change.after)
+def _change_text(change: Change, paint: Painter, lab_file: str) -> str:
+    lines = []
+    for i, action in enumerate(change.actions):
+        reason = change.reasons[i].text
+        head = paint(COLOURS[action], f"{action.symbol:>3} {change.address}")
+        tag = _origin_tag(change, action) if i == 0 else ""
+        lines.append(safe(f"{head} {action.phrase}" + (f" ({reason})" if reason else "") + tag))
+        if i == 0:
+            lines += _details(change, action, paint, lab_file)
+    return "\n".join(lines)
+
+
+def _origin_tag(change: Change, action: Action) -> str:
+    if change.origin in (Origin.OUTSIDE, Origin.BOTH) or (
+            change.origin == Origin.LAB and action in (Action.UPDATE, Action.REPLACE, Action.START, Action.STOP)):
+        return f" [{change.origin.phrase}]"
+    return ""
+
+
+def _details(change: Change, action: Action, paint: Painter, lab_file: str) -> list[str]:
+    after = redact(change.after, change.secret) or {}
+    lines = []
+    if action in (Action.CREATE, Action.CONVERGE) and change.after:
+        lines += [safe(f"      {k}: {_short(v)}") for k, v in _flat(after) if k != "content"]
+        lines += _content_lines(None, after.get("content"), paint, after, lab_file)
+    if action == Action.DELETE and (change.before or {}).get("state") == "running":
+        lines.append(paint("31;1", "      it is RUNNING: its root filesystem is lost. If it was renamed in"
+                           " lab.yaml, declare renamed_from on the new name instead"))
     for field in change.diff:
         if field.path == "content":
-            lines += _content_lines(field.before, field.after, paint, change.after or {})
+            lines += _content_lines(field.before, after.get("content"), paint, after, lab_file)
+        elif field.path == "sha256" and change.secret:
+            lines.append(f"      content: {SECRET_CHANGED}")
         elif field.path != "sha256":
-            lines.append(f"      {field.path}: {_short(field.before)} -> {_short(field.after)}")
-    return "\n".join(lines)
+            lines.append(safe(f"      {field.path}: {_short(field.before)} -> {_short(field.after)}"))
+    return lines
 
 
 def _flat(body: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -69,18 +115,20 @@ def _flat(body: dict, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def _content_lines(before: Any, after: Any, paint: Painter, body: dict) -> list[str]:
+def _content_lines(before: Any, after: Any, paint: Painter, body: dict, lab_file: str) -> list[str]:
+    if after == SECRET:
+        return [f"      content: {SECRET}"]
     if after is None and body.get("sha256"):
         return [f"      content: {REDACTED}"] if body.get("type") == "file" else []
     if not isinstance(after, str):
         return []
     if after == UNKNOWN:
         return [f"      content: {UNKNOWN}"]
-    diff = difflib.unified_diff((before or "").splitlines(), after.splitlines(), "live", "lab.yaml", lineterm="", n=2)
-    lines = list(diff)
-    if len(lines) > 80:
-        lines = lines[:80] + [f"... {len(lines) - 80} more diff lines"]
-    return [f"      {_diff_colour(line, paint)}" for line in lines]
+    before_lines = before.splitlines() if isinstance(before, str) and before != UNKNOWN else []
+    lines = list(difflib.unified_diff(before_lines, after.splitlines(), "live", lab_file, lineterm="", n=2))
+    if len(lines) > MAX_DIFF_LINES:
+        lines = lines[:MAX_DIFF_LINES] + [f"... {len(lines) - MAX_DIFF_LINES} more diff lines"]
+    return [f"      {_diff_colour(safe(line), paint)}" for line in lines]
 
 
 def _diff_colour(line: str, paint: Painter) -> str:
@@ -99,36 +147,47 @@ def _short(value: Any) -> str:
 
 
 def plan_json(plan: Plan) -> str:
-    # Secret file content is never in a plan: desired and live bodies both carry None for it.
+    """One entry per address, secrets redacted (content and digest alike)."""
     return json.dumps(plan.as_json(), indent=2) + "\n"
 
 
 # --- Apply progress and report -----------------------------------------------------------------
 
 PAST = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
-        Action.DELETE: "deleted", Action.START: "started", Action.STOP: "stopped",
-        Action.RESTART: "restarted", Action.RELOAD: "reloaded"}
+        Action.DELETE: "deleted", Action.RENAME: "renamed", Action.START: "started", Action.STOP: "stopped",
+        Action.RESTART: "restarted", Action.RELOAD: "reloaded", Action.CONVERGE: "converged"}
 
 
-def progress_line(event: str, outcome: Outcome | None, change: Change, colour: bool) -> str:
+def progress_line(event: str, outcome: Outcome | None, step_text: str, action: Action, colour: bool) -> str:
     paint = Painter(colour)
-    if event == "start":
-        return f"{change.address}: {change.action.word} ..."
+    if event == "start" or outcome is None:
+        return f"{step_text}: {action.word} ..."
     if outcome.status == "done":
-        return paint("32", f"{change.address}: {PAST[change.action]}") + f" [{outcome.seconds:.1f}s]"
-    return paint("31", f"{change.address}: {change.action.word} FAILED") + f" [{outcome.seconds:.1f}s]"
+        return paint("32", f"{step_text}: {PAST[action]}") + f" [{outcome.seconds:.1f}s]"
+    if outcome.status == "unchanged":
+        return f"{step_text}: already as lab.yaml says [{outcome.seconds:.1f}s]"
+    return paint("31", f"{step_text}: {action.word} FAILED") + f" [{outcome.seconds:.1f}s]"
 
 
 def report_text(report: Report, colour: bool = False) -> str:
     paint = Painter(colour)
-    done, failed, skipped = (report.with_status(s) for s in ("done", "failed", "skipped"))
+    done, unchanged = report.with_status("done"), report.with_status("unchanged")
+    failed, skipped, waiting = (report.with_status(s) for s in ("failed", "skipped", "not started"))
     lines = []
     for o in failed:
-        lines.append(paint("31", f"Error: {o.change.address} ({o.change.action.word}): ") + o.message)
+        lines.append(paint("31", f"Error: {o.step.address} ({o.step.action.word}): ") + safe(o.message, True))
     for o in skipped:
-        lines.append(f"Skipped: {o.change.address} ({o.change.action.word}): {o.message}")
-    verdict = "Apply complete!" if report.ok else "Apply failed."
-    lines.append(paint("1", f"{verdict} {len(done)} done, {len(failed)} failed, {len(skipped)} skipped."))
+        lines.append(safe(f"Skipped: {o.step.address} ({o.step.action.word}): {o.message}"))
+    for o in waiting:
+        lines.append(safe(f"Not started: {o.step.address} ({o.step.action.word})"))
+    lines += [safe(f"Warning: {w}") for w in report.warnings]
+    if report.interrupted:
+        verdict = "Apply interrupted."
+    else:
+        verdict = "Apply complete!" if report.ok else "Apply failed."
+    counts = f"{len(done)} done, " + (f"{len(unchanged)} unchanged, " if unchanged else "")
+    counts += f"{len(failed)} failed, {len(skipped)} skipped" + (f", {len(waiting)} not started" if waiting else "")
+    lines.append(paint("1", f"{verdict} {counts}."))
     if not report.ok:
         lines.append("What was done stays done; fix the cause and run apply again to finish.")
     return "\n".join(lines) + "\n"

@@ -92,6 +92,8 @@ class Container(Strict):
     services: dict[str, ServiceSpec] = Field({}, description="systemd units enabled and running")
     files: dict[str, FileSpec] = Field({}, description="absolute path -> file or directory")
     vars: dict[str, LxdValue] = Field({}, description="values templates use as {{ vars.NAME }}")
+    renamed_from: str | None = Field(None, description="the container's old name: it is renamed in place"
+                                     " (keeping its root filesystem), not deleted and created anew")
 
 
     @field_validator("image")

@@ -1,56 +1,52 @@
-"""The common shape of desired and live state: resources keyed by address.
+"""The common shape of desired and live state: resources keyed by address.  Pure.
 
-Live LXD objects are normalised here into the same essence the spec produces: what LXD
-owns (volatile.*, image.*) is dropped, reconciler's own tags become fields, values are strings.
+Live LXD objects are normalised (by their kind's module) into the same essence the spec
+produces: what LXD owns (volatile.*, image.*) is dropped, reconciler's own tags become fields,
+values are strings.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-OWNER_KEY = "user.reconciler.lab"
-IMAGE_KEY = "user.reconciler.image"
+from .address import Address
+
+OWNER_KEY = "user.reconciler.lab"  # the lab that owns an LXD object
+IMAGE_KEY = "user.reconciler.image"  # the image as lab.yaml wrote it
+APPLIED_KEY = "user.reconciler.applied"  # digest of the body last applied: "your change" or "changed outside"
+BOOT_KEY = "user.reconciler.boot"  # digest of the settings a container last started with
+RECORD_TAG = "user.reconciler.record"  # "true": apply keeps a record of what it wrote inside the container
+RESERVED_PREFIX = "user.reconciler."
 LXD_OWNED_PREFIXES = ("volatile.", "image.")
-# Keys LXD fills in on a bridge when they are not given; not drift unless the lab sets them.
-NETWORK_DEFAULTED_KEYS = ("ipv4.address", "ipv4.nat", "ipv6.address", "ipv6.nat")
 
-KIND_ORDER = {"network": 0, "profile": 1, "instance": 2, "package": 3, "file": 4, "service": 5}
+Body = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Resource:
-    """One thing the lab manages. `body` is the comparable essence, JSON-able."""
+    """One thing the lab manages.  `body` is the comparable essence, plain JSON-able data."""
 
-    kind: str
-    name: str
-    body: dict
-    depends_on: tuple[str, ...] = ()
+    address: Address
+    body: Body
+    depends_on: tuple[Address, ...] = ()
     owner: str | None = None  # live only: the lab named by its ownership tag
-    meta: dict = field(default_factory=dict, compare=False)  # not compared: how to act, not what is
-    # A desired value that can only be computed at apply (e.g. it needs an address not yet known).
-    deferred: Callable[[Mapping[str, str]], Any] | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def address(self) -> str:
-        return address(self.kind, self.name)
+    applied: str | None = None  # live only: the digest recorded when it was last applied
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)  # how to act, not what is
 
 
-def address(kind: str, name: str) -> str:
-    return f"{kind}.{name}"
+LabState = dict[Address, Resource]
 
 
-def split_address(addr: str) -> tuple[str, str]:
-    kind, _, name = addr.partition(".")
-    return kind, name
+def add(state: LabState, resource: Resource) -> None:
+    state[resource.address] = resource
 
 
-LabState = dict[str, Resource]
-
-
-def sort_key(addr: str) -> tuple:
-    kind, name = split_address(addr)
-    return (KIND_ORDER.get(kind, 9), name)
+def digest(body: Mapping[str, Any]) -> str:
+    """A short, stable digest of a body (what was applied, for telling who moved)."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --- Normalising what LXD returns -------------------------------------------------------
@@ -58,14 +54,20 @@ def sort_key(addr: str) -> tuple:
 def own_config(config: Mapping[str, Any]) -> dict[str, str]:
     """Config without LXD's keys and reconciler's tags, as strings."""
     return {k: str(v) for k, v in sorted(config.items())
-            if not k.startswith(LXD_OWNED_PREFIXES) and not k.startswith("user.reconciler.")}
+            if not k.startswith(LXD_OWNED_PREFIXES) and not k.startswith(RESERVED_PREFIX)}
 
 
-def _devices(devices: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    return {name: {k: str(v) for k, v in sorted(dev.items())} for name, dev in sorted(devices.items())}
+def lxd_keys(config: Mapping[str, Any]) -> dict[str, str]:
+    """The keys LXD writes itself; sent back on every PUT (a PUT without them loses the MAC)."""
+    return {k: v for k, v in config.items() if k.startswith(LXD_OWNED_PREFIXES)}
+
+
+def devices_of(devices: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, str]]:
+    return {name: {k: str(v) for k, v in sorted(dev.items())} for name, dev in sorted((devices or {}).items())}
 
 
 def referenced_networks(devices: Mapping[str, Mapping[str, str]]) -> set[str]:
+    """Managed networks NICs name: `network=`, or a bridged NIC's parent."""
     out = set()
     for device in devices.values():
         if device.get("type") == "nic":
@@ -74,37 +76,6 @@ def referenced_networks(devices: Mapping[str, Mapping[str, str]]) -> set[str]:
             elif device.get("nictype") == "bridged" and "parent" in device:
                 out.add(device["parent"])
     return out
-
-
-def without_lxd_defaults(config: Mapping[str, str], kept: Mapping[str, str]) -> dict[str, str]:
-    """A bridge's config without the keys LXD filled in itself, unless `kept` (lab.yaml's) sets them."""
-    return {k: v for k, v in config.items() if k not in NETWORK_DEFAULTED_KEYS or k in kept}
-
-
-def network_from_lxd(raw: Mapping[str, Any]) -> Resource:
-    body = {"type": raw.get("type", "bridge"), "description": raw.get("description", ""),
-            "config": own_config(raw.get("config") or {})}
-    return Resource("network", raw["name"], body, owner=(raw.get("config") or {}).get(OWNER_KEY))
-
-
-def profile_from_lxd(raw: Mapping[str, Any]) -> Resource:
-    devices = _devices(raw.get("devices") or {})
-    body = {"description": raw.get("description", ""), "config": own_config(raw.get("config") or {}),
-            "devices": devices}
-    deps = tuple(sorted(address("network", n) for n in referenced_networks(devices)))
-    return Resource("profile", raw["name"], body, deps, owner=(raw.get("config") or {}).get(OWNER_KEY))
-
-
-def instance_from_lxd(raw: Mapping[str, Any]) -> Resource:
-    config = raw.get("config") or {}
-    devices = _devices(raw.get("devices") or {})
-    body = {"type": raw.get("type", "container"), "image": config.get(IMAGE_KEY, ""),
-            "description": raw.get("description", ""), "profiles": list(raw.get("profiles") or []),
-            "config": own_config(config), "devices": devices,
-            "state": "running" if raw.get("status") == "Running" else "stopped"}
-    deps = [address("profile", p) for p in body["profiles"]]
-    deps += [address("network", n) for n in sorted(referenced_networks(devices))]
-    return Resource("instance", raw["name"], body, tuple(deps), owner=config.get(OWNER_KEY))
 
 
 def ipv4_by_nic(raw_state: Mapping[str, Any] | None) -> dict[str, str]:

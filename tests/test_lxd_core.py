@@ -67,11 +67,13 @@ def test_plan_json_has_the_documented_shape(lab):
     lab.write(TINY)
     result = lab.run("plan", "--json")
     data = json.loads(result.out)
-    assert data["format_version"] == 1
+    assert data["format_version"] == 2
     assert [c["address"] for c in data["changes"]] == [f"network.{lab.tag}b", "profile.net", "instance.c1",
                                                         "instance.c2"]
     assert data["summary"]["create"] == 4 and set(data["changes"][0]) == {
-        "address", "action", "before", "after", "diff", "reason"}
+        "address", "actions", "reasons", "origin", "before", "after", "diff", "meta", "depends_on"}
+    assert data["changes"][2]["actions"] == ["create"] and data["changes"][2]["meta"]["source"] == {
+        "type": "image", "alias": "reconciler-tiny"}
 
 
 @pytest.mark.parametrize("drift, shown", [

@@ -215,7 +215,7 @@ def test_validate_command_exit_codes(tmp_path, capsys):
 
 def test_missing_file_is_one_clear_error(tmp_path, capsys):
     assert main(["validate", "-f", str(tmp_path / "nope.yaml")]) == 1
-    assert "nope.yaml:1:1: (top level): cannot read" in capsys.readouterr().err
+    assert "nope.yaml:1:1: (top level): no such file" in capsys.readouterr().err
 
 
 def test_the_committed_schema_matches_the_models():

@@ -1,0 +1,214 @@
+"""LXD containers the lab owns: create, update, replace, rename, start, stop, restart.
+
+Settings LXD applies only when a container starts (the "Live update: no" keys, NICs) are
+judged on the container's EXPANDED settings, what its profiles bring included: a profile change
+restarts the running containers that use it.  The digest of the settings a container last
+started with is kept on it (`user.reconciler.boot`), so a restart that did not happen (a crash,
+a failed step) is still planned by the next run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..address import Kind, instance, network, profile
+from ..lxd import LxdError
+from ..plan import Action, Change, FieldChange, Reason
+from ..state import (APPLIED_KEY, BOOT_KEY, IMAGE_KEY, OWNER_KEY, RECORD_TAG, Resource, devices_of, digest, lxd_keys,
+                     own_config, referenced_networks)
+
+if TYPE_CHECKING:
+    from ..apply import Runner
+    from ..spec import Container, Lab
+
+KIND = Kind.INSTANCE
+REPLACE_FIELDS = ("type", "image")
+# Container keys LXD documents as "Live update: no": accepted at once, effective after a restart.
+RESTART_KEYS = ("raw.lxc", "raw.idmap", "raw.seccomp", "security.privileged", "security.idmap.",
+                "security.syscalls.", "security.devlxd", "limits.kernel.", "linux.sysctl.", "nvidia.")
+STOP_TIMEOUT = 30
+
+
+# --- desired ----------------------------------------------------------------------------------
+
+def desired(lab: Lab, name: str, c: Container, live_profiles: Mapping[str, Mapping[str, Any]]) -> Resource:
+    devices = {d: dict(sorted(v.items())) for d, v in sorted(c.devices.items())}
+    body = {"type": c.type, "image": c.image, "description": c.description, "profiles": list(c.profiles),
+            "config": dict(sorted(c.config.items())), "devices": devices, "state": c.state}
+    deps = [profile(p) for p in c.profiles if p in lab.profiles]
+    # Every network first, not only those named: a macvlan NIC on a bridge's external port (the
+    # simulated LAN) needs that bridge's DHCP server up before the container boots.
+    deps += [network(n) for n in sorted(referenced_networks(devices) | set(lab.networks)) if n in lab.networks]
+    settings, sources = _expanded_boot(lab, c, live_profiles)
+    meta = {"boot": digest(settings), "boot_settings": settings, "boot_sources": sources}
+    if c.renamed_from:
+        meta["renamed_from"] = c.renamed_from
+    return Resource(instance(name), body, tuple(dict.fromkeys(deps)), meta=meta)
+
+
+def _expanded_boot(lab: Lab, c: Container, live_profiles: Mapping[str, Mapping[str, Any]]
+                   ) -> tuple[dict, dict[str, str]]:
+    """The settings the container starts with, profiles applied in order, and where each comes from."""
+    config: dict[str, str] = {}
+    devices: dict[str, dict[str, str]] = {}
+    sources: dict[str, str] = {}
+    for name in c.profiles:
+        if name in lab.profiles:
+            p_config, p_devices = dict(lab.profiles[name].config), dict(lab.profiles[name].devices)
+        else:
+            raw = live_profiles.get(name) or {}
+            p_config, p_devices = own_config(raw.get("config") or {}), devices_of(raw.get("devices"))
+        config.update(p_config)
+        devices.update(p_devices)
+        sources.update({f"config.{k}": f"profile {name}" for k in p_config})
+        sources.update({f"devices.{d}": f"profile {name}" for d in p_devices})
+    config.update(c.config)
+    devices.update(c.devices)
+    sources.update({f"config.{k}": "the container" for k in c.config})
+    sources.update({f"devices.{d}": "the container" for d in c.devices})
+    return boot_settings(config, devices), sources
+
+
+def boot_settings(config: Mapping[str, Any], devices: Mapping[str, Mapping[str, Any]]) -> dict:
+    """What a running container only picks up at its next start: restart keys and NICs."""
+    return {"config": {k: str(v) for k, v in sorted(config.items()) if k.startswith(RESTART_KEYS)},
+            "nics": {d: {k: str(v) for k, v in sorted(dev.items())} for d, dev in sorted(devices.items())
+                     if dev.get("type") == "nic"}}
+
+
+# --- live -------------------------------------------------------------------------------------
+
+def from_lxd(raw: Mapping[str, Any]) -> Resource:
+    config = raw.get("config") or {}
+    devices = devices_of(raw.get("devices"))
+    body = {"type": raw.get("type", "container"), "image": config.get(IMAGE_KEY, ""),
+            "description": raw.get("description", ""), "profiles": list(raw.get("profiles") or []),
+            "config": own_config(config), "devices": devices,
+            "state": "running" if raw.get("status") == "Running" else "stopped"}
+    deps = [profile(p) for p in body["profiles"]] + [network(n) for n in sorted(referenced_networks(devices))]
+    meta = {"boot_tag": config.get(BOOT_KEY),
+            "boot_live": boot_settings(raw.get("expanded_config") or {}, raw.get("expanded_devices") or {}),
+            "location": raw.get("location") or "", "has_record": config.get(RECORD_TAG) == "true"}
+    return Resource(instance(raw["name"]), body, tuple(deps), owner=config.get(OWNER_KEY),
+                    applied=config.get(APPLIED_KEY), meta=meta)
+
+
+# --- compared ---------------------------------------------------------------------------------
+
+def changes(want: Resource, have: Resource, fields: tuple[FieldChange, ...], origin) -> list[Change]:
+    """Update, start or stop, and restart when what it starts with moved."""
+    actions: list[tuple[Action, Reason]] = []
+    settings = tuple(f for f in fields if f.path != "state")
+    if settings:
+        actions.append((Action.UPDATE, Reason("drift", "differs: " + ", ".join(f.path for f in settings))))
+    wanted, found = want.body["state"], have.body["state"]
+    if wanted != found:
+        action = Action.START if wanted == "running" else Action.STOP
+        actions.append((action, Reason("state", f"is {found}, lab.yaml says {wanted}")))
+    elif wanted == "running":
+        why = restart_reason(want, have)
+        if why:
+            actions.append((Action.RESTART, why))
+    if not actions:
+        return []
+    return [Change(want.address, tuple(a for a, _ in actions), tuple(r for _, r in actions), have.body, want.body,
+                   fields, origin, want.meta, want.depends_on)]
+
+
+def restart_reason(want: Resource, have: Resource) -> Reason | None:
+    """Why a running container must restart for its settings to take effect, or None."""
+    new, live = want.meta["boot_settings"], have.meta.get("boot_live") or {}
+    moved = [f"config.{k}" for k in sorted(set(new["config"]) | set(live.get("config", {})))
+             if new["config"].get(k) != live.get("config", {}).get(k)]
+    moved += [f"devices.{d}" for d in sorted(set(new["nics"]) | set(live.get("nics", {})))
+              if new["nics"].get(d) != live.get("nics", {}).get(d)]
+    if moved:
+        sources = want.meta.get("boot_sources", {})
+        named = ", ".join(f"{m} ({sources[m]})" if m in sources else m for m in moved)
+        return Reason("restart-settings", f"{named} take effect only after a restart")
+    tag = have.meta.get("boot_tag")
+    if tag and tag != want.meta["boot"]:
+        return Reason("restart-pending", "settings applied earlier take effect only after a restart,"
+                      " and it has not restarted since")
+    return None
+
+
+# --- applied ----------------------------------------------------------------------------------
+
+def apply(run: Runner, change: Change, action: Action) -> None:
+    name = change.address.name
+    if action == Action.DELETE:
+        return remove(run, name)
+    if action == Action.RENAME:
+        return rename(run, change.meta["renamed_from"], name)
+    if action == Action.REPLACE:
+        remove(run, name)
+        return create(run, name, change)
+    if action == Action.CREATE:
+        return create(run, name, change)
+    if action == Action.UPDATE:
+        return update(run, name, change)
+    if action == Action.STOP:
+        stop(run, name)
+    elif action == Action.START:
+        run.lxd.set_state(name, "start")
+    elif action == Action.RESTART:
+        stop(run, name)
+        run.lxd.set_state(name, "start")
+    record(run, name, change, booted=action != Action.STOP)
+
+
+def create(run: Runner, name: str, change: Change) -> None:
+    want = change.after or {}
+    config = {**want["config"], **tags(run, want), BOOT_KEY: change.meta["boot"]}
+    run.lxd.create("instance", {"name": name, "type": want["type"], "source": change.meta["source"],
+                                "profiles": want["profiles"], "config": config,
+                                "devices": want["devices"], "description": want["description"]})
+    if want["state"] == "running":
+        run.lxd.set_state(name, "start")
+
+
+def tags(run: Runner, want: Mapping[str, Any]) -> dict[str, str]:
+    return {OWNER_KEY: run.lab_name, IMAGE_KEY: want["image"], APPLIED_KEY: digest(want)}
+
+
+def update(run: Runner, name: str, change: Change) -> None:
+    raw, etag = run.fresh(change)
+    want = change.after or {}
+    kept = {k: v for k, v in (raw.get("config") or {}).items() if k in (BOOT_KEY, RECORD_TAG)}
+    body = {"architecture": raw["architecture"], "ephemeral": raw["ephemeral"], "profiles": want["profiles"],
+            "devices": want["devices"], "description": want["description"],
+            "config": {**lxd_keys(raw.get("config") or {}), **want["config"], **kept, **tags(run, want)}}
+    run.lxd.put("instance", name, body, etag)
+
+
+def record(run: Runner, name: str, change: Change, booted: bool) -> None:
+    """After a start, stop or restart: what was applied, and what it now runs with."""
+    want = change.after or {}
+    config = {APPLIED_KEY: digest(want), **({BOOT_KEY: change.meta["boot"]} if booted else {})}
+    run.lxd.patch("instance", name, {"config": config, "description": want.get("description", "")})
+
+
+def remove(run: Runner, name: str) -> None:
+    raw, _ = run.lxd.get("instance", name)
+    if raw.get("status") == "Running":
+        run.lxd.set_state(name, "stop", force=True)
+    run.lxd.delete("instance", name)
+
+
+def rename(run: Runner, old: str, new: str) -> None:
+    """LXD renames only a stopped container: stop, rename, start again if it ran."""
+    raw, _ = run.lxd.get("instance", old)
+    running = raw.get("status") == "Running"
+    if running:
+        stop(run, old)
+    run.lxd.rename("instance", old, new)
+    if running:
+        run.lxd.set_state(new, "start")
+
+
+def stop(run: Runner, name: str) -> None:
+    try:
+        run.lxd.set_state(name, "stop", timeout=STOP_TIMEOUT)
+    except LxdError:
+        run.lxd.set_state(name, "stop", force=True)  # it did not shut down cleanly in time

@@ -1,0 +1,58 @@
+"""Managed LXD networks (bridges) the lab owns."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..address import Kind, network
+from ..plan import Action, Change
+from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, own_config
+
+if TYPE_CHECKING:
+    from ..apply import Runner
+    from ..spec import Lab
+
+KIND = Kind.NETWORK
+REPLACE_FIELDS = ("type",)
+# Keys LXD fills in on a bridge when they are not given; not drift unless the lab sets them.
+DEFAULTED_KEYS = ("ipv4.address", "ipv4.nat", "ipv6.address", "ipv6.nat")
+
+
+def desired(lab: Lab) -> list[Resource]:
+    return [Resource(network(name), {"type": net.type, "description": net.description,
+                                     "config": dict(sorted(net.config.items()))})
+            for name, net in lab.networks.items()]
+
+
+def from_lxd(raw: Mapping[str, Any]) -> Resource | None:
+    if not raw.get("managed"):
+        return None  # the host's own interfaces, listed alongside
+    config = raw.get("config") or {}
+    body = {"type": raw.get("type", "bridge"), "description": raw.get("description", ""),
+            "config": own_config(config)}
+    return Resource(network(raw["name"]), body, owner=config.get(OWNER_KEY), applied=config.get(APPLIED_KEY))
+
+
+def essence(have: Resource, want: Resource | None) -> Resource:
+    """The live network without the keys LXD filled in itself, unless lab.yaml sets them."""
+    kept = want.body["config"] if want else {}
+    config = without_defaults(have.body["config"], kept)
+    return Resource(have.address, {**have.body, "config": config}, have.depends_on, have.owner, have.applied)
+
+
+def without_defaults(config: Mapping[str, str], kept: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in config.items() if k not in DEFAULTED_KEYS or k in kept}
+
+
+def apply(run: Runner, change: Change, action: Action) -> None:
+    name = change.address.name
+    if action == Action.DELETE:
+        return run.lxd.delete("network", name)
+    want = change.after or {}
+    config = {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+    if action == Action.CREATE:
+        return run.lxd.create("network", {"name": name, "type": want["type"],
+                                          "description": want["description"], "config": config})
+    raw, etag = run.fresh(change)
+    defaults = {k: v for k, v in (raw.get("config") or {}).items() if k in DEFAULTED_KEYS and k not in config}
+    run.lxd.put("network", name, {"description": want["description"], "config": {**defaults, **config}}, etag)

@@ -1,0 +1,47 @@
+"""LXD profiles the lab owns."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..address import Kind, network, profile
+from ..plan import Action, Change
+from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, own_config, referenced_networks
+
+if TYPE_CHECKING:
+    from ..apply import Runner
+    from ..spec import Lab
+
+KIND = Kind.PROFILE
+REPLACE_FIELDS: tuple[str, ...] = ()
+
+
+def desired(lab: Lab) -> list[Resource]:
+    out = []
+    for name, prof in lab.profiles.items():
+        devices = {d: dict(sorted(v.items())) for d, v in sorted(prof.devices.items())}
+        body = {"description": prof.description, "config": dict(sorted(prof.config.items())), "devices": devices}
+        deps = tuple(network(n) for n in sorted(referenced_networks(devices)) if n in lab.networks)
+        out.append(Resource(profile(name), body, deps))
+    return out
+
+
+def from_lxd(raw: Mapping[str, Any]) -> Resource:
+    config = raw.get("config") or {}
+    devices = devices_of(raw.get("devices"))
+    body = {"description": raw.get("description", ""), "config": own_config(config), "devices": devices}
+    deps = tuple(network(n) for n in sorted(referenced_networks(devices)))
+    return Resource(profile(raw["name"]), body, deps, owner=config.get(OWNER_KEY), applied=config.get(APPLIED_KEY))
+
+
+def apply(run: Runner, change: Change, action: Action) -> None:
+    name = change.address.name
+    if action == Action.DELETE:
+        return run.lxd.delete("profile", name)
+    want = change.after or {}
+    body = {"description": want["description"], "devices": want["devices"],
+            "config": {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}}
+    if action == Action.CREATE:
+        return run.lxd.create("profile", {"name": name, **body})
+    _, etag = run.fresh(change)
+    run.lxd.put("profile", name, body, etag)
