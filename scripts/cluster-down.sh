@@ -41,7 +41,7 @@ if lxc project show "$PROJECT" >/dev/null 2>&1; then
   # 3. The project, unless someone put other instances in it.
   left=$(lxc list --project "$PROJECT" --format csv -c n)
   [ -z "$left" ] || die "project $PROJECT holds instances this script did not make ($(echo $left)): not deleted"
-  lxc project delete "$PROJECT" || die "cannot delete project $PROJECT"
+  lxc project delete "$PROJECT" >/dev/null || die "cannot delete project $PROJECT"
   say "project $PROJECT deleted"
 else
   say "no project $PROJECT (so no members): skipped"
@@ -51,7 +51,7 @@ fi
 if lxc network show "$BRIDGE" >/dev/null 2>&1; then
   [ "$(lxc network get "$BRIDGE" user.reconciler-cluster)" = true ] \
     || die "network $BRIDGE was not made by cluster-up.sh (no user.reconciler-cluster=true): not deleted"
-  lxc network delete "$BRIDGE" || die "cannot delete bridge $BRIDGE"
+  lxc network delete "$BRIDGE" >/dev/null || die "cannot delete bridge $BRIDGE"
   say "bridge $BRIDGE deleted"
 else
   say "no bridge $BRIDGE: skipped"
