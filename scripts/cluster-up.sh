@@ -255,7 +255,7 @@ fi
 if ! remote_ok; then
   crt=${LXD_CONF:-$HOME/.config/lxc}/client.crt
   fp=""
-  [ -s "$crt" ] && fp=$(openssl x509 -in "$crt" -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f)
+  [ -s "$crt" ] && command -v openssl >/dev/null && fp=$(openssl x509 -in "$crt" -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f)
   if [ -n "$fp" ] && in_m "$first" lxc query "/1.0/certificates/$fp" >/dev/null 2>&1; then
     # The cluster already trusts this client (its config was lost): no token needed.
     lxc remote add "$REMOTE" "https://$(addr "$first"):$PORT" --accept-certificate >/dev/null \
