@@ -168,6 +168,10 @@ first=${MEMBERS[0]}
 if clustered "$first"; then
   say "cluster on $first exists: bootstrap skipped"
 else
+  # Never bootstrap a second cluster beside a live one (lxdm1 re-created on its own).
+  for m in "${MEMBERS[@]:1}"; do
+    ! clustered "$m" || die "$first is not clustered but $m is ($first re-created?): run scripts/cluster-down.sh, then this again"
+  done
   in_m "$first" lxd init --preseed >/dev/null <<EOF || die "lxd init --preseed (bootstrap) on $first failed"
 config:
   core.https_address: $(addr "$first"):$PORT
