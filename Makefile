@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine (as root):
 #   make lab   - install the tool and LXD, build the Debian image, bring up the guide's lab, check it by HTTP
 #   make test  - the whole test suite, against a real LXD daemon this starts if needed
+#   make cluster / make cluster-down - a three-member LXD cluster in containers, remote `labcluster`
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RECONCILE := $(VENV)/bin/reconcile
 
-.PHONY: schema lab test setup lxd lan images image-tiny image-debian unit bench clean
+.PHONY: schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down
 
 lab: setup lxd lan image-debian
 	$(RECONCILE) apply --yes
@@ -40,6 +41,17 @@ image-tiny: lxd
 
 image-debian: lxd
 	scripts/image-debian.sh
+
+image-lxd-member: lxd
+	scripts/image-lxd-member.sh
+
+# Idempotent: a second run changes nothing. `scripts/cluster-up.sh --check` also proves that
+# macvlan lab containers on every member answer the host.
+cluster: setup lxd image-tiny image-debian image-lxd-member
+	scripts/cluster-up.sh
+
+cluster-down:
+	scripts/cluster-down.sh
 
 bench: setup lxd image-tiny
 	$(PY) scripts/benchmark.py
