@@ -155,8 +155,9 @@ def _container(value: str, info: ValidationInfo) -> str:
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-Name = _word("name", r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",
-             "a name of letters, digits, '_', '.', '-' (at most 63)")
+_NAME = (r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "a name of letters, digits, '_', '.', '-' (at most 63)")
+Name = _word("name", *_NAME)
+NAME_KEYS = {"propertyNames": _schema("name", *_NAME)}  # the schema of a mapping keyed by Name
 ContainerName = Annotated[str, AfterValidator(_container),
                           WithJsonSchema(_schema("container", CONTAINER_NAME, "an LXD container name"))]
 Hostname = _word("host", rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*", "a DNS host name")
@@ -326,9 +327,10 @@ def _check_error_pages(pages: dict[int, str | None]) -> dict[int, str | None]:
 class HAProxy(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
         "description": "HAProxy on one container: frontends, backends of lab containers."})
-    frontends: dict[Name, Frontend] = Field(default_factory=dict,
-                                            description="Frontends by name.")
-    backends: dict[Name, Backend] = Field(default_factory=dict, description="Backends by name.")
+    frontends: dict[Name, Frontend] = Field(default_factory=dict, description="Frontends by name.",
+                                            json_schema_extra=NAME_KEYS)
+    backends: dict[Name, Backend] = Field(default_factory=dict, description="Backends by name.",
+                                          json_schema_extra=NAME_KEYS)
     error_pages: Annotated[dict[int, str | None], AfterValidator(_check_error_pages)] = Field(
         default_factory=dict, description="Status code -> HTML body replacing the guide's page "
                                           "(null drops it). The guide's: 400 403 408 500-504.",
