@@ -61,6 +61,7 @@ NETWORK_NAME = r"[A-Za-z][A-Za-z0-9_-]{0,14}"  # a Linux interface name
 PROFILE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 DEVICE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 LAB_NAME = r"[a-z0-9][a-z0-9-]{0,62}"
+PROJECT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
 PACKAGE_NAME = r"[A-Za-z0-9][A-Za-z0-9+._:-]{0,254}"
 IMAGE = rf"(?:(?:{'|'.join(map(re.escape, REMOTES))}):)?[A-Za-z0-9][A-Za-z0-9_./-]*"
 CONTAINER_BOOLS = ("security.nesting", "security.privileged", "boot.autostart")
@@ -112,7 +113,7 @@ PROXY_SCHEMA = {
 }
 DEVICE_SCHEMA = {
     "type": "object", "required": ["type"], "propertyNames": _name_schema(CONFIG_KEY),
-    "additionalProperties": VALUE_SCHEMA, "properties": {"type": {"type": "string", "minLength": 1}},
+    "additionalProperties": VALUE_SCHEMA, "properties": {"type": {"enum": list(values.DEVICE_TYPES)}},
     "allOf": [{"if": {"properties": {"type": {"const": "proxy"}}}, "then": PROXY_SCHEMA}],
     "description": "an LXD device: `type` and its keys",
 }
@@ -156,8 +157,10 @@ class Strict(BaseModel):
 class Connection(Strict):
     """Where the LXD daemon is."""
 
-    socket: str | None = Field(None, description="unix socket path; default: $LXD_DIR, /var/lib/lxd, snap")
-    project: str = Field("default", description="LXD project the lab lives in")
+    socket: Annotated[str, values.Matching(PATH, "an absolute path")] | None = Field(
+        None, description="unix socket path; default: $LXD_DIR, /var/lib/lxd, snap")
+    project: Annotated[str, values.Matching(PROJECT_NAME, "an LXD project name")] = Field(
+        "default", description="LXD project the lab lives in")
 
 
 class Network(Strict):
@@ -335,6 +338,9 @@ def _device_problems(path: tuple, devices: Mapping[str, Mapping[str, str]]) -> l
                 for key in device if not re.fullmatch(CONFIG_KEY, key)]
         if "type" not in device:
             out.append(Found(where, "a device needs a `type` (nic, disk, proxy, ...)", True))
+        elif device["type"] not in values.DEVICE_TYPES:
+            out.append(Found(where + ("type",), f"unknown device type {device['type']!r}"
+                             f"{_suggest(device['type'], values.DEVICE_TYPES)}"))
         elif device["type"] == "proxy":
             out += _proxy_problems(where, device)
     return out
@@ -427,6 +433,14 @@ def source_problem(folder: Path, source: str) -> str | None:
     if info.st_size > MAX_SOURCE_BYTES:
         return f"source file {source!r} is {info.st_size} bytes; at most {MAX_SOURCE_BYTES // 2**20} MiB"
     return None
+
+
+def read_source(folder: Path, source: str) -> bytes:
+    """A `source:` file's bytes, checked again as it is read (it may have changed since validate)."""
+    problem = source_problem(folder, source)
+    if problem:
+        raise ValueError(problem)
+    return (folder / source).resolve(strict=True).read_bytes()
 
 
 def _value_problems(lab: Lab, folder: Path) -> list[Found]:

@@ -77,6 +77,12 @@ def bool_problem(value: str) -> str | None:
     return f"{value!r} is not a boolean (true or false)"
 
 
+# --- Devices --------------------------------------------------------------------------------
+
+DEVICE_TYPES = ("nic", "disk", "proxy", "unix-char", "unix-block", "unix-hotplug", "usb", "gpu", "infiniband",
+                "tpm", "pci", "none")
+
+
 # --- Proxy devices ------------------------------------------------------------------------
 
 PROXY_KEYS = ("type", "listen", "connect", "bind", "nat", "proxy_protocol", "mode", "uid", "gid",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli import main
+from reconciler.spec import read_source
 
 HEADER = "lab: hostile\n"
 WEB = "  web1:\n    image: reconciler-tiny\n"
@@ -153,6 +154,9 @@ CASES = [
     ("inject-lab-name", "inject", "lab: 'evil\\nlab'\n", "lowercase letters"),
     ("inject-backend-name", "inject",
      guide().replace("      subdomain1:", '      "subdomain1\\n    listen x":'), "line break"),
+    ("inject-project", "inject", HEADER + "lxd: {project: '../instances'}\n", "is not an LXD project name"),
+    ("inject-device-type", "inject", proxy("tcp:127.0.0.1:80").replace("type: proxy", "type: proxi"),
+     "unknown device type 'proxi'; did you mean 'proxy'?"),
     ("inject-route-host", "inject", guide("routes: [{host: 'a.com b.com', backend: subdomain1}]"), "whitespace"),
 ]
 
@@ -278,3 +282,11 @@ def test_a_section_that_is_not_a_mapping_hides_no_other_problem(tmp_path):
     err = validate(path)[2]
     assert "profiles: Input should be a valid dictionary" in err and "containers.web1.state" in err
     assert "unknown profile" not in err, err
+
+
+def test_read_source_checks_again_as_it_reads(tmp_path):
+    folder = lab_folder(tmp_path)
+    assert read_source(folder, "inside.txt") == b"fine\n"
+    for name in ("escape", "fifo", "nope.txt", "../outside/secret.txt"):
+        with pytest.raises(ValueError):
+            read_source(folder, name)
