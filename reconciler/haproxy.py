@@ -157,7 +157,7 @@ def _container(value: str, info: ValidationInfo) -> str:
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _NAME = (r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "a name of letters, digits, '_', '.', '-' (at most 63)")
 Name = _word("name", *_NAME)
-NAME_KEYS = {"propertyNames": _schema("name", *_NAME)}  # the schema of a mapping keyed by Name
+NAME_KEYS: dict[str, Any] = {"propertyNames": _schema("name", *_NAME)}  # the schema of a mapping keyed by Name
 ContainerName = Annotated[str, AfterValidator(_container),
                           WithJsonSchema(_schema("container", CONTAINER_NAME, "an LXD container name"))]
 Hostname = _word("host", rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*", "a DNS host name")
@@ -427,10 +427,10 @@ def _check_backend(backend: Backend, containers: set[str]) -> list[Problem]:
 
 
 def _check_frontend(frontend: Frontend, backends: set[str]) -> list[Problem]:
-    refs = [(("routes", i, "backend"), r.backend) for i, r in enumerate(frontend.routes)]
+    refs: list[tuple[tuple, str]] = [(("routes", i, "backend"), r.backend) for i, r in enumerate(frontend.routes)]
     if frontend.default_backend is not None:
         refs.append((("default_backend",), frontend.default_backend))
-    problems = [(loc, f"unknown backend {name!r}{_hint(name, backends)}")
+    problems: list[Problem] = [(loc, f"unknown backend {name!r}{_hint(name, backends)}")
                 for loc, name in refs if name not in backends]
     if not refs:
         problems.append(((), ("frontend has no routes and no default_backend: it would answer "
@@ -440,7 +440,7 @@ def _check_frontend(frontend: Frontend, backends: set[str]) -> list[Problem]:
 
 def _listeners(spec: HAProxy) -> list[tuple[tuple, str, str, int]]:
     """(location, frontend, address, port) of every socket HAProxy would bind, in order."""
-    out = []
+    out: list[tuple[tuple, str, str, int]] = []
     for name, frontend in spec.frontends.items():
         addr, port = parse_bind(frontend.bind)
         out.append((("frontends", name, "bind"), name, addr, port))
