@@ -344,7 +344,7 @@ class HAProxy(BaseModel):
 
 
 # ---------------------------------------------------------------- the guide's haproxy.cfg
-_SERVER_LINE = re.compile(r"(?:server\s+)?([^\s:]+)\s+([^\s:]+)(?::([0-9]+))?(?:\s.*)?")
+_SERVER_LINE = re.compile(r"server\s+([^\s:]+)\s+([^\s:]+)(?::([0-9]+))?(?:\s.*)?")
 
 
 def server_line_hint(text: str, containers: set[str]) -> str:
