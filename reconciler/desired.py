@@ -22,7 +22,7 @@ from .kinds import package as package_kind
 from .kinds import profile as profile_kind
 from .kinds import service as service_kind
 from .provision import FileSpec, ServiceSpec
-from .spec import Lab, has_root_disk
+from .spec import Lab, has_root_disk, read_source
 from .state import LabState, Resource, add
 
 UNKNOWN = file_kind.UNKNOWN
@@ -161,7 +161,7 @@ def render_file(lab: Lab, base_dir: Path, cname: str, path: str, addresses: Mapp
     if spec.content is not None:
         return spec.content.encode()
     if spec.source is not None:
-        return (base_dir / spec.source).read_bytes()
+        return read_source(base_dir.resolve(), spec.source)  # checked again: it may have moved since validate
     return fill_template(spec.template or "", lab, cname, addresses).encode()
 
 

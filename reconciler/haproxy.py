@@ -58,9 +58,17 @@ import difflib
 import ipaddress
 import posixpath
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 SERVED_BY = "X-Served-By"
@@ -112,23 +120,53 @@ def _word(what: str, pattern: str, hint: str) -> Any:
             raise ValueError(f"{what} {value!r} {why}")
         return value
 
-    schema = {"type": "string", "pattern": f"^(?:{pattern})$", "description": f"{what}: {hint}"}
-    return Annotated[str, AfterValidator(check), WithJsonSchema(schema)]
+    return Annotated[str, AfterValidator(check), WithJsonSchema(_schema(what, pattern, hint))]
+
+
+def _schema(what: str, pattern: str, hint: str) -> dict:
+    # `$(?!\n)`: Python's re (jsonschema's) lets a bare `$` match before a final newline.
+    return {"type": "string", "pattern": f"^(?:{pattern})$(?!\\n)", "description": f"{what}: {hint}"}
+
+
+def container_hint(name: str, containers: set[str] | frozenset[str]) -> str:
+    """"; did you mean 'web2'?" for web2.testdomain.com (a host name where a container belongs)."""
+    label = name.split(".")[0]
+    if label != name and label in containers:
+        return f"; did you mean {label!r}? (servers name lab containers, not host names)"
+    close = difflib.get_close_matches(name, sorted(containers), n=1) or \
+        difflib.get_close_matches(label, sorted(containers), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _lab_containers(info: ValidationInfo | None) -> set[str]:
+    """The lab's container names, when the caller passed them as validation context."""
+    context = info.context if info is not None else None
+    return set(context.get("containers", ())) if isinstance(context, dict) else set()
+
+
+CONTAINER_NAME = r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # LXD's instance names
+
+
+def _container(value: str, info: ValidationInfo) -> str:
+    why = _unsafe(value) or (None if re.fullmatch(CONTAINER_NAME, value) else "is not an LXD container name")
+    if why:
+        raise ValueError(f"container {value!r} {why}{container_hint(value, _lab_containers(info))}")
+    return value
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-Name = _word("name", r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",
-             "a name of letters, digits, '_', '.', '-' (at most 63)")
-ContainerName = _word("container", r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", "an LXD container name")
+_NAME = (r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "a name of letters, digits, '_', '.', '-' (at most 63)")
+Name = _word("name", *_NAME)
+NAME_KEYS: dict[str, Any] = {"propertyNames": _schema("name", *_NAME)}  # the schema of a mapping keyed by Name
+ContainerName = Annotated[str, AfterValidator(_container),
+                          WithJsonSchema(_schema("container", CONTAINER_NAME, "an LXD container name"))]
 Hostname = _word("host", rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*", "a DNS host name")
 UrlPath = _word("path", r"/[A-Za-z0-9._~%!&()*+,;=:@/-]*", "a URL path starting with '/'")
 AbsPath = _word("path", r"/[A-Za-z0-9._@+/-]*", "an absolute file path")
 HeaderName = _word("header", r"[A-Za-z0-9_-]{1,64}", "an HTTP header name")
 Account = _word("account", r"[a-z_][a-z0-9_-]{0,31}", "a system user or group name")
-Duration = Union[
-    Annotated[int, Field(gt=0, description="milliseconds")],
-    _word("duration", r"[0-9]+(?:us|ms|s|m|h|d)", "a HAProxy time such as 500ms, 2s, 1m"),
-]
+Duration = (Annotated[int, Field(gt=0, description="milliseconds")]
+            | _word("duration", r"[0-9]+(?:us|ms|s|m|h|d)", "a HAProxy time such as 500ms, 2s, 1m"))
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -150,8 +188,10 @@ def _valid_bind(bind: str) -> str:
     return bind
 
 
-Bind = Annotated[_word("bind", r"(?:\*|[0-9.]+)?:[0-9]{1,5}", "'ADDR:PORT', ':PORT' or '*:PORT'"
-                       " (IPv4)"), AfterValidator(_valid_bind)]
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+Bind = Annotated[_word("bind", rf"(?:\*|{_OCTET}(?:\.{_OCTET}){{3}})?:{_PORT}",
+                       "'ADDR:PORT', ':PORT' or '*:PORT' (IPv4, port 1-65535)"), AfterValidator(_valid_bind)]
 
 
 def _strict(description: str) -> ConfigDict:
@@ -208,6 +248,13 @@ class Server(BaseModel):
     name: Name | None = Field(None, description="Server name in HAProxy (default: container).")
     container: ContainerName = Field(description="Lab container; its live IPv4 is used.")
     port: Port = Field(80, description="Port the container serves on.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_cfg_line(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, str):  # pydantic wants ValueError, not TypeError
+            raise ValueError(server_line_hint(data, _lab_containers(info)))  # noqa: TRY004
+        return data
 
     @property
     def label(self) -> str:
@@ -280,9 +327,10 @@ def _check_error_pages(pages: dict[int, str | None]) -> dict[int, str | None]:
 class HAProxy(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
         "description": "HAProxy on one container: frontends, backends of lab containers."})
-    frontends: dict[Name, Frontend] = Field(default_factory=dict,
-                                            description="Frontends by name.")
-    backends: dict[Name, Backend] = Field(default_factory=dict, description="Backends by name.")
+    frontends: dict[Name, Frontend] = Field(default_factory=dict, description="Frontends by name.",
+                                            json_schema_extra=NAME_KEYS)
+    backends: dict[Name, Backend] = Field(default_factory=dict, description="Backends by name.",
+                                          json_schema_extra=NAME_KEYS)
     error_pages: Annotated[dict[int, str | None], AfterValidator(_check_error_pages)] = Field(
         default_factory=dict, description="Status code -> HTML body replacing the guide's page "
                                           "(null drops it). The guide's: 400 403 408 500-504.",
@@ -293,6 +341,42 @@ class HAProxy(BaseModel):
     defaults: Defaults = Field(default_factory=Defaults, description="Proxy defaults.")
 
 
+
+
+# ---------------------------------------------------------------- the guide's haproxy.cfg
+_SERVER_LINE = re.compile(r"server\s+([^\s:]+)\s+([^\s:]+)(?::([0-9]+))?(?:\s.*)?")
+
+
+def server_line_hint(text: str, containers: set[str]) -> str:
+    """What to write instead of a haproxy.cfg `server NAME HOST:PORT check` line."""
+    if re.fullmatch(CONTAINER_NAME, text):
+        return f"a server is a mapping, not a name: write {{container: {text}}}"
+    match = _SERVER_LINE.fullmatch(text.strip())
+    if not match:
+        return "a server is a mapping such as {name: site1, container: web1, port: 80}"
+    name, host, port = match[1], match[2], match[3] or "80"
+    label = host.split(".")[0]
+    close = difflib.get_close_matches(label, sorted(containers), n=1)
+    container = label if label in containers else (close[0] if close else "CONTAINER")
+    unknown = "" if container != "CONTAINER" else f", CONTAINER being the lab container that serves {host}"
+    return (f"a server is a mapping of name, container and port, not a haproxy.cfg line: write"
+            f" {{name: {name}, container: {container}, port: {port}}}{unknown}")
+
+
+# Keys of haproxy.cfg that people carry over, at (section, key): where they go in lab.yaml.
+_CFG_KEYS = {
+    ("frontends", "acl"): "HAProxy acl/use_backend lines are written as routes: [{host: ..., backend: ...}]",
+    ("frontends", "use_backend"): "HAProxy acl/use_backend lines are written as routes: [{host: ..., backend: ...}]",
+    ("backends", "server"): "HAProxy server lines are written as servers: [{name: ..., container: ..., port: ...}]",
+    ((), "frontend"): "frontends are written as frontends: {NAME: {bind: ..., routes: [...]}}",
+    ((), "backend"): "backends are written as backends: {NAME: {servers: [...]}}",
+}
+
+
+def unknown_field_hint(loc: tuple) -> str:
+    """Where an unknown field at `loc` (inside one container's section) goes, or ""."""
+    section = loc[0] if len(loc) == 3 else ()
+    return _CFG_KEYS.get((section, loc[-1]), "") if loc else ""
 
 
 # ---------------------------------------------------------------- validation
@@ -314,7 +398,7 @@ def _check(host: str, spec: HAProxy, containers: set[str]) -> list[Problem]:
     problems: list[Problem] = []
     if host not in containers:
         problems.append(((), f"HAProxy container {host!r} is not a lab container"
-                             + _hint(host, containers)))
+                             + container_hint(host, containers)))
     if not spec.frontends:
         problems.append((("frontends",), "no frontends: HAProxy would accept no traffic"))
     for name, backend in spec.backends.items():
@@ -333,30 +417,30 @@ def _check_backend(backend: Backend, containers: set[str]) -> list[Problem]:
     seen: set[str] = set()
     for i, server in enumerate(backend.servers):
         if server.container not in containers:
-            problems.append((("servers", i, "container"), f"{server.container!r} is not a lab "
-                             f"container{_hint(server.container, containers)}"))
+            problems.append((("servers", i, "container"), (f"{server.container!r} is not a lab "
+                             f"container{container_hint(server.container, containers)}")))
         if server.label in seen:
-            problems.append((("servers", i, "name"), f"server name {server.label!r} is used "
-                             "twice in this backend"))
+            problems.append((("servers", i, "name"), (f"server name {server.label!r} is used "
+                             "twice in this backend")))
         seen.add(server.label)
     return problems
 
 
 def _check_frontend(frontend: Frontend, backends: set[str]) -> list[Problem]:
-    refs = [(("routes", i, "backend"), r.backend) for i, r in enumerate(frontend.routes)]
+    refs: list[tuple[tuple, str]] = [(("routes", i, "backend"), r.backend) for i, r in enumerate(frontend.routes)]
     if frontend.default_backend is not None:
         refs.append((("default_backend",), frontend.default_backend))
-    problems = [(loc, f"unknown backend {name!r}{_hint(name, backends)}")
+    problems: list[Problem] = [(loc, f"unknown backend {name!r}{_hint(name, backends)}")
                 for loc, name in refs if name not in backends]
     if not refs:
-        problems.append(((), "frontend has no routes and no default_backend: it would answer "
-                             "every request with 503"))
+        problems.append(((), ("frontend has no routes and no default_backend: it would answer "
+                             "every request with 503")))
     return problems
 
 
 def _listeners(spec: HAProxy) -> list[tuple[tuple, str, str, int]]:
     """(location, frontend, address, port) of every socket HAProxy would bind, in order."""
-    out = []
+    out: list[tuple[tuple, str, str, int]] = []
     for name, frontend in spec.frontends.items():
         addr, port = parse_bind(frontend.bind)
         out.append((("frontends", name, "bind"), name, addr, port))

@@ -6,44 +6,95 @@ How they are read is facts.py's; how they are changed, their kinds' (reconciler/
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from .values import UNSAFE_CHARS, Matching, anchored, unsafe_char
+
+MAX_PATH, MAX_COMPONENT = 4096, 255  # Linux's PATH_MAX and NAME_MAX, in bytes
+
+# An absolute, canonical path: no empty, '.' or '..' component, no trailing '/', no control or
+# invisible character. validate_path says which rule a path breaks; the schema uses this.
+PATH = rf"/|(?=.{{1,{MAX_PATH}}}$)(?:/(?!\.\.?(?:/|$))[^/{UNSAFE_CHARS}]{{1,{MAX_COMPONENT}}})+"
+# `source:` is relative to the lab file's folder and never climbs out of it by '..'.
+SOURCE = rf"(?!/)(?!(?:.*/)?\.\.(?:/|$))[^{UNSAFE_CHARS}]{{1,{MAX_PATH}}}"
+# systemd's unit names (unit_name_is_valid): no option-like '-' first, a template only with an instance.
+UNIT_TYPES = ("service", "socket", "timer", "target", "path", "mount")
+OTHER_UNIT_TYPES = ("device", "swap", "automount", "slice", "scope")
+_UNIT_CHAR = r"[A-Za-z0-9:_.\\-]"
+SERVICE_NAME = (rf"(?=.{{1,255}}$)(?!.*\.(?:{'|'.join(OTHER_UNIT_TYPES)})$)"
+                rf"[A-Za-z0-9_\\]{_UNIT_CHAR}*(?:@[A-Za-z0-9:_\\-]{_UNIT_CHAR}*)?")
+MODE = r"0?[0-7]{3,4}"
+ACCOUNT = r"[a-z_][a-z0-9_-]{0,31}\$?|[0-9]{1,10}"
+Account = Annotated[str, Matching(ACCOUNT, "a user or group name (or number)")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _mode_is_text(value: Any) -> Any:
+    if isinstance(value, (int, float)):  # bool too; pydantic wants ValueError, not TypeError
+        raise ValueError("write the mode as a quoted string such as '0644' (unquoted, YAML reads a number)")  # noqa: TRY004
+    return value
+
+
+def _argv_word(value: str) -> str:
+    if value == "" or "\x00" in value:
+        raise ValueError("an argument of check must be non-empty and hold no NUL")
+    return value
+
+
+ONE_SOURCE: list[Any] = [{"required": [k]} for k in ("content", "source", "template")]
 
 
 class FileSpec(BaseModel):
     """A file or directory inside a container."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={
+        # a directory has none of content, source, template; a file exactly one
+        "if": {"properties": {"type": {"const": "directory"}}, "required": ["type"]},
+        "then": {"not": {"anyOf": ONE_SOURCE}}, "else": {"oneOf": ONE_SOURCE}})
 
     type: Literal["file", "directory"] = "file"
     content: str | None = Field(None, description="the file's text")
-    source: str | None = Field(None, description="a file to copy, relative to lab.yaml")
+    source: Annotated[str | None, Field(json_schema_extra={"pattern": anchored(SOURCE)})] = Field(
+        None, description="a file to copy, relative to lab.yaml's folder (which it must stay inside)")
     template: str | None = Field(None, description="text with {{ lab.name }}, {{ container.name }},"
                                  " {{ containers.NAME.address }} filled in at apply")
-    mode: str | None = Field(None, description="octal, e.g. '0644' (default 0644, directories 0755)")
-    owner: str = "root"
-    group: str = "root"
+    mode: Annotated[str | None, BeforeValidator(_mode_is_text),
+                    Field(json_schema_extra={"pattern": anchored(MODE)})] = Field(
+        None, description="octal, e.g. '0644' (default 0644, directories 0755)")
+    owner: Account = "root"
+    group: Account = "root"
     secret: bool = Field(False, description="never show the content in plans or logs")
-    check: list[str] | None = Field(None, description="argv run on the new file before it goes live;"
-                                    " {} is its path; a non-zero exit refuses the change")
+    check: list[Annotated[str, BeforeValidator(_argv_word)]] | None = Field(
+        None, description="argv run on the new file before it goes live; {} is its path;"
+        " a non-zero exit refuses the change", json_schema_extra={"items": {"type": "string", "minLength": 1,
+                                                                             "pattern": "^[^\\x00]*$"}})
 
     @field_validator("mode")
     @classmethod
     def _mode(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^0?[0-7]{3,4}$", str(value)):
+        if value is not None and not re.fullmatch(MODE, value):
             raise ValueError("mode must be octal, like '0644'")
-        return None if value is None else f"{int(str(value), 8):04o}"
+        return None if value is None else f"{int(value, 8):04o}"
 
-    @field_validator("owner", "group")
+    @field_validator("source")
     @classmethod
-    def _account(cls, value: str) -> str:
-        if not re.match(r"^([a-z_][a-z0-9_-]*\$?|\d+)$", value):
-            raise ValueError(f"{value!r} is not a user or group name")
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(SOURCE, value):
+            raise ValueError(f"{value!r} must be a path relative to the lab file's folder, without '..'"
+                             " or control characters")
         return value
 
     @model_validator(mode="after")
-    def _one_source(self) -> "FileSpec":
+    def _one_source(self) -> FileSpec:
         given = [k for k in ("content", "source", "template") if getattr(self, k) is not None]
         if self.type == "directory" and given:
             raise ValueError("a directory has no content, source or template")
@@ -63,23 +114,56 @@ class ServiceSpec(BaseModel):
 
     enabled: bool = True
     running: bool = True
-    watches: list[str] = Field([], description="paths of managed files; a change to one reloads or restarts")
+    watches: list[Annotated[str, Field(json_schema_extra={"pattern": anchored(PATH)})]] = Field(
+        [], description="paths of this container's files; a change to one reloads or restarts")
     on_change: Literal["reload", "restart"] = "restart"
-    listens: list[int] = Field([], description="TCP ports the service itself must hold while running:"
-                               " plan shows a port it does not hold, apply waits for them")
+    listens: list[Port] = Field([], description="TCP ports the service itself must hold while running:"
+                                " plan shows a port it does not hold, apply waits for them")
     after: list[str] = Field([], description="services of this container set up first (e.g. a log daemon"
                              " whose socket this one needs)")
 
     @field_validator("listens")
     @classmethod
     def _ports(cls, value: list[int]) -> list[int]:
-        if any(not 0 < p < 65536 for p in value):
-            raise ValueError("ports are 1 to 65535")
         return sorted(set(value))
 
 
 def validate_path(path: str) -> str | None:
-    """The problem with a file path, or None."""
-    if not path.startswith("/") or "/../" in path + "/" or "\x00" in path or "\n" in path:
-        return "must be an absolute path without '..'"
+    """The problem with a file path inside a container, or None."""
+    char = unsafe_char(path)
+    if char:
+        return f"contains the control or invisible character {char}"
+    if not path.startswith("/"):
+        return "must be an absolute path (starting with /)"
+    if len(path.encode()) > MAX_PATH:
+        return f"is longer than {MAX_PATH} bytes"
+    if path == "/":
+        return None
+    if path.endswith("/"):
+        return "must not end with '/'"
+    parts = path[1:].split("/")
+    if "" in parts:
+        return "must not contain '//'"
+    if any(part in (".", "..") for part in parts):
+        return "must not contain '.' or '..' components"
+    if any(len(part.encode()) > MAX_COMPONENT for part in parts):
+        return f"has a component longer than {MAX_COMPONENT} bytes"
     return None
+
+
+def validate_service_name(name: str) -> str | None:
+    """The problem with a systemd unit name, or None (it reaches systemctl as an argument)."""
+    char = unsafe_char(name)
+    if char:
+        return f"contains the control or invisible character {char}"
+    if re.fullmatch(SERVICE_NAME, name):
+        return None
+    _, dot, suffix = name.rpartition(".")
+    if dot and suffix in OTHER_UNIT_TYPES:
+        return f"is a .{suffix} unit; services are {', '.join('.' + t for t in UNIT_TYPES)} units"
+    if re.fullmatch(r"[^@]+@(\..*)?", name):
+        return "is a template: name an instance, like getty@tty1"
+    if len(name) > 255:
+        return "is longer than 255 characters"
+    return (r"is not a systemd unit name: letters, digits and : _ . \ - @ (one @, before an instance),"
+            " not starting with '-' or '.'")

@@ -2,19 +2,50 @@
 
 Values that LXD stores as strings (config keys, device keys) are normalised to LXD's
 string form here, so that the rest of the program compares like with like.
+
+Loading checks in three passes, and reports all three together:
+1. types: each network, profile, container and haproxy entry is validated on its own, so one
+   bad entry hides nothing of the others;
+2. values: names, keys, paths, proxy addresses, bridge addresses, `source:` files of the
+   entries that passed 1;
+3. cross-references among the entries that passed 1, never calling "unknown" a name that is
+   declared but invalid (its own errors are already reported).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import stat
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from . import haproxy as haproxy_spec
-from .provision import FileSpec, ServiceSpec, validate_path
+from . import values
+from .provision import (
+    PATH,
+    SERVICE_NAME,
+    FileSpec,
+    ServiceSpec,
+    validate_path,
+    validate_service_name,
+)
 from .source import Document, Problem, SourceError, load_document
 
 # The image servers `remote:alias` may name, as the lxc client knows them.
@@ -22,6 +53,18 @@ REMOTES = {"images": "https://images.linuxcontainers.org",
            "ubuntu": "https://cloud-images.ubuntu.com/releases",
            "ubuntu-daily": "https://cloud-images.ubuntu.com/daily"}
 RESERVED_PREFIXES = ("volatile.", "image.", "user.reconciler.")
+MAX_SOURCE_BYTES = 8 * 1024 * 1024  # a `source:` file is read whole, and shown in plans
+
+CONFIG_KEY = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+INSTANCE_NAME = haproxy_spec.CONTAINER_NAME
+NETWORK_NAME = r"[A-Za-z][A-Za-z0-9_-]{0,14}"  # a Linux interface name
+PROFILE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+DEVICE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+LAB_NAME = r"[a-z0-9][a-z0-9-]{0,62}"
+PROJECT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
+PACKAGE_NAME = r"[A-Za-z0-9][A-Za-z0-9+._:-]{0,254}"
+IMAGE = rf"(?:(?:{'|'.join(map(re.escape, REMOTES))}):)?[A-Za-z0-9][A-Za-z0-9_./-]*"
+CONTAINER_BOOLS = ("security.nesting", "security.privileged", "boot.autostart")
 
 
 def lxd_string(value: Any) -> str:
@@ -36,17 +79,75 @@ def lxd_string(value: Any) -> str:
     raise ValueError(f"must be a string, number or boolean, not {type(value).__name__}")
 
 
-LxdValue = Annotated[str, BeforeValidator(lxd_string)]
-CONFIG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-INSTANCE_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-NETWORK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$")  # a Linux interface name
-PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-LAB_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# --- Schema fragments (schemas/lab.schema.json), from the same patterns the checks use --------
+
+def _name_schema(pattern: str) -> dict:
+    return {"pattern": values.anchored(pattern)}
 
 
-Config = Annotated[dict[str, LxdValue], Field(description="LXD config keys; values become strings")]
-Device = Annotated[dict[str, LxdValue], Field(description="an LXD device: `type` and its keys")]
+VALUE_SCHEMA = {"type": ["string", "number", "boolean"], "minLength": 1}
+CONFIG_KEY_SCHEMA = {"pattern": values.anchored(CONFIG_KEY),
+                     "not": {"pattern": "^(?:" + "|".join(map(re.escape, RESERVED_PREFIXES)) + ")"}}
+
+
+def _config_schema(properties: Mapping[str, dict] | None = None) -> dict:
+    schema = {"type": "object", "propertyNames": CONFIG_KEY_SCHEMA, "additionalProperties": VALUE_SCHEMA}
+    return schema | ({"properties": dict(properties)} if properties else {})
+
+
+def _when(key: str, pattern: str, then: dict) -> dict:
+    return {"if": {"properties": {key: {"pattern": pattern}}, "required": [key]}, "then": then}
+
+
+PROXY_SCHEMA = {
+    "required": ["listen", "connect"],
+    "propertyNames": {"enum": list(values.PROXY_KEYS)},
+    "properties": {"listen": {"type": "string", "pattern": values.anchored(values.PROXY_ADDRESS)},
+                   "connect": {"type": "string", "pattern": values.anchored(values.PROXY_ADDRESS)},
+                   "bind": {"enum": list(values.BIND_SIDES)},
+                   **{key: values.BOOL_SCHEMA for key in values.PROXY_BOOLS}},
+    # a unix socket never on the host side: bind host listens there, bind instance connects from there
+    "allOf": [_when("listen", "^unix:", {"required": ["bind"],
+                                         "properties": {"bind": {"enum": ["instance", "guest", "container"]}}}),
+              _when("connect", "^unix:", {"properties": {"bind": {"const": "host"}}})],
+}
+DEVICE_SCHEMA = {
+    "type": "object", "required": ["type"], "propertyNames": _name_schema(CONFIG_KEY),
+    "additionalProperties": VALUE_SCHEMA, "properties": {"type": {"enum": list(values.DEVICE_TYPES)}},
+    "allOf": [{"if": {"properties": {"type": {"const": "proxy"}}}, "then": PROXY_SCHEMA}],
+    "description": "an LXD device: `type` and its keys",
+}
+BRIDGE_CONFIG = {"ipv4.address": {"type": "string", "pattern": values.anchored(values.IPV4_CIDR)},
+                 "ipv6.address": {"type": "string", "pattern": values.anchored(values.IPV6_CIDR)},
+                 **{key: values.BOOL_SCHEMA for key in values.BRIDGE_BOOLS}}
+
+
+def _keyed(pattern: str, description: str) -> Any:
+    """A Field whose mapping's keys follow `pattern` (checked in pass 2, stated in the schema)."""
+    return Field(default_factory=dict, description=description,
+                 json_schema_extra={"propertyNames": _name_schema(pattern)})
+
+
+LxdValue = Annotated[str, BeforeValidator(lxd_string), WithJsonSchema(VALUE_SCHEMA)]
+Config = Annotated[dict[str, LxdValue], WithJsonSchema(_config_schema() | {
+    "description": "LXD config keys; values become strings"})]
+Device = Annotated[dict[str, LxdValue], WithJsonSchema(DEVICE_SCHEMA)]
+Devices = Annotated[dict[str, Device], WithJsonSchema({
+    "type": "object", "propertyNames": _name_schema(DEVICE_NAME), "additionalProperties": DEVICE_SCHEMA})]
+
+
+def _profile_ref(value: str) -> str:
+    if "," in value:  # the guide's `lxc profile assign web1 default,macvlan`
+        raise ValueError(f"{value!r} is not a profile name: list them, [{value.replace(',', ', ')}]")
+    if not re.fullmatch(PROFILE_NAME, value):
+        raise ValueError(f"{value!r} is not a profile name")
+    return value
+
+
+ProfileRef = Annotated[str, AfterValidator(_profile_ref), WithJsonSchema(
+    {"type": "string", "pattern": values.anchored(PROFILE_NAME), "description": "a profile name"})]
+NetworkRef = Annotated[str, values.Matching(NETWORK_NAME, "a network name")]
+PackageName = Annotated[str, values.Matching(PACKAGE_NAME, "a package name")]
 
 
 class Strict(BaseModel):
@@ -56,8 +157,10 @@ class Strict(BaseModel):
 class Connection(Strict):
     """Where the LXD daemon is."""
 
-    socket: str | None = Field(None, description="unix socket path; default: $LXD_DIR, /var/lib/lxd, snap")
-    project: str = Field("default", description="LXD project the lab lives in")
+    socket: Annotated[str, values.Matching(PATH, "an absolute path")] | None = Field(
+        None, description="unix socket path; default: $LXD_DIR, /var/lib/lxd, snap")
+    project: Annotated[str, values.Matching(PROJECT_NAME, "an LXD project name")] = Field(
+        "default", description="LXD project the lab lives in")
 
 
 class Network(Strict):
@@ -65,8 +168,8 @@ class Network(Strict):
 
     type: Literal["bridge"] = "bridge"
     description: str = ""
-    config: Config = {}
-
+    config: Annotated[dict[str, LxdValue], WithJsonSchema(_config_schema(BRIDGE_CONFIG))] = Field(
+        {}, description="LXD bridge keys (ipv4.address, ipv4.nat, ...); values become strings")
 
 
 class Profile(Strict):
@@ -74,82 +177,89 @@ class Profile(Strict):
 
     description: str = ""
     config: Config = {}
-    devices: dict[str, Device] = {}
-
+    devices: Devices = {}
 
 
 class Container(Strict):
     """An LXD container the lab owns, and what runs inside it."""
 
-    image: str = Field(description="a local image alias, or remote:alias (e.g. images:debian/12)")
+    image: str = Field(description="a local image alias, or remote:alias (e.g. images:debian/12)",
+                       json_schema_extra={"pattern": values.anchored(IMAGE)})
     type: Literal["container", "virtual-machine"] = "container"
     description: str = ""
-    profiles: list[str] = Field(["default"], description="applied in order; later ones win")
-    config: Config = {}
-    devices: dict[str, Device] = {}
+    profiles: list[ProfileRef] = Field(["default"], description="applied in order; later ones win")
+    config: Annotated[dict[str, LxdValue], WithJsonSchema(_config_schema(
+        {key: values.BOOL_SCHEMA for key in CONTAINER_BOOLS}))] = Field({}, description="LXD config keys;"
+                                                                        " values become strings")
+    devices: Devices = {}
     state: Literal["running", "stopped"] = "running"
-    packages: list[str] = Field([], description="installed with the container's package manager")
-    services: dict[str, ServiceSpec] = Field({}, description="systemd units enabled and running")
-    files: dict[str, FileSpec] = Field({}, description="absolute path -> file or directory")
+    packages: list[PackageName] = Field([], description="installed with the container's package manager")
+    services: dict[str, ServiceSpec] = _keyed(SERVICE_NAME, "systemd units enabled and running")
+    files: dict[str, FileSpec] = _keyed(PATH, "absolute path -> file or directory")
     vars: dict[str, LxdValue] = Field({}, description="values templates use as {{ vars.NAME }}")
     renamed_from: str | None = Field(None, description="the container's old name: it is renamed in place"
                                      " (keeping its root filesystem), not deleted and created anew")
 
-
     @field_validator("image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not re.match(r"^([A-Za-z0-9][A-Za-z0-9_.-]*:)?[A-Za-z0-9][A-Za-z0-9_./-]*$", value):
-            raise ValueError(f"{value!r} is not an image alias or remote:alias")
         remote, sep, _ = value.partition(":")
-        if sep and remote not in REMOTES:
+        if sep and re.fullmatch(PROFILE_NAME, remote) and remote not in REMOTES:
             raise ValueError(f"unknown image remote {remote!r} (known: {', '.join(sorted(REMOTES))})")
-        return value
-
-    @field_validator("packages")
-    @classmethod
-    def _packages(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9+._:-]*$", name):
-                raise ValueError(f"{name!r} is not a package name")
+        if not re.fullmatch(IMAGE, value):
+            raise ValueError(f"{value!r} is not an image alias or remote:alias")
         return value
 
 
 class Existing(Strict):
     """LXD objects the lab uses but does not own: never changed or deleted."""
 
-    profiles: list[str] = ["default"]
-    networks: list[str] = []
+    profiles: list[ProfileRef] = ["default"]
+    networks: list[NetworkRef] = []
 
 
 class Lab(Strict):
     """A lab: everything in one lab.yaml."""
 
-    lab: str = Field(description="the lab's name; tags every object it creates")
-    lxd: Connection = Connection()
-    existing: Existing = Existing()
-    networks: dict[str, Network] = {}
-    profiles: dict[str, Profile] = {}
-    containers: dict[str, Container] = {}
-    haproxy: dict[str, haproxy_spec.HAProxy] = Field({}, description="HAProxy, keyed by the container running it")
+    model_config = ConfigDict(json_schema_extra={"patternProperties": {"^x-": {}}})
+
+    lab: str = Field(description="the lab's name; tags every object it creates",
+                     json_schema_extra={"pattern": values.anchored(LAB_NAME)})
+    lxd: Connection = Connection.model_validate({})
+    existing: Existing = Existing.model_validate({})
+    networks: dict[str, Network] = _keyed(NETWORK_NAME, "managed bridges the lab owns")
+    profiles: dict[str, Profile] = _keyed(PROFILE_NAME, "profiles the lab owns")
+    containers: dict[str, Container] = _keyed(INSTANCE_NAME, "containers the lab owns")
+    haproxy: dict[str, haproxy_spec.HAProxy] = _keyed(INSTANCE_NAME, "HAProxy, keyed by the container"
+                                                      " running it")
 
     @model_validator(mode="before")
     @classmethod
     def _extensions(cls, data: Any) -> Any:
         """Top-level keys starting with x- are free: a place for YAML anchors, as in Compose."""
-        return {k: v for k, v in data.items() if not str(k).startswith("x-")} if isinstance(data, dict) else data
+        return without_extensions(data)
 
     @field_validator("lab")
     @classmethod
     def _lab(cls, value: str) -> str:
-        if not LAB_NAME.match(value):
+        if not re.fullmatch(LAB_NAME, value):
             raise ValueError("lowercase letters, digits and '-', at most 63")
         return value
 
 
-# --- Cross-references ------------------------------------------------------------------
+def without_extensions(data: Any) -> Any:
+    return {k: v for k, v in data.items() if not str(k).startswith("x-")} if isinstance(data, dict) else data
 
-def _suggest(name: str, known: set[str]) -> str:
+
+TABLES: dict[str, type[BaseModel]] = {"networks": Network, "profiles": Profile, "containers": Container,
+                                      "haproxy": haproxy_spec.HAProxy}
+TABLE_NAMES = {"networks": (NETWORK_NAME, "network"), "profiles": (PROFILE_NAME, "profile"),
+               "containers": (INSTANCE_NAME, "container")}
+
+
+# --- Helpers the rest of the program uses ------------------------------------------------------
+
+def _suggest(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -168,92 +278,266 @@ def has_root_disk(devices: Mapping[str, Mapping[str, str]]) -> bool:
     return any(d.get("type") == "disk" and d.get("path") == "/" for d in devices.values())
 
 
-Found = list[tuple[tuple, str]]  # (path in lab.yaml, message)
+def listen_address(listen: str) -> tuple[str, str, str] | None:
+    """'tcp:127.0.0.1:80' -> ('tcp', '127.0.0.1', '80'); None if it is not of that form."""
+    return values.split_inet(listen)
 
 
-def _name_problems(lab: Lab) -> Found:
-    """Names and keys LXD would refuse, reported at the key itself."""
-    out: Found = []
-    tables = [("networks", lab.networks, NETWORK_NAME), ("profiles", lab.profiles, PROFILE_NAME),
-              ("containers", lab.containers, INSTANCE_NAME)]
-    for section, table, pattern in tables:
-        for name, obj in table.items():
-            if not pattern.match(str(name)):
-                out.append(((section, name), f"{name!r} is not a valid {section[:-1]} name"))
-            out += _config_problems((section, name, "config"), obj.config)
-            out += _device_problems((section, name, "devices"), getattr(obj, "devices", {}))
+class Found(NamedTuple):
+    """A problem found in the lab: where (a path in lab.yaml) and what."""
+
+    path: tuple
+    message: str
+    at_key: bool = False  # locate at the mapping key (a bad name) rather than at its value
+
+
+@dataclass(frozen=True)
+class Declared:
+    """Every name lab.yaml declares, valid or not; None where a section could not be read."""
+
+    networks: frozenset[str] | None
+    profiles: frozenset[str] | None
+    containers: frozenset[str] | None
+
+    def broken_profiles(self, lab: Lab) -> frozenset[str]:
+        """Declared profiles that failed validation: their devices are unknown."""
+        return (self.profiles or frozenset()) - set(lab.profiles)
+
+
+# --- Pass 2: names and values of the valid entries ------------------------------------------
+
+def _name_problems(data: Mapping) -> list[Found]:
+    """Names LXD would refuse, at the key itself (of every entry, valid or not)."""
+    out = []
+    for table, (pattern, what) in TABLE_NAMES.items():
+        names = data.get(table)
+        for name in names if isinstance(names, dict) else ():
+            if not re.fullmatch(pattern, str(name)):
+                out.append(Found((table, name), f"{str(name)!r} is not a valid {what} name", True))
     return out
 
 
-def _config_problems(path: tuple, config: Mapping[str, str]) -> Found:
-    out: Found = []
-    for key in config:
-        if not CONFIG_KEY.match(key):
-            out.append((path + (key,), f"invalid config key {key!r}"))
+def _config_problems(path: tuple, config: Mapping[str, str], booleans: Iterable[str] = ()) -> list[Found]:
+    out = []
+    for key, value in config.items():
+        if not re.fullmatch(CONFIG_KEY, key):
+            out.append(Found(path + (key,), f"invalid config key {key!r}", True))
         elif key.startswith(RESERVED_PREFIXES):
-            out.append((path + (key,), "volatile.*, image.* and user.reconciler.* keys belong to LXD"
-                        " or to reconciler and cannot be set"))
+            out.append(Found(path + (key,), "volatile.*, image.* and user.reconciler.* keys belong to LXD"
+                             " or to reconciler and cannot be set", True))
+        elif key in booleans and values.bool_problem(value):
+            out.append(Found(path + (key,), str(values.bool_problem(value))))
     return out
 
 
-def _device_problems(path: tuple, devices: Mapping[str, Mapping[str, str]]) -> Found:
-    out: Found = []
+def _device_problems(path: tuple, devices: Mapping[str, Mapping[str, str]]) -> list[Found]:
+    out = []
     for name, device in devices.items():
-        if not DEVICE_NAME.match(str(name)):
-            out.append((path + (name,), f"{name!r} is not a valid device name"))
+        where = path + (name,)
+        if not re.fullmatch(DEVICE_NAME, name):
+            out.append(Found(where, f"{name!r} is not a valid device name", True))
+        out += [Found(where + (key,), f"invalid device key {key!r}", True)
+                for key in device if not re.fullmatch(CONFIG_KEY, key)]
         if "type" not in device:
-            out.append((path + (name,), "a device needs a `type` (nic, disk, proxy, ...)"))
+            out.append(Found(where, "a device needs a `type` (nic, disk, proxy, ...)", True))
+        elif device["type"] not in values.DEVICE_TYPES:
+            out.append(Found(where + ("type",), f"unknown device type {device['type']!r}"
+                             f"{_suggest(device['type'], values.DEVICE_TYPES)}"))
+        elif device["type"] == "proxy":
+            out += _proxy_problems(where, device)
     return out
 
 
-def _reference_problems(lab: Lab) -> list[tuple[tuple, str]]:
-    return (_profile_refs(lab) + _network_refs(lab) + _proxy_listen_clashes(lab)
-            + _root_disks(lab) + _haproxy_refs(lab) + _provisioning_problems(lab))
+def _proxy_problems(where: tuple, device: Mapping[str, str]) -> list[Found]:
+    out = [Found(where + (key,), f"unknown proxy device key {key!r}{_suggest(key, values.PROXY_KEYS)}", True)
+           for key in device if key not in values.PROXY_KEYS]
+    for key in ("listen", "connect"):
+        if key not in device:
+            out.append(Found(where, f"a proxy device needs `{key}` (like tcp:127.0.0.1:80)", True))
+        elif values.proxy_address_problem(device[key]):
+            out.append(Found(where + (key,), str(values.proxy_address_problem(device[key]))))
+    out += [Found(where + (key,), str(values.bool_problem(device[key])))
+            for key in values.PROXY_BOOLS if key in device and values.bool_problem(device[key])]
+    bind = device.get("bind", "host")
+    if bind not in values.BIND_SIDES:
+        out.append(Found(where + ("bind",), f"bind must be host or instance, not {bind!r}"))
+    return out + _proxy_sides(where, device, bind)
+
+
+def _proxy_sides(where: tuple, device: Mapping[str, str], bind: str) -> list[Found]:
+    """A unix socket on the host side could replace or expose a host socket (LXD's own, too)."""
+    listen, connect = device.get("listen", ""), device.get("connect", "")
+    out = []
+    if listen.startswith("unix:") and bind == "host":
+        out.append(Found(where + ("listen",), "a unix socket listen with bind: host is made on the host:"
+                         " refused (use tcp:, or bind: instance)"))
+    if connect.startswith("unix:") and bind != "host":
+        out.append(Found(where + ("connect",), "a unix socket connect with bind: instance reaches a host"
+                         " socket: refused (use tcp:, or bind: host)"))
+    if not values.proxy_address_problem(listen) and not values.proxy_address_problem(connect) \
+            and values.port_count(connect) not in (1, values.port_count(listen)):
+        out.append(Found(where + ("connect",), "connect names a different number of ports than listen"
+                         " (one port, or as many as listen)"))
+    nat = device.get("nat", "false") in values.TRUE_WORDS
+    parts = values.split_inet(listen)
+    if nat and parts and parts[1] in values.WILDCARD_ADDRESSES:
+        out.append(Found(where + ("listen",), "LXD cannot listen on a wildcard address with nat: true"))
+    return out
+
+
+def _network_problems(name: str, network: Network) -> list[Found]:
+    where = ("networks", name, "config")
+    out = _config_problems(where, network.config, values.BRIDGE_BOOLS)
+    for key in ("ipv4.address", "ipv6.address"):
+        problem = values.bridge_address_problem(key, network.config[key]) if key in network.config else None
+        if problem:
+            out.append(Found(where + (key,), problem))
+    return out
+
+
+def _container_problems(name: str, container: Container, folder: Path) -> list[Found]:
+    where = ("containers", name)
+    out = _config_problems(where + ("config",), container.config, CONTAINER_BOOLS)
+    out += _device_problems(where + ("devices",), container.devices)
+    for path, spec in container.files.items():
+        problem = validate_path(path)
+        if problem:
+            out.append(Found(where + ("files", path), f"path {path!r} {problem}", True))
+        if spec.source is not None:
+            problem = source_problem(folder, spec.source)
+            if problem:
+                out.append(Found(where + ("files", path, "source"), problem))
+    for sname, service in container.services.items():
+        problem = validate_service_name(sname)
+        if problem:
+            out.append(Found(where + ("services", sname), f"service {sname!r} {problem}", True))
+        out += [Found(where + ("services", sname, "watches", i), f"{watched!r} {validate_path(watched)}")
+                for i, watched in enumerate(service.watches) if validate_path(watched)]
+    return out
+
+
+def source_problem(folder: Path, source: str) -> str | None:
+    """Why a `source:` file cannot be copied, or None: it must be a regular file in the lab's folder.
+
+    `folder` is resolved; symlinks are followed, so a link pointing out is refused like `../x`.
+    """
+    try:
+        real = (folder / source).resolve(strict=True)
+        info = real.stat()
+    except FileNotFoundError:
+        return f"source file {source!r} does not exist (it is read relative to {folder})"
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a permission, a NUL
+        return f"source file {source!r} cannot be read: {getattr(err, 'strerror', None) or err}"
+    if not real.is_relative_to(folder):
+        return f"source file {source!r} is {real}, outside the lab's folder {folder}: copy it into the folder"
+    if not stat.S_ISREG(info.st_mode):
+        return f"source file {source!r} is not a regular file"
+    if info.st_size > MAX_SOURCE_BYTES:
+        return f"source file {source!r} is {info.st_size} bytes; at most {MAX_SOURCE_BYTES // 2**20} MiB"
+    return None
+
+
+def read_source(folder: Path, source: str) -> bytes:
+    """A `source:` file's bytes, checked again as it is read (it may have changed since validate)."""
+    problem = source_problem(folder, source)
+    if problem:
+        raise ValueError(problem)
+    return (folder / source).resolve(strict=True).read_bytes()
+
+
+def _value_problems(lab: Lab, folder: Path) -> list[Found]:
+    out: list[Found] = []
+    for name, network in lab.networks.items():
+        out += _network_problems(name, network)
+    for name, profile in lab.profiles.items():
+        out += _config_problems(("profiles", name, "config"), profile.config)
+        out += _device_problems(("profiles", name, "devices"), profile.devices)
+    for name, container in lab.containers.items():
+        out += _container_problems(name, container, folder)
+    return out
+
+
+# --- Pass 3: cross-references -------------------------------------------------------------------
+
+def _reference_problems(lab: Lab, declared: Declared, existing_known: bool) -> list[Found]:
+    out = (_template_problems(lab, declared) + _watch_problems(lab) + _after_problems(lab) + _rename_problems(lab)
+           + _proxy_listen_clashes(lab, declared) + _lab_subnet_overlaps(lab))
+    if existing_known:
+        out += (_profile_refs(lab, declared) + _network_refs(lab, declared) + _root_disks(lab, declared)
+                + _existing_overlaps(lab, declared))
+    if declared.containers is not None:
+        out += _haproxy_refs(lab, declared.containers)
+    return out
 
 
 TEMPLATE_FACT = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
 
 
-def _provisioning_problems(lab: Lab) -> Found:
-    out: Found = []
+def _watch_problems(lab: Lab) -> list[Found]:
+    return [Found(("containers", cname, "services", sname, "watches", i),
+                  f"{watched} is not one of this container's files{_suggest(watched, c.files)}")
+            for cname, c in lab.containers.items() for sname, service in c.services.items()
+            for i, watched in enumerate(service.watches) if watched not in c.files and not validate_path(watched)]
+
+
+def _after_problems(lab: Lab) -> list[Found]:
+    """A service waits only for services of its own container."""
+    return [Found(("containers", cname, "services", sname, "after", i),
+                  f"{other!r} is not one of this container's services{_suggest(other, c.services)}")
+            for cname, c in lab.containers.items() for sname, service in c.services.items()
+            for i, other in enumerate(service.after) if other not in c.services or other == sname]
+
+
+def _rename_problems(lab: Lab) -> list[Found]:
+    out = []
     for cname, c in lab.containers.items():
-        for path, spec in c.files.items():
-            where = ("containers", cname, "files", path)
-            problem = validate_path(path)
-            if problem:
-                out.append((where, problem))
-            for fact in TEMPLATE_FACT.findall(spec.template or ""):
-                if not _known_fact(lab, c, fact):
-                    out.append((where + ("template",), f"unknown template value {{{{ {fact} }}}} (known: lab.name,"
-                                " container.name, container.address, containers.NAME.address, vars.NAME)"))
-        for sname, service in c.services.items():
-            for i, watched in enumerate(service.watches):
-                if watched not in c.files:
-                    out.append((("containers", cname, "services", sname, "watches", i),
-                                f"{watched} is not one of this container's files"))
+        old = c.renamed_from
+        if old is None:
+            continue
+        where = ("containers", cname, "renamed_from")
+        if not re.fullmatch(INSTANCE_NAME, old):
+            out.append(Found(where, f"{old!r} is not a container name"))
+        elif old == cname or old in lab.containers:
+            out.append(Found(where, f"{old!r} is a container of this lab: renamed_from names the old name,"
+                             " which lab.yaml no longer has"))
     return out
 
 
-def _known_fact(lab: Lab, container: Container, fact: str) -> bool:
+def _template_problems(lab: Lab, declared: Declared) -> list[Found]:
+    out = []
+    for cname, c in lab.containers.items():
+        for path, spec in c.files.items():
+            for fact in TEMPLATE_FACT.findall(spec.template or ""):
+                if not _known_fact(declared.containers, c, fact):
+                    out.append(Found(("containers", cname, "files", path, "template"),
+                                     f"unknown template value {{{{ {fact} }}}} (known: lab.name, container.name,"
+                                     " container.address, containers.NAME.address, vars.NAME)"))
+    return out
+
+
+def _known_fact(containers: frozenset[str] | None, container: Container, fact: str) -> bool:
     if fact in ("lab.name", "container.name", "container.address"):
         return True
     if fact.startswith("vars."):
         return fact[5:] in container.vars
     parts = fact.split(".")
-    return len(parts) == 3 and parts[0] == "containers" and parts[1] in lab.containers and parts[2] == "address"
+    return (len(parts) == 3 and parts[0] == "containers" and parts[2] == "address"
+            and (containers is None or parts[1] in containers))
 
 
-def _profile_refs(lab: Lab) -> list[tuple[tuple, str]]:
-    known = set(lab.profiles) | set(lab.existing.profiles)
+def _profile_refs(lab: Lab, declared: Declared) -> list[Found]:
+    if declared.profiles is None:
+        return []
+    known = declared.profiles | set(lab.existing.profiles)
     out = []
     for cname, container in lab.containers.items():
         for i, name in enumerate(container.profiles):
             if name not in known:
-                out.append((("containers", cname, "profiles", i),
-                            f"unknown profile {name!r}{_suggest(name, known)}"
-                            " (declare it under profiles:, or list it under existing.profiles)"))
+                out.append(Found(("containers", cname, "profiles", i),
+                                 f"unknown profile {name!r}{_suggest(name, known)}"
+                                 " (declare it under profiles:, or list it under existing.profiles)"))
         if len(set(container.profiles)) != len(container.profiles):
-            out.append((("containers", cname, "profiles"), "a profile is listed twice"))
+            out.append(Found(("containers", cname, "profiles"), "a profile is listed twice"))
     return out
 
 
@@ -274,43 +558,57 @@ def _devices_everywhere(lab: Lab):
             yield ("containers", cname, "devices", dname), device
 
 
-def _network_refs(lab: Lab) -> list[tuple[tuple, str]]:
-    known = set(lab.networks) | set(lab.existing.networks)
+def _network_refs(lab: Lab, declared: Declared) -> list[Found]:
+    if declared.networks is None:
+        return []
+    known = declared.networks | set(lab.existing.networks)
     out = []
     for path, device in _devices_everywhere(lab):
         network = _nic_network(device)
         if network is not None and network not in known:
             key = "network" if "network" in device else "parent"
-            out.append((path + (key,), f"unknown network {network!r}{_suggest(network, known)}"
-                        " (declare it under networks:, or list it under existing.networks)"))
+            out.append(Found(path + (key,), f"unknown network {network!r}{_suggest(network, known)}"
+                             " (declare it under networks:, or list it under existing.networks)"))
     return out
 
 
-def listen_address(listen: str) -> tuple[str, str, str] | None:
-    """'tcp:127.0.0.1:80' -> ('tcp', '127.0.0.1', '80'); None if it is not of that form."""
-    match = re.match(r"^(tcp|udp):(\[[^\]]+\]|[^:]+):(\d+(?:-\d+)?)$", listen)
-    return match.groups() if match else None
+def _existing_overlaps(lab: Lab, declared: Declared) -> list[Found]:
+    """An object both owned and existing: plan would take over what the lab says it only uses."""
+    out = []
+    for table, names, existing in (("profiles", declared.profiles, lab.existing.profiles),
+                                   ("networks", declared.networks, lab.existing.networks)):
+        implicit = table == "profiles" and table not in lab.existing.model_fields_set
+        for name in sorted((names or set()) & set(existing)):
+            where = "existing.profiles, which is [default] unless written" if implicit else f"existing.{table}"
+            out.append(Found((table, name), f"{name!r} is declared here and listed under {where}: the lab"
+                             " cannot own what it only uses; remove one of the two", True))
+    return out
 
 
-WILDCARDS = ("0.0.0.0", "[::]", "*")
+WILDCARDS = values.WILDCARD_ADDRESSES
 
 
-def _proxy_listen_clashes(lab: Lab) -> list[tuple[tuple, str]]:
+def _complete(lab: Lab, declared: Declared, container: Container) -> bool:
+    """Whether all of a container's lab profiles passed validation (else its devices are unknown)."""
+    return not set(container.profiles) & declared.broken_profiles(lab)
+
+
+def _proxy_listen_clashes(lab: Lab, declared: Declared) -> list[Found]:
     """Two proxy devices on one port (LXD checks this only when the second one starts)."""
     seen: dict[tuple[str, int], list[tuple[str, str]]] = {}  # (proto, port) -> [(address, owner)]
     out = []
     for cname, container in lab.containers.items():
+        if not _complete(lab, declared, container):
+            continue
         for dname, device in expanded_devices(lab, container).items():
-            if device.get("type") != "proxy" or "listen" not in device:
-                continue
-            where = _device_path(lab, container, cname, dname) + ("listen",)
-            parsed = listen_address(device["listen"])
-            if parsed is None:
-                out.append((where, "listen must be tcp:ADDRESS:PORT or udp:ADDRESS:PORT"))
-                continue
+            listen = device.get("listen", "")
+            parsed = values.split_inet(listen)
+            if device.get("type") != "proxy" or parsed is None or values.proxy_address_problem(listen):
+                continue  # pass 2 reports a bad address
             clash = _first_clash(seen, *parsed)
             if clash:
-                out.append((where, f"{device['listen']} clashes with the listen address of {clash}"))
+                out.append(Found(_device_path(lab, container, cname, dname) + ("listen",),
+                                 f"{listen} clashes with the listen address of {clash}"))
             for port in _ports(parsed[2]):
                 seen.setdefault((parsed[0], port), []).append((parsed[1], f"containers.{cname}.devices.{dname}"))
     return out
@@ -326,8 +624,8 @@ def _first_clash(seen: dict, proto: str, address: str, ports: str) -> str | None
 
 
 def _ports(ports: str) -> range:
-    low, _, high = ports.partition("-")
-    return range(int(low), min(int(high or low), int(low) + 1023) + 1)
+    low, high = values.port_span(ports)
+    return range(low, high + 1)
 
 
 def _device_path(lab: Lab, container: Container, cname: str, dname: str) -> tuple:
@@ -337,62 +635,279 @@ def _device_path(lab: Lab, container: Container, cname: str, dname: str) -> tupl
     return ("profiles", owner, "devices", dname)
 
 
-def _root_disks(lab: Lab) -> list[tuple[tuple, str]]:
+def _root_disks(lab: Lab, declared: Declared) -> list[Found]:
     out = []
     for cname, container in lab.containers.items():
-        if any(p in lab.existing.profiles for p in container.profiles):
-            continue  # an existing profile may carry it; checked against live state in the plan
-        if not has_root_disk(expanded_devices(lab, container)):
-            out.append((("containers", cname, "profiles"),
-                        "no root disk: none of these profiles, nor the container, has a disk with path /"))
+        if any(p in lab.existing.profiles for p in container.profiles) or not _complete(lab, declared, container):
+            continue  # an existing profile may carry it (checked against live state in the plan)
+        if declared.profiles is not None and not has_root_disk(expanded_devices(lab, container)):
+            out.append(Found(("containers", cname, "profiles"),
+                             "no root disk: none of these profiles, nor the container, has a disk with path /"))
     return out
 
 
-def _haproxy_refs(lab: Lab) -> list[tuple[tuple, str]]:
-    found = haproxy_spec.validate_haproxy(dict(lab.haproxy), set(lab.containers))
-    return [(("haproxy",) + tuple(loc), message) for loc, message in found]
+def _haproxy_refs(lab: Lab, containers: frozenset[str]) -> list[Found]:
+    found = haproxy_spec.validate_haproxy(dict(lab.haproxy), set(containers))
+    return [Found(("haproxy", *loc), message) for loc, message in found]
 
 
-# --- Loading -----------------------------------------------------------------------------
+# --- Subnets -----------------------------------------------------------------------------------
 
-def _pydantic_problems(doc: Document, err: ValidationError) -> list[Problem]:
+class Subnet(NamedTuple):
+    network: str  # the lab network's name
+    key: str  # ipv4.address or ipv6.address
+    written: str  # as in lab.yaml: 10.0.0.1/24
+    net: Any  # ipaddress.IPv4Network or IPv6Network: 10.0.0.0/24
+
+
+def _lab_subnets(lab: Lab) -> list[Subnet]:
+    """Every subnet the lab's bridges take (valid addresses only: pass 2 reports the others)."""
+    out = []
+    for name, network in lab.networks.items():
+        for key in ("ipv4.address", "ipv6.address"):
+            value = network.config.get(key, "none")
+            net = None if values.bridge_address_problem(key, value) else values.subnet(value)
+            if net is not None:
+                out.append(Subnet(name, key, value, net))
+    return out
+
+
+def _lab_subnet_overlaps(lab: Lab) -> list[Found]:
+    """Two lab bridges on overlapping subnets: the host would route one of them into the other."""
+    out, subnets = [], _lab_subnets(lab)
+    for i, mine in enumerate(subnets):
+        other = next((s for s in subnets[:i] if s.network != mine.network and s.net.version == mine.net.version
+                      and s.net.overlaps(mine.net)), None)
+        if other:
+            out.append(Found(("networks", mine.network, "config", mine.key),
+                             f"{mine.written} overlaps network {other.network!r} ({other.written}): give each"
+                             " bridge a subnet of its own"))
+    return out
+
+
+def network_overlaps(lab: Lab, host_routes: list[str], lxd_networks: dict[str, str]) -> list[str]:
+    """Lab bridges whose subnets overlap the host's routes or LXD's other networks. Pure.
+
+    host_routes: `ip route` destinations such as "192.168.1.0/24 dev eno1" ("default" is skipped).
+    lxd_networks: LXD network name -> its ipv4.address or ipv6.address (such as "10.0.3.1/24").
+    A network of the lab's own name is itself (an earlier apply), and so are host routes to an LXD
+    network's subnet or through a device of a lab network's name: those are not clashes.
+    """
+    theirs = {name: values.subnet(addr) for name, addr in lxd_networks.items()}
+    out = []
+    for name, key, written, net in _lab_subnets(lab):
+        mine = f"network {name!r} ({key} {written})"
+        out += [f"{mine} overlaps LXD network {other!r} ({lxd_networks[other]})"
+                for other, other_net in sorted(theirs.items()) if other != name and other_net is not None
+                and other_net.version == net.version and net.overlaps(other_net)]
+        out += [f"{mine} overlaps the host route {route.strip()!r}"
+                for route in host_routes if _route_clashes(route, net, lab, theirs)]
+    return out
+
+
+def _route_clashes(route: str, net: Any, lab: Lab, lxd_subnets: Mapping[str, Any]) -> bool:
+    dest, device = values.route_subnet(route)
+    if dest is None or dest.version != net.version or device in lab.networks:
+        return False
+    if dest in lxd_subnets.values():
+        return False  # LXD's own bridges route their subnets; those are checked by name above
+    return net.overlaps(dest)
+
+
+# --- Pass 1 and loading ------------------------------------------------------------------------
+
+SCALAR_TAGS = {"bool", "int", "float", "str", "none", "bytes"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """Pydantic's name of a union member in an error's loc (not a key of lab.yaml)."""
+    return isinstance(part, str) and (part in SCALAR_TAGS or not re.fullmatch(r"[a-z_][a-z0-9_.]*", part))
+
+
+def _losing_branches(errors: list[Any]) -> list[Any]:
+    """Errors of a union's scalar member when a richer member (a model, a checked string) also failed.
+
+    `health_check: {bogus: 1}` is a mapping: "should be a valid boolean" would only confuse.
+    """
+    rich = {e["loc"][:i] for e in errors for i, p in enumerate(e["loc"]) if _is_union_tag(p)
+            and p not in SCALAR_TAGS}
+    return [e for e in errors if any(p in SCALAR_TAGS and e["loc"][:i] in rich for i, p in enumerate(e["loc"]))]
+
+
+def _problem(doc: Document, path: tuple, message: str, at_key: bool = False) -> Problem:
+    """A Problem that prints as one harmless line: a key or value with a control character is
+    shown escaped (a terminal would obey an escape sequence; a newline would split the report)."""
+    shown = tuple(_printable(p) if isinstance(p, str) else p for p in path)
+    return Problem(doc.locate(path, at_key), shown, _printable(message))
+
+
+def _printable(text: str) -> str:
+    return values.UNSAFE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _pydantic_problems(doc: Document, err: ValidationError, prefix: tuple, model: type[BaseModel]) -> list[Problem]:
     problems = []
+    losing = _losing_branches(err.errors())
     for item in err.errors():
-        path = _data_path(doc.data, item["loc"])
+        if item in losing:
+            continue
+        path = _data_path(doc.data, prefix + tuple(item["loc"]))
         message = item["msg"].removeprefix("Value error, ")
-        at_key = item["type"] == "extra_forbidden"
-        if at_key:
-            message = "unknown field"
-        problems.append(doc.problem(path, message, at_key))
+        at_key = item["type"] == "extra_forbidden" or item["loc"][-1:] == ("[key]",)
+        if item["type"] == "extra_forbidden":
+            message = "unknown field" + _unknown_field_hint(model, prefix, path)
+        problems.append(_problem(doc, path, message, at_key))
     return problems
 
 
+def _unknown_field_hint(model: type[BaseModel], prefix: tuple, path: tuple) -> str:
+    inner = path[len(prefix):]
+    if model is haproxy_spec.HAProxy and haproxy_spec.unknown_field_hint(inner):
+        return "; " + haproxy_spec.unknown_field_hint(inner)
+    fields = _fields_at(model, inner[:-1])
+    return _suggest(str(inner[-1]), fields) if inner else ""
+
+
+def _fields_at(tp: Any, path: tuple) -> list[str]:
+    """The field names of the model at `path` inside model `tp` (dict keys and list indexes step in)."""
+    for part in path:
+        tp = _model_in(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = next((f for n, f in tp.model_fields.items() if part in (n, f.alias)), None)
+            tp = field.annotation if field else None
+        elif typing.get_origin(tp) in (dict, list):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return []
+    tp = _model_in(tp)
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return []
+    return [f.alias or n for n, f in tp.model_fields.items()]
+
+
+def _model_in(tp: Any) -> Any:
+    """Annotated[X, ...] -> X; X | None and bool | Model -> the model (or X) of the union."""
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        members = [_model_in(a) for a in typing.get_args(tp) if a is not type(None)]
+        rich = [m for m in members if typing.get_origin(m) in (dict, list)
+                or (isinstance(m, type) and issubclass(m, BaseModel))]
+        return (rich or members)[0]
+    return tp
+
+
 def _data_path(data: Any, loc: tuple) -> tuple:
-    """Pydantic's loc without its internal steps (union tags, validator names)."""
+    """Pydantic's loc without its internal steps (union members, validator names, [key])."""
     path: list = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
+        if (isinstance(node, dict) and part in node) or \
+                (isinstance(node, list) and isinstance(part, int) and part < len(node)):
             node = node[part]
             path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, dict) and isinstance(part, str) and not part.startswith(("function-", "[")):
-            path.append(part)
+        elif isinstance(part, str) and not _is_union_tag(part) and not part.startswith("["):
+            path.append(part)  # a missing field, where it would be
             node = None
     return tuple(path)
 
 
-def load_lab(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[Lab, Document]:
-    """Load and validate lab.yaml (and its override); raise SourceError with every problem."""
-    doc = load_document(Path(path), env)
+Entries = dict[str, dict[str, Any]]  # table -> name -> model
+
+
+def _validate_entries(doc: Document, data: Mapping) -> tuple[Entries, Entries, list[Problem]]:
+    """Pass 1: each entry of each table on its own.
+
+    Returns the valid entries, the invalid ones salvaged (what failed left out, for pass 2 only),
+    and every problem of the invalid ones.
+    """
+    containers = data.get("containers")
+    context = {"containers": {str(k) for k in containers} if isinstance(containers, dict) else set()}
+    valid: Entries = {table: {} for table in TABLES}
+    salvaged: Entries = {table: {} for table in TABLES}
+    problems: list[Problem] = []
+    for table, model in TABLES.items():
+        entries = data.get(table)
+        for name, entry in entries.items() if isinstance(entries, dict) else ():
+            try:
+                valid[table][str(name)] = model.model_validate(entry, context=context)
+            except ValidationError as err:
+                problems += _pydantic_problems(doc, err, (table, name), model)
+                rest = _salvage(model, entry, err, context)
+                if rest is not None:
+                    salvaged[table][str(name)] = rest
+    return valid, salvaged, problems
+
+
+PLACEHOLDERS = {"image": "invalid"}  # a required field that failed, for a salvaged entry
+
+
+def _salvage(model: type[BaseModel], entry: Any, err: ValidationError, context: dict) -> BaseModel | None:
+    """The entry without the fields (or mapping items) that failed, so that pass 2 can check the rest.
+
+    Never used for cross-references: a default standing in for a failed field is no fact.
+    """
+    if not isinstance(entry, dict):
+        return None
+    rest = {k: dict(v) if isinstance(v, dict) else v for k, v in entry.items()}
+    for loc in (e["loc"] for e in err.errors()):
+        if not loc or loc[0] not in rest:
+            continue
+        field = rest[loc[0]]
+        if len(loc) > 1 and isinstance(field, dict) and loc[1] in field:
+            del field[loc[1]]  # one bad file, service or device: keep the others
+        else:
+            del rest[loc[0]]
+    for key, placeholder in PLACEHOLDERS.items():
+        if key in model.model_fields and key not in rest:
+            rest[key] = placeholder
     try:
-        lab = Lab.model_validate(doc.data)
+        return model.model_validate(rest, context=context)
+    except ValidationError:
+        return None
+
+
+def _validate_shell(doc: Document, data: Mapping) -> tuple[Lab, set[str], list[Problem]]:
+    """The top level without the tables' entries; on errors, a Lab of what did validate.
+
+    Returns the Lab, the top-level keys that failed (their names cannot be trusted), the problems.
+    """
+    shell = {k: ({} if k in TABLES and isinstance(v, dict) else v) for k, v in data.items()}
+    try:
+        return Lab.model_validate(shell), set(), []
     except ValidationError as err:
-        raise SourceError(_pydantic_problems(doc, err)) from None
-    problems = [doc.problem(p, m, at_key=True) for p, m in _name_problems(lab)]
-    problems += [doc.problem(p, m) for p, m in _reference_problems(lab)] if not problems else []
+        broken = {str(e["loc"][0]) for e in err.errors() if e["loc"]}
+        kept = {k: v for k, v in shell.items() if k not in broken}
+        kept.setdefault("lab", "invalid")
+        return Lab.model_validate(kept), broken, _pydantic_problems(doc, err, (), Lab)
+
+
+def _names(data: Mapping, table: str, broken: set[str]) -> frozenset[str] | None:
+    entries = data.get(table, {})
+    return frozenset(map(str, entries)) if isinstance(entries, dict) and table not in broken else None
+
+
+def check_lab(doc: Document, folder: Path) -> tuple[Lab, list[Problem]]:
+    """Every problem of the document (all three passes), and the Lab of its valid entries."""
+    data = without_extensions(doc.data)
+    valid, salvaged, problems = _validate_entries(doc, data)
+    shell, broken, shell_problems = _validate_shell(doc, data)
+    lab = shell.model_copy(update=valid)
+    everything = shell.model_copy(update={table: valid[table] | salvaged[table] for table in TABLES})
+    declared = Declared(*(_names(data, table, broken) for table in ("networks", "profiles", "containers")))
+    found = _name_problems(data) + _value_problems(everything, folder)
+    found += _reference_problems(lab, declared, existing_known="existing" not in broken)
+    return lab, shell_problems + problems + [_problem(doc, *f) for f in found]
+
+
+def load_lab(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[Lab, Document]:
+    """Load and validate lab.yaml (and its override); raise SourceError with every problem.
+
+    `source:` files are read relative to the lab file's folder, as plan and apply read them.
+    """
+    path = Path(path)
+    doc = load_document(path, env)
+    lab, problems = check_lab(doc, path.resolve().parent)
     if problems:
         raise SourceError(problems)
     return lab, doc
