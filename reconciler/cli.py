@@ -32,7 +32,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if extra:  # said by the subcommand, with its own usage
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args)
     except SourceError as err:
@@ -72,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("-f", "--file", default="lab.yaml", help="the lab file (default ./lab.yaml);"
                        " NAME.override.yaml beside it is merged in")
-        p.set_defaults(run=run)
+        p.set_defaults(run=run, parser=p)
         if name == "plan":
             p.add_argument("--json", action="store_true", help="print the plan as JSON")
             p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")

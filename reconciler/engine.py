@@ -185,8 +185,8 @@ def _notes(lab: Lab, sight: Mapping[str, Sight]) -> list[str]:
     notes = []
     for cname, seen in sorted(sight.items()):
         if seen == Sight.STOPPED and not provisioning_of(lab, cname).empty:
-            notes.append(f"{cname} is stopped as lab.yaml says: its files, packages and services are not"
-                         " checked until it runs")
+            notes.append(f"lab.yaml wants {cname} stopped: its files, packages and services are not checked"
+                         " while it is")
         elif seen == Sight.UNSEEN:
             notes.append(f"{cname} is stopped: what runs inside it cannot be seen; apply starts it, then reads"
                          " and converges it")
