@@ -1,11 +1,16 @@
 """`reconcile check`: the guide's test, automated.  Real HTTP through each HAProxy frontend's
-proxy device, a bounded number of requests per Host, and who answered each."""
+proxy device, a bounded number of requests per Host, and who answered each.
+
+It proves what it says: enough requests for round robin to reach every server, one line per
+distinct failure with what to do about it, and a plain statement when there is nothing to check.
+"""
 
 from __future__ import annotations
 
 import http.client
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from . import haproxy
@@ -14,6 +19,7 @@ from .spec import Lab, expanded_devices, listen_address
 
 TIMEOUT = 5.0
 WARM_UP_SECONDS = 15.0
+MAX_REQUESTS = 100
 MARKER = re.compile(r"\b(SITE\w+)\b")
 
 
@@ -22,6 +28,17 @@ class Answer:
     status: int
     server: str  # HAProxy's server name, from the X-Served-By header
     marker: str  # what the page says about itself (the guide's SITE1 / SITE2)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One Host to ask through one entry point, and the backend that should answer."""
+
+    container: str
+    host: str
+    point: tuple[str, int]
+    backend_name: str
+    backend: haproxy.Backend
 
 
 def ask(host: str, port: int, vhost: str) -> Answer:
@@ -50,48 +67,86 @@ def entry_points(lab: Lab, cname: str, bind_port: int) -> list[tuple[str, int]]:
     return out
 
 
+def targets(lab: Lab) -> tuple[list[Target], list[str]]:
+    """What to check, and why some frontends cannot be."""
+    found, skipped = [], []
+    for cname, spec in lab.haproxy.items():
+        for fname, frontend in spec.frontends.items():
+            points = entry_points(lab, cname, haproxy.parse_bind(frontend.bind)[1])
+            if not points:
+                skipped.append(f"{cname}/{fname}: no proxy device of {cname} forwards to {frontend.bind}:"
+                               " nothing reaches it from the host")
+                continue
+            for route in frontend.routes:
+                name = haproxy.backend_for(frontend, route.host) if route.host else None
+                if route.host and name:
+                    found.append(Target(cname, route.host, points[0], name, spec.backends[name]))
+    return found, skipped
+
+
 def running_containers(lxd: Lxd) -> set[str]:
     return {i["name"] for i in lxd.read(with_addresses=False).instances if i.get("status") == "Running"}
 
 
 def run_check(lab: Lab, lxd: Lxd, requests: int) -> int:
-    """Print who answered each request; 0 only if every host answers and round-robin spreads."""
-    running, ok, checked = running_containers(lxd), True, 0
-    for cname, spec in lab.haproxy.items():
-        for fname, frontend in spec.frontends.items():
-            points = entry_points(lab, cname, haproxy.parse_bind(frontend.bind)[1])
-            if not points:
-                print(f"{cname}/{fname}: no proxy device reaches port {frontend.bind}; nothing to check")
-                continue
-            for route in (r for r in frontend.routes if r.host):
-                ok &= _check_host(spec, frontend, route.host, points[0], running, requests)
-                checked += 1
-    print("check passed" if ok and checked else "check FAILED")
-    return 0 if ok and checked else 1
+    """Print who answered each request; 0 only if every host answers and round robin spreads."""
+    found, skipped = targets(lab)
+    for line in skipped:
+        print(line)
+    if not found:
+        print(f"Nothing to check: lab {lab.lab!r} has no HAProxy frontend with a Host route reachable"
+              " through a proxy device (check sends HTTP through them; see docs/cli.md)")
+        return 1
+    too_few = [t for t in found if t.backend.balance == "roundrobin" and requests < len(t.backend.servers)]
+    if too_few:
+        for t in too_few:
+            print(f"Error: --requests {requests} cannot show round robin reaching the {len(t.backend.servers)}"
+                  f" servers of backend {t.backend_name} ({t.host}): use --requests {len(t.backend.servers)}"
+                  " or more")
+        return 1
+    running = running_containers(lxd)
+    ok = all([_check_host(t, running, min(requests, MAX_REQUESTS)) for t in found])
+    print("check passed" if ok else "check FAILED")
+    return 0 if ok else 1
 
 
-def warm_up(point: tuple[str, int], vhost: str, seconds: float) -> None:
+def warm_up(target: Target, seconds: float) -> Answer:
     """Wait, bounded, for a first answer: a reload or a health check may be seconds behind an apply."""
     deadline = time.monotonic() + seconds
-    while ask(point[0], point[1], vhost).status != 200 and time.monotonic() < deadline:
+    answer = ask(*target.point, target.host)
+    if answer.status == 200:
+        return answer
+    print(f"waiting up to {seconds:.0f}s for {target.host} to answer through {target.point[0]}:{target.point[1]}"
+          f" (HAProxy may still be reloading or health-checking its servers) ...", flush=True)
+    while answer.status != 200 and time.monotonic() < deadline:
         time.sleep(0.5)
+        answer = ask(*target.point, target.host)
+    return answer
 
 
-def _check_host(spec, frontend, vhost: str, point: tuple[str, int], running: set[str], requests: int) -> bool:
-    backend_name = haproxy.backend_for(frontend, vhost)
-    backend = spec.backends[backend_name]
-    warm_up(point, vhost, WARM_UP_SECONDS)
-    answers = [ask(point[0], point[1], vhost) for _ in range(requests)]
-    shown = ", ".join(f"{a.server}({a.marker})" if a.status == 200 else f"{a.status or 'ERR'} {a.marker}"
-                      for a in answers)
-    print(f"{vhost} via {point[0]}:{point[1]} -> backend {backend_name}: {shown}")
-    healthy = {s.label for s in backend.servers if s.container in running}
+def _check_host(target: Target, running: set[str], requests: int) -> bool:
+    first = warm_up(target, WARM_UP_SECONDS)
+    answers = [ask(*target.point, target.host) for _ in range(requests)] if first.status == 200 else [first]
+    shown = ", ".join(f"{a.server}({a.marker})" if a.status == 200 else f"{a.status or 'ERR'}" for a in answers)
+    print(f"{target.host} via {target.point[0]}:{target.point[1]} -> backend {target.backend_name}: {shown}")
+    healthy = {s.label for s in target.backend.servers if s.container in running}
     served = {a.server for a in answers if a.status == 200}
-    problems = []
-    if any(a.status != 200 for a in answers):
-        problems.append(f"{sum(a.status != 200 for a in answers)} of {requests} requests failed")
-    if backend.balance == "roundrobin" and requests >= len(healthy) and not healthy <= served:
-        problems.append(f"round robin never reached {', '.join(sorted(healthy - served))}")
+    problems = [f"{n} of {len(answers)} requests: {_failure(a)}" for a, n in Counter(
+        a for a in answers if a.status != 200).items()]
+    if served and target.backend.balance == "roundrobin" and not healthy <= served:
+        problems.append(f"round robin never reached {', '.join(sorted(healthy - served))} (its container runs:"
+                        " is the server healthy? see HAProxy's log)")
+    if not healthy:
+        problems.append(f"none of backend {target.backend_name}'s containers is running")
     for problem in problems:
-        print(f"  {vhost}: {problem}")
+        print(f"  {target.host}: {problem}")
     return not problems
+
+
+def _failure(answer: Answer) -> str:
+    if answer.status == 0:
+        return (f"{answer.marker}; is the proxy device there and HAProxy running?"
+                " `reconcile plan` shows what differs from lab.yaml")
+    if answer.status == 503:
+        return "503 from HAProxy: no server of the backend is up (`reconcile plan`, then HAProxy's log)"
+    return f"HTTP {answer.status}; `reconcile plan` shows what differs from lab.yaml"

@@ -35,10 +35,12 @@ class StaleState(LxdError):
 
 
 def candidate_sockets(socket: str | None) -> list[str]:
+    """lab.yaml's socket, else $LXD_DIR's (honoured alone: never a silent fall-back), else the usual ones."""
     if socket:
         return [socket]
-    env = [os.path.join(os.environ["LXD_DIR"], "unix.socket")] if os.environ.get("LXD_DIR") else []
-    return env + list(SOCKETS)
+    if os.environ.get("LXD_DIR"):
+        return [os.path.join(os.environ["LXD_DIR"], "unix.socket")]
+    return list(SOCKETS)
 
 
 @dataclass
@@ -67,7 +69,8 @@ class Lxd:
         for path in tried:
             if os.path.exists(path):
                 return path
-        raise LxdUnreachable(f"no LXD socket at {', '.join(tried)}: start LXD (e.g. `make lxd`, or"
+        where = " (from $LXD_DIR)" if not socket and os.environ.get("LXD_DIR") else ""
+        raise LxdUnreachable(f"no LXD socket at {', '.join(tried)}{where}: start LXD (e.g. `make lxd`, or"
                              " `systemctl start lxd`), or set lxd.socket in lab.yaml or $LXD_DIR")
 
     def _client(self) -> pylxd.Client:

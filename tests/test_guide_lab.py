@@ -231,3 +231,25 @@ def test_the_lab_works_after_its_containers_restart_without_an_apply(guide):
     assert until(lambda: guide.run("check").code == 0, 90, step=3), guide.run("check").out
     plan = guide.run("plan", "--detailed-exitcode")
     assert plan.code == 0, plan.out
+
+
+def test_check_proves_what_it_says(guide):
+    too_few = guide.run("check", "--requests", "1")
+    assert too_few.code == 1 and "--requests 1 cannot show round robin reaching the 2 servers" in too_few.out
+    guide.lxc("exec", "proxyha", "--", "systemctl", "stop", "haproxy")
+    try:
+        down = guide.run("check", "--requests", "3")
+        assert down.code == 1 and "check FAILED" in down.out
+        assert "waiting up to 15s for site1.testdomain.com to answer" in down.out
+        failures = [line for line in down.out.splitlines() if line.startswith("  site1.testdomain.com:")]
+        assert len(failures) == 1 and "`reconcile plan`" in failures[0], down.out
+    finally:
+        guide.lxc("exec", "proxyha", "--", "systemctl", "start", "haproxy")
+    assert until(lambda: guide.run("check").code == 0, 20)
+
+
+def test_check_explains_a_lab_without_a_frontend(guide, tmp_path):
+    lab = LabDir(tmp_path, guide.project, guide.tag)
+    lab.write(f"lab: {guide.tag}x\nlxd: {{project: {guide.project}}}\ncontainers: {{}}\n")
+    result = lab.run("check")
+    assert result.code == 1 and "Nothing to check: lab" in result.out and "no HAProxy frontend" in result.out
