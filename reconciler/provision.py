@@ -11,9 +11,11 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .source import as_written
 
 MAX_SHOWN_BYTES = 256 * 1024  # larger files are compared by hash only
 
@@ -35,12 +37,18 @@ class FileSpec(BaseModel):
     check: list[str] | None = Field(None, description="argv run on the new file before it goes live;"
                                     " {} is its path; a non-zero exit refuses the change")
 
-    @field_validator("mode")
+    @field_validator("mode", mode="before")
     @classmethod
-    def _mode(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^0?[0-7]{3,4}$", str(value)):
+    def _mode(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # YAML reads 0644 as the number 644: the mode must be written as a string
+            text = as_written(value) or value
+            raise ValueError(f'mode must be a string: quote it: mode: "{text}"')  # noqa: TRY004 - pydantic needs ValueError
+        if not isinstance(value, str):
+            return value  # None, or a type the str field refuses itself
+        if not re.match(r"^0?[0-7]{3,4}$", value):
             raise ValueError("mode must be octal, like '0644'")
-        return None if value is None else f"{int(str(value), 8):04o}"
+        return f"{int(value, 8):04o}"
 
     @field_validator("owner", "group")
     @classmethod

@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from . import haproxy as haproxy_spec
 from .provision import FileSpec, ServiceSpec, validate_path
-from .source import Document, Problem, SourceError, load_document
+from .source import Document, Problem, SourceError, as_written, load_document
 
 # The image servers `remote:alias` may name, as the lxc client knows them.
 REMOTES = {"images": "https://images.linuxcontainers.org",
@@ -25,14 +25,16 @@ RESERVED_PREFIXES = ("volatile.", "image.", "user.reconciler.")
 
 
 def lxd_string(value: Any) -> str:
-    """A YAML scalar in LXD's string form: true -> "true", 5 -> "5"."""
+    """A YAML scalar in LXD's string form: true -> "true", 5 -> "5"; a number as written: 010 -> "010"."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None or value == "":
         # LXD drops a key set to "": it would show as drift forever. Leave the key out instead.
         raise ValueError("needs a value (LXD drops empty keys; to unset one, leave it out)")
-    if isinstance(value, (int, float, str)):
-        return str(value)
+    if isinstance(value, (int, float)):
+        return as_written(value) or str(value)
+    if isinstance(value, str):
+        return value
     raise ValueError(f"must be a string, number or boolean, not {type(value).__name__}")
 
 
