@@ -256,6 +256,7 @@ _HEX = re.compile(r"0x[0-9a-fA-F]+")
 _FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
 _INF = re.compile(r"[-+]?\.(?:inf|Inf|INF)")
 _NAN = re.compile(r"\.(?:nan|NaN|NAN)")
+_NUMBER_STARTS = frozenset("0123456789+-.")
 _SCALAR_TAGS = {f"{CORE}{t}" for t in ("str", "int", "float", "bool", "null")}
 
 
@@ -293,6 +294,8 @@ def _resolve(text: str, tag: str | None) -> tuple[Any, str | None]:
             return None, None
         if text in _BOOL:
             return _BOOL[text], None
+        if text[0] not in _NUMBER_STARTS:
+            return text, None
         number = _core_int(text)
         if isinstance(number, str):
             return None, number
