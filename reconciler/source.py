@@ -38,6 +38,7 @@ MAX_DEPTH = 64  # nesting of mappings and sequences
 MAX_NODES = 200_000  # values in a file, each alias counted as the size of what it repeats
 MAX_INT_DIGITS = 4300  # Python's own limit for converting decimal text to int
 MAX_LISTED = 10  # control characters listed one by one
+MAX_SHOWN = 1000  # problems printed; the rest are counted
 
 # The C parser (libyaml) when PyYAML was built with it: ~20 times faster than the Python one.
 PARSER: type = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
@@ -71,7 +72,11 @@ class SourceError(Exception):
 
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems, key=lambda p: (p.location.file, p.location.line, p.location.column))
-        super().__init__("\n".join(str(p) for p in self.problems))
+        lines = [str(p) for p in self.problems[:MAX_SHOWN]]
+        if len(self.problems) > MAX_SHOWN:
+            lines.append(f"{self.problems[MAX_SHOWN].location}: (top level): {len(self.problems) - MAX_SHOWN}"
+                         " more problems from here on are not shown")
+        super().__init__("\n".join(lines))
 
 
 def visible(text: str) -> str:
@@ -647,30 +652,45 @@ _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|\$\{[^}]*
 
 
 def interpolate(doc: Document, env: Mapping[str, str]) -> list[Problem]:
-    """Replace ${VAR} and ${VAR:-default} in every string value, in place; $$ is a literal $."""
-    problems: list[Problem] = []
+    """Replace ${VAR} and ${VAR:-default} in every string value, in place; $$ is a literal $.
+
+    A problem is reported once per place it was written (a value under many aliases is one
+    place), at most MAX_LISTED per value and then their count.
+    """
+    problems: dict[tuple[Location, str], Problem] = {}
 
     def substitute(text: str, path: Path_) -> str:
+        found: dict[str, None] = {}  # this value's problems, once each, in order
+
         def one(match: re.Match) -> str:
             whole, name, default = match.group(0), match.group(1), match.group(2)
             if whole == "$$":
                 return "$"
             if name is None:
                 shown = whole if len(whole) <= 60 else whole[:57] + "..."
-                problems.append(doc.problem(path, f"malformed variable reference {shown!r}"))
+                found[f"malformed variable reference {shown!r}"] = None
                 return whole
             value = env.get(name)
             if value is None or (value == "" and ":-" in whole):
                 if default is not None:
                     return default
-                problems.append(doc.problem(path, f"environment variable {name} is not set"
-                                            " (set it, or write ${" + name + ":-default})"))
+                found[f"environment variable {name} is not set (set it, or write ${{{name}:-default}})"] = None
                 return ""
             return value
-        return _VAR.sub(one, text) if "$" in text else text
+
+        if "$" not in text:
+            return text
+        text = _VAR.sub(one, text)
+        messages = list(found)
+        if len(messages) > MAX_LISTED:
+            messages[MAX_LISTED:] = [f"{len(messages) - MAX_LISTED} more variable problems in this value"]
+        for message in messages:
+            problem = doc.problem(path, message)
+            problems.setdefault((problem.location, message), problem)
+        return text
 
     doc.data = _map_strings(doc.data, (), substitute)
-    return problems
+    return list(problems.values())
 
 
 def _map_strings(value: Any, path: Path_, fn: Callable[[str, Path_], str]) -> Any:
