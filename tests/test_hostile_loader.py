@@ -321,9 +321,21 @@ case("unclosed-quote", "document", 'lab: "demo\n', "invalid YAML")
 case("tab-indentation", "document", "lab: demo\nx-a:\n\tb: 1\n", "invalid YAML")
 case("huge-integer", "document", LAB + "x-a: " + "9" * 5000 + "\n", "a number of more than 4300 digits is too long")
 case("huge-tagged-integer", "document", LAB + "x-a: !!int " + "9" * 5000 + "\n", "is too long")
-case("malformed-variable", "document", "lab: ${demo\n", "1:6: lab: malformed variable reference '${demo'")
-case("unset-variable", "document", "lab: ${RECONCILER_HOSTILE_UNSET}\n", "environment variable RECONCILER_HOSTILE_UNSET")
-case("long-malformed-variable", "document", "lab: demo\nx-a: ${" + "a" * 1_000_000 + "\n", "...'")
+case("many-unknown-fields", "document", LAB + "".join(f"k{i}: 1\n" for i in range(90_000)),
+     "89000 more problems from here on are not shown")
+case("many-duplicate-keys", "document", LAB + "x-a:\n" + "  a: 1\n" * 90_000, "more problems from here on are not shown")
+
+# --- ${VAR} interpolation ----------------------------------------------------------------------------------
+
+case("malformed", "interpolation", "lab: ${demo\n", "1:6: lab: malformed variable reference '${demo'")
+case("unset", "interpolation", "lab: ${RECONCILER_HOSTILE_UNSET}\n", "environment variable RECONCILER_HOSTILE_UNSET")
+case("long-malformed", "interpolation", "lab: demo\nx-a: ${" + "a" * 1_000_000 + "\n", "...'")
+case("malformed-to-the-cap", "interpolation", LAB + 'x-a: "' + "${}" * ((MAX_BYTES - 40) // 3) + '"\n',
+     "2:6: x-a: malformed variable reference '${}'")
+case("unset-many-names", "interpolation", LAB + 'x-a: "' + "".join(f"${{V{i}}}" for i in range(350_000)) + '"\n',
+     "2:6: x-a: 349990 more variable problems in this value")
+case("unset-under-many-aliases", "interpolation", LAB + 'x-a: &a "${NOPE}"\nx-b: [' + ", ".join(["*a"] * 50_000) + "]\n",
+     "2:6: x-a: environment variable NOPE is not set")
 
 
 # --- Running a case ------------------------------------------------------------------------------------------
@@ -427,6 +439,6 @@ def test_a_hostile_file_ends_in_clear_problems(item: Case, tmp_path: Path):
 def test_the_corpus_covers_every_class_with_enough_cases():
     classes = {c.klass for c in CASES}
     assert {"encoding", "control", "file-type", "size", "tag", "key", "merge", "depth", "alias", "yaml11",
-            "override", "document"} <= classes
+            "override", "document", "interpolation"} <= classes
     assert len(CASES) >= 45
     assert len({c.case_id for c in CASES}) == len(CASES), "case ids must be unique"
