@@ -7,8 +7,8 @@ Hostile input ends in problems, never in a crash, a hang or exhausted memory:
 - only regular files are read (decided on the opened descriptor: a FIFO cannot block),
   at most MAX_BYTES of them, as UTF-8 without raw control characters;
 - the tree is built from the parser's events, without recursion, at most MAX_DEPTH deep
-  and MAX_NODES large, an alias counting as the size of what it repeats (an alias is the
-  same Python object as its anchor, never a copy);
+  and MAX_NODES large (reading stops at either), an alias counting as the size of what it
+  repeats (an alias is the same Python object as its anchor, never a copy);
 - only YAML's core tags; keys are strings, as written.
 
 Scalars are read by the YAML 1.2 core schema (what editors and JSON Schema use): `yes`, `on`,
@@ -182,6 +182,8 @@ def _read_bytes(path: Path) -> bytes:
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
         fd = os.open(path, flags)  # O_NONBLOCK: opening a FIFO without a writer returns at once
+    except ValueError as err:  # a NUL in the name
+        raise _Refused(f"cannot read: {err}") from None
     except OSError as err:
         reason = f"cannot read: {err.strerror}"
         if err.errno == errno.ENXIO:  # a socket (or a device without its driver)
@@ -212,8 +214,8 @@ def _read_bytes(path: Path) -> bytes:
 
 def _decode(name: str, data: bytes) -> tuple[str, list[Problem]]:
     """UTF-8 text (a leading byte-order mark dropped), or the problem with its first bad byte."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    data = data[bom:]
     try:
         return data.decode("utf-8"), []
     except UnicodeDecodeError as err:
@@ -223,7 +225,7 @@ def _decode(name: str, data: bytes) -> tuple[str, list[Problem]]:
         column = len(data[line_start:start].decode("utf-8", "replace")) + 1
         hint = " (a UTF-16 file? save it as UTF-8)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else " (save it as UTF-8)"
         return "", [Problem(Location(name, line, column), (),
-                            f"not UTF-8: byte 0x{data[start]:02x} at offset {start} is not valid UTF-8{hint}")]
+                            f"not UTF-8: byte 0x{data[start]:02x} at offset {bom + start} is not valid UTF-8{hint}")]
 
 
 # Allowed: TAB, LF, CR LF.  Refused: other C0 controls (NUL too), DEL, C1 (U+0085 too), lone CR,
@@ -375,21 +377,19 @@ _DROP = object()  # the value that comes next is read and dropped (its key was a
 _MERGE = object()  # the value that comes next is merged (`<<`)
 
 
-class _TooMuch(Exception):
-    """The node budget is spent: stop reading this file."""
+class _Stop(Exception):
+    """Too deep or too large: stop reading this file (its problem is recorded)."""
 
 
 class _Builder:
     def __init__(self, file: str):
         self.file = file
         self.problems: list[Problem] = []
-        self.anchors: dict[str, _Node | _Frame | None] = {}  # None: defined where nesting was too deep
+        self.anchors: dict[str, _Node | _Frame] = {}
         self.stack: list[_Frame] = []
         self.count = 0
         self.root: _Node | None = None
         self.documents = 0
-        self.skipping = 0  # depth inside a subtree skipped for being too deep
-        self.skipped_at = Location(file, 1, 1)
 
     def place(self, event: yaml.Event) -> Location:
         mark = event.start_mark  # the parsers set it on every event
@@ -403,7 +403,7 @@ class _Builder:
         if self.count > MAX_NODES:
             self.problem(place, self.path_here(), f"more than {MAX_NODES} values, counting each alias as the"
                          " size of what it repeats (an alias bomb?); the file is not read further")
-            raise _TooMuch
+            raise _Stop
 
     def path_here(self) -> Path_:
         """The path of the value the next event starts."""
@@ -421,9 +421,7 @@ class _Builder:
     def build(self, events: Iterable[yaml.Event]) -> None:
         for event in events:
             kind = type(event)
-            if self.skipping:
-                self._skip(event)
-            elif kind is yaml.ScalarEvent:
+            if kind is yaml.ScalarEvent:
                 place = self.place(event)
                 self.spend(1, place)
                 self._add(self._scalar(cast(yaml.ScalarEvent, event), place), place)
@@ -444,17 +442,6 @@ class _Builder:
                     self.problem(self.place(event), (), "a second YAML document (after `---`): a lab file"
                                  " holds one document")
                     return
-
-    def _skip(self, event: yaml.Event) -> None:
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            self.skipping += 1
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            self.skipping -= 1
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None and not isinstance(event, yaml.AliasEvent):
-            self.anchors[anchor] = None  # an alias to it stands for nothing, without a second problem
-        if not self.skipping:
-            self._add(_Node(_SCALAR, None, self.skipped_at, broken=True), self.skipped_at)
 
     def _tag_problem(self, tag: str | None, kind: int, place: Location) -> bool:
         if tag is None or tag == "!" or tag in _ALLOWED_TAGS[kind]:
@@ -494,8 +481,6 @@ class _Builder:
         if isinstance(target, _Node):
             self.spend(target.size, place)
             return target
-        if target is None:  # its anchor was too deep and was not read
-            return _Node(_SCALAR, None, place, broken=True)
         name = visible(str(event.anchor))[:80]
         if isinstance(target, _Frame):
             self.problem(place, self.path_here(), f"the alias *{name} is inside its own anchor &{name}"
@@ -508,11 +493,10 @@ class _Builder:
         place = self.place(event)
         kind = _MAP if isinstance(event, yaml.MappingStartEvent) else _SEQ
         if len(self.stack) >= MAX_DEPTH:
-            self.problem(place, self.path_here(), f"nested more than {MAX_DEPTH} levels deep")
-            self.skipping, self.skipped_at = 1, place
-            if event.anchor is not None:
-                self.anchors[event.anchor] = None
-            return
+            # Stop here: the Python parser's scanner slows down with every open flow level.
+            self.problem(place, self.path_here(), f"nested more than {MAX_DEPTH} levels deep;"
+                         " the file is not read further")
+            raise _Stop
         self.spend(1, place)
         self._tag_problem(event.tag, kind, place)
         for_merge = bool(self.stack) and self.stack[-1].key is _MERGE
@@ -607,7 +591,7 @@ def _parse(name: str, text: str) -> tuple[Document | None, list[Problem]]:
     builder = _Builder(name)
     try:
         builder.build(yaml.parse(text, Loader=PARSER))
-    except _TooMuch:
+    except _Stop:
         return None, builder.problems
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)

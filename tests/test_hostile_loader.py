@@ -151,6 +151,7 @@ case("overlong-slash", "encoding", b"lab: demo\nx-a: \xc0\xaf\n", "not UTF-8: by
 case("utf8-surrogate", "encoding", b"lab: demo\nx-a: \xed\xa0\x80\n", "not UTF-8: byte 0xed")
 case("beyond-u10ffff", "encoding", b"lab: demo\nx-a: \xf4\x90\x80\x80\n", "not UTF-8: byte 0xf4")
 case("utf16-with-bom", "encoding", "lab: demo\n".encode("utf-16"), "a UTF-16 file?")
+case("bom-then-bad-byte", "encoding", b"\xef\xbb\xbflab: \xff\n", "1:6: (top level): not UTF-8: byte 0xff at offset 8")
 case("bad-byte-after-multibyte", "encoding", "lab: demo\nx-a: ééé".encode() + b"\x80\n", "2:9: (top level): not UTF-8")
 
 # --- Raw control characters, one per kind ------------------------------------------------------
@@ -268,6 +269,7 @@ case("block-mappings", "depth", LAB + "x-a:\n" + "".join(" " * (i + 1) + "a:\n" 
 case("just-over-limit", "depth", LAB + "x-a: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "\n",
      f"2:{6 + MAX_DEPTH - 1}: x-a{'[0]' * (MAX_DEPTH - 1)}: nested more than {MAX_DEPTH} levels deep")
 case("deep-then-alias", "depth", LAB + "x-a: " + "[" * 100 + "&z x" + "]" * 100 + "\nx-b: *z\n", "nested more than")
+case("deep-under-an-anchor", "depth", LAB + "x-a: &d " + "[" * 100 + "]" * 100 + "\nx-b: [*d, *d]\n", "not read further")
 
 # --- Aliases -----------------------------------------------------------------------------------------------
 
