@@ -295,3 +295,10 @@ def test_too_deep_stops_reading_at_once_with_either_parser(tmp_path, each_parser
     assert time.perf_counter() - start < 3
     # libyaml may see its own limit (1000 levels) first, scanning ahead
     assert len(found) == 1 and ("nested more than" in found[0] or "exceeded maximum nesting depth" in found[0])
+
+
+def test_interpolation_problems_join_those_of_a_bad_override(tmp_path, each_parser):
+    found = problems(write(tmp_path, "lab: ${RECONCILER_TEST_UNSET}\n", override="x-a: [\n"), validate=False)
+    assert len(found) == 2
+    assert found[0].startswith(str(tmp_path / "lab.override.yaml")) and "invalid YAML" in found[0]
+    assert found[1].startswith(f"{tmp_path / 'lab.yaml'}:1:6: lab: environment variable RECONCILER_TEST_UNSET")
