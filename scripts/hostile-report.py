@@ -69,16 +69,16 @@ def main() -> int:
             print(f"{'ok  ' if not wrong else 'FAIL'} {item.klass:10} {item.case_id:40} {outcome.seconds:6.2f} s"
                   f" {outcome.cpu_seconds or 0:6.2f} s CPU {outcome.max_rss_kib / 1024:7.1f} MiB")
 
-    print(f"{'class':12} {'cases':>5} {'ok':>4} {'worst wall':>11} {'worst CPU':>10} {'worst max RSS':>14}")
+    print(f"{'class':14} {'cases':>5} {'ok':>4} {'worst wall':>11} {'worst CPU':>10} {'worst max RSS':>14}")
     everything = []
     for klass, runs in by_class.items():
         everything += runs
         ok = sum(1 for _, _, wrong in runs if not wrong)
-        print(f"{klass:12} {len(runs):5} {ok:4} {max(o.seconds for _, o, _ in runs):9.2f} s"
+        print(f"{klass:14} {len(runs):5} {ok:4} {max(o.seconds for _, o, _ in runs):9.2f} s"
               f" {max(o.cpu_seconds or 0 for _, o, _ in runs):8.2f} s"
               f" {max(o.max_rss_kib for _, o, _ in runs) / 1024:10.1f} MiB")
     ok = sum(1 for _, _, wrong in everything if not wrong)
-    print(f"{'all':12} {len(everything):5} {ok:4}   (corpus ran in {time.monotonic() - started:.1f} s)")
+    print(f"{'all':14} {len(everything):5} {ok:4}   (corpus ran in {time.monotonic() - started:.1f} s)")
     slowest = max(everything, key=lambda run: run[1].seconds)
     largest = max(everything, key=lambda run: run[1].max_rss_kib)
     print(f"slowest case: {slowest[0].case_id} ({slowest[0].klass}) {slowest[1].seconds:.2f} s wall,"
