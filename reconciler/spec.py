@@ -360,6 +360,9 @@ def _pydantic_problems(doc: Document, err: ValidationError) -> list[Problem]:
     for item in err.errors():
         path = _data_path(doc.data, item["loc"])
         message = item["msg"].removeprefix("Value error, ")
+        written = as_written(item.get("input"))
+        if item["type"] == "string_type" and written is not None:
+            message += f'; quote it: "{written}"'  # YAML read 1.10 as a number
         at_key = item["type"] == "extra_forbidden"
         if at_key:
             message = "unknown field"
