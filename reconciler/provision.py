@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from .source import as_written
 from .values import UNSAFE_CHARS, Matching, anchored, unsafe_char
 
 MAX_PATH, MAX_COMPONENT = 4096, 255  # Linux's PATH_MAX and NAME_MAX, in bytes
@@ -36,12 +37,6 @@ MODE = r"0?[0-7]{3,4}"
 ACCOUNT = r"[a-z_][a-z0-9_-]{0,31}\$?|[0-9]{1,10}"
 Account = Annotated[str, Matching(ACCOUNT, "a user or group name (or number)")]
 Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-def _mode_is_text(value: Any) -> Any:
-    if isinstance(value, (int, float)):  # bool too; pydantic wants ValueError, not TypeError
-        raise ValueError("write the mode as a quoted string such as '0644' (unquoted, YAML reads a number)")  # noqa: TRY004
-    return value
 
 
 def _argv_word(value: str) -> str:
@@ -67,8 +62,7 @@ class FileSpec(BaseModel):
         None, description="a file to copy, relative to lab.yaml's folder (which it must stay inside)")
     template: str | None = Field(None, description="text with {{ lab.name }}, {{ container.name }},"
                                  " {{ containers.NAME.address }} filled in at apply")
-    mode: Annotated[str | None, BeforeValidator(_mode_is_text),
-                    Field(json_schema_extra={"pattern": anchored(MODE)})] = Field(
+    mode: Annotated[str | None, Field(json_schema_extra={"pattern": anchored(MODE)})] = Field(
         None, description="octal, e.g. '0644' (default 0644, directories 0755)")
     owner: Account = "root"
     group: Account = "root"
@@ -78,12 +72,18 @@ class FileSpec(BaseModel):
         " a non-zero exit refuses the change", json_schema_extra={"items": {"type": "string", "minLength": 1,
                                                                              "pattern": "^[^\\x00]*$"}})
 
-    @field_validator("mode")
+    @field_validator("mode", mode="before")
     @classmethod
-    def _mode(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(MODE, value):
+    def _mode(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # YAML reads 0644 as the number 644: the mode must be written as a string
+            text = as_written(value) or value
+            raise ValueError(f'mode must be a string: quote it: mode: "{text}"')  # noqa: TRY004 - pydantic needs ValueError
+        if not isinstance(value, str):
+            return value  # None, or a type the str field refuses itself
+        if not re.fullmatch(MODE, value):
             raise ValueError("mode must be octal, like '0644'")
-        return None if value is None else f"{int(value, 8):04o}"
+        return f"{int(value, 8):04o}"
 
     @field_validator("source")
     @classmethod

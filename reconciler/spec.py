@@ -14,6 +14,7 @@ Loading checks in three passes, and reports all three together:
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
 import stat
@@ -46,7 +47,7 @@ from .provision import (
     validate_path,
     validate_service_name,
 )
-from .source import Document, Problem, SourceError, load_document
+from .source import Document, Problem, SourceError, as_written, load_document
 
 # The image servers `remote:alias` may name, as the lxc client knows them.
 REMOTES = {"images": "https://images.linuxcontainers.org",
@@ -68,14 +69,16 @@ CONTAINER_BOOLS = ("security.nesting", "security.privileged", "boot.autostart")
 
 
 def lxd_string(value: Any) -> str:
-    """A YAML scalar in LXD's string form: true -> "true", 5 -> "5"."""
+    """A YAML scalar in LXD's string form: true -> "true", 5 -> "5"; a number as written: 010 -> "010"."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None or value == "":
         # LXD drops a key set to "": it would show as drift forever. Leave the key out instead.
         raise ValueError("needs a value (LXD drops empty keys; to unset one, leave it out)")
-    if isinstance(value, (int, float, str)):
-        return str(value)
+    if isinstance(value, (int, float)):
+        return as_written(value) or str(value)
+    if isinstance(value, str):
+        return value
     raise ValueError(f"must be a string, number or boolean, not {type(value).__name__}")
 
 
@@ -594,8 +597,9 @@ def _complete(lab: Lab, declared: Declared, container: Container) -> bool:
 
 
 def _proxy_listen_clashes(lab: Lab, declared: Declared) -> list[Found]:
-    """Two proxy devices on one port (LXD checks this only when the second one starts)."""
-    seen: dict[tuple[str, int], list[tuple[str, str]]] = {}  # (proto, port) -> [(address, owner)]
+    """Two proxy devices on one port (LXD checks this only when the second one starts).  Port ranges
+    are intervals, so the check stays O(n log n) in listeners whatever ranges and counts it is fed."""
+    seen = _Listeners()
     out = []
     for cname, container in lab.containers.items():
         if not _complete(lab, declared, container):
@@ -605,27 +609,61 @@ def _proxy_listen_clashes(lab: Lab, declared: Declared) -> list[Found]:
             parsed = values.split_inet(listen)
             if device.get("type") != "proxy" or parsed is None or values.proxy_address_problem(listen):
                 continue  # pass 2 reports a bad address
-            clash = _first_clash(seen, *parsed)
+            proto, address, ports = parsed
+            clash = seen.add(proto, address, values.port_span(ports), f"containers.{cname}.devices.{dname}")
             if clash:
                 out.append(Found(_device_path(lab, container, cname, dname) + ("listen",),
                                  f"{listen} clashes with the listen address of {clash}"))
-            for port in _ports(parsed[2]):
-                seen.setdefault((parsed[0], port), []).append((parsed[1], f"containers.{cname}.devices.{dname}"))
     return out
 
 
-def _first_clash(seen: dict, proto: str, address: str, ports: str) -> str | None:
-    """The owner of an earlier listener on one of these ports: same address, or either a wildcard."""
-    for port in _ports(ports):
-        for other, owner in seen.get((proto, port), []):
-            if other == address or other in WILDCARDS or address in WILDCARDS:
-                return owner
-    return None
+class _Intervals:
+    """Disjoint port intervals, sorted, each with the owner that first held it."""
+
+    def __init__(self) -> None:
+        self.lows: list[int] = []
+        self.items: list[tuple[int, int, str]] = []
+
+    def find(self, low: int, high: int) -> str | None:
+        i = bisect.bisect_right(self.lows, high)
+        if i and self.items[i - 1][1] >= low:
+            return self.items[i - 1][2]
+        return None
+
+    def merge(self, low: int, high: int, owner: str) -> None:
+        """Add, joining what overlaps (the union keeps the earliest owner)."""
+        i = bisect.bisect_left(self.lows, low)
+        if i and self.items[i - 1][1] >= low:
+            i -= 1
+        j = i
+        while j < len(self.items) and self.items[j][0] <= high:
+            low, high, owner = min(low, self.items[j][0]), max(high, self.items[j][1]), self.items[i][2]
+            j += 1
+        self.items[i:j] = [(low, high, owner)]
+        self.lows[i:j] = [low]
 
 
-def _ports(ports: str) -> range:
-    low, high = values.port_span(ports)
-    return range(low, high + 1)
+class _Listeners:
+    """Listen addresses seen so far, per protocol: by address, wildcards, and all specific ones."""
+
+    def __init__(self) -> None:
+        self.by_address: dict[tuple[str, str], _Intervals] = {}
+        self.wildcards: dict[str, _Intervals] = {}
+        self.specific: dict[str, _Intervals] = {}
+
+    def add(self, proto: str, address: str, span: tuple[int, int], owner: str) -> str | None:
+        """The owner of an earlier listener this one clashes with (same address, or either a wildcard)."""
+        low, high = span
+        wild = self.wildcards.setdefault(proto, _Intervals())
+        if address in WILDCARDS:
+            clash = wild.find(low, high) or self.specific.setdefault(proto, _Intervals()).find(low, high)
+            wild.merge(low, high, owner)
+            return clash
+        mine = self.by_address.setdefault((proto, address), _Intervals())
+        clash = mine.find(low, high) or wild.find(low, high)
+        mine.merge(low, high, owner)
+        self.specific.setdefault(proto, _Intervals()).merge(low, high, owner)
+        return clash
 
 
 def _device_path(lab: Lab, container: Container, cname: str, dname: str) -> tuple:
@@ -737,8 +775,7 @@ def _losing_branches(errors: list[Any]) -> list[Any]:
 def _problem(doc: Document, path: tuple, message: str, at_key: bool = False) -> Problem:
     """A Problem that prints as one harmless line: a key or value with a control character is
     shown escaped (a terminal would obey an escape sequence; a newline would split the report)."""
-    shown = tuple(_printable(p) if isinstance(p, str) else p for p in path)
-    return Problem(doc.locate(path, at_key), shown, _printable(message))
+    return Problem(doc.locate(path, at_key), path, _printable(message))  # the path: escaped by dotted()
 
 
 def _printable(text: str) -> str:
@@ -753,11 +790,18 @@ def _pydantic_problems(doc: Document, err: ValidationError, prefix: tuple, model
             continue
         path = _data_path(doc.data, prefix + tuple(item["loc"]))
         message = item["msg"].removeprefix("Value error, ")
+        written = as_written(item.get("input"))
+        if item["type"] == "string_type" and written is not None:
+            message += f'; quote it: "{written}"'  # YAML read 1.10 as a number
         at_key = item["type"] == "extra_forbidden" or item["loc"][-1:] == ("[key]",)
-        if item["type"] == "extra_forbidden":
-            message = "unknown field" + _unknown_field_hint(model, prefix, path)
+        if item["type"] == "extra_forbidden":  # a "did you mean" costs: only for as many as are shown
+            hint = _unknown_field_hint(model, prefix, path) if len(problems) < HINTED else ""
+            message = "unknown field" + hint
         problems.append(_problem(doc, path, message, at_key))
     return problems
+
+
+HINTED = 200  # problems that get a "did you mean": bounded time whatever the file
 
 
 def _unknown_field_hint(model: type[BaseModel], prefix: tuple, path: tuple) -> str:

@@ -150,7 +150,7 @@ CASES = [
      "is not a package name"),
     ("inject-owner", "inject", file_at("/etc/app.conf", "{content: x, owner: 'root; rm -rf /'}"),
      "is not a user or group name"),
-    ("inject-mode-number", "inject", file_at("/etc/app.conf", "{content: x, mode: 0644}"), "quoted string"),
+    ("inject-mode-number", "inject", file_at("/etc/app.conf", "{content: x, mode: 0644}"), "quote it: mode: \"0644\""),
     ("inject-lab-name", "inject", "lab: 'evil\\nlab'\n", "lowercase letters"),
     ("inject-backend-name", "inject",
      guide().replace("      subdomain1:", '      "subdomain1\\n    listen x":'), "line break"),
