@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from . import haproxy
 from .lxd import Lxd
+from .render import safe
 from .spec import Lab, expanded_devices, listen_address
 
 TIMEOUT = 5.0
@@ -128,7 +129,7 @@ def _check_host(target: Target, running: set[str], requests: int) -> bool:
     first = warm_up(target, WARM_UP_SECONDS)
     answers = [ask(*target.point, target.host) for _ in range(requests)] if first.status == 200 else [first]
     shown = ", ".join(f"{a.server}({a.marker})" if a.status == 200 else f"{a.status or 'ERR'}" for a in answers)
-    print(f"{target.host} via {target.point[0]}:{target.point[1]} -> backend {target.backend_name}: {shown}")
+    print(safe(f"{target.host} via {target.point[0]}:{target.point[1]} -> backend {target.backend_name}: {shown}"))
     healthy = {s.label for s in target.backend.servers if s.container in running}
     served = {a.server for a in answers if a.status == 200}
     problems = [f"{n} of {len(answers)} requests: {_failure(a)}" for a, n in Counter(
@@ -139,7 +140,7 @@ def _check_host(target: Target, running: set[str], requests: int) -> bool:
     if not healthy:
         problems.append(f"none of backend {target.backend_name}'s containers is running")
     for problem in problems:
-        print(f"  {target.host}: {problem}")
+        print(safe(f"  {target.host}: {problem}"))  # what a server sent is shown, never obeyed
     return not problems
 
 

@@ -20,10 +20,10 @@ from .address import Kind, instance
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
 from .facts import Facts, FactsError, facts_argv, parse_facts, record_path
-from .live import Live, forgive_network_defaults, live_from_raw, provisioned, record_key, users_of
+from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, users_of
 from .lxd import Lxd, LxdError
 from .plan import Action, Change, Origin, Plan, PlanError, Reason, make_plan
-from .spec import REMOTES, Lab
+from .spec import REMOTES, Lab, network_overlaps
 from .state import LabState, Resource
 
 PARALLEL_READS = 8
@@ -52,6 +52,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     live = live_from_raw(lxd.read(with_addresses=needs_addresses(lab)), lab.lab)
     wanted = _nothing(lab) if destroy else lab
     _check_existing(wanted, live)
+    _check_subnets(wanted, live, lxd.local)
     desired = desired_state(wanted, base_dir, live.addresses(), live.profiles)
     _check_conflicts(desired, live)
     owned = dict(live.owned)
@@ -242,6 +243,14 @@ def _check_existing(lab: Lab, live: Live) -> None:
                 if p not in live.profiles and _used_profile(lab, p)]
     devices = {name: raw.get("devices") or {} for name, raw in live.profiles.items()}
     problems += root_disk_problems(lab, devices) if not problems else []
+    if problems:
+        raise PlanError("\n".join(problems))
+
+
+def _check_subnets(lab: Lab, live: Live, local: bool) -> None:
+    """A lab bridge must not overlap the host's routes (when LXD runs here) or another LXD network."""
+    routes = host_routes(Path("/proc/net/route").read_text()) if local and Path("/proc/net/route").exists() else []
+    problems = network_overlaps(lab, routes, live.subnets)
     if problems:
         raise PlanError("\n".join(problems))
 

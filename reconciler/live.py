@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .address import Address, Kind, instance, network
+from .address import Address, Kind, instance
 from .desired import Provisioning
 from .facts import Facts
 from .kinds import file as file_kind
@@ -29,6 +30,7 @@ class Live:
     profiles: dict[str, dict[str, Any]]  # every profile's raw JSON, for what existing ones bring
     nics: dict[str, dict[str, str]]  # container -> {nic: IPv4}, where recursion=2 was read
     images: list[dict[str, Any]] = field(default_factory=list)  # local images: fingerprint, aliases
+    subnets: dict[str, str] = field(default_factory=dict)  # every managed network's address, for overlaps
 
     def addresses(self, nic: str = "eth0") -> dict[str, str]:
         """container -> IPv4 of its `nic`, for those that have one now."""
@@ -51,7 +53,8 @@ def live_from_raw(raw: RawState, lab_name: str) -> Live:
             foreign[res.address] = res.owner
     _instances_use_every_network(owned)
     nics = {i["name"]: ipv4_by_nic(i.get("state")) for i in raw.instances if i.get("state")}
-    return Live(owned, foreign, {p["name"]: p for p in raw.profiles}, nics, list(raw.images))
+    return Live(owned, foreign, {p["name"]: p for p in raw.profiles}, nics, list(raw.images),
+                network_subnets(raw.networks))
 
 
 def _instances_use_every_network(owned: LabState) -> None:
@@ -80,9 +83,13 @@ def forgive_network_defaults(desired: LabState, owned: LabState) -> None:
 
 
 def network_subnets(raw_networks: list[Mapping[str, Any]]) -> dict[str, str]:
-    """Every managed network's IPv4 subnet, for overlap checks."""
-    return {n["name"]: (n.get("config") or {}).get("ipv4.address", "") for n in raw_networks
-            if n.get("managed") and (n.get("config") or {}).get("ipv4.address", "") not in ("", "none")}
+    """Every managed network's IPv4 address and prefix, for overlap checks."""
+    out = {}
+    for net in raw_networks:
+        address = (net.get("config") or {}).get("ipv4.address", "")
+        if net.get("managed") and address not in ("", "none"):
+            out[net["name"]] = address
+    return out
 
 
 # --- Inside containers ----------------------------------------------------------------------
@@ -104,5 +111,14 @@ def record_key(addr: Address) -> str:
     return f"{addr.kind.value}:{addr.key}"
 
 
-__all__ = ["Live", "live_from_raw", "users_of", "forgive_network_defaults", "provisioned", "record_key",
-           "network"]
+def host_routes(text: str) -> list[str]:
+    """/proc/net/route as `ip route` destinations ("10.0.0.0/24 dev eno1"), for overlap checks."""
+    out = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or fields[1] == "00000000":
+            continue
+        dest, mask = (socket.inet_ntoa(int(f, 16).to_bytes(4, "little")) for f in (fields[1], fields[7]))
+        prefix = bin(int.from_bytes(socket.inet_aton(mask), "big")).count("1")
+        out.append(f"{dest}/{prefix} dev {fields[0]}")
+    return out

@@ -91,6 +91,11 @@ class Lxd:
             self.calls += 1
 
     @property
+    def local(self) -> bool:
+        """LXD runs on this machine (its unix socket): the host's routes are its routes."""
+        return True
+
+    @property
     def api(self):
         return self._client().api
 

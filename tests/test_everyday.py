@@ -202,3 +202,15 @@ def test_usage_errors_exit_1_never_2(lab):
 def _cli():
     from conftest import ROOT
     return ROOT / ".venv" / "bin" / "reconcile"
+
+
+def test_a_lab_network_on_the_hosts_own_subnet_is_refused_at_plan(lab):
+    from reconciler.live import host_routes
+    from pathlib import Path
+    route = host_routes(Path("/proc/net/route").read_text())[-1]  # a subnet the host is on
+    subnet = route.split()[0]
+    address = subnet.rsplit(".", 1)[0] + ".77/" + subnet.split("/")[1]
+    lab.write(HEADER.replace("10.203.31.1/24", address).replace("containers:\n", "containers: {}\n"))
+    assert lab.run("validate").code == 0  # validate cannot know the host; plan does
+    result = lab.run("plan")
+    assert result.code == 1 and f"overlaps the host route '{route}'" in result.err, result.err
