@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RECONCILE := $(VENV)/bin/reconcile
 
-.PHONY: schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down
+.PHONY: docs-outputs schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down
 
 lab: setup lxd lan image-debian
 	$(RECONCILE) apply --yes
@@ -58,6 +58,10 @@ bench: setup lxd image-tiny
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Rewrites the command outputs in docs/tutorial.md from a real run (the lab is brought up from nothing).
+docs-outputs: setup lxd lan image-debian
+	$(PY) scripts/docs-outputs.py
 
 schema: setup
 	$(PY) -m reconciler.spec > schemas/lab.schema.json

@@ -7,6 +7,7 @@ meets the lab `make lab` brings up."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, LabDir, drop_project, new_project, next_tag, sh
+from docs_scenario import documented, masked, run_scenario
 from reconciler.check import ask
 
 HTTP_PORT = 18480
@@ -27,7 +29,7 @@ lxd: {{project: {tag}}}
 networks:
   lan0: null
   {tag}lan:
-    description: the simulated LAN of a test run
+    description: the guide's LAN, simulated (DHCP for the macvlan NICs)
     config: {{ipv4.address: 10.203.41.1/24, ipv4.nat: false, ipv4.dhcp: true, ipv6.address: none,
              bridge.external_interfaces: {peer}}}
 profiles:
@@ -94,6 +96,22 @@ class Guide(LabDir):
         assert result.code == 0, result.out[-3000:] + result.err
         return result
 
+    def tutorial_run(self, argv: list[str]) -> str:
+        """What `reconcile ARGV` prints, in the names the tutorial uses (those of `make lab`)."""
+        result = self.run(*argv)
+        assert result.code == 0, result.out[-3000:] + result.err
+        names = [(f" (with {self.dir / 'lab.override.yaml'} merged)", ""), (" (with lab.override.yaml merged)", ""),
+                 (str(self.file), "lab.yaml"), (self.parent, "labnet0"), (self.peer, "labnet1"),
+                 (f"{self.tag}lan", "lan0"), (self.tag, "haproxy-lab"), (str(HTTP_PORT + 1), "443"),
+                 (str(HTTP_PORT), "80")]
+        out = result.out
+        for old, new in names:
+            out = out.replace(old, new)
+        return out
+
+    def serving(self) -> bool:
+        return all(a.status == 200 for a in self.answers("site1.testdomain.com", 2))
+
     def answers(self, host: str, n: int = 6) -> list:
         return [ask("127.0.0.1", HTTP_PORT, host) for _ in range(n)]
 
@@ -118,15 +136,31 @@ def guide(lxd_ready, tmp_path_factory):
     new_project(tag)
     try:
         lab = Guide(tmp_path_factory.mktemp("guide"), tag, parent, peer)
-        lab.first_apply = lab.apply()
+        lab.scenario = run_scenario(lab.tutorial_run, lambda command: sh(*shlex.split(_in_project(command, tag))),
+                                    lambda: until(lab.serving, 30))
         yield lab
     finally:
         drop_project(tag)
         sh("ip", "link", "delete", parent, check=False)
 
 
+def _in_project(command: str, project: str) -> str:
+    """A tutorial command (`lxc exec proxyha -- ...`) aimed at the test's own project."""
+    return command.replace("lxc ", f"lxc --project {project} ", 1)
+
+
+def test_the_tutorials_outputs_are_what_the_commands_print(guide):
+    """docs/tutorial.md's output blocks come from a real run (scripts/docs-outputs.py writes them)."""
+    documented_blocks = documented()
+    assert set(documented_blocks) == set(guide.scenario), "a block in docs/tutorial.md has no step, or the reverse"
+    for name, printed in guide.scenario.items():
+        assert masked(printed) == masked(documented_blocks[name]), (
+            f"docs/tutorial.md block {name!r} no longer matches what the command prints; run"
+            f" `make docs-outputs`. Printed now:\n{printed}")
+
+
 def test_from_empty_the_check_alternates_both_sites_and_a_second_plan_is_empty(guide):
-    assert "Apply complete!" in guide.first_apply.out
+    assert "Apply complete!" in guide.scenario["apply-from-nothing"]
     serving = lambda: all(a.status == 200 for a in guide.answers("site1.testdomain.com", 2))
     assert until(serving, 15)  # HAProxy's reload and first health checks finish just after apply
     for host in ("site1.testdomain.com", "site2.testdomain.com"):
