@@ -7,14 +7,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RECONCILE := $(VENV)/bin/reconcile
 
-.PHONY: docs-outputs schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down
+.PHONY: docs-outputs lint schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down
 
 lab: setup lxd lan image-debian
 	$(RECONCILE) apply --yes
 	$(RECONCILE) check
 
-test: setup lxd image-tiny image-debian
+test: setup lxd image-tiny image-debian lint
 	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check reconciler tests scripts
+	$(PY) -m mypy reconciler
 
 unit: setup
 	$(PY) -m pytest -q -m "not lxd"

@@ -14,10 +14,11 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
-from typing import Any, Callable, Hashable, Iterable, Mapping
+from typing import Any
 
 from .address import Address, Kind
 from .desired import MissingAddress, Provisioning, render_file
@@ -84,7 +85,9 @@ class Scheduler:
         self.plan, self.runner, self.parallelism = plan, runner, parallelism
         self.progress, self.shuffle = progress, shuffle
         self.changes = plan.steps()
-        self.graph: dict[Hashable, frozenset] = {**plan.graph, **_record_steps(plan)}
+        self.graph: dict[Hashable, frozenset] = {**_record_steps(plan)}
+        for step, waits in plan.graph.items():
+            self.graph[step] = waits
         self.report = Report()
         self.failed: set[Hashable] = set()
         self.succeeded: set[Hashable] = set()

@@ -9,9 +9,10 @@ renders it from the lab with the addresses it then has (`render_file`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import haproxy
 from .address import file, instance, service

@@ -7,7 +7,8 @@ since the last apply (your change), the live object (changed outside), or both.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .address import Kind
 from .kinds import REGISTRY

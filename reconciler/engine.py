@@ -10,11 +10,12 @@ Unknown is never absent: nothing inside an unseen container is created or delete
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .address import Kind, instance
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems

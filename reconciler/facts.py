@@ -8,8 +8,8 @@ tag); no value can hold a NUL, so no value can forge a record, whatever it conta
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 MAX_SHOWN_BYTES = 256 * 1024  # larger files are compared by digest only
 RECORD_DIR = "/var/lib/reconciler"

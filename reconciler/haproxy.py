@@ -58,6 +58,7 @@ import difflib
 import ipaddress
 import posixpath
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -65,10 +66,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import core_schema
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 SERVED_BY = "X-Served-By"
@@ -110,17 +114,28 @@ def _unsafe(value: str) -> str | None:
     return None
 
 
-def _word(what: str, pattern: str, hint: str) -> Any:
-    """A string type that is one safe haproxy.cfg word matching `pattern`."""
-    rx = re.compile(pattern)
+@dataclass(frozen=True)
+class Word:
+    """`Annotated[str, Word(WHAT, PATTERN, HINT)]`: one safe haproxy.cfg word matching PATTERN, in the
+    checks and in the schema alike."""
 
-    def check(value: str) -> str:
-        why = _unsafe(value) or (None if rx.fullmatch(value) else f"is not {hint}")
-        if why:
-            raise ValueError(f"{what} {value!r} {why}")
-        return value
+    what: str
+    pattern: str
+    hint: str
 
-    return Annotated[str, AfterValidator(check), WithJsonSchema(_schema(what, pattern, hint))]
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        rx = re.compile(self.pattern)
+
+        def check(value: str) -> str:
+            why = _unsafe(value) or (None if rx.fullmatch(value) else f"is not {self.hint}")
+            if why:
+                raise ValueError(f"{self.what} {value!r} {why}")
+            return value
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return _schema(self.what, self.pattern, self.hint)
 
 
 def _schema(what: str, pattern: str, hint: str) -> dict:
@@ -156,17 +171,17 @@ def _container(value: str, info: ValidationInfo) -> str:
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _NAME = (r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "a name of letters, digits, '_', '.', '-' (at most 63)")
-Name = _word("name", *_NAME)
+Name = Annotated[str, Word("name", *_NAME)]
 NAME_KEYS: dict[str, Any] = {"propertyNames": _schema("name", *_NAME)}  # the schema of a mapping keyed by Name
 ContainerName = Annotated[str, AfterValidator(_container),
                           WithJsonSchema(_schema("container", CONTAINER_NAME, "an LXD container name"))]
-Hostname = _word("host", rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*", "a DNS host name")
-UrlPath = _word("path", r"/[A-Za-z0-9._~%!&()*+,;=:@/-]*", "a URL path starting with '/'")
-AbsPath = _word("path", r"/[A-Za-z0-9._@+/-]*", "an absolute file path")
-HeaderName = _word("header", r"[A-Za-z0-9_-]{1,64}", "an HTTP header name")
-Account = _word("account", r"[a-z_][a-z0-9_-]{0,31}", "a system user or group name")
+Hostname = Annotated[str, Word("host", rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*", "a DNS host name")]
+UrlPath = Annotated[str, Word("path", r"/[A-Za-z0-9._~%!&()*+,;=:@/-]*", "a URL path starting with '/'")]
+AbsPath = Annotated[str, Word("path", r"/[A-Za-z0-9._@+/-]*", "an absolute file path")]
+HeaderName = Annotated[str, Word("header", r"[A-Za-z0-9_-]{1,64}", "an HTTP header name")]
+Account = Annotated[str, Word("account", r"[a-z_][a-z0-9_-]{0,31}", "a system user or group name")]
 Duration = (Annotated[int, Field(gt=0, description="milliseconds")]
-            | _word("duration", r"[0-9]+(?:us|ms|s|m|h|d)", "a HAProxy time such as 500ms, 2s, 1m"))
+            | Annotated[str, Word("duration", r"[0-9]+(?:us|ms|s|m|h|d)", "a HAProxy time such as 500ms, 2s, 1m")])
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -190,8 +205,8 @@ def _valid_bind(bind: str) -> str:
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-Bind = Annotated[_word("bind", rf"(?:\*|{_OCTET}(?:\.{_OCTET}){{3}})?:{_PORT}",
-                       "'ADDR:PORT', ':PORT' or '*:PORT' (IPv4, port 1-65535)"), AfterValidator(_valid_bind)]
+Bind = Annotated[str, Word("bind", rf"(?:\*|{_OCTET}(?:\.{_OCTET}){{3}})?:{_PORT}",
+                           "'ADDR:PORT', ':PORT' or '*:PORT' (IPv4, port 1-65535)"), AfterValidator(_valid_bind)]
 
 
 def _strict(description: str) -> ConfigDict:
@@ -298,11 +313,14 @@ Option = Literal["httplog", "dontlognull", "http-server-close", "http-keep-alive
                  "redispatch", "abortonclose", "log-health-checks"]
 
 
+DEFAULT_OPTIONS: tuple[Option, ...] = ("httplog", "dontlognull", "http-server-close")
+
+
 class Defaults(BaseModel):
     model_config = _strict("Settings for every proxy (always mode http).")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Timeouts.")
     options: list[Option] = Field(
-        default_factory=lambda: ["httplog", "dontlognull", "http-server-close"],
+        default_factory=lambda: list(DEFAULT_OPTIONS),
         description="`option` lines; log options apply only with logging. forwardfor is per "
                     "backend (HAProxy cannot negate it).")
 

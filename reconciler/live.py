@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .address import Address, Kind, instance
 from .desired import Provisioning
@@ -82,7 +83,7 @@ def forgive_network_defaults(desired: LabState, owned: LabState) -> None:
             owned[addr] = network_kind.essence(have, desired.get(addr))
 
 
-def network_subnets(raw_networks: list[Mapping[str, Any]]) -> dict[str, str]:
+def network_subnets(raw_networks: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """Every managed network's IPv4 address and prefix, for overlap checks."""
     out = {}
     for net in raw_networks:

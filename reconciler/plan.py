@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from graphlib import CycleError, TopologicalSorter
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .address import Address, Kind
 

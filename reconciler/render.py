@@ -60,7 +60,8 @@ def plan_text(plan: Plan, colour: bool = False, lab_file: str = "lab.yaml") -> s
     return "\n".join(blocks) + "\n" + notes + summary_line(plan, paint) + "\n"
 
 
-def summary_line(plan: Plan, paint: Painter = Painter(False)) -> str:
+def summary_line(plan: Plan, paint: Painter | None = None) -> str:
+    paint = paint or Painter(False)
     counts = plan.summary()
     parts = [f"{n} to {word}" for word, n in counts.items() if n]
     return paint("1", "Plan: " + ", ".join(parts) + ".") + f" (fingerprint {plan.fingerprint()})"

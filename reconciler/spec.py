@@ -783,7 +783,7 @@ def _printable(text: str) -> str:
 
 
 def _pydantic_problems(doc: Document, err: ValidationError, prefix: tuple, model: type[BaseModel]) -> list[Problem]:
-    problems = []
+    problems: list[Problem] = []
     losing = _losing_branches(err.errors())
     for item in err.errors():
         if item in losing:

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -285,7 +285,7 @@ def lxc_version() -> str:
 
 
 def report(rows: list[dict], argv: list[str], load_before: float) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     runs = "; ".join(f"N={r['n']}: " + ", ".join(f"{t:.2f}" for t in r["plan_runs"]) for r in rows)
     return "\n".join([f"Measured {when} with `{shlex.join(argv)}`:", "", table(rows), "",
                       "Goals:", "", *goals(rows), "", "Machine:", "", *machine_facts(load_before), "",

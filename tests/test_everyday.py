@@ -205,8 +205,9 @@ def _cli():
 
 
 def test_a_lab_network_on_the_hosts_own_subnet_is_refused_at_plan(lab):
-    from reconciler.live import host_routes
     from pathlib import Path
+
+    from reconciler.live import host_routes
     route = host_routes(Path("/proc/net/route").read_text())[-1]  # a subnet the host is on
     subnet = route.split()[0]
     address = subnet.rsplit(".", 1)[0] + ".77/" + subnet.split("/")[1]

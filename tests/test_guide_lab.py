@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, LabDir, drop_project, new_project, next_tag, sh
 from docs_scenario import documented, masked, run_scenario
+
 from reconciler.check import ask
 
 HTTP_PORT = 18480

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import ROOT
 
 from reconciler.engine import build_plan
 from reconciler.lxd import Lxd
 from reconciler.spec import load_lab
-
-from conftest import ROOT
 
 TINY = """\
 lab: @TAG@

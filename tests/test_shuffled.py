@@ -6,7 +6,6 @@ timing.  Real Debian containers, HAProxy checked by real HTTP."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import ROOT, drop_project, new_project, next_tag, sh
 from test_guide_lab import Guide, until
 

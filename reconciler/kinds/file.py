@@ -8,7 +8,8 @@ longer has are deleted (a directory only when empty): apply keeps a record of wh
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..address import Kind, file
 from ..facts import MAX_SHOWN_BYTES, Facts

@@ -9,13 +9,25 @@ a failed step) is still planned by the next run.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..address import Kind, instance, network, profile
 from ..lxd import LxdError
 from ..plan import Action, Change, FieldChange, Reason
-from ..state import (APPLIED_KEY, BOOT_KEY, IMAGE_KEY, OWNER_KEY, RECORD_TAG, Resource, devices_of, digest, lxd_keys,
-                     own_config, referenced_networks)
+from ..state import (
+    APPLIED_KEY,
+    BOOT_KEY,
+    IMAGE_KEY,
+    OWNER_KEY,
+    RECORD_TAG,
+    Resource,
+    devices_of,
+    digest,
+    lxd_keys,
+    own_config,
+    referenced_networks,
+)
 
 if TYPE_CHECKING:
     from ..apply import Runner

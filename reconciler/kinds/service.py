@@ -8,7 +8,8 @@ processes hold them, and fails with the service's log otherwise.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, file, service
 from ..facts import Facts
