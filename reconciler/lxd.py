@@ -34,6 +34,19 @@ class StaleState(LxdError):
     """The object changed between the plan and this step."""
 
 
+class LxdNotFound(LxdError):
+    """LXD has no such object."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An LXD operation still running, and the instances it works on."""
+
+    id: str
+    description: str
+    instances: tuple[str, ...]
+
+
 def candidate_sockets(socket: str | None) -> list[str]:
     """lab.yaml's socket, else $LXD_DIR's (honoured alone: never a silent fall-back), else the usual ones."""
     if socket:
@@ -103,15 +116,35 @@ class Lxd:
 
     def read(self, with_addresses: bool) -> RawState:
         """Everything in the project, in four GETs however many instances it holds."""
-        try:
-            level = 2 if with_addresses else 1
-            instances = self.api.instances.get(params={"recursion": level}).json()["metadata"]
-            profiles = self.api.profiles.get(params={"recursion": 1}).json()["metadata"]
-            networks = self.api.networks.get(params={"recursion": 1}).json()["metadata"]
-            images = self.api.images.get(params={"recursion": 1}).json()["metadata"]
-        except lxd_errors.LXDAPIException as err:
-            raise LxdError(_message(err)) from None
+        level = 2 if with_addresses else 1
+        instances = self._call("get", self.api.instances, params={"recursion": level}).json()["metadata"]
+        profiles = self._call("get", self.api.profiles, params={"recursion": 1}).json()["metadata"]
+        networks = self._call("get", self.api.networks, params={"recursion": 1}).json()["metadata"]
+        images = self._call("get", self.api.images, params={"recursion": 1}).json()["metadata"]
         return RawState(networks, profiles, instances, images)
+
+    def running_operations(self) -> list[Operation]:
+        """Operations LXD is still running in this project (a killed run's create, start or exec)."""
+        found = self._call("get", self.api.operations, params={"recursion": 1}).json()["metadata"] or {}
+        out = []
+        for op in found.get("running") or []:
+            paths = (op.get("resources") or {}).get("instances") or []
+            names = tuple(sorted({p.split("?")[0].rsplit("/", 1)[-1] for p in paths}))
+            out.append(Operation(op["id"], op.get("description", ""), names))
+        return out
+
+    def wait_operation(self, op_id: str, timeout: int = OPERATION_TIMEOUT) -> None:
+        """Wait for someone else's operation to end, however it ends."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                meta = self._call("get", self.api.operations[op_id].wait,
+                                  params={"timeout": min(30, max(1, int(deadline - time.monotonic())))}).json()
+            except LxdNotFound:
+                return  # already gone
+            if (meta.get("metadata") or {}).get("status") not in ("Running", "Pending", None):
+                return
+        raise LxdError(f"LXD operation {op_id} still running after {timeout}s")
 
     def get(self, kind: str, name: str) -> tuple[dict, str]:
         """One object and its ETag."""
@@ -190,6 +223,8 @@ class Lxd:
         except lxd_errors.LXDAPIException as err:
             if err.response.status_code == 412:
                 raise StaleState("changed since it was read (ETag mismatch): run plan again") from None
+            if err.response.status_code == 404:
+                raise LxdNotFound(_message(err)) from None
             raise LxdError(_message(err)) from None
         except requests.RequestException as err:
             raise LxdUnreachable(f"lost the connection to LXD at {self.socket}: {err}") from None
