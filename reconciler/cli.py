@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-f", "--file", default="lab.yaml", help="the lab file (default ./lab.yaml);"
                        " NAME.override.yaml beside it is merged in")
         p.set_defaults(run=run, parser=p)
+        if name != "validate":
+            p.add_argument("--remote", metavar="NAME", help="the lxc remote to use (as `lxc remote add` stored it;"
+                           " its certificate pinned), over lab.yaml's lxd.remote; `local`: the unix socket")
         if name == "plan":
             p.add_argument("--json", action="store_true", help="print the plan as JSON")
             p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
@@ -118,10 +121,10 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _connect(lab):
+def _connect(lab, remote_flag: str | None = None):
     from .lxd import Lxd, LxdError
     try:
-        lxd = Lxd(lab.lxd.socket, lab.lxd.project)
+        lxd = Lxd(lab.lxd.socket, lab.lxd.project, _remote(lab, remote_flag))
         if not lxd.project_exists():
             raise LxdError(f"LXD project {lab.lxd.project!r} does not exist (lxc project create"
                            f" {lab.lxd.project})")
@@ -131,12 +134,27 @@ def _connect(lab):
         return None
 
 
+def _remote(lab, flag: str | None):
+    """The lxc remote to reach LXD through (--remote, else lab.yaml's), or None for the unix socket."""
+    from .lxd import LxdError
+    from .remote import RemoteError, choose
+    try:
+        remote = choose(flag, lab.lxd.remote, lab.lxd.insecure_skip_verify)
+    except RemoteError as err:
+        raise LxdError(str(err)) from None
+    if remote is not None and remote.insecure:
+        print(f"WARNING: TLS verification is OFF for {remote} (lxd.insecure_skip_verify in lab.yaml): the"
+              " server is not authenticated; anyone on the way can read and change what reconcile sends",
+              file=sys.stderr)
+    return remote
+
+
 def _make_plan(args, destroy=False):
     from .engine import build_plan
     from .lxd import LxdError
     from .plan import PlanError
     lab, base = _load(args)
-    lxd = _connect(lab)
+    lxd = _connect(lab, args.remote)
     if lxd is None:
         return None
     try:
@@ -229,7 +247,7 @@ def _confirmed(args, verb: str) -> bool:
 def cmd_check(args) -> int:
     from .check import run_check
     lab, _ = _load(args)
-    lxd = _connect(lab)
+    lxd = _connect(lab, args.remote)
     if lxd is None:
         return EXIT_ERROR
     return run_check(lab, lxd, args.requests)
