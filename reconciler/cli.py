@@ -128,6 +128,8 @@ def _connect(lab, remote_flag: str | None = None):
         if not lxd.project_exists():
             raise LxdError(f"LXD project {lab.lxd.project!r} does not exist (lxc project create"
                            f" {lab.lxd.project})")
+        if lxd.remote and not lxd.remote.insecure:  # which server this is about, before anyone types yes
+            print(f"LXD: {lxd.remote}, its certificate as pinned in {lxd.remote.server_cert}", file=sys.stderr)
         return lxd
     except LxdError as err:
         print(f"Error: {err}", file=sys.stderr)

@@ -169,6 +169,7 @@ def test_plan_and_apply_through_the_remote_read_what_the_socket_reads(lab, conf,
     over_tls, over_socket = lab.run("plan", "--json"), lab.run("plan", "--json", "--remote", "local")
     assert over_tls.code == 0 and over_socket.code == 0, over_tls.err + over_socket.err
     assert json.loads(over_tls.out) == json.loads(over_socket.out)
+    assert over_tls.err.startswith(f"LXD: remote {REMOTE!r} (https://{HTTPS_ADDRESS})") and over_socket.err == ""
 
     with ApiLog() as log:
         applied = lab.run("apply", "--yes")
