@@ -18,12 +18,14 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import errno
 import hashlib
 import ipaddress
 import os
 import re
 import socket
 import ssl
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,11 +228,19 @@ def load(name: str, insecure: bool = False) -> Remote:
     return remote
 
 
+def read_bounded(path: Path, limit: int) -> bytes:
+    """At most limit + 1 bytes of a regular file (decided on the open descriptor: a FIFO cannot hang us)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return handle.read(limit + 1)
+
+
 def read_remotes(path: Path) -> dict[str, dict[str, Any]]:
     """config.yml's `remotes:`, read safely: a regular file, bounded, plain YAML."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+        data = read_bounded(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise RemoteError(f"no lxc configuration {path} (add the remote with `lxc remote add`, or set"
                           " $LXD_CONF to the directory that holds config.yml)") from None
@@ -283,8 +293,7 @@ def _lxd_url(name: str, entry: dict[str, Any], path: Path) -> str:
 def read_certificate(path: Path, name: str) -> bytes:
     """The one PEM certificate in `path`, as DER."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CERT_BYTES + 1)
+        data = read_bounded(path, MAX_CERT_BYTES)
     except FileNotFoundError:
         raise RemoteError(f"remote {name!r}: no pinned server certificate {path} (lxc stores it when the remote"
                           " is added; add it again with `lxc remote add`)") from None

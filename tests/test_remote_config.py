@@ -4,6 +4,7 @@ which remote is chosen, and how a session is pinned. (Connections: tests/test_lx
 from __future__ import annotations
 
 import hashlib
+import os
 import ssl
 from pathlib import Path
 
@@ -103,6 +104,16 @@ def test_a_missing_or_malformed_configuration_names_the_file(conf, data, said):
 def test_a_remote_that_is_not_an_lxd_over_tls_is_refused(tmp_path, certificates, monkeypatch, entry, said):
     monkeypatch.setenv("LXD_CONF", str(lxc_dir(tmp_path, certificates, {"lab": entry})))
     assert said in refused()
+
+
+def test_only_regular_files_are_read(conf):
+    config = conf / "config.yml"
+    config.unlink()
+    os.mkfifo(config)  # would block an ordinary open() for ever
+    assert refused() == f"cannot read the lxc configuration {config}: not a regular file"
+    config.unlink()
+    config.symlink_to("/dev/zero")
+    assert refused() == f"cannot read the lxc configuration {config}: not a regular file"
 
 
 def test_unknown_remotes_get_a_did_you_mean_or_the_list(conf):
