@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         if name != "import":
             p.add_argument("-f", "--file", default=None, help="the lab file (default ./lab.yaml);"
                            " NAME.override.yaml beside it is merged in")
+        if name not in ("validate", "import"):
+            p.add_argument("--remote", metavar="NAME", help="the lxc remote to use (as `lxc remote add` stored it;"
+                           " its certificate pinned), over lab.yaml's lxd.remote; `local`: the unix socket")
         _options(name, p)
     return parser
 
@@ -158,15 +161,34 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _connect(lxd_socket: str | None, project: str):
+def _connect(lab, remote_flag: str | None = None, project: str | None = None):
+    """LXD through lab.yaml's socket or remote (or --remote), in the lab's project."""
     from .lxd import Lxd, LxdError
+    project = project or lab.lxd.project
     try:
-        lxd = Lxd(lxd_socket, project)
+        lxd = Lxd(lab.lxd.socket if lab else None, project, _remote(lab, remote_flag))
         if not lxd.project_exists():
             raise LxdError(f"LXD project {project!r} does not exist (lxc project create {project})")
+        if lxd.remote and not lxd.remote.insecure:  # which server this is about, before anyone types yes
+            print(f"LXD: {lxd.remote}, its certificate as pinned in {lxd.remote.server_cert}", file=sys.stderr)
         return lxd
     except LxdError as err:
         raise Refused(str(err)) from None
+
+
+def _remote(lab, flag: str | None):
+    """The lxc remote to reach LXD through (--remote, else lab.yaml's), or None for the unix socket."""
+    from .lxd import LxdError
+    from .remote import RemoteError, choose
+    try:
+        remote = choose(flag, lab.lxd.remote if lab else None, lab.lxd.insecure_skip_verify if lab else False)
+    except RemoteError as err:
+        raise LxdError(str(err)) from None
+    if remote is not None and remote.insecure:
+        print(f"WARNING: TLS verification is OFF for {remote} (lxd.insecure_skip_verify in lab.yaml): the"
+              " server is not authenticated; anyone on the way can read and change what reconcile sends",
+              file=sys.stderr)
+    return remote
 
 
 def _plan(lab, base: Path, lxd, targets: list[str], destroy: bool = False):
@@ -197,7 +219,7 @@ def _stats(lxd) -> None:
 def cmd_plan(args) -> int:
     from .render import plan_json, plan_text, use_colour
     lab, base = _load(args)
-    plan, _ = _plan(lab, base, _connect(lab.lxd.socket, lab.lxd.project), args.target)
+    plan, _ = _plan(lab, base, _connect(lab, args.remote), args.target)
     sys.stdout.write(plan_json(plan) if args.json else plan_text(plan, use_colour(sys.stdout), _lab_file(args)))
     if args.out:
         from . import planfile
@@ -216,7 +238,7 @@ def cmd_apply(args, destroy: bool = False) -> int:
     lab, base = _load(args)
     if saved is not None:
         _same_lab(saved, lab, base)
-    lxd = _connect(lab.lxd.socket, lab.lxd.project)
+    lxd = _connect(lab, args.remote)
     colour = use_colour(sys.stdout)
     try:
         with Lock(lxd, lab.lab, args.lock_timeout, "destroy" if destroy else "apply", _say) as lock:
@@ -350,7 +372,7 @@ def _confirmed(args, verb: str) -> bool:
 def cmd_check(args) -> int:
     from .check import run_check
     lab, _ = _load(args)
-    return run_check(lab, _connect(lab.lxd.socket, lab.lxd.project), args.requests)
+    return run_check(lab, _connect(lab, args.remote), args.requests)
 
 
 def cmd_import(args) -> int:
@@ -361,7 +383,7 @@ def cmd_import(args) -> int:
         raise Refused(f"{name!r} is not a lab name (lowercase letters, digits and '-'): give one with --lab")
     if args.out and Path(args.out).exists():
         raise Refused(f"{args.out} exists: import writes a new file, never over one")
-    lxd = _connect(None, args.project)
+    lxd = _connect(None, project=args.project)
     try:
         text = import_lab(lxd.read(with_addresses=False), args.names, name, args.project)
     except ImportError_ as err:

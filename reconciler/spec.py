@@ -31,6 +31,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -63,6 +64,7 @@ PROFILE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 DEVICE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 LAB_NAME = r"[a-z0-9][a-z0-9-]{0,62}"
 PROJECT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
+REMOTE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}"  # an lxc remote; it becomes a file name (servercerts/NAME.crt)
 PACKAGE_NAME = r"[A-Za-z0-9][A-Za-z0-9+._:-]{0,254}"
 IMAGE = rf"(?:(?:{'|'.join(map(re.escape, REMOTES))}):)?[A-Za-z0-9][A-Za-z0-9_./-]*"
 CONTAINER_BOOLS = ("security.nesting", "security.privileged", "boot.autostart")
@@ -164,6 +166,21 @@ class Connection(Strict):
         None, description="unix socket path; default: $LXD_DIR, /var/lib/lxd, snap")
     project: Annotated[str, values.Matching(PROJECT_NAME, "an LXD project name")] = Field(
         "default", description="LXD project the lab lives in")
+    remote: Annotated[str, values.Matching(REMOTE_NAME, "an lxc remote name")] | None = Field(
+        None, description="an lxc remote (`lxc remote add`) to reach LXD over HTTPS, its certificate pinned;"
+        " default (or `local`): the unix socket. `reconcile --remote NAME` wins over it")
+    insecure_skip_verify: StrictBool = Field(
+        False, description="DANGEROUS: do not check the remote's certificate (anyone on the path can"
+        " read and change everything); only for the remote named here")
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> Connection:
+        tls = self.remote not in (None, "local")
+        if tls and self.socket:
+            raise ValueError(f"socket and remote {self.remote!r} name two ways to LXD: keep one")
+        if self.insecure_skip_verify and not tls:
+            raise ValueError("insecure_skip_verify applies to an HTTPS remote only: set remote, or drop it")
+        return self
 
 
 class Network(Strict):
