@@ -295,9 +295,11 @@ def make_plan(lab: str, changes: Iterable[Change], live_users: Mapping[Address, 
 
 def build_graph(changes: Iterable[Change], live_users: Mapping[Address, set[Address]]) -> dict[Step, frozenset[Step]]:
     """Every step waits for: earlier steps at its address; all steps of what it depends on (deletes:
-    of the live objects still using it); and, inside a container, every step on that container."""
+    of the live objects still using it); the steps of live objects that use it and will not any more;
+    and, inside a container, every step on that container."""
     changes = list(changes)
     steps_at: dict[Address, list[Step]] = {c.address: list(c.steps) for c in changes}
+    depends = {c.address: c.depends_on for c in changes if Action.DELETE not in c.actions}  # what stays desired
     graph: dict[Step, frozenset[Step]] = {}
     for change in changes:
         for step in change.steps:
@@ -308,6 +310,10 @@ def build_graph(changes: Iterable[Change], live_users: Mapping[Address, set[Addr
             else:
                 waits |= {s for dep in change.depends_on for s in steps_at.get(dep, ())
                           if s.action != Action.DELETE}
+                # A profile or network change reaches every live user at once; one that lets go of it
+                # (deleted, or updated not to use it) goes first, not at the same time.
+                waits |= {s for user in live_users.get(change.address, ()) for s in steps_at.get(user, ())
+                          if change.address not in depends.get(user, ())}
             if change.address.kind.inside:
                 waits |= set(steps_at.get(change.address.instance, ()))
             graph[step] = frozenset(waits - {step})

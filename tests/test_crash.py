@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, drop_project, new_project, next_tag, sh
 from test_guide_lab import Guide, until
 
