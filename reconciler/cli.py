@@ -76,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                        " NAME.override.yaml beside it is merged in")
         p.set_defaults(run=run, parser=p)
         if name == "plan":
-            p.add_argument("--json", action="store_true", help="print the plan as JSON")
+            shape = p.add_mutually_exclusive_group()
+            shape.add_argument("--json", action="store_true", help="print the plan as JSON")
+            shape.add_argument("--markdown", action="store_true", help="print the plan as markdown for a"
+                               " pull-request comment (secrets never shown)")
             p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
         if name in ("apply", "destroy"):
             p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
@@ -159,7 +162,11 @@ def cmd_plan(args) -> int:
     if made is None:
         return EXIT_ERROR
     plan = made[0]
-    sys.stdout.write(plan_json(plan) if args.json else plan_text(plan, use_colour(sys.stdout), _lab_file(args)))
+    if args.markdown:
+        from .markdown import plan_markdown
+        sys.stdout.write(plan_markdown(plan, args.file))
+    else:
+        sys.stdout.write(plan_json(plan) if args.json else plan_text(plan, use_colour(sys.stdout), _lab_file(args)))
     return EXIT_CHANGES if args.detailed_exitcode and not plan.empty else EXIT_OK
 
 

@@ -181,6 +181,7 @@ class Plan:
     changes: tuple[Change, ...]  # by address
     graph: Mapping[Step, frozenset[Step]]  # step -> the steps it waits for
     notes: tuple[str, ...] = ()  # what plan could not see, and why
+    unchanged: int = 0  # addresses lab.yaml declares that need nothing done
 
     @property
     def empty(self) -> bool:
@@ -215,7 +216,7 @@ class Plan:
     def as_json(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "lab": self.lab, "fingerprint": self.fingerprint(),
                 "changes": [c.as_json() for c in self.changes], "summary": self.summary(),
-                "notes": list(self.notes),
+                "notes": list(self.notes), "unchanged": self.unchanged,
                 "graph": {str(s): sorted(str(w) for w in waits) for s, waits in sorted(
                     self.graph.items(), key=lambda kv: kv[0].sort_key())}}
 
@@ -229,7 +230,7 @@ def plan_from_json(data: Mapping[str, Any]) -> Plan:
     """The inverse of Plan.as_json (the graph is rebuilt from the changes, then must match)."""
     changes = tuple(Change.from_json(c) for c in data["changes"])
     graph = {Step.parse(s): frozenset(Step.parse(w) for w in waits) for s, waits in data["graph"].items()}
-    return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()))
+    return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()), int(data.get("unchanged") or 0))
 
 
 # --- the graph ------------------------------------------------------------------------------
