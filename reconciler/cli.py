@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         "apply": (cmd_apply, "make LXD match lab.yaml"),
         "destroy": (cmd_destroy, "delete everything the lab owns, nothing else"),
         "check": (cmd_check, "send HTTP through each HAProxy frontend and show which server answered"),
+        "graph": (cmd_graph, "the lab's dependency graph: DOT, or SVG/PNG with Graphviz (no LXD needed)"),
     }
     for name, (run, text) in cmds.items():
         p = sub.add_parser(name, help=text, description=text, epilog=EPILOG,
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--parallelism", type=_at_least(1), default=4, help="steps at once (default 4)")
             p.add_argument("--fingerprint", help="apply only if the plan is still the one reviewed"
                            " (the fingerprint plan printed); refuse a plan that moved on")
+        if name == "graph":
+            p.add_argument("--format", choices=("dot", "svg", "png"), default="dot", help="default dot")
+            p.add_argument("-o", "--output", type=Path, help="write to this file (default: standard output)")
         if name == "check":
             p.add_argument("--requests", type=_at_least(1), default=6,
                            help="requests per host (default 6, at most 100; at least one per server)")
@@ -231,6 +235,20 @@ def _confirmed(args, verb: str) -> bool:
         print(f"{verb.capitalize()} cancelled.")
         return False
     return True
+
+
+def cmd_graph(args) -> int:
+    from .desired import desired_state
+    from .graph import NoGraphviz, lab_graph, picture, to_dot, write
+    from .plan import PlanError
+    lab, base = _load(args)
+    try:
+        dot = to_dot(lab_graph(lab.lab, desired_state(lab, base, {}, {})))
+        write(dot.encode() if args.format == "dot" else picture(dot, args.format), args.output, sys.stdout)
+    except (NoGraphviz, PlanError, RuntimeError, OSError) as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def cmd_check(args) -> int:
