@@ -76,6 +76,7 @@ def _reduced(waits: Mapping[Address, set[Address]]) -> dict[Address, set[Address
 def to_dot(graph: Graph) -> str:
     title = f"lab {graph.lab}: an arrow points from what apply does first to what waits for it (dashed: for its address)"
     lines = [f"digraph {_quote(graph.lab)} {{", "  rankdir=LR;", "  labelloc=t;", f"  label={_quote(title)};",
+             '  fontname="Helvetica";',
              '  node [fontname="Helvetica", fontsize=11, style=filled];', '  edge [color="#555555"];']
     outside = [a for a in graph.nodes if a.container is None]
     lines += [f"  {_node(a)}" for a in outside]
