@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--parallelism", type=_at_least(1), default=4, help="steps at once (default 4)")
             p.add_argument("--fingerprint", help="apply only if the plan is still the one reviewed"
                            " (the fingerprint plan printed); refuse a plan that moved on")
+        if name == "validate":
+            p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f);"
+                           " NAME.override.yaml validates NAME.yaml with it merged")
         if name == "graph":
             p.add_argument("--format", choices=("dot", "svg", "png"), default="dot", help="default dot")
             p.add_argument("-o", "--output", type=Path, help="write to this file (default: standard output)")
@@ -97,28 +100,46 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args) -> tuple[Any, Path]:
+    return _load_file(args.file)
+
+
+def _load_file(name: str) -> tuple[Any, Path]:
     from .spec import load_lab
-    path = Path(args.file)
+    path = Path(name)
     if not path.exists() and not path.is_symlink():
-        hint = " (run in the lab's folder, or name the file with -f FILE)" if args.file == "lab.yaml" else ""
+        hint = " (run in the lab's folder, or name the file with -f FILE)" if name == "lab.yaml" else ""
         raise SourceError([Problem(Location(str(path), 1, 1), (), f"no such file{hint}")])
     lab, _ = load_lab(path)
     return lab, path.resolve().parent
 
 
 def _lab_file(args) -> str:
+    return _merged_name(args.file)
+
+
+def _merged_name(name: str) -> str:
     """The lab file's name for messages, with the override when one was merged."""
     from .source import override_path
-    extra = override_path(Path(args.file))
-    return args.file + (f" (with {extra.name} merged)" if extra.exists() else "")
+    extra = override_path(Path(name))
+    return name + (f" (with {extra.name} merged)" if extra.exists() else "")
 
 
 def cmd_validate(args) -> int:
-    lab, _ = _load(args)
-    counts = [_count(len(lab.networks), "network"), _count(len(lab.profiles), "profile"),
-              _count(len(lab.containers), "container")]
-    print(f"{_lab_file(args)}: valid (lab {lab.lab!r}: {', '.join(counts)})")
-    return EXIT_OK
+    """Each file given (an override as its base, once), every problem of each; 1 if any is invalid."""
+    from .source import base_path
+    names = list(dict.fromkeys(base_path(name) for name in args.files)) if args.files else [args.file]
+    invalid = 0
+    for name in names:
+        try:
+            lab, _ = _load_file(name)
+        except SourceError as err:
+            print(err, file=sys.stderr)
+            invalid += 1
+            continue
+        counts = [_count(len(lab.networks), "network"), _count(len(lab.profiles), "profile"),
+                  _count(len(lab.containers), "container")]
+        print(f"{_merged_name(name)}: valid (lab {lab.lab!r}: {', '.join(counts)})")
+    return EXIT_ERROR if invalid else EXIT_OK
 
 
 def _count(n: int, word: str) -> str:

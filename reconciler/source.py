@@ -715,6 +715,15 @@ def override_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.override{path.suffix or '.yaml'}")
 
 
+def base_path(name: str) -> str:
+    """lab.override.yaml -> lab.yaml (an override is validated merged into its base); others as given."""
+    path = Path(name)
+    for suffix in (".yaml", ".yml"):
+        if path.name.endswith(".override" + suffix) and len(path.name) > len(".override" + suffix):
+            return str(path.with_name(path.name[:-len(".override" + suffix)] + suffix))
+    return name
+
+
 def merge(base: Document, over: Document) -> Document:
     """Mappings merge key by key, `key: null` removes a key; any other value replaces the base's."""
     adopted: set[Path_] = set()  # paths whose value now comes from the override
