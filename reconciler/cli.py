@@ -216,16 +216,14 @@ def cmd_apply(args, destroy: bool = False) -> int:
 
 def _run(plan, ctx, lxd, parallelism: int, colour: bool) -> int:
     from .apply import apply_plan
-    from .render import progress_line, report_text
-
-    def progress(event, step, change, outcome):
-        if event == "end" or sys.stdout.isatty():
-            print(progress_line(event, outcome, str(step.address), step.action, colour), flush=True)
+    from .progress import apply_progress
+    from .render import report_text
 
     seed = os.environ.get("RECONCILER_SHUFFLE")
     shuffle = random.Random(seed) if seed else None
     try:
-        report = apply_plan(plan, ctx, lxd, parallelism, progress, shuffle)
+        with apply_progress(plan, colour) as progress:  # live on a terminal, plain lines elsewhere
+            report = apply_plan(plan, ctx, lxd, parallelism, progress, shuffle)
     except KeyboardInterrupt:
         print("Interrupted again: abandoned the running steps; run plan to see where things stand.",
               file=sys.stderr)
