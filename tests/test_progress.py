@@ -32,7 +32,8 @@ profiles:
 containers:
 """ + "".join(f"  c{i}:\n    image: reconciler-tiny\n    profiles: [default, net]\n" for i in range(1, 6))
 DEBOOTSTRAP = ["I: Retrieving InRelease", "I: Checking Release signature", "I: Resolving dependencies of required packages..."]
-DEBOOTSTRAP += [line for p in ("base-files", "bash", "coreutils") for line in (f"I: Retrieving {p} 1.0", f"I: Validating {p} 1.0")]
+DEBOOTSTRAP += [line for p in ("base-files", "bash", "coreutils")
+                for line in (f"I: Retrieving {p} 1.0", f"I: Validating {p} 1.0")]
 DEBOOTSTRAP += ["I: Extracting base-files...", "I: Extracting bash...", "W: a warning kept as it was",
                 "I: Unpacking base-files...", "I: Configuring bash...", "I: Base system installed successfully."]
 
