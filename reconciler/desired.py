@@ -90,11 +90,14 @@ def inside(lab: Lab, cname: str, want: Provisioning, base_dir: Path, addresses: 
 def _files(lab: Lab, cname: str, want: Provisioning, base_dir: Path, addresses: Mapping[str, str],
            deps: tuple, rendered: Rendered) -> list[Resource]:
     plain = tuple(file(cname, p) for p, spec in sorted(want.files.items()) if not spec.check)
+    checked = tuple(file(cname, p) for p, spec in sorted(want.files.items()) if spec.check and p not in want.generated)
     out = []
     for path, spec in sorted(want.files.items()):
         extra = _parents(cname, path, want)
         if spec.check:
             extra += plain  # checked against the others (haproxy.cfg names the error pages)
+        if path in want.generated:
+            extra += checked  # and after the user's checked files (one may make the TLS certificate it names)
         waits = sorted(waits_for(lab, cname, path, want))
         extra += tuple(instance(c) for c in waits if c != cname)
         data = rendered.get((cname, path))
