@@ -225,7 +225,8 @@ class Runner:
         now = REGISTRY[kind].from_lxd(raw)
         if kind == Kind.NETWORK:  # as the plan saw it: without the keys LXD filled in
             now = network_kind.essence(now, _as_resource(change))
-        moved = _moved(change.before or {}, now.body, ignore=("state",))
+        untagged = ("image",) if not now.body.get("image") else ()  # an instance being adopted records none yet
+        moved = _moved(change.before or {}, now.body, ignore=("state",) + untagged)
         if moved:
             raise StaleState(f"{change.address} changed since the plan was made ({moved}); run plan again")
         return raw, etag

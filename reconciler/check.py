@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from . import haproxy
 from .lxd import Lxd
+from .remote import is_loopback
 from .render import safe
 from .spec import Lab, expanded_devices, listen_address
 
@@ -79,26 +80,32 @@ def ask(host: str, port: int, vhost: str, path: str = "/", tls: bool = False) ->
         conn.close()
 
 
-def entry_points(lab: Lab, cname: str, bind_port: int) -> list[tuple[str, int]]:
-    """Host addresses whose proxy device forwards to `bind_port` inside the HAProxy container."""
+def entry_points(lab: Lab, cname: str, bind_port: int, lxd_host: str | None = None) -> list[tuple[str, int]]:
+    """Addresses whose proxy device forwards to `bind_port` inside the HAProxy container: on this machine,
+    or, for a remote LXD on another machine (`lxd_host`), on that one, whose loopback we cannot reach."""
     out = []
     for device in expanded_devices(lab, lab.containers[cname]).values():
         listen, connect = listen_address(device.get("listen", "")), listen_address(device.get("connect", ""))
         if device.get("type") == "proxy" and listen and connect and connect[2] == str(bind_port):
-            address = "127.0.0.1" if listen[1] in ("0.0.0.0", "[::]") else listen[1].strip("[]")
+            address = listen[1].strip("[]")
+            if address in ("0.0.0.0", "::"):
+                address = lxd_host or "127.0.0.1"
+            elif lxd_host and is_loopback(address):
+                continue
             out.append((address, int(listen[2].split("-")[0])))
     return out
 
 
-def targets(lab: Lab) -> tuple[list[Target], list[str]]:
+def targets(lab: Lab, lxd_host: str | None = None) -> tuple[list[Target], list[str]]:
     """What to check, and why some frontends cannot be."""
     found, skipped = [], []
     for cname, spec in lab.haproxy.items():
         for fname, frontend in spec.frontends.items():
-            points = entry_points(lab, cname, haproxy.parse_bind(frontend.bind)[1])
+            points = entry_points(lab, cname, haproxy.parse_bind(frontend.bind)[1], lxd_host)
             if not points:
+                where = f"this machine (LXD runs on {lxd_host}; its loopback is out of reach)" if lxd_host else "the host"
                 skipped.append(f"{cname}/{fname}: no proxy device of {cname} forwards to {frontend.bind}:"
-                               " nothing reaches it from the host")
+                               f" nothing reaches it from {where}")
                 continue
             for route in frontend.routes:
                 path = route.path_prefix.rstrip("/") + "/" if route.path_prefix else "/"
@@ -115,7 +122,9 @@ def running_containers(lxd: Lxd) -> set[str]:
 
 def run_check(lab: Lab, lxd: Lxd, requests: int) -> int:
     """Print who answered each request; 0 only if every host answers and round robin spreads."""
-    found, skipped = targets(lab)
+    # A remote on another machine: its proxy devices listen there. One on loopback is taken as this machine.
+    elsewhere = lxd.remote.host if lxd.remote and not lxd.remote.loopback else None
+    found, skipped = targets(lab, elsewhere)
     for line in skipped:
         print(line)
     if not found:

@@ -1,4 +1,4 @@
-"""`reconcile validate | plan | apply | destroy | check`.
+"""`reconcile validate | plan | apply | destroy | check | import | graph`.
 
 Exit codes mean one thing each: 0 success, 1 any error (bad input, usage, LXD, a failed step,
 a refusal), 2 only for `plan --detailed-exitcode` with changes pending.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -21,6 +22,7 @@ EPILOG = """\
 exit codes: 0 success; 1 error (invalid lab.yaml, usage, LXD, a failed or refused step);
             2 only with `plan --detailed-exitcode`: changes are pending.
 See docs/cli.md (every command and option) and docs/lab-yaml.md (the file) in the repository."""
+UNSAFE_SHARE = 0.3
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,6 +33,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
+class Refused(Exception):
+    """A command will not go on; the message says why and what to do."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args, extra = _parser().parse_known_args(argv)
     if extra:  # said by the subcommand, with its own usage
@@ -39,22 +45,34 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except SourceError as err:
         print(err, file=sys.stderr)
-        return EXIT_ERROR
+    except Refused as err:
+        print(f"Error: {err}", file=sys.stderr)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
-        return EXIT_ERROR
+    return EXIT_ERROR
 
 
-def _at_least(low: int):
-    def check(text: str) -> int:
+def _at_least(low: float, kind: type = int):
+    def check(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
         return value
     return check
+
+
+COMMANDS = {
+    "validate": "check lab.yaml without contacting LXD",
+    "plan": "show what apply would change, and why",
+    "apply": "make LXD match lab.yaml (or apply a saved plan exactly)",
+    "destroy": "delete everything the lab owns, nothing else",
+    "check": "send HTTP through each HAProxy frontend and show which server answered",
+    "import": "write a lab.yaml that adopts containers built by hand, as they are",
+    "graph": "the lab's dependency graph: DOT, or SVG/PNG with Graphviz (no LXD needed)",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,83 +80,101 @@ def _parser() -> argparse.ArgumentParser:
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"reconcile {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    cmds = {
-        "validate": (cmd_validate, "check lab.yaml without contacting LXD"),
-        "plan": (cmd_plan, "show what apply would change, and why"),
-        "apply": (cmd_apply, "make LXD match lab.yaml"),
-        "destroy": (cmd_destroy, "delete everything the lab owns, nothing else"),
-        "check": (cmd_check, "send HTTP through each HAProxy frontend and show which server answered"),
-        "graph": (cmd_graph, "the lab's dependency graph: DOT, or SVG/PNG with Graphviz (no LXD needed)"),
-    }
-    for name, (run, text) in cmds.items():
+    for name, text in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("-f", "--file", default="lab.yaml", help="the lab file (default ./lab.yaml);"
-                       " NAME.override.yaml beside it is merged in")
-        p.set_defaults(run=run, parser=p)
-        if name == "plan":
-            shape = p.add_mutually_exclusive_group()
-            shape.add_argument("--json", action="store_true", help="print the plan as JSON")
-            shape.add_argument("--markdown", action="store_true", help="print the plan as markdown for a"
-                               " pull-request comment (secrets never shown)")
-            p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
-        if name in ("apply", "destroy"):
-            p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
-            p.add_argument("--parallelism", type=_at_least(1), default=4, help="steps at once (default 4)")
-            p.add_argument("--fingerprint", help="apply only if the plan is still the one reviewed"
-                           " (the fingerprint plan printed); refuse a plan that moved on")
-        if name == "validate":
-            p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f);"
-                           " NAME.override.yaml validates NAME.yaml with it merged")
-        if name == "graph":
-            p.add_argument("--format", choices=("dot", "svg", "png"), default="dot", help="default dot")
-            p.add_argument("-o", "--output", type=Path, help="write to this file (default: standard output)")
-        if name == "check":
-            p.add_argument("--requests", type=_at_least(1), default=6,
-                           help="requests per host (default 6, at most 100; at least one per server)")
+        p.set_defaults(run=globals()[f"cmd_{name}"], parser=p)
+        if name != "import":
+            p.add_argument("-f", "--file", default=None, help="the lab file (default ./lab.yaml);"
+                           " NAME.override.yaml beside it is merged in")
+        if name not in ("validate", "import", "graph"):
+            p.add_argument("--remote", metavar="NAME", help="the lxc remote to use (as `lxc remote add` stored it;"
+                           " its certificate pinned), over lab.yaml's lxd.remote; `local`: the unix socket")
+        _options(name, p)
     return parser
 
 
+def _options(name: str, p: argparse.ArgumentParser) -> None:
+    if name in ("plan", "apply"):
+        p.add_argument("--target", action="append", default=[], metavar="ADDRESS",
+                       help="only this address (repeatable), a container with what runs inside it, and what it"
+                       " depends on")
+    if name == "plan":
+        shape = p.add_mutually_exclusive_group()
+        shape.add_argument("--json", action="store_true", help="print the plan as JSON")
+        shape.add_argument("--markdown", action="store_true", help="print the plan as markdown for a pull-request"
+                           " comment (secrets never shown)")
+        p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
+        p.add_argument("-o", "--out", metavar="FILE", help="also save the plan to FILE, for `reconcile apply FILE`")
+    if name == "apply":
+        p.add_argument("planfile", nargs="?", help="a plan saved by `plan -o`: applied exactly, or refused")
+    if name in ("apply", "destroy"):
+        p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
+        p.add_argument("--parallelism", type=_at_least(1), default=4, help="steps at once (default 4)")
+        p.add_argument("--fingerprint", help="apply only if the plan is still the one reviewed"
+                       " (the fingerprint plan printed); refuse a plan that moved on")
+        p.add_argument("--lock-timeout", type=_at_least(0, float), default=0.0, metavar="SECONDS",
+                       help="wait this long for another apply of the lab to finish (default: refuse at once)")
+    if name == "apply":
+        p.add_argument("--force", action="store_true", help=f"apply even a plan that deletes or replaces over"
+                       f" {UNSAFE_SHARE:.0%} of the lab's objects, or a container that serves a frontend")
+    if name == "validate":
+        p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f);"
+                       " NAME.override.yaml validates NAME.yaml with it merged")
+    if name == "graph":
+        p.add_argument("--format", choices=("dot", "svg", "png"), default="dot", help="default dot")
+        p.add_argument("-o", "--output", type=Path, help="write to this file (default: standard output)")
+    if name == "check":
+        p.add_argument("--requests", type=_at_least(1), default=6,
+                       help="requests per host (default 6, at most 100; at least one per server)")
+    if name == "import":
+        p.add_argument("names", nargs="*", metavar="NAME", help="instances to import (default: every instance"
+                       " no lab owns)")
+        p.add_argument("--project", default="default", help="the LXD project (default: default)")
+        p.add_argument("--lab", help="the lab's name (default: the project's)")
+        p.add_argument("-o", "--out", metavar="FILE", help="write the lab there (default: print it)")
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+def _lab_path(args) -> Path:
+    return Path(args.file or "lab.yaml")
+
+
 def _load(args) -> tuple[Any, Path]:
-    return _load_file(args.file)
-
-
-def _load_file(name: str) -> tuple[Any, Path]:
     from .spec import load_lab
-    path = Path(name)
+    path = _lab_path(args)
     if not path.exists() and not path.is_symlink():
-        hint = " (run in the lab's folder, or name the file with -f FILE)" if name == "lab.yaml" else ""
+        hint = " (run in the lab's folder, or name the file with -f FILE)" if args.file is None else ""
         raise SourceError([Problem(Location(str(path), 1, 1), (), f"no such file{hint}")])
     lab, _ = load_lab(path)
     return lab, path.resolve().parent
 
 
 def _lab_file(args) -> str:
-    return _merged_name(args.file)
-
-
-def _merged_name(name: str) -> str:
     """The lab file's name for messages, with the override when one was merged."""
     from .source import override_path
-    extra = override_path(Path(name))
-    return name + (f" (with {extra.name} merged)" if extra.exists() else "")
+    path = _lab_path(args)
+    extra = override_path(path)
+    return str(path) + (f" (with {extra.name} merged)" if extra.exists() else "")
 
 
 def cmd_validate(args) -> int:
     """Each file given (an override as its base, once), every problem of each; 1 if any is invalid."""
     from .source import base_path
-    names = list(dict.fromkeys(base_path(name) for name in args.files)) if args.files else [args.file]
+    files = list(dict.fromkeys(base_path(name) for name in args.files)) if args.files else [args.file]
     invalid = 0
-    for name in names:
+    for name in files:
+        one = argparse.Namespace(file=name)
         try:
-            lab, _ = _load_file(name)
+            lab, _ = _load(one)
         except SourceError as err:
             print(err, file=sys.stderr)
             invalid += 1
             continue
         counts = [_count(len(lab.networks), "network"), _count(len(lab.profiles), "profile"),
                   _count(len(lab.containers), "container")]
-        print(f"{_merged_name(name)}: valid (lab {lab.lab!r}: {', '.join(counts)})")
+        print(f"{_lab_file(one)}: valid (lab {lab.lab!r}: {', '.join(counts)})")
     return EXIT_ERROR if invalid else EXIT_OK
 
 
@@ -146,34 +182,52 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _connect(lab):
+def _connect(lab, remote_flag: str | None = None, project: str | None = None):
+    """LXD through lab.yaml's socket or remote (or --remote), in the lab's project."""
     from .lxd import Lxd, LxdError
+    project = project or lab.lxd.project
     try:
-        lxd = Lxd(lab.lxd.socket, lab.lxd.project)
+        lxd = Lxd(lab.lxd.socket if lab else None, project, _remote(lab, remote_flag))
         if not lxd.project_exists():
-            raise LxdError(f"LXD project {lab.lxd.project!r} does not exist (lxc project create"
-                           f" {lab.lxd.project})")
+            raise LxdError(f"LXD project {project!r} does not exist (lxc project create {project})")
+        if lxd.remote and not lxd.remote.insecure:  # which server this is about, before anyone types yes
+            print(f"LXD: {lxd.remote}, its certificate as pinned in {lxd.remote.server_cert}", file=sys.stderr)
         return lxd
     except LxdError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return None
+        raise Refused(str(err)) from None
 
 
-def _make_plan(args, destroy=False):
+def _remote(lab, flag: str | None):
+    """The lxc remote to reach LXD through (--remote, else lab.yaml's), or None for the unix socket."""
+    from .lxd import LxdError
+    from .remote import RemoteError, choose
+    try:
+        remote = choose(flag, lab.lxd.remote if lab else None, lab.lxd.insecure_skip_verify if lab else False)
+    except RemoteError as err:
+        raise LxdError(str(err)) from None
+    if remote is not None and remote.insecure:
+        print(f"WARNING: TLS verification is OFF for {remote} (lxd.insecure_skip_verify in lab.yaml): the"
+              " server is not authenticated; anyone on the way can read and change what reconcile sends",
+              file=sys.stderr)
+    return remote
+
+
+def _plan(lab, base: Path, lxd, targets: list[str], destroy: bool = False):
+    from .address import Address
     from .engine import build_plan
     from .lxd import LxdError
     from .plan import PlanError
-    lab, base = _load(args)
-    lxd = _connect(lab)
-    if lxd is None:
-        return None
     try:
         plan, ctx = build_plan(lab, base, lxd, destroy=destroy)
     except (PlanError, LxdError) as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return None
+        raise Refused(str(err)) from None
+    if targets:
+        try:
+            plan = plan.targeted([Address.parse(t) for t in targets])
+        except ValueError as err:
+            raise Refused(f"--target {err}") from None
     _stats(lxd)
-    return plan, ctx, lxd
+    return plan, ctx
 
 
 def _stats(lxd) -> None:
@@ -181,37 +235,117 @@ def _stats(lxd) -> None:
         print(f"lxd api calls: {lxd.calls}", file=sys.stderr)
 
 
+# --- plan ------------------------------------------------------------------------------------------
+
 def cmd_plan(args) -> int:
     from .render import plan_json, plan_text, use_colour
-    made = _make_plan(args)
-    if made is None:
-        return EXIT_ERROR
-    plan = made[0]
+    lab, base = _load(args)
+    plan, _ = _plan(lab, base, _connect(lab, args.remote), args.target)
     if args.markdown:
         from .markdown import plan_markdown
-        sys.stdout.write(plan_markdown(plan, args.file))
+        sys.stdout.write(plan_markdown(plan, str(_lab_path(args))))
     else:
         sys.stdout.write(plan_json(plan) if args.json else plan_text(plan, use_colour(sys.stdout), _lab_file(args)))
+    if args.out:
+        from . import planfile
+        planfile.write(Path(args.out), plan, str(_lab_path(args)), planfile.lab_digest(lab, base))
+        print(f"Saved the plan to {args.out}: `reconcile apply {args.out}` applies exactly it, or refuses.",
+              file=sys.stderr)
     return EXIT_CHANGES if args.detailed_exitcode and not plan.empty else EXIT_OK
 
 
+# --- apply and destroy -------------------------------------------------------------------------------
+
 def cmd_apply(args, destroy: bool = False) -> int:
+    from .lock import Lock, LockHeld
     from .render import plan_text, use_colour
-    made = _make_plan(args, destroy=destroy)
-    if made is None:
-        return EXIT_ERROR
-    plan, ctx, lxd = made
+    saved = _saved(args) if not destroy else None
+    lab, base = _load(args)
+    if saved is not None:
+        _same_lab(saved, lab, base)
+    lxd = _connect(lab, args.remote)
     colour = use_colour(sys.stdout)
-    sys.stdout.write(plan_text(plan, colour, _lab_file(args)))
+    try:
+        with Lock(lxd, lab.lab, args.lock_timeout, "destroy" if destroy else "apply", _say) as lock:
+            _settle(lxd, lab)
+            plan, ctx = _plan(lab, base, lxd, getattr(args, "target", []), destroy)
+            if saved is not None:
+                _unmoved(saved.plan, plan, args.planfile)
+            sys.stdout.write(plan_text(plan, colour, _lab_file(args)))
+            _reviewed(args, plan)
+            if plan.empty:
+                return EXIT_OK
+            if not destroy:
+                _safe(args, plan)
+            if not _confirmed(args, "destroy" if destroy else "apply"):
+                return EXIT_ERROR
+            code = _run(plan, ctx, lxd, args.parallelism, colour)
+            if destroy and code == EXIT_OK:
+                lock.release()
+                lock.delete()
+            return code
+    except LockHeld as err:
+        raise Refused(str(err)) from None
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _saved(args):
+    if not args.planfile:
+        return None
+    from . import planfile
+    try:
+        saved = planfile.read(Path(args.planfile))
+    except planfile.PlanFileError as err:
+        raise Refused(str(err)) from None
+    if args.file is None:
+        args.file = saved.lab_file
+    return saved
+
+
+def _same_lab(saved, lab, base: Path) -> None:
+    from . import planfile
+    if planfile.lab_digest(lab, base) != saved.lab_digest:
+        raise Refused(f"the lab changed since the plan was saved ({_lab_file_name(saved.lab_file)} or its sources,"
+                      " or the environment it reads): make the plan again")
+
+
+def _lab_file_name(path: str) -> str:
+    return path or "lab.yaml"
+
+
+def _unmoved(saved, fresh, path: str) -> None:
+    from . import planfile
+    moved = planfile.moved(saved, fresh)
+    if moved:
+        raise Refused(f"LXD moved since the plan in {path} was saved; nothing was done:\n  " + "\n  ".join(moved)
+                      + "\nMake the plan again and review it.")
+
+
+def _reviewed(args, plan) -> None:
     if args.fingerprint and args.fingerprint != plan.fingerprint():
-        print(f"Error: the plan is no longer the one reviewed (fingerprint {plan.fingerprint()}, expected"
-              f" {args.fingerprint}): LXD or lab.yaml changed since; review the plan above", file=sys.stderr)
-        return EXIT_ERROR
-    if plan.empty:
-        return EXIT_OK
-    if not _confirmed(args, "destroy" if destroy else "apply"):
-        return EXIT_ERROR
-    return _run(plan, ctx, lxd, args.parallelism, colour)
+        raise Refused(f"the plan is no longer the one reviewed (fingerprint {plan.fingerprint()}, expected"
+                      f" {args.fingerprint}): LXD or lab.yaml changed since; review the plan above")
+
+
+def _safe(args, plan) -> None:
+    problems = plan.unsafe(UNSAFE_SHARE)
+    if problems and not args.force:
+        raise Refused("this plan is refused without --force: " + "; ".join(problems))
+
+
+def _settle(lxd, lab) -> None:
+    """Wait for LXD operations an earlier, killed run left on the lab's containers: planning and acting
+    while LXD still creates or starts one would fail on "busy" or plan from a half-made state."""
+    names = set(lab.containers) | {c.renamed_from for c in lab.containers.values() if c.renamed_from}
+    for op in lxd.running_operations():
+        touched = sorted(set(op.instances) & names)
+        if touched:
+            _say(f"Waiting for LXD to finish {op.description!r} on {', '.join(touched)} (left running by an"
+                 " earlier run) ...")
+            lxd.wait_operation(op.id)
 
 
 def _run(plan, ctx, lxd, parallelism: int, colour: bool) -> int:
@@ -236,6 +370,7 @@ def _run(plan, ctx, lxd, parallelism: int, colour: bool) -> int:
 
 
 def cmd_destroy(args) -> int:
+    args.planfile = None
     return cmd_apply(args, destroy=True)
 
 
@@ -243,8 +378,7 @@ def _confirmed(args, verb: str) -> bool:
     if args.yes:
         return True
     if not sys.stdin.isatty():
-        print(f"Error: refusing to {verb} without --yes when standard input is not a terminal", file=sys.stderr)
-        return False
+        raise Refused(f"refusing to {verb} without --yes when standard input is not a terminal")
     try:
         answer = input(f"Do you want to {verb} these changes? Only 'yes' will be accepted: ")
     except (EOFError, KeyboardInterrupt):
@@ -256,6 +390,14 @@ def _confirmed(args, verb: str) -> bool:
     return True
 
 
+# --- check and import --------------------------------------------------------------------------------
+
+def cmd_check(args) -> int:
+    from .check import run_check
+    lab, _ = _load(args)
+    return run_check(lab, _connect(lab, args.remote), args.requests)
+
+
 def cmd_graph(args) -> int:
     from .desired import desired_state
     from .graph import NoGraphviz, lab_graph, picture, to_dot, write
@@ -265,18 +407,29 @@ def cmd_graph(args) -> int:
         dot = to_dot(lab_graph(lab.lab, desired_state(lab, base, {}, {})))
         write(dot.encode() if args.format == "dot" else picture(dot, args.format), args.output, sys.stdout)
     except (NoGraphviz, PlanError, RuntimeError, OSError) as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return EXIT_ERROR
+        raise Refused(str(err)) from None
     return EXIT_OK
 
 
-def cmd_check(args) -> int:
-    from .check import run_check
-    lab, _ = _load(args)
-    lxd = _connect(lab)
-    if lxd is None:
-        return EXIT_ERROR
-    return run_check(lab, lxd, args.requests)
+def cmd_import(args) -> int:
+    from .adopt import ImportError_, import_lab
+    from .spec import LAB_NAME
+    name = args.lab or args.project
+    if not re.fullmatch(LAB_NAME, name):
+        raise Refused(f"{name!r} is not a lab name (lowercase letters, digits and '-'): give one with --lab")
+    if args.out and Path(args.out).exists():
+        raise Refused(f"{args.out} exists: import writes a new file, never over one")
+    lxd = _connect(None, project=args.project)
+    try:
+        text = import_lab(lxd.read(with_addresses=False), args.names, name, args.project)
+    except ImportError_ as err:
+        raise Refused(str(err)) from None
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"Wrote {args.out}: `reconcile plan -f {args.out}` shows only adoptions.", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .address import Kind, instance
+from .address import Kind, instance, network, profile
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
 from .facts import Facts, FactsError, facts_argv, parse_facts, record_path
@@ -55,9 +55,11 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     _check_existing(wanted, live)
     _check_subnets(wanted, live, lxd.local)
     desired = desired_state(wanted, base_dir, live.addresses(), live.profiles)
-    _check_conflicts(desired, live)
-    owned = dict(live.owned)
-    renames = _renames(desired, owned)
+    adopted = _adoptions(wanted, desired, live)
+    _check_conflicts(desired, live, {c.address for c in adopted})
+    owned = {**live.owned, **{c.address: _as_adopted(live.untagged[c.address], desired[c.address])
+                              for c in adopted}}
+    renames = _renames(desired, owned) + adopted
     forgive_network_defaults(desired, owned)
     objects = diff_states(_objects(desired), _objects(owned))
     objects = _with_sources(objects, live.images) + renames
@@ -66,7 +68,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     for cname, found in facts.items():
         owned.update(provisioned(cname, found, provisioning_of(wanted, cname)))
     inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts)
-    plan = make_plan(lab.lab, objects + inside, users_of(live.owned), _notes(wanted, sight))
+    plan = make_plan(lab.lab, objects + inside, users_of(live.owned), _notes(wanted, sight),
+                     objects=len(live.owned), frontends=wanted.haproxy)
     plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     return plan, Context(lab, base_dir, live, facts)
 
@@ -86,6 +89,30 @@ def _inside(state: LabState) -> LabState:
 def needs_addresses(lab: Lab) -> bool:
     """Addresses cost a deeper read; only labs whose files need them pay for it."""
     return bool(lab.haproxy) or any(f.template for c in lab.containers.values() for f in c.files.values())
+
+
+# --- Adoptions ---------------------------------------------------------------------------------
+
+def _adoptions(lab: Lab, desired: LabState, live: Live) -> list[Change]:
+    """Untagged objects lab.yaml's `adopt:` names, taken over as they are (tagging is the change)."""
+    names = [(network, lab.adopt.networks), (profile, lab.adopt.profiles), (instance, lab.adopt.containers)]
+    out = []
+    for make, listed in names:
+        for name in listed:
+            addr = make(name)
+            if addr in live.untagged and addr in desired:
+                want = desired[addr]
+                found = _as_adopted(live.untagged[addr], want)
+                out.append(Change(addr, (Action.ADOPT,), (Reason("adopt", "lab.yaml adopts it: it gets this lab's"
+                                  " tag"),), found.body, want.body, origin=Origin.LAB,
+                                  meta=want.meta, depends_on=want.depends_on))
+    return out
+
+
+def _as_adopted(found: Resource, want: Resource) -> Resource:
+    """An untagged instance knows no image as lab.yaml wrote it: it is the one lab.yaml names."""
+    body = {**found.body, "image": want.body["image"]} if "image" in found.body else found.body
+    return Resource(found.address, body, found.depends_on, want.owner, found.applied, found.meta)
 
 
 # --- Renames ----------------------------------------------------------------------------------
@@ -199,7 +226,7 @@ def _notes(lab: Lab, sight: Mapping[str, Sight]) -> list[str]:
 def _readable(lab: Lab, owned: LabState, renames: list[Change], sight: Mapping[str, Sight]) -> dict[str, str]:
     """Containers to read, by their live name (the old one while a rename is pending): those seen
     running with something to manage, or a record of what an earlier apply wrote there."""
-    old_names = {c.address.name: c.meta["renamed_from"] for c in renames}
+    old_names = {c.address.name: c.meta["renamed_from"] for c in renames if Action.RENAME in c.actions}
     out = {}
     for cname, seen in sight.items():
         have = owned.get(instance(cname))
@@ -261,14 +288,15 @@ def _used_profile(lab: Lab, name: str) -> bool:
     return any(name in c.profiles for c in lab.containers.values())
 
 
-def _check_conflicts(desired: LabState, live: Live) -> None:
-    """Refuse to take over an object the lab does not own."""
+def _check_conflicts(desired: LabState, live: Live, adopted: set) -> None:
+    """Refuse to take over an object the lab does not own (unless lab.yaml adopts it)."""
     problems = []
-    for addr in sorted(desired.keys() & live.foreign.keys()):
+    for addr in sorted(desired.keys() & live.foreign.keys() - adopted):
         owner = live.foreign[addr]
         whose = f"lab {owner!r}" if owner else "no lab (it has no user.reconciler.lab tag)"
+        how = "list it under adopt: to take it over as it is" if owner is None else "rename it in lab.yaml"
         problems.append(f"{addr} already exists in LXD and belongs to {whose}; reconciler will not"
-                        " take it over: rename it in lab.yaml, or delete it by hand")
+                        f" take it over unasked: {how}, or delete it by hand")
     for addr, want in desired.items():
         old = want.meta.get("renamed_from")
         if addr.kind == Kind.INSTANCE and old and addr in live.owned and instance(old) in live.owned:

@@ -30,6 +30,7 @@ class Live:
     foreign: dict[Address, str | None]  # address -> owning lab (None: untagged) of everything else
     profiles: dict[str, dict[str, Any]]  # every profile's raw JSON, for what existing ones bring
     nics: dict[str, dict[str, str]]  # container -> {nic: IPv4}, where recursion=2 was read
+    untagged: LabState = field(default_factory=dict)  # objects no lab owns: what `adopt:` may take over
     images: list[dict[str, Any]] = field(default_factory=list)  # local images: fingerprint, aliases
     subnets: dict[str, str] = field(default_factory=dict)  # every managed network's address, for overlaps
 
@@ -43,6 +44,7 @@ class Live:
 
 def live_from_raw(raw: RawState, lab_name: str) -> Live:
     owned: LabState = {}
+    untagged: LabState = {}
     foreign: dict[Address, str | None] = {}
     resources = ([r for r in map(network_kind.from_lxd, raw.networks) if r is not None]
                  + [profile_kind.from_lxd(p) for p in raw.profiles]
@@ -52,9 +54,11 @@ def live_from_raw(raw: RawState, lab_name: str) -> Live:
             owned[res.address] = res
         else:
             foreign[res.address] = res.owner
+            if res.owner is None:
+                untagged[res.address] = res
     _instances_use_every_network(owned)
     nics = {i["name"]: ipv4_by_nic(i.get("state")) for i in raw.instances if i.get("state")}
-    return Live(owned, foreign, {p["name"]: p for p in raw.profiles}, nics, list(raw.images),
+    return Live(owned, foreign, {p["name"]: p for p in raw.profiles}, nics, untagged, list(raw.images),
                 network_subnets(raw.networks))
 
 

@@ -11,12 +11,16 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pylxd
 import requests
 from pylxd import exceptions as lxd_errors
 
 from .state import ipv4_by_nic
+
+if TYPE_CHECKING:  # the socket path never imports remote.py
+    from .remote import Remote
 
 SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
 OPERATION_TIMEOUT = 300
@@ -32,6 +36,19 @@ class LxdUnreachable(LxdError):
 
 class StaleState(LxdError):
     """The object changed between the plan and this step."""
+
+
+class LxdNotFound(LxdError):
+    """LXD has no such object."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An LXD operation still running, and the instances it works on."""
+
+    id: str
+    description: str
+    instances: tuple[str, ...]
 
 
 def candidate_sockets(socket: str | None) -> list[str]:
@@ -56,13 +73,15 @@ class RawState:
 class Lxd:
     """A connection to one LXD project, safe to share between threads (one client each)."""
 
-    def __init__(self, socket: str | None = None, project: str = "default"):
+    def __init__(self, socket: str | None = None, project: str = "default", remote: Remote | None = None):
         self.project = project
+        self.remote = remote
         self.calls = 0
         self._lock = threading.Lock()
         self._local = threading.local()
-        self.socket = self._find_socket(socket)
-        self._client()  # fail early, in the caller's thread, if unreachable
+        self.socket = None if remote else self._find_socket(socket)
+        self.where = str(remote) if remote else str(self.socket)  # for messages
+        self._client()  # fail early, in the caller's thread, if unreachable or not the pinned server
 
     def _find_socket(self, socket: str | None) -> str:
         tried = candidate_sockets(socket)
@@ -77,14 +96,33 @@ class Lxd:
         client = getattr(self._local, "client", None)
         if client is None:
             try:
-                client = pylxd.Client(endpoint=self.socket, project=self.project)
+                client = self._new_client()
             except (lxd_errors.ClientConnectionFailed, requests.RequestException, OSError) as err:
-                raise LxdUnreachable(f"LXD at {self.socket} did not answer ({err}): is the daemon"
-                                     " running? (`make lxd` starts one)") from None
+                raise self._unreachable(err) from None
             client.api.session.hooks["response"].append(self._count)
             self.calls += 1  # the GET /1.0 the constructor made before our hook existed
             self._local.client = client
         return client
+
+    def _new_client(self) -> pylxd.Client:
+        if self.remote is None:
+            return pylxd.Client(endpoint=self.socket, project=self.project)
+        # Our own session: pylxd's would take certificates from ~/.config/lxc by host name, not LXD_CONF's.
+        client = pylxd.Client(endpoint=self.remote.url, project=self.project, session=self.remote.session(),
+                              timeout=self.remote.timeout)
+        if not client.trusted:
+            raise LxdError(f"{self.remote} does not trust this client's certificate ({self.remote.client_cert}):"
+                           f" add it there (lxc config trust add), then `lxc remote add` again")
+        return client
+
+    def _unreachable(self, err: Exception, lost: bool = False) -> LxdUnreachable:
+        """LXD did not answer; or, for a remote, the server was not the pinned one (said as such)."""
+        refused = self.remote.refusal(err) if self.remote else None
+        if refused or lost:
+            return LxdUnreachable(refused or f"lost the connection to LXD at {self.where}: {err}")
+        hint = ("is core.https_address set there, and the address reachable?" if self.remote else
+                "is the daemon running? (`make lxd` starts one)")
+        return LxdUnreachable(f"LXD at {self.where} did not answer ({err}): {hint}")
 
     def _count(self, response, *args, **kwargs):
         with self._lock:
@@ -92,8 +130,9 @@ class Lxd:
 
     @property
     def local(self) -> bool:
-        """LXD runs on this machine (its unix socket): the host's routes are its routes."""
-        return True
+        """LXD runs on this machine (its unix socket): the host's routes are its routes. Never said of a
+        remote, even on 127.0.0.1: a loopback address may be a tunnel to another machine."""
+        return self.remote is None
 
     @property
     def api(self):
@@ -103,15 +142,35 @@ class Lxd:
 
     def read(self, with_addresses: bool) -> RawState:
         """Everything in the project, in four GETs however many instances it holds."""
-        try:
-            level = 2 if with_addresses else 1
-            instances = self.api.instances.get(params={"recursion": level}).json()["metadata"]
-            profiles = self.api.profiles.get(params={"recursion": 1}).json()["metadata"]
-            networks = self.api.networks.get(params={"recursion": 1}).json()["metadata"]
-            images = self.api.images.get(params={"recursion": 1}).json()["metadata"]
-        except lxd_errors.LXDAPIException as err:
-            raise LxdError(_message(err)) from None
+        level = 2 if with_addresses else 1
+        instances = self._call("get", self.api.instances, params={"recursion": level}).json()["metadata"]
+        profiles = self._call("get", self.api.profiles, params={"recursion": 1}).json()["metadata"]
+        networks = self._call("get", self.api.networks, params={"recursion": 1}).json()["metadata"]
+        images = self._call("get", self.api.images, params={"recursion": 1}).json()["metadata"]
         return RawState(networks, profiles, instances, images)
+
+    def running_operations(self) -> list[Operation]:
+        """Operations LXD is still running in this project (a killed run's create, start or exec)."""
+        found = self._call("get", self.api.operations, params={"recursion": 1}).json()["metadata"] or {}
+        out = []
+        for op in found.get("running") or []:
+            paths = (op.get("resources") or {}).get("instances") or []
+            names = tuple(sorted({p.split("?")[0].rsplit("/", 1)[-1] for p in paths}))
+            out.append(Operation(op["id"], op.get("description", ""), names))
+        return out
+
+    def wait_operation(self, op_id: str, timeout: int = OPERATION_TIMEOUT) -> None:
+        """Wait for someone else's operation to end, however it ends."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                meta = self._call("get", self.api.operations[op_id].wait,
+                                  params={"timeout": min(30, max(1, int(deadline - time.monotonic())))}).json()
+            except LxdNotFound:
+                return  # already gone
+            if (meta.get("metadata") or {}).get("status") not in ("Running", "Pending", None):
+                return
+        raise LxdError(f"LXD operation {op_id} still running after {timeout}s")
 
     def get(self, kind: str, name: str) -> tuple[dict, str]:
         """One object and its ETag."""
@@ -190,9 +249,11 @@ class Lxd:
         except lxd_errors.LXDAPIException as err:
             if err.response.status_code == 412:
                 raise StaleState("changed since it was read (ETag mismatch): run plan again") from None
+            if err.response.status_code == 404:
+                raise LxdNotFound(_message(err)) from None
             raise LxdError(_message(err)) from None
         except requests.RequestException as err:
-            raise LxdUnreachable(f"lost the connection to LXD at {self.socket}: {err}") from None
+            raise self._unreachable(err, lost=True) from None
 
     def _wait(self, response, timeout: int = OPERATION_TIMEOUT) -> dict:
         """Wait for the operation a response started; raise with LXD's message if it failed."""

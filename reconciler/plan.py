@@ -26,6 +26,7 @@ FORMAT_VERSION = 2
 
 class Action(Enum):
     DELETE = ("delete", "-", "will be deleted")
+    ADOPT = ("adopt", "=", "will be adopted (tagged as this lab's, nothing else changes)")
     RENAME = ("rename", "->", "will be renamed")
     REPLACE = ("replace", "-/+", "will be replaced")
     CREATE = ("create", "+", "will be created")
@@ -175,13 +176,51 @@ class PlanError(Exception):
     """The plan cannot be made: a conflict with LXD's state, a missing image, a dependency cycle."""
 
 
+MIN_OBJECTS = 4  # below this many objects, any share of them is few
+DESTRUCTIVE = frozenset({Action.DELETE, Action.REPLACE})
+
+
 @dataclass(frozen=True)
 class Plan:
     lab: str
     changes: tuple[Change, ...]  # by address
     graph: Mapping[Step, frozenset[Step]]  # step -> the steps it waits for
     notes: tuple[str, ...] = ()  # what plan could not see, and why
+    objects: int = 0  # LXD objects the lab owned when planned: the base of the safety share
+    frontends: tuple[str, ...] = ()  # containers that serve a frontend (HAProxy's)
     unchanged: int = 0  # addresses lab.yaml declares that need nothing done
+
+    def unsafe(self, share: float = 0.3) -> list[str]:
+        """Why this plan should not run without --force: it deletes or replaces more than `share` of
+        the lab's objects, or replaces or deletes a container that serves a frontend."""
+        destructive = [c for c in self.changes if not c.address.kind.inside and DESTRUCTIVE & set(c.actions)]
+        out = []
+        if self.objects >= MIN_OBJECTS and len(destructive) > share * self.objects:
+            out.append(f"it deletes or replaces {len(destructive)} of the lab's {self.objects} objects"
+                       f" ({len(destructive) / self.objects:.0%}, over {share:.0%})")
+        out += [f"it {'replaces' if Action.REPLACE in c.actions else 'deletes'} {c.address}, which serves a frontend"
+                for c in destructive if c.address.kind == Kind.INSTANCE and c.address.name in self.frontends]
+        return out
+
+    def targeted(self, targets: Iterable[Address]) -> Plan:
+        """Only the changes to `targets` (a container's with what runs inside it) and what they wait for."""
+        wanted = set(targets)
+        keep = {s for s in self.graph if s.address in wanted or s.address.kind.inside and s.address.instance in wanted}
+        todo = list(keep)
+        while todo:
+            for dep in self.graph[todo.pop()]:
+                if dep not in keep:
+                    keep.add(dep)
+                    todo.append(dep)
+        changes = []
+        for change in self.changes:
+            actions = [(a, r) for a, r in zip(change.actions, change.reasons) if Step(change.address, a) in keep]
+            if actions:
+                changes.append(replace(change, actions=tuple(a for a, _ in actions), reasons=tuple(r for _, r in actions)))
+        graph = {s: waits & keep for s, waits in self.graph.items() if s in keep}
+        note = (f"targeted plan: only {', '.join(sorted(str(t) for t in wanted))} and what they depend on; the rest of"
+                " the lab is not compared")
+        return replace(self, changes=tuple(changes), graph=graph, notes=self.notes + (note,), unchanged=0)
 
     @property
     def empty(self) -> bool:
@@ -216,7 +255,8 @@ class Plan:
     def as_json(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "lab": self.lab, "fingerprint": self.fingerprint(),
                 "changes": [c.as_json() for c in self.changes], "summary": self.summary(),
-                "notes": list(self.notes), "unchanged": self.unchanged,
+                "notes": list(self.notes), "objects": self.objects, "frontends": list(self.frontends),
+                "unchanged": self.unchanged,
                 "graph": {str(s): sorted(str(w) for w in waits) for s, waits in sorted(
                     self.graph.items(), key=lambda kv: kv[0].sort_key())}}
 
@@ -230,13 +270,14 @@ def plan_from_json(data: Mapping[str, Any]) -> Plan:
     """The inverse of Plan.as_json (the graph is rebuilt from the changes, then must match)."""
     changes = tuple(Change.from_json(c) for c in data["changes"])
     graph = {Step.parse(s): frozenset(Step.parse(w) for w in waits) for s, waits in data["graph"].items()}
-    return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()), int(data.get("unchanged") or 0))
+    return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()), int(data.get("objects") or 0),
+                tuple(data.get("frontends") or ()), int(data.get("unchanged") or 0))
 
 
 # --- the graph ------------------------------------------------------------------------------
 
 def make_plan(lab: str, changes: Iterable[Change], live_users: Mapping[Address, set[Address]],
-              notes: Iterable[str] = ()) -> Plan:
+              notes: Iterable[str] = (), objects: int = 0, frontends: Iterable[str] = ()) -> Plan:
     """Changes merged per address, sorted, and linked into a step graph; a cycle is an error.
 
     `live_users[a]` are the live addresses that use `a` (instances of a profile, ...): deletes
@@ -251,7 +292,7 @@ def make_plan(lab: str, changes: Iterable[Change], live_users: Mapping[Address, 
         tuple(TopologicalSorter(graph).static_order())
     except CycleError as err:
         raise PlanError(f"dependency cycle: {' -> '.join(str(s) for s in err.args[1])}") from None
-    return Plan(lab, ordered, graph, tuple(notes))
+    return Plan(lab, ordered, graph, tuple(notes), objects, tuple(sorted(frontends)))
 
 
 def build_graph(changes: Iterable[Change], live_users: Mapping[Address, set[Address]]) -> dict[Step, frozenset[Step]]:

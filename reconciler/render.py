@@ -18,7 +18,7 @@ from .plan import SECRET, SECRET_CHANGED, Action, Change, Origin, Plan, redact
 if TYPE_CHECKING:  # apply is only needed when applying: plan starts faster without it
     from .apply import Outcome, Report
 
-COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31",
+COLOURS = {Action.ADOPT: "35", Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31",
            Action.RENAME: "35", Action.START: "36", Action.STOP: "36", Action.RESTART: "36",
            Action.RELOAD: "36", Action.CONVERGE: "34"}
 REDACTED = "(sensitive: not shown)"
@@ -156,7 +156,7 @@ def plan_json(plan: Plan) -> str:
 
 # --- Apply progress and report -----------------------------------------------------------------
 
-PAST = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
+PAST = {Action.ADOPT: "adopted", Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
         Action.DELETE: "deleted", Action.RENAME: "renamed", Action.START: "started", Action.STOP: "stopped",
         Action.RESTART: "restarted", Action.RELOAD: "reloaded", Action.CONVERGE: "converged"}
 

@@ -31,6 +31,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -63,6 +64,7 @@ PROFILE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 DEVICE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 LAB_NAME = r"[a-z0-9][a-z0-9-]{0,62}"
 PROJECT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
+REMOTE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}"  # an lxc remote; it becomes a file name (servercerts/NAME.crt)
 PACKAGE_NAME = r"[A-Za-z0-9][A-Za-z0-9+._:-]{0,254}"
 IMAGE = rf"(?:(?:{'|'.join(map(re.escape, REMOTES))}):)?[A-Za-z0-9][A-Za-z0-9_./-]*"
 CONTAINER_BOOLS = ("security.nesting", "security.privileged", "boot.autostart")
@@ -164,6 +166,21 @@ class Connection(Strict):
         None, description="unix socket path; default: $LXD_DIR, /var/lib/lxd, snap")
     project: Annotated[str, values.Matching(PROJECT_NAME, "an LXD project name")] = Field(
         "default", description="LXD project the lab lives in")
+    remote: Annotated[str, values.Matching(REMOTE_NAME, "an lxc remote name")] | None = Field(
+        None, description="an lxc remote (`lxc remote add`) to reach LXD over HTTPS, its certificate pinned;"
+        " default (or `local`): the unix socket. `reconcile --remote NAME` wins over it")
+    insecure_skip_verify: StrictBool = Field(
+        False, description="DANGEROUS: do not check the remote's certificate (anyone on the path can"
+        " read and change everything); only for the remote named here")
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> Connection:
+        tls = self.remote not in (None, "local")
+        if tls and self.socket:
+            raise ValueError(f"socket and remote {self.remote!r} name two ways to LXD: keep one")
+        if self.insecure_skip_verify and not tls:
+            raise ValueError("insecure_skip_verify applies to an HTTPS remote only: set remote, or drop it")
+        return self
 
 
 class Network(Strict):
@@ -221,6 +238,15 @@ class Existing(Strict):
     networks: list[NetworkRef] = []
 
 
+class Adopt(Strict):
+    """Objects that exist without any lab's tag and that this lab takes over as they are (what
+    `reconcile import` writes): plan shows them as adoptions, apply tags them."""
+
+    networks: list[NetworkRef] = []
+    profiles: list[ProfileRef] = []
+    containers: list[Annotated[str, values.Matching(INSTANCE_NAME, "a container name")]] = []
+
+
 class Lab(Strict):
     """A lab: everything in one lab.yaml."""
 
@@ -230,6 +256,7 @@ class Lab(Strict):
                      json_schema_extra={"pattern": values.anchored(LAB_NAME)})
     lxd: Connection = Connection.model_validate({})
     existing: Existing = Existing.model_validate({})
+    adopt: Adopt = Adopt.model_validate({})
     networks: dict[str, Network] = _keyed(NETWORK_NAME, "managed bridges the lab owns")
     profiles: dict[str, Profile] = _keyed(PROFILE_NAME, "profiles the lab owns")
     containers: dict[str, Container] = _keyed(INSTANCE_NAME, "containers the lab owns")
@@ -318,7 +345,13 @@ def _name_problems(data: Mapping) -> list[Found]:
         for name in names if isinstance(names, dict) else ():
             if not re.fullmatch(pattern, str(name)):
                 out.append(Found((table, name), f"{str(name)!r} is not a valid {what} name", True))
+            elif table == "profiles" and str(name).startswith(LOCK_PREFIX):
+                out.append(Found((table, name), f"profile names starting with {LOCK_PREFIX!r} are reconciler's"
+                                 " own (a lab's apply lock)", True))
     return out
+
+
+LOCK_PREFIX = "reconciler-lock-"
 
 
 def _config_problems(path: tuple, config: Mapping[str, str], booleans: Iterable[str] = ()) -> list[Found]:
@@ -469,6 +502,7 @@ def _reference_problems(lab: Lab, declared: Declared, existing_known: bool) -> l
     if existing_known:
         out += (_profile_refs(lab, declared) + _network_refs(lab, declared) + _root_disks(lab, declared)
                 + _existing_overlaps(lab, declared))
+    out += _adopt_refs(lab, declared)
     if declared.containers is not None:
         out += _haproxy_refs(lab, declared.containers)
     return out
@@ -563,6 +597,18 @@ def _network_refs(lab: Lab, declared: Declared) -> list[Found]:
             key = "network" if "network" in device else "parent"
             out.append(Found(path + (key,), f"unknown network {network!r}{_suggest(network, known)}"
                              " (declare it under networks:, or list it under existing.networks)"))
+    return out
+
+
+def _adopt_refs(lab: Lab, declared: Declared) -> list[Found]:
+    """What the lab adopts, it declares (adopting means taking over as lab.yaml describes it)."""
+    out = []
+    for table, names in (("networks", declared.networks), ("profiles", declared.profiles),
+                         ("containers", declared.containers)):
+        for i, name in enumerate(getattr(lab.adopt, table)):
+            if names is not None and name not in names:
+                out.append(Found(("adopt", table, i), f"{name!r} is not one of the lab's {table}{_suggest(name, names)}"
+                                 f" (declare it under {table}: as it is, to adopt it)"))
     return out
 
 

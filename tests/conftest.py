@@ -7,6 +7,7 @@ import contextlib
 import io
 import itertools
 import json
+import os
 import secrets
 import subprocess
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = secrets.token_hex(2)  # this run's mark in every global name (networks are not per project)
+PREFIX = "rx"  # of every test project, network and veth pair
+PREFIXES = ("rx", "rt")  # leftovers of earlier runs: rt was the prefix of an older harness
 _counter = itertools.count(1)
 
 
@@ -40,19 +43,41 @@ def lxd_ready() -> None:
     remove_leftovers(only_run=RUN)
 
 
+RUN_KEY = "user.reconciler-test.pid"  # on each test project: the pytest process it belongs to
+
+
+def _another_pytest() -> bool:
+    found = sh("pgrep", "-f", "-a", "pytest", check=False).stdout.splitlines()
+    return any(int(line.split()[0]) not in (os.getpid(), os.getppid()) for line in found if line.strip())
+
+
 def remove_leftovers(only_run: str | None = None) -> None:
-    """Delete test projects and test networks (named rt*) of earlier runs, or of this one."""
-    prefix = f"rt{only_run}" if only_run else "rt"
+    """Delete test projects and test networks (named rt*) of earlier runs, or of this one; never
+    those of a test run still going on (another pytest on the same daemon)."""
+    prefix = f"{PREFIX}{only_run}" if only_run else PREFIXES
     projects = json.loads(sh("lxc", "project", "list", "--format=json").stdout)
+    alive = {p["name"] for p in projects if p["name"].startswith(PREFIXES) and _alive(p.get("config", {}).get(RUN_KEY))
+             and not (only_run and p["name"].startswith(prefix))}
     for project in projects:
-        if project["name"].startswith(prefix):
+        if project["name"].startswith(prefix) and project["name"] not in alive:
             delete_project(project["name"])
     for net in json.loads(sh("lxc", "network", "list", "--format=json").stdout):
-        if net["name"].startswith(prefix) and net.get("managed"):
+        if net["name"].startswith(prefix) and net.get("managed") and not net["name"].startswith(tuple(alive) or ("-",)):
             sh("lxc", "network", "delete", net["name"], check=False)
     for link in json.loads(sh("ip", "-j", "link", "show", "type", "veth").stdout or "[]"):
-        if link["ifname"].startswith(prefix) and link["ifname"].endswith("v0"):  # a test LAN's veth pair
+        if (link["ifname"].startswith(prefix) and link["ifname"].endswith("v0")  # a test LAN's veth pair
+                and not link["ifname"].startswith(tuple(alive) or ("-",))):
             sh("ip", "link", "delete", link["ifname"], check=False)
+
+
+def _alive(pid: str | None) -> bool:
+    if not pid or not pid.isdigit():
+        return _another_pytest()  # unmarked (an older harness): spare it while another run may own it
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def delete_project(name: str) -> None:
@@ -99,7 +124,8 @@ class LabDir:
 
 def new_project(tag: str) -> None:
     """An empty LXD project: profiles of its own (default with a root disk), images shared."""
-    sh("lxc", "project", "create", tag, "-c", "features.images=false", "-c", "features.profiles=true")
+    sh("lxc", "project", "create", tag, "-c", "features.images=false", "-c", "features.profiles=true",
+       "-c", f"{RUN_KEY}={os.getpid()}")
     sh("lxc", "profile", "device", "add", "default", "root", "disk", "path=/", "pool=default",
        "--project", tag)
 
@@ -113,7 +139,7 @@ def drop_project(tag: str) -> None:
 
 
 def next_tag() -> str:
-    return f"rt{RUN}{next(_counter):02d}"
+    return f"{PREFIX}{RUN}{next(_counter):02d}"
 
 
 @pytest.fixture

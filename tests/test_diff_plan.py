@@ -296,3 +296,8 @@ def test_the_repository_lab_plans_without_a_cycle_and_haproxy_waits_for_rsyslog(
     haproxy, rsyslog = Step(a.service("proxyha", "haproxy"), Action.CREATE), Step(
         a.service("proxyha", "rsyslog"), Action.CREATE)
     assert rsyslog in plan.graph[haproxy]
+
+
+def test_every_action_has_a_colour_and_a_past_tense():
+    from reconciler.render import COLOURS, PAST
+    assert set(COLOURS) == set(Action) and set(PAST) == set(Action)

@@ -153,6 +153,8 @@ def apply(run: Runner, change: Change, action: Action) -> None:
         return remove(run, name)
     if action == Action.RENAME:
         return rename(run, change.meta["renamed_from"], name)
+    if action == Action.ADOPT:
+        return adopt(run, name, change)
     if action == Action.REPLACE:
         remove(run, name)
         return create(run, name, change)
@@ -192,6 +194,14 @@ def update(run: Runner, name: str, change: Change) -> None:
             "devices": want["devices"], "description": want["description"],
             "config": {**lxd_keys(raw.get("config") or {}), **want["config"], **kept, **tags(run, want)}}
     run.lxd.put("instance", name, body, etag)
+
+
+def adopt(run: Runner, name: str, change: Change) -> None:
+    """Tag it as the lab's, as it is: the settings it runs with count as the ones it started with."""
+    raw, _ = run.fresh(change)
+    want = change.after or {}
+    run.lxd.patch("instance", name, {"config": {**tags(run, want), BOOT_KEY: change.meta["boot"]},
+                                     "description": raw.get("description", "")})
 
 
 def record(run: Runner, name: str, change: Change, booted: bool) -> None:

@@ -51,6 +51,11 @@ def apply(run: Runner, change: Change, action: Action) -> None:
         return run.lxd.delete("network", name)
     want = change.after or {}
     config = {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+    if action == Action.ADOPT:
+        raw, etag = run.fresh(change)
+        tags = {OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+        return run.lxd.put("network", name, {"description": raw.get("description", ""),
+                                             "config": {**(raw.get("config") or {}), **tags}}, etag)
     if action == Action.CREATE:
         return run.lxd.create("network", {"name": name, "type": want["type"],
                                           "description": want["description"], "config": config})

@@ -44,5 +44,11 @@ def apply(run: Runner, change: Change, action: Action) -> None:
             "config": {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}}
     if action == Action.CREATE:
         return run.lxd.create("profile", {"name": name, **body})
+    if action == Action.ADOPT:
+        raw, etag = run.fresh(change)
+        tags = {OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+        return run.lxd.put("profile", name, {"description": raw.get("description", ""),
+                                             "devices": raw.get("devices") or {},
+                                             "config": {**(raw.get("config") or {}), **tags}}, etag)
     _, etag = run.fresh(change)
     run.lxd.put("profile", name, body, etag)
