@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RECONCILE := $(VENV)/bin/reconcile
 
-.PHONY: docs-outputs lint schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down
+.PHONY: docs-outputs docs-graph lint schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down
 
 lab: setup lxd lan image-debian
 	$(RECONCILE) apply --yes
@@ -27,8 +27,10 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@python3 -c "import ensurepip, venv" 2>/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv python3-pip; }
-	@# The tests check rendered configs with the real haproxy -c, and make a TLS certificate with openssl.
-	@command -v haproxy >/dev/null && command -v openssl >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy openssl; }
+	@# The tests check rendered configs with the real haproxy -c, make a TLS certificate with openssl,
+	@# and render `reconcile graph` with Graphviz's dot; git for pre-commit's hook test.
+	@command -v haproxy >/dev/null && command -v openssl >/dev/null && command -v dot >/dev/null && command -v git >/dev/null \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy openssl graphviz git; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
@@ -62,6 +64,10 @@ bench: setup lxd image-tiny
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The guide's lab as a picture, for docs/tutorial.md (no LXD needed).
+docs-graph: setup
+	$(RECONCILE) graph -f lab.yaml --format svg -o docs/lab-graph.svg
 
 # Rewrites the command outputs in docs/tutorial.md from a real run (the lab is brought up from nothing).
 docs-outputs: setup lxd lan image-debian

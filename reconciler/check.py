@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -41,13 +42,34 @@ class Target:
     point: tuple[str, int]
     backend_name: str
     backend: haproxy.Backend
+    path: str = "/"
+    tls: bool = False  # the frontend terminates HTTPS
+
+    @property
+    def shown(self) -> str:
+        """`site1.testdomain.com via 127.0.0.1:80`; a path and https when they are not / and http."""
+        where = f"{'https://' if self.tls else ''}{self.point[0]}:{self.point[1]}"
+        return f"{self.host}{self.path if self.path != '/' else ''} via {where}"
+
+    def ask(self) -> Answer:
+        return ask(*self.point, self.host, path=self.path, tls=self.tls)
 
 
-def ask(host: str, port: int, vhost: str) -> Answer:
-    """One GET / with a Host header; a failure is status 0 with the reason as marker."""
-    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+def _lab_certificate_context() -> ssl.SSLContext:
+    """HTTPS to the lab's own proxy on this host, whose certificate is self-signed (made at apply
+    inside the container): encrypted, but not verified; check proves the route, not the identity."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def ask(host: str, port: int, vhost: str, path: str = "/", tls: bool = False) -> Answer:
+    """One GET with a Host header (over HTTPS with `tls`); a failure is status 0 with the reason as marker."""
+    conn = (http.client.HTTPSConnection(host, port, timeout=TIMEOUT, context=_lab_certificate_context()) if tls
+            else http.client.HTTPConnection(host, port, timeout=TIMEOUT))
     try:
-        conn.request("GET", "/", headers={"Host": vhost, "Connection": "close"})
+        conn.request("GET", path, headers={"Host": vhost, "Connection": "close"})
         response = conn.getresponse()
         body = response.read(65536).decode("utf-8", "replace")
         found = MARKER.search(body)
@@ -86,9 +108,11 @@ def targets(lab: Lab, lxd_host: str | None = None) -> tuple[list[Target], list[s
                                f" nothing reaches it from {where}")
                 continue
             for route in frontend.routes:
-                name = haproxy.backend_for(frontend, route.host) if route.host else None
+                path = route.path_prefix.rstrip("/") + "/" if route.path_prefix else "/"
+                name = haproxy.backend_for(frontend, route.host, path) if route.host else None
                 if route.host and name:
-                    found.append(Target(cname, route.host, points[0], name, spec.backends[name]))
+                    found.append(Target(cname, route.host, points[0], name, spec.backends[name], path,
+                                        frontend.tls is not None))
     return found, skipped
 
 
@@ -123,22 +147,22 @@ def run_check(lab: Lab, lxd: Lxd, requests: int) -> int:
 def warm_up(target: Target, seconds: float) -> Answer:
     """Wait, bounded, for a first answer: a reload or a health check may be seconds behind an apply."""
     deadline = time.monotonic() + seconds
-    answer = ask(*target.point, target.host)
+    answer = target.ask()
     if answer.status == 200:
         return answer
-    print(f"waiting up to {seconds:.0f}s for {target.host} to answer through {target.point[0]}:{target.point[1]}"
-          f" (HAProxy may still be reloading or health-checking its servers) ...", flush=True)
+    print(safe(f"waiting up to {seconds:.0f}s for {target.shown.replace(' via ', ' to answer through ')}"
+               " (HAProxy may still be reloading or health-checking its servers) ..."), flush=True)
     while answer.status != 200 and time.monotonic() < deadline:
         time.sleep(0.5)
-        answer = ask(*target.point, target.host)
+        answer = target.ask()
     return answer
 
 
 def _check_host(target: Target, running: set[str], requests: int) -> bool:
     first = warm_up(target, WARM_UP_SECONDS)
-    answers = [ask(*target.point, target.host) for _ in range(requests)] if first.status == 200 else [first]
+    answers = [target.ask() for _ in range(requests)] if first.status == 200 else [first]
     shown = ", ".join(f"{a.server}({a.marker})" if a.status == 200 else f"{a.status or 'ERR'}" for a in answers)
-    print(safe(f"{target.host} via {target.point[0]}:{target.point[1]} -> backend {target.backend_name}: {shown}"))
+    print(safe(f"{target.shown} -> backend {target.backend_name}: {shown}"))
     healthy = {s.label for s in target.backend.servers if s.container in running}
     served = {a.server for a in answers if a.status == 200}
     problems = [f"{n} of {len(answers)} requests: {_failure(a)}" for a, n in Counter(
@@ -149,7 +173,7 @@ def _check_host(target: Target, running: set[str], requests: int) -> bool:
     if not healthy:
         problems.append(f"none of backend {target.backend_name}'s containers is running")
     for problem in problems:
-        print(safe(f"  {target.host}: {problem}"))  # what a server sent is shown, never obeyed
+        print(safe(f"  {target.shown.split(' via ')[0]}: {problem}"))  # what a server sent is shown, never obeyed
     return not problems
 
 

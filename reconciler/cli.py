@@ -1,4 +1,4 @@
-"""`reconcile validate | plan | apply | destroy | check | import`.
+"""`reconcile validate | plan | apply | destroy | check | import | graph`.
 
 Exit codes mean one thing each: 0 success, 1 any error (bad input, usage, LXD, a failed step,
 a refusal), 2 only for `plan --detailed-exitcode` with changes pending.
@@ -71,6 +71,7 @@ COMMANDS = {
     "destroy": "delete everything the lab owns, nothing else",
     "check": "send HTTP through each HAProxy frontend and show which server answered",
     "import": "write a lab.yaml that adopts containers built by hand, as they are",
+    "graph": "the lab's dependency graph: DOT, or SVG/PNG with Graphviz (no LXD needed)",
 }
 
 
@@ -86,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         if name != "import":
             p.add_argument("-f", "--file", default=None, help="the lab file (default ./lab.yaml);"
                            " NAME.override.yaml beside it is merged in")
-        if name not in ("validate", "import"):
+        if name not in ("validate", "import", "graph"):
             p.add_argument("--remote", metavar="NAME", help="the lxc remote to use (as `lxc remote add` stored it;"
                            " its certificate pinned), over lab.yaml's lxd.remote; `local`: the unix socket")
         _options(name, p)
@@ -99,7 +100,10 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
                        help="only this address (repeatable), a container with what runs inside it, and what it"
                        " depends on")
     if name == "plan":
-        p.add_argument("--json", action="store_true", help="print the plan as JSON")
+        shape = p.add_mutually_exclusive_group()
+        shape.add_argument("--json", action="store_true", help="print the plan as JSON")
+        shape.add_argument("--markdown", action="store_true", help="print the plan as markdown for a pull-request"
+                           " comment (secrets never shown)")
         p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
         p.add_argument("-o", "--out", metavar="FILE", help="also save the plan to FILE, for `reconcile apply FILE`")
     if name == "apply":
@@ -114,6 +118,12 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
     if name == "apply":
         p.add_argument("--force", action="store_true", help=f"apply even a plan that deletes or replaces over"
                        f" {UNSAFE_SHARE:.0%} of the lab's objects, or a container that serves a frontend")
+    if name == "validate":
+        p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f);"
+                       " NAME.override.yaml validates NAME.yaml with it merged")
+    if name == "graph":
+        p.add_argument("--format", choices=("dot", "svg", "png"), default="dot", help="default dot")
+        p.add_argument("-o", "--output", type=Path, help="write to this file (default: standard output)")
     if name == "check":
         p.add_argument("--requests", type=_at_least(1), default=6,
                        help="requests per host (default 6, at most 100; at least one per server)")
@@ -150,11 +160,22 @@ def _lab_file(args) -> str:
 
 
 def cmd_validate(args) -> int:
-    lab, _ = _load(args)
-    counts = [_count(len(lab.networks), "network"), _count(len(lab.profiles), "profile"),
-              _count(len(lab.containers), "container")]
-    print(f"{_lab_file(args)}: valid (lab {lab.lab!r}: {', '.join(counts)})")
-    return EXIT_OK
+    """Each file given (an override as its base, once), every problem of each; 1 if any is invalid."""
+    from .source import base_path
+    files = list(dict.fromkeys(base_path(name) for name in args.files)) if args.files else [args.file]
+    invalid = 0
+    for name in files:
+        one = argparse.Namespace(file=name)
+        try:
+            lab, _ = _load(one)
+        except SourceError as err:
+            print(err, file=sys.stderr)
+            invalid += 1
+            continue
+        counts = [_count(len(lab.networks), "network"), _count(len(lab.profiles), "profile"),
+                  _count(len(lab.containers), "container")]
+        print(f"{_lab_file(one)}: valid (lab {lab.lab!r}: {', '.join(counts)})")
+    return EXIT_ERROR if invalid else EXIT_OK
 
 
 def _count(n: int, word: str) -> str:
@@ -220,7 +241,11 @@ def cmd_plan(args) -> int:
     from .render import plan_json, plan_text, use_colour
     lab, base = _load(args)
     plan, _ = _plan(lab, base, _connect(lab, args.remote), args.target)
-    sys.stdout.write(plan_json(plan) if args.json else plan_text(plan, use_colour(sys.stdout), _lab_file(args)))
+    if args.markdown:
+        from .markdown import plan_markdown
+        sys.stdout.write(plan_markdown(plan, str(_lab_path(args))))
+    else:
+        sys.stdout.write(plan_json(plan) if args.json else plan_text(plan, use_colour(sys.stdout), _lab_file(args)))
     if args.out:
         from . import planfile
         planfile.write(Path(args.out), plan, str(_lab_path(args)), planfile.lab_digest(lab, base))
@@ -325,16 +350,14 @@ def _settle(lxd, lab) -> None:
 
 def _run(plan, ctx, lxd, parallelism: int, colour: bool) -> int:
     from .apply import apply_plan
-    from .render import progress_line, report_text
-
-    def progress(event, step, change, outcome):
-        if event == "end" or sys.stdout.isatty():
-            print(progress_line(event, outcome, str(step.address), step.action, colour), flush=True)
+    from .progress import apply_progress
+    from .render import report_text
 
     seed = os.environ.get("RECONCILER_SHUFFLE")
     shuffle = random.Random(seed) if seed else None
     try:
-        report = apply_plan(plan, ctx, lxd, parallelism, progress, shuffle)
+        with apply_progress(plan, colour) as progress:  # live on a terminal, plain lines elsewhere
+            report = apply_plan(plan, ctx, lxd, parallelism, progress, shuffle)
     except KeyboardInterrupt:
         print("Interrupted again: abandoned the running steps; run plan to see where things stand.",
               file=sys.stderr)
@@ -373,6 +396,19 @@ def cmd_check(args) -> int:
     from .check import run_check
     lab, _ = _load(args)
     return run_check(lab, _connect(lab, args.remote), args.requests)
+
+
+def cmd_graph(args) -> int:
+    from .desired import desired_state
+    from .graph import NoGraphviz, lab_graph, picture, to_dot, write
+    from .plan import PlanError
+    lab, base = _load(args)
+    try:
+        dot = to_dot(lab_graph(lab.lab, desired_state(lab, base, {}, {})))
+        write(dot.encode() if args.format == "dot" else picture(dot, args.format), args.output, sys.stdout)
+    except (NoGraphviz, PlanError, RuntimeError, OSError) as err:
+        raise Refused(str(err)) from None
+    return EXIT_OK
 
 
 def cmd_import(args) -> int:

@@ -1,4 +1,5 @@
-"""lab.yaml (a Lab) -> the desired LabState.  Pure, but for reading `source:` files.
+"""lab.yaml (a Lab) -> the desired LabState.  Pure, but for reading `source:` files and rendering
+templates (in a bounded child process: templates.py).
 
 HAProxy sections become ordinary packages, files and services of their container here, so
 the diff, plan and apply treat them like anything a user wrote by hand.  A file whose content
@@ -8,7 +9,6 @@ renders it from the lab with the addresses it then has (`render_file`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +22,13 @@ from .kinds import network as network_kind
 from .kinds import package as package_kind
 from .kinds import profile as profile_kind
 from .kinds import service as service_kind
+from .plan import PlanError
 from .provision import FileSpec, ServiceSpec
 from .spec import Lab, has_root_disk, read_source
 from .state import LabState, Resource, add
 
 UNKNOWN = file_kind.UNKNOWN
+Rendered = Mapping[tuple[str, str], bytes]  # (container, path) -> a template's bytes, rendered ahead
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,11 @@ def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
     state: LabState = {}
     for res in network_kind.desired(lab) + profile_kind.desired(lab):
         add(state, res)
+    rendered = render_templates(lab, addresses)
     for name, container in lab.containers.items():
         add(state, instance_kind.desired(lab, name, container, live_profiles))
         if container.state == "running":
-            for res in inside(lab, name, provisioning_of(lab, name), base_dir, addresses):
+            for res in inside(lab, name, provisioning_of(lab, name), base_dir, addresses, rendered):
                 add(state, res)
     return state
 
@@ -74,27 +77,31 @@ def provisioning_of(lab: Lab, name: str) -> Provisioning:
                         extra.generated)
 
 
-def inside(lab: Lab, cname: str, want: Provisioning, base_dir: Path, addresses: Mapping[str, str]) -> list[Resource]:
+def inside(lab: Lab, cname: str, want: Provisioning, base_dir: Path, addresses: Mapping[str, str],
+           rendered: Rendered | None = None) -> list[Resource]:
     """Packages, then files, then services: each waits for what comes before it in the container."""
     packages = package_kind.desired(cname, want.packages)
     after_packages = (instance(cname),) + tuple(r.address for r in packages)
-    files = _files(lab, cname, want, base_dir, addresses, after_packages)
+    files = _files(lab, cname, want, base_dir, addresses, after_packages, rendered or {})
     services = _services(cname, want, after_packages + tuple(r.address for r in files))
     return packages + files + services
 
 
 def _files(lab: Lab, cname: str, want: Provisioning, base_dir: Path, addresses: Mapping[str, str],
-           deps: tuple) -> list[Resource]:
+           deps: tuple, rendered: Rendered) -> list[Resource]:
     plain = tuple(file(cname, p) for p, spec in sorted(want.files.items()) if not spec.check)
+    checked = tuple(file(cname, p) for p, spec in sorted(want.files.items()) if spec.check and p not in want.generated)
     out = []
     for path, spec in sorted(want.files.items()):
         extra = _parents(cname, path, want)
         if spec.check:
             extra += plain  # checked against the others (haproxy.cfg names the error pages)
+        if path in want.generated:
+            extra += checked  # and after the user's checked files (one may make the TLS certificate it names)
         waits = sorted(waits_for(lab, cname, path, want))
         extra += tuple(instance(c) for c in waits if c != cname)
-        data = None
-        if spec.type == "file" and not (set(waits) - set(addresses)):
+        data = rendered.get((cname, path))
+        if data is None and spec.type == "file" and not (set(waits) - set(addresses)):
             data = render_file(lab, base_dir, cname, path, addresses)
         meta = {"check": spec.check, "secret": spec.secret, "waits_for": waits}
         out.append(Resource(file(cname, path), file_kind.body(spec, data), deps + extra, meta=meta))
@@ -124,21 +131,22 @@ def _parents(cname: str, path: str, want: Provisioning) -> tuple:
 
 # --- Content -----------------------------------------------------------------------------------
 
-_FACT = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
-
-
 def waits_for(lab: Lab, cname: str, path: str, want: Provisioning) -> set[str]:
-    """Containers whose live address the file's content needs."""
+    """Containers whose live address the file's content needs (a template's, from its syntax tree)."""
     if path in want.generated:
         return haproxy.server_containers(lab.haproxy[cname])
-    spec = want.files[path]
-    out = set()
-    for fact in _FACT.findall(spec.template or ""):
-        if fact == "container.address":
-            out.add(cname)
-        elif fact.startswith("containers.") and fact.endswith(".address"):
-            out.add(fact.removeprefix("containers.").removesuffix(".address"))
-    return out
+    text = want.files[path].template
+    if text is None:
+        return set()
+    from . import templates
+    needs = templates.needs(text)
+    out = set(needs.containers) | ({cname} if needs.own else set())
+    if needs.every_container:
+        out |= {n for n, c in lab.containers.items() if c.state == "running"}
+    if needs.servers:
+        out |= {s for spec in lab.haproxy.values() for s in haproxy.server_containers(spec)
+                if s in lab.containers and lab.containers[s].state == "running"}
+    return out & set(lab.containers)
 
 
 class MissingAddress(LookupError):
@@ -149,9 +157,29 @@ class MissingAddress(LookupError):
         self.containers = containers
 
 
+def render_templates(lab: Lab, addresses: Mapping[str, str]) -> dict[tuple[str, str], bytes]:
+    """Every template whose addresses are known, rendered at once (one bounded child process);
+    PlanError naming each that fails."""
+    jobs = []
+    for cname, c in lab.containers.items():
+        want = provisioning_of(lab, cname)
+        jobs += [(cname, path, spec.template) for path, spec in sorted(c.files.items())
+                 if spec.template is not None and c.state == "running"
+                 and not waits_for(lab, cname, path, want) - set(addresses)]
+    if not jobs:
+        return {}
+    from . import templates
+    results = templates.render_many([(text, templates.context(lab, cname, addresses)) for cname, _, text in jobs])
+    failed = [f'containers.{cname}.files["{path}"].template: {result}'
+              for (cname, path, _), result in zip(jobs, results) if isinstance(result, templates.TemplateProblem)]
+    if failed:
+        raise PlanError("\n".join(failed))
+    return {(cname, path): str(result).encode() for (cname, path, _), result in zip(jobs, results)}
+
+
 def render_file(lab: Lab, base_dir: Path, cname: str, path: str, addresses: Mapping[str, str]) -> bytes:
     """A file's bytes from the lab: content, source, template or generated; MissingAddress if the
-    addresses it needs are not all known."""
+    addresses it needs are not all known, TemplateProblem (a ValueError) if its template fails."""
     want = provisioning_of(lab, cname)
     missing = sorted(waits_for(lab, cname, path, want) - set(addresses))
     if missing:
@@ -163,23 +191,8 @@ def render_file(lab: Lab, base_dir: Path, cname: str, path: str, addresses: Mapp
         return spec.content.encode()
     if spec.source is not None:
         return read_source(base_dir.resolve(), spec.source)  # checked again: it may have moved since validate
-    return fill_template(spec.template or "", lab, cname, addresses).encode()
-
-
-def fill_template(text: str, lab: Lab, cname: str, addresses: Mapping[str, str]) -> str:
-    """Fill {{ lab.name }}, {{ container.name }}, {{ vars.X }}, {{ container.address }},
-    {{ containers.X.address }}."""
-    def one(match: re.Match) -> str:
-        key = match.group(1)
-        if key == "lab.name":
-            return lab.lab
-        if key == "container.name":
-            return cname
-        if key.startswith("vars."):
-            return lab.containers[cname].vars.get(key[5:], "")
-        target = cname if key == "container.address" else key.removeprefix("containers.").removesuffix(".address")
-        return addresses[target]
-    return _FACT.sub(one, text)
+    from . import templates
+    return templates.render(spec.template or "", templates.context(lab, cname, addresses)).encode()
 
 
 def haproxy_provisioning(lab: Lab, cname: str) -> Provisioning:

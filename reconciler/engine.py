@@ -70,6 +70,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts)
     plan = make_plan(lab.lab, objects + inside, users_of(live.owned), _notes(wanted, sight),
                      objects=len(live.owned), frontends=wanted.haproxy)
+    plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     return plan, Context(lab, base_dir, live, facts)
 
 

@@ -188,6 +188,7 @@ class Plan:
     notes: tuple[str, ...] = ()  # what plan could not see, and why
     objects: int = 0  # LXD objects the lab owned when planned: the base of the safety share
     frontends: tuple[str, ...] = ()  # containers that serve a frontend (HAProxy's)
+    unchanged: int = 0  # addresses lab.yaml declares that need nothing done
 
     def unsafe(self, share: float = 0.3) -> list[str]:
         """Why this plan should not run without --force: it deletes or replaces more than `share` of
@@ -219,7 +220,7 @@ class Plan:
         graph = {s: waits & keep for s, waits in self.graph.items() if s in keep}
         note = (f"targeted plan: only {', '.join(sorted(str(t) for t in wanted))} and what they depend on; the rest of"
                 " the lab is not compared")
-        return replace(self, changes=tuple(changes), graph=graph, notes=self.notes + (note,))
+        return replace(self, changes=tuple(changes), graph=graph, notes=self.notes + (note,), unchanged=0)
 
     @property
     def empty(self) -> bool:
@@ -255,6 +256,7 @@ class Plan:
         return {"format_version": FORMAT_VERSION, "lab": self.lab, "fingerprint": self.fingerprint(),
                 "changes": [c.as_json() for c in self.changes], "summary": self.summary(),
                 "notes": list(self.notes), "objects": self.objects, "frontends": list(self.frontends),
+                "unchanged": self.unchanged,
                 "graph": {str(s): sorted(str(w) for w in waits) for s, waits in sorted(
                     self.graph.items(), key=lambda kv: kv[0].sort_key())}}
 
@@ -269,7 +271,7 @@ def plan_from_json(data: Mapping[str, Any]) -> Plan:
     changes = tuple(Change.from_json(c) for c in data["changes"])
     graph = {Step.parse(s): frozenset(Step.parse(w) for w in waits) for s, waits in data["graph"].items()}
     return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()), int(data.get("objects") or 0),
-                tuple(data.get("frontends") or ()))
+                tuple(data.get("frontends") or ()), int(data.get("unchanged") or 0))
 
 
 # --- the graph ------------------------------------------------------------------------------

@@ -60,8 +60,8 @@ class FileSpec(BaseModel):
     content: str | None = Field(None, description="the file's text")
     source: Annotated[str | None, Field(json_schema_extra={"pattern": anchored(SOURCE)})] = Field(
         None, description="a file to copy, relative to lab.yaml's folder (which it must stay inside)")
-    template: str | None = Field(None, description="text with {{ lab.name }}, {{ container.name }},"
-                                 " {{ containers.NAME.address }} filled in at apply")
+    template: str | None = Field(None, description="a Jinja2 template (sandboxed): {{ vars.NAME }}, {{ lab.name }},"
+                                 " {{ container.name }}, {{ containers.NAME.address }}, loops over containers, ...")
     mode: Annotated[str | None, Field(json_schema_extra={"pattern": anchored(MODE)})] = Field(
         None, description="octal, e.g. '0644' (default 0644, directories 0755)")
     owner: Account = "root"

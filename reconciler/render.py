@@ -64,6 +64,8 @@ def summary_line(plan: Plan, paint: Painter | None = None) -> str:
     paint = paint or Painter(False)
     counts = plan.summary()
     parts = [f"{n} to {word}" for word, n in counts.items() if n]
+    if plan.unchanged:  # what needs nothing is collapsed into its count
+        parts.append(f"and {plan.unchanged} unchanged")
     return paint("1", "Plan: " + ", ".join(parts) + ".") + f" (fingerprint {plan.fingerprint()})"
 
 

@@ -114,6 +114,13 @@ class Document:
     places: dict[Path_, Location] = field(default_factory=dict)  # where each value starts
     keys: dict[Path_, Location] = field(default_factory=dict)  # where each mapping key is written
     files: list[str] = field(default_factory=list)
+    literals: dict[Path_, Location] = field(default_factory=dict)  # literal block scalars' first lines
+
+    def locate_line(self, path: Path_, line: int) -> Location | None:
+        """Where line `line` (1-based) of a string value was written: known for a literal block scalar
+        (`|`), whose lines are the file's; None for any other (folded or quoted lines are not)."""
+        first = self.literals.get(path)
+        return Location(first.file, first.line + line - 1, first.column) if first and line > 0 else None
 
     def locate(self, path: Path_, at_key: bool = False) -> Location:
         """The place of the longest prefix of `path` that was written in a file."""
@@ -343,13 +350,14 @@ class _Node:
     so that the places of every path (under aliases too) can be listed afterwards.
     """
 
-    __slots__ = ("broken", "items", "kind", "pairs", "place", "plain", "size", "text", "value")
+    __slots__ = ("broken", "items", "kind", "literal", "pairs", "place", "plain", "size", "text", "value")
 
     def __init__(self, kind: int, value: Any, place: Location, size: int = 1, broken: bool = False):
         self.kind, self.value, self.place, self.size = kind, value, place, size
         self.text: str | None = None  # a scalar's text (for use as a key)
         self.plain = False  # a plain, untagged scalar (`<<` is a merge key only then)
         self.broken = broken  # stands for a value whose problem is already reported
+        self.literal: Location | None = None  # a literal block scalar (`|`): where its first line is
         if kind == _MAP:
             self.pairs: dict[str, tuple[Location, _Node]] = {}
         elif kind == _SEQ:
@@ -382,8 +390,9 @@ class _Stop(Exception):
 
 
 class _Builder:
-    def __init__(self, file: str):
+    def __init__(self, file: str, lines: list[str] | None = None):
         self.file = file
+        self.lines = lines or []  # the text, to locate lines inside literal block scalars
         self.problems: list[Problem] = []
         self.anchors: dict[str, _Node | _Frame] = {}
         self.stack: list[_Frame] = []
@@ -472,9 +481,16 @@ class _Builder:
                 node.value, problem = _resolve(event.value, None if node.plain else tag)
                 if problem:
                     self.problem(place, self.path_here(), problem)
+        if event.style == "|":
+            node.literal = self._first_line(place)
         if event.anchor is not None:
             self.anchors[event.anchor] = node
         return node
+
+    def _first_line(self, place: Location) -> Location:
+        """Where a literal block scalar's text starts: the line after its `|`, at its indentation."""
+        line = self.lines[place.line] if place.line < len(self.lines) else ""
+        return Location(self.file, place.line + 1, len(line) - len(line.lstrip(" ")) + 1)
 
     def _alias(self, event: yaml.AliasEvent, place: Location) -> _Node:
         target = self.anchors.get(str(event.anchor), _NO_KEY)
@@ -570,25 +586,29 @@ class _Builder:
 
     # -- places --
 
-    def places(self) -> tuple[dict[Path_, Location], dict[Path_, Location]]:
-        """Where each path was written, under aliases too (at most MAX_NODES of them)."""
+    def places(self) -> tuple[dict[Path_, Location], dict[Path_, Location], dict[Path_, Location]]:
+        """Where each path was written, under aliases too (at most MAX_NODES of them): its value, its
+        key, and a literal block scalar's first line."""
         places: dict[Path_, Location] = {}
         keys: dict[Path_, Location] = {}
+        literals: dict[Path_, Location] = {}
         todo: list[tuple[_Node, Path_]] = [(self.root, ())] if self.root is not None else []
         while todo:
             node, path = todo.pop()
             places[path] = node.place
+            if node.kind == _SCALAR and node.literal is not None:
+                literals[path] = node.literal
             if node.kind == _MAP:
                 for key, (key_place, value) in node.pairs.items():
                     keys[path + (key,)] = key_place
                     todo.append((value, path + (key,)))
             elif node.kind == _SEQ:
                 todo.extend((item, path + (i,)) for i, item in enumerate(node.items))
-        return places, keys
+        return places, keys, literals
 
 
 def _parse(name: str, text: str) -> tuple[Document | None, list[Problem]]:
-    builder = _Builder(name)
+    builder = _Builder(name, text.splitlines())
     try:
         builder.build(yaml.parse(text, Loader=PARSER))
     except _Stop:
@@ -601,9 +621,9 @@ def _parse(name: str, text: str) -> tuple[Document | None, list[Problem]]:
         return None, builder.problems
     if builder.documents > 1:
         return None, builder.problems
-    places, keys = builder.places()
+    places, keys, literals = builder.places()
     data = builder.root.value if builder.root is not None else {}
-    return Document(data, places, keys, [name]), builder.problems
+    return Document(data, places, keys, [name], literals), builder.problems
 
 
 def _read(path: Path) -> tuple[Document | None, list[Problem]]:
@@ -695,6 +715,15 @@ def override_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.override{path.suffix or '.yaml'}")
 
 
+def base_path(name: str) -> str:
+    """lab.override.yaml -> lab.yaml (an override is validated merged into its base); others as given."""
+    path = Path(name)
+    for suffix in (".yaml", ".yml"):
+        if path.name.endswith(".override" + suffix) and len(path.name) > len(".override" + suffix):
+            return str(path.with_name(path.name[:-len(".override" + suffix)] + suffix))
+    return name
+
+
 def merge(base: Document, over: Document) -> Document:
     """Mappings merge key by key, `key: null` removes a key; any other value replaces the base's."""
     adopted: set[Path_] = set()  # paths whose value now comes from the override
@@ -722,11 +751,11 @@ def merge(base: Document, over: Document) -> Document:
     data = go(base.data, over.data, ())
     gone = adopted | removed
     tables = []
-    for old, new in ((base.places, over.places), (base.keys, over.keys)):
+    for old, new in ((base.places, over.places), (base.keys, over.keys), (base.literals, over.literals)):
         table = {p: loc for p, loc in old.items() if not under(p, gone)}
         table.update({p: loc for p, loc in new.items() if under(p, adopted)})
         tables.append(table)
-    return Document(data, tables[0], tables[1], base.files + over.files)
+    return Document(data, tables[0], tables[1], base.files + over.files, tables[2])
 
 
 def load_document(path: Path, env: Mapping[str, str] | None = None) -> Document:

@@ -319,6 +319,7 @@ class Found(NamedTuple):
     path: tuple
     message: str
     at_key: bool = False  # locate at the mapping key (a bad name) rather than at its value
+    line: int = 0  # a line inside the value (a template's), 1-based
 
 
 @dataclass(frozen=True)
@@ -507,9 +508,6 @@ def _reference_problems(lab: Lab, declared: Declared, existing_known: bool) -> l
     return out
 
 
-TEMPLATE_FACT = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
-
-
 def _watch_problems(lab: Lab) -> list[Found]:
     return [Found(("containers", cname, "services", sname, "watches", i),
                   f"{watched} is not one of this container's files{_suggest(watched, c.files)}")
@@ -541,25 +539,18 @@ def _rename_problems(lab: Lab) -> list[Found]:
 
 
 def _template_problems(lab: Lab, declared: Declared) -> list[Found]:
+    """Unknown names and syntax errors, from each template's syntax tree (nothing is rendered)."""
+    templated = [(cname, c, path, spec.template) for cname, c in lab.containers.items()
+                 for path, spec in c.files.items() if spec.template is not None]
+    if not templated:
+        return []
+    from . import templates  # jinja2 only for labs with templates
     out = []
-    for cname, c in lab.containers.items():
-        for path, spec in c.files.items():
-            for fact in TEMPLATE_FACT.findall(spec.template or ""):
-                if not _known_fact(declared.containers, c, fact):
-                    out.append(Found(("containers", cname, "files", path, "template"),
-                                     f"unknown template value {{{{ {fact} }}}} (known: lab.name, container.name,"
-                                     " container.address, containers.NAME.address, vars.NAME)"))
+    for cname, c, path, text in templated:
+        known = templates.Known(declared.containers, frozenset(c.vars), frozenset(lab.haproxy))
+        out += [Found(("containers", cname, "files", path, "template"), p.message, line=p.line)
+                for p in templates.problems(text, known)]
     return out
-
-
-def _known_fact(containers: frozenset[str] | None, container: Container, fact: str) -> bool:
-    if fact in ("lab.name", "container.name", "container.address"):
-        return True
-    if fact.startswith("vars."):
-        return fact[5:] in container.vars
-    parts = fact.split(".")
-    return (len(parts) == 3 and parts[0] == "containers" and parts[2] == "address"
-            and (containers is None or parts[1] in containers))
 
 
 def _profile_refs(lab: Lab, declared: Declared) -> list[Found]:
@@ -818,10 +809,16 @@ def _losing_branches(errors: list[Any]) -> list[Any]:
     return [e for e in errors if any(p in SCALAR_TAGS and e["loc"][:i] in rich for i, p in enumerate(e["loc"]))]
 
 
-def _problem(doc: Document, path: tuple, message: str, at_key: bool = False) -> Problem:
+def _problem(doc: Document, path: tuple, message: str, at_key: bool = False, line: int = 0) -> Problem:
     """A Problem that prints as one harmless line: a key or value with a control character is
-    shown escaped (a terminal would obey an escape sequence; a newline would split the report)."""
-    return Problem(doc.locate(path, at_key), path, _printable(message))  # the path: escaped by dotted()
+    shown escaped (a terminal would obey an escape sequence; a newline would split the report).
+
+    A line inside a value is located in the file when the value is a literal block (`|`), and
+    named in the message otherwise."""
+    place = doc.locate_line(path, line) if line else None
+    if line and place is None:
+        message = f"template line {line}: {message}"
+    return Problem(place or doc.locate(path, at_key), path, _printable(message))  # the path: escaped by dotted()
 
 
 def _printable(text: str) -> str:

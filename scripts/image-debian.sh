@@ -48,9 +48,11 @@ else
     while read -r m; do umount -l "$m" || true; done; rm -rf --one-file-system "$WORK"; }
   trap cleanup EXIT
   say "debootstrap $SUITE (minbase + $INCLUDE)"
-  # One line per debootstrap stage: how many items it handled and how long it took.
-  if ! debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$R" "$MIRROR" 2>&1 |
-    tee "$WORK/debootstrap.log" | awk '
+  # One line per debootstrap stage: how many items it handled and how long it took; on a terminal,
+  # with the project's Python, also a live line (stage, package now, count, time elapsed).
+  PY=$HERE/../.venv/bin/python
+  stages() { if [ -t 1 ] && "$PY" -c 'import rich' 2>/dev/null; then "$PY" -m reconciler.progress debootstrap; else plain_stages; fi; }
+  plain_stages() { awk '
       function now(  s) { "date +%s" | getline s; close("date +%s"); return s }
       function done() { if (st != "") printf "  %-11s %4d  (%ds)\n", st, n, now() - t0; fflush() }
       BEGIN { t0 = now() }
@@ -58,7 +60,9 @@ else
       /^I: (Retrieving|Extracting|Unpacking|Configuring) / {
         if ($2 != st) { done(); st = $2; n = 0; t0 = now() } n++; next }
       /^[WE]: / { print "  " $0; fflush() }
-      END { done() }'; then
+      END { done() }'; }
+  if ! debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$R" "$MIRROR" 2>&1 |
+    tee "$WORK/debootstrap.log" | stages; then
     tail -n 20 "$WORK/debootstrap.log" >&2; die "debootstrap failed"
   fi
   step "debootstrap done, $(du -sm "$R" | cut -f1) MB"

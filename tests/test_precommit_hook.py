@@ -1,0 +1,81 @@
+"""The pre-commit hook (.pre-commit-hooks.yaml) with the real pre-commit, in a throwaway git
+repository: pre-commit builds the hook's own Python environment from this repository (PyPI for the
+dependencies), then validates changed lab files, an override through its base.  No LXD."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BAD_OVERRIDE = "containers:\n  web1:\n    imgae: x\n"
+
+
+def sh(cwd: Path, *argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> tuple[Path, dict]:
+    """A git repository holding the guide's lab, and pre-commit's environment (its cache kept for the module)."""
+    path = tmp_path_factory.mktemp("labs")
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path_factory.mktemp("pre-commit-home")),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    sh(path, "git", "init", "-q")
+    (path / "lab.yaml").write_text((ROOT / "lab.yaml").read_text())
+    (path / "notes.yaml").write_text("not: a lab\n")
+    sh(path, "git", "add", ".", env=env)
+    return path, env
+
+
+def try_repo(repo, *files: str) -> subprocess.CompletedProcess:
+    path, env = repo
+    return sh(path, sys.executable, "-m", "pre_commit", "try-repo", str(ROOT), "reconcile-validate",
+              "--files", *files, env=env)
+
+
+def test_a_valid_lab_passes(repo):
+    done = try_repo(repo, "lab.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reconcile validate" in done.stdout and "Passed" in done.stdout
+
+
+def test_a_bad_override_fails_through_its_base_with_the_line(repo):
+    path, _ = repo
+    (path / "lab.override.yaml").write_text(BAD_OVERRIDE)
+    try:
+        done = try_repo(repo, "lab.override.yaml")
+        assert done.returncode == 1, done.stdout
+        assert "Failed" in done.stdout
+        assert "lab.override.yaml:3:5: containers.web1.imgae: unknown field; did you mean 'image'?" in done.stdout
+    finally:
+        (path / "lab.override.yaml").unlink()
+
+
+def test_files_that_are_not_labs_are_not_validated(repo):
+    done = try_repo(repo, "notes.yaml")
+    assert done.returncode == 0 and "(no files to check)Skipped" in done.stdout, done.stdout
+
+
+def test_an_installed_hook_refuses_a_commit_with_an_invalid_lab(repo):
+    path, env = repo
+    rev = sh(ROOT, "git", "rev-parse", "HEAD").stdout.strip()
+    (path / ".pre-commit-config.yaml").write_text(
+        f"repos:\n  - repo: {ROOT}\n    rev: {rev}\n    hooks:\n      - id: reconcile-validate\n")
+    installed = sh(path, sys.executable, "-m", "pre_commit", "install", env=env)
+    assert installed.returncode == 0, installed.stderr
+    sh(path, "git", "add", ".", env=env)
+    assert sh(path, "git", "commit", "-qm", "the guide's lab", env=env).returncode == 0
+
+    (path / "lab.yaml").write_text((path / "lab.yaml").read_text().replace("{{ vars.marker }}", "{{ vars.markr }}"))
+    sh(path, "git", "add", "lab.yaml", env=env)
+    refused = sh(path, "git", "commit", "-qm", "a typo", env=env)
+    assert refused.returncode != 0
+    assert "lab.yaml:53:7: containers.web1.files[\"/var/www/html/index.html\"].template: unknown template value" \
+           " {{ vars.markr }}" in refused.stdout + refused.stderr
+    assert sh(path, "git", "log", "--format=%s").stdout.splitlines() == ["the guide's lab"]
