@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pylxd
 import requests
@@ -51,6 +51,7 @@ class RawState:
     profiles: list[dict]
     instances: list[dict]
     images: list[dict]
+    acls: list[dict] = field(default_factory=list)  # network ACLs
 
 
 class Lxd:
@@ -102,16 +103,17 @@ class Lxd:
     # --- reading ------------------------------------------------------------------------
 
     def read(self, with_addresses: bool) -> RawState:
-        """Everything in the project, in four GETs however many instances it holds."""
+        """Everything in the project, in five GETs however many instances it holds."""
         try:
             level = 2 if with_addresses else 1
             instances = self.api.instances.get(params={"recursion": level}).json()["metadata"]
             profiles = self.api.profiles.get(params={"recursion": 1}).json()["metadata"]
             networks = self.api.networks.get(params={"recursion": 1}).json()["metadata"]
             images = self.api.images.get(params={"recursion": 1}).json()["metadata"]
+            acls = self.api["network-acls"].get(params={"recursion": 1}).json()["metadata"]
         except lxd_errors.LXDAPIException as err:
             raise LxdError(_message(err)) from None
-        return RawState(networks, profiles, instances, images)
+        return RawState(networks, profiles, instances, images, acls)
 
     def get(self, kind: str, name: str) -> tuple[dict, str]:
         """One object and its ETag."""
@@ -132,14 +134,15 @@ class Lxd:
 
     # --- writing ------------------------------------------------------------------------
 
+    def _collection(self, kind: str):
+        return {"network": self.api.networks, "profile": self.api.profiles, "instance": self.api.instances,
+                "acl": self.api["network-acls"]}[kind]
+
     def _node(self, kind: str, name: str):
-        return {"network": self.api.networks, "profile": self.api.profiles,
-                "instance": self.api.instances}[kind][name]
+        return self._collection(kind)[name]
 
     def create(self, kind: str, body: dict) -> None:
-        collection = {"network": self.api.networks, "profile": self.api.profiles,
-                      "instance": self.api.instances}[kind]
-        self._wait(self._call("post", collection, json=body))
+        self._wait(self._call("post", self._collection(kind), json=body))
 
     def put(self, kind: str, name: str, body: dict, etag: str) -> None:
         headers = {"If-Match": etag} if etag else {}
