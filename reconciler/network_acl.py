@@ -91,17 +91,20 @@ def _icmp(value: Any) -> str:
     return text
 
 
-def _one_or_more(item: dict) -> dict:
-    return {"anyOf": [item, {"type": "array", "items": item, "minItems": 1}]}
+def _one_or_more(one: str, what: str, number: dict | None = None) -> dict:
+    """LXD's comma-separated string of `one`, or a list of them (numbers too, where given)."""
+    single = [{"type": "string", "pattern": anchored(one)}] + ([number] if number else [])
+    return {"anyOf": [{"type": "string", "pattern": anchored(rf" *{one}(?: *, *{one})* *")}, *single[1:],
+                      {"type": "array", "items": {"anyOf": single}, "minItems": 1}], "description": what}
 
 
-SUBJECT_SCHEMA = {"type": "string", "pattern": anchored(r"[0-9A-Fa-f.:/-]+|@internal|@external|" + ACL_NAME)}
-PORT_SCHEMA = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 65535},
-                         {"type": "string", "pattern": anchored(r"[0-9]{1,5}(?:-[0-9]{1,5})?")}]}
+SUBJECT = rf"(?:[0-9A-Fa-f.:/-]+|@internal|@external|{ACL_NAME})"
+PORT = r"[0-9]{1,5}(?:-[0-9]{1,5})?"
 Subjects = Annotated[list[str], BeforeValidator(_items), AfterValidator(_subjects), WithJsonSchema(
-    {**_one_or_more(SUBJECT_SCHEMA), "description": "addresses, networks, ranges (a list or a, b, c)"})]
+    _one_or_more(SUBJECT, "addresses, networks, ranges (a list or a, b, c)"))]
 Ports = Annotated[list[str], BeforeValidator(_items), AfterValidator(_ports), WithJsonSchema(
-    {**_one_or_more(PORT_SCHEMA), "description": "ports and LOW-HIGH ranges (a list or 80, 443)"})]
+    _one_or_more(PORT, "ports and LOW-HIGH ranges (a list or 80, 443)", {"type": "integer", "minimum": 1,
+                                                                         "maximum": 65535}))]
 Icmp = Annotated[str, BeforeValidator(_icmp), WithJsonSchema({
     "anyOf": [{"type": "integer", "minimum": 0, "maximum": 255}, {"type": "string", "pattern": "^[0-9]{1,3}$"}]})]
 
