@@ -18,6 +18,7 @@ from . import haproxy
 from .lxd import Lxd
 from .render import safe
 from .spec import Lab, expanded_devices, listen_address
+from .values import TRUE_WORDS
 
 TIMEOUT = 5.0
 WARM_UP_SECONDS = 15.0
@@ -80,7 +81,7 @@ def entry_points(lab: Lab, cname: str, bind_port: int) -> list[tuple[str, int, s
         listen, connect = listen_address(device.get("listen", "")), listen_address(device.get("connect", ""))
         if device.get("type") == "proxy" and listen and connect and connect[2] == str(bind_port):
             address = "127.0.0.1" if listen[1] in ("0.0.0.0", "[::]") else listen[1].strip("[]")
-            keeps = any(device.get(k) in ("true", "1", "yes", "on") for k in ("proxy_protocol", "nat"))
+            keeps = any(device.get(k) in TRUE_WORDS for k in ("proxy_protocol", "nat"))
             out.append((address, int(listen[2].split("-")[0]), address if keeps else "127.0.0.1"))
     return out
 
