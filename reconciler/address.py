@@ -1,6 +1,6 @@
 """Addresses: what a resource is called, as a value.  Parsed once; printed only at the edges.
 
-`network.lan0`, `profile.macvlan`, `instance.web1` name LXD objects; `package.web1:apache2`,
+`acl.web-only`, `network.lan0`, `profile.macvlan`, `instance.web1` name LXD objects; `package.web1:apache2`,
 `file.proxyha:/etc/haproxy/haproxy.cfg`, `service.proxyha:haproxy` name things inside a container.
 """
 
@@ -13,6 +13,7 @@ from enum import StrEnum
 class Kind(StrEnum):
     """Every kind of resource, in the order plans list them."""
 
+    ACL = "acl"  # an LXD network ACL: networks name it
     NETWORK = "network"
     PROFILE = "profile"
     INSTANCE = "instance"
@@ -72,6 +73,10 @@ class Address:
 
     def __lt__(self, other: Address) -> bool:
         return self.sort_key() < other.sort_key()
+
+
+def acl(name: str) -> Address:
+    return Address(Kind.ACL, name)
 
 
 def network(name: str) -> Address:

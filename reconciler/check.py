@@ -8,6 +8,7 @@ distinct failure with what to do about it, and a plain statement when there is n
 from __future__ import annotations
 
 import http.client
+import math
 import re
 import ssl
 import time
@@ -19,6 +20,7 @@ from .lxd import Lxd
 from .remote import is_loopback
 from .render import safe
 from .spec import Lab, expanded_devices, listen_address
+from .values import TRUE_WORDS
 
 TIMEOUT = 5.0
 WARM_UP_SECONDS = 15.0
@@ -54,6 +56,19 @@ class Target:
     def ask(self) -> Answer:
         return ask(*self.point, self.host, path=self.path, tls=self.tls)
 
+    def serving(self, running: set[str]) -> set[str]:
+        """The servers round robin should reach: those running with a weight, backups only when no other is."""
+        live = [s for s in self.backend.servers if s.container in running and s.weight != 0]
+        main = [s for s in live if not s.backup]
+        return {s.label for s in (main or live)}
+
+
+def cycle(backend: haproxy.Backend) -> int:
+    """Requests in one round of weighted round robin over the servers that are not backups."""
+    weights = [s.weight if s.weight is not None else 1 for s in backend.servers if not s.backup]
+    weights = [w for w in weights if w] or [1]
+    return sum(weights) // math.gcd(*weights)
+
 
 def _lab_certificate_context() -> ssl.SSLContext:
     """HTTPS to the lab's own proxy on this host, whose certificate is self-signed (made at apply
@@ -80,9 +95,11 @@ def ask(host: str, port: int, vhost: str, path: str = "/", tls: bool = False) ->
         conn.close()
 
 
-def entry_points(lab: Lab, cname: str, bind_port: int, lxd_host: str | None = None) -> list[tuple[str, int]]:
-    """Addresses whose proxy device forwards to `bind_port` inside the HAProxy container: on this machine,
-    or, for a remote LXD on another machine (`lxd_host`), on that one, whose loopback we cannot reach."""
+def entry_points(lab: Lab, cname: str, bind_port: int, lxd_host: str | None = None) -> list[tuple[str, int, str]]:
+    """(address, port, the client address HAProxy sees) of each proxy device that forwards to `bind_port`
+    inside the HAProxy container: on this machine, or, for a remote LXD on another machine (`lxd_host`),
+    on that one, whose loopback we cannot reach.  Without PROXY protocol or nat the device connects from
+    inside the container, so HAProxy sees 127.0.0.1 whoever asks."""
     out = []
     for device in expanded_devices(lab, lab.containers[cname]).values():
         listen, connect = listen_address(device.get("listen", "")), listen_address(device.get("connect", ""))
@@ -92,7 +109,8 @@ def entry_points(lab: Lab, cname: str, bind_port: int, lxd_host: str | None = No
                 address = lxd_host or "127.0.0.1"
             elif lxd_host and is_loopback(address):
                 continue
-            out.append((address, int(listen[2].split("-")[0])))
+            keeps = any(device.get(k) in TRUE_WORDS for k in ("proxy_protocol", "nat"))
+            out.append((address, int(listen[2].split("-")[0]), address if keeps else "127.0.0.1"))
     return out
 
 
@@ -107,11 +125,20 @@ def targets(lab: Lab, lxd_host: str | None = None) -> tuple[list[Target], list[s
                 skipped.append(f"{cname}/{fname}: no proxy device of {cname} forwards to {frontend.bind}:"
                                f" nothing reaches it from {where}")
                 continue
+            address, port, src = points[0]
             for route in frontend.routes:
+                if not route.host:
+                    continue
                 path = route.path_prefix.rstrip("/") + "/" if route.path_prefix else "/"
-                name = haproxy.backend_for(frontend, route.host, path) if route.host else None
-                if route.host and name:
-                    found.append(Target(cname, route.host, points[0], name, spec.backends[name], path,
+                request = haproxy.Request(route.host, path, src=src)
+                rule = haproxy.access_for(frontend, spec.conditions, request)
+                if rule is not None and frontend.access[rule].action == "deny":
+                    skipped.append(f"{cname}/{fname}: access rule {rule} denies {route.host} from {src}"
+                                   f" ({frontend.access[rule].deny_status}): check cannot ask it")
+                    continue
+                name = haproxy.backend_for(frontend, route.host, path, conditions=spec.conditions, request=request)
+                if name:
+                    found.append(Target(cname, route.host, (address, port), name, spec.backends[name], path,
                                         frontend.tls is not None))
     return found, skipped
 
@@ -131,12 +158,11 @@ def run_check(lab: Lab, lxd: Lxd, requests: int) -> int:
         print(f"Nothing to check: lab {lab.lab!r} has no HAProxy frontend with a Host route reachable"
               " through a proxy device (check sends HTTP through them; see docs/cli.md)")
         return 1
-    too_few = [t for t in found if t.backend.balance == "roundrobin" and requests < len(t.backend.servers)]
+    too_few = [t for t in found if t.backend.balance == "roundrobin" and requests < min(cycle(t.backend), MAX_REQUESTS)]
     if too_few:
         for t in too_few:
-            print(f"Error: --requests {requests} cannot show round robin reaching the {len(t.backend.servers)}"
-                  f" servers of backend {t.backend_name} ({t.host}): use --requests {len(t.backend.servers)}"
-                  " or more")
+            print(f"Error: --requests {requests} cannot show round robin reaching the {_servers(t.backend)}"
+                  f" of backend {t.backend_name} ({t.host}): use --requests {cycle(t.backend)} or more")
         return 1
     running = running_containers(lxd)
     ok = all([_check_host(t, running, min(requests, MAX_REQUESTS)) for t in found])
@@ -163,11 +189,12 @@ def _check_host(target: Target, running: set[str], requests: int) -> bool:
     answers = [target.ask() for _ in range(requests)] if first.status == 200 else [first]
     shown = ", ".join(f"{a.server}({a.marker})" if a.status == 200 else f"{a.status or 'ERR'}" for a in answers)
     print(safe(f"{target.shown} -> backend {target.backend_name}: {shown}"))
-    healthy = {s.label for s in target.backend.servers if s.container in running}
+    healthy = target.serving(running)
     served = {a.server for a in answers if a.status == 200}
     problems = [f"{n} of {len(answers)} requests: {_failure(a)}" for a, n in Counter(
         a for a in answers if a.status != 200).items()]
-    if served and target.backend.balance == "roundrobin" and not healthy <= served:
+    if served and target.backend.balance == "roundrobin" and cycle(target.backend) <= len(answers) \
+            and not healthy <= served:
         problems.append(f"round robin never reached {', '.join(sorted(healthy - served))} (its container runs:"
                         " is the server healthy? see HAProxy's log)")
     if not healthy:
@@ -184,3 +211,11 @@ def _failure(answer: Answer) -> str:
     if answer.status == 503:
         return "503 from HAProxy: no server of the backend is up (`reconcile plan`, then HAProxy's log)"
     return f"HTTP {answer.status}; `reconcile plan` shows what differs from lab.yaml"
+
+
+def _servers(backend: haproxy.Backend) -> str:
+    """"2 servers", or "4 servers' weights" when one round of weighted round robin takes 4 requests."""
+    main = [s for s in backend.servers if not s.backup]
+    if cycle(backend) == len(main):
+        return f"{len(main)} servers"
+    return f"{len(main)} servers (weights: {cycle(backend)} requests a round)"

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import haproxy
 from .address import file, instance, service
+from .kinds import acl as acl_kind
 from .kinds import file as file_kind
 from .kinds import instance as instance_kind
 from .kinds import network as network_kind
@@ -24,7 +25,7 @@ from .kinds import profile as profile_kind
 from .kinds import service as service_kind
 from .plan import PlanError
 from .provision import FileSpec, ServiceSpec
-from .spec import Lab, has_root_disk, read_source
+from .spec import Lab, has_root_disk, proxied_frontends, read_source
 from .state import LabState, Resource, add
 
 UNKNOWN = file_kind.UNKNOWN
@@ -53,7 +54,7 @@ def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
     """The whole desired state.  `addresses`: container -> IPv4 where live state knows it;
     `live_profiles`: LXD's profiles, for what existing ones bring to a container."""
     state: LabState = {}
-    for res in network_kind.desired(lab) + profile_kind.desired(lab):
+    for res in acl_kind.desired(lab) + network_kind.desired(lab) + profile_kind.desired(lab):
         add(state, res)
     rendered = render_templates(lab, addresses)
     for name, container in lab.containers.items():
@@ -185,7 +186,7 @@ def render_file(lab: Lab, base_dir: Path, cname: str, path: str, addresses: Mapp
     if missing:
         raise MissingAddress(missing)
     if path in want.generated:
-        return haproxy.render_config(lab.haproxy[cname], dict(addresses)).encode()
+        return haproxy.render_config(lab.haproxy[cname], dict(addresses), proxied=proxied_frontends(lab, cname)).encode()
     spec = want.files[path]
     if spec.content is not None:
         return spec.content.encode()

@@ -17,7 +17,7 @@ from .kinds import service as service_kind
 from .plan import Action, Change, FieldChange, Origin, Reason
 from .state import LabState, Resource, digest
 
-ABSENT_REASON = {Kind.NETWORK: "not in LXD", Kind.PROFILE: "not in LXD", Kind.INSTANCE: "not in LXD",
+ABSENT_REASON = {Kind.ACL: "not in LXD", Kind.NETWORK: "not in LXD", Kind.PROFILE: "not in LXD", Kind.INSTANCE: "not in LXD",
                  Kind.PACKAGE: "not installed", Kind.FILE: "absent", Kind.SERVICE: "not set up"}
 
 
@@ -26,6 +26,8 @@ def diff_states(desired: LabState, live: LabState) -> list[Change]:
     changes: list[Change] = []
     for addr in sorted(desired.keys() | live.keys()):
         want, have = desired.get(addr), live.get(addr)
+        if want is not None and have is not None and hasattr(REGISTRY[addr.kind], "align"):
+            have = REGISTRY[addr.kind].align(want, have)  # what LXD keeps in no meaningful order (ACL rules)
         if have is None and want is not None:
             changes.append(create(want))
         elif want is None and have is not None:

@@ -75,7 +75,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
 
 
 def _nothing(lab: Lab) -> Lab:
-    return Lab.model_construct(**{**dict(lab), "networks": {}, "profiles": {}, "containers": {}, "haproxy": {}})
+    return Lab.model_construct(**{**dict(lab), "acls": {}, "networks": {}, "profiles": {}, "containers": {}, "haproxy": {}})
 
 
 def _objects(state: LabState) -> LabState:

@@ -1,18 +1,28 @@
 """HAProxy in lab terms: the `haproxy:` section of lab.yaml, its checks and its files.
 
-Pure: no I/O, no pylxd, no other project module. The section is keyed by the container that runs
-HAProxy; backends name lab containers, never addresses, and the addresses come from live state.
+Pure: no I/O, no pylxd; of the project, only logic.py (conditions). The section is keyed by the
+container that runs HAProxy; backends name lab containers, never addresses, and the addresses come
+from live state.
 
     haproxy:
       proxyha:                          # the container running HAProxy
         frontends:
           http_frontend:
             bind: "*:80"                # "ADDR:PORT", ":PORT" or "*:PORT" (IPv4)
+            accept_proxy: true          # PROXY protocol from LXD proxy devices: the real client address
             tls: {certificate: /etc/haproxy/certs/site.pem, redirect_http: true}
+            access:                     # http-request rules before routing, first match decides
+              - {action: deny, if: lan, status: 403}
+              - {action: deny, if: {all: [api, {not: token}]}, status: 401}
             routes:                     # first match wins, in this order
               - {host: site1.testdomain.com, backend: subdomain1}
               - {host: site2.testdomain.com, path_prefix: /api, backend: subdomain2}
+              - {if: {any: [api, token]}, backend: subdomain2}
             default_backend: subdomain1
+        conditions:                     # named tests (acl lines), one matcher each
+          lan: {src: [10.203.7.0/24]}
+          api: {path_prefix: /api}
+          token: {header: X-Lab-Token, value: open-sesame}
         backends:
           subdomain1:
             balance: roundrobin         # roundrobin | leastconn | source
@@ -20,8 +30,9 @@ HAProxy; backends name lab containers, never addresses, and the addresses come f
             client_ip_header: X-Client-IP                            # null: not set
             forwardfor: true
             servers:
-              - {name: site1, container: web1, port: 80}
-              - {container: web2}       # name defaults to the container
+              - {name: site1, container: web1, port: 80, weight: 3, maxconn: 100}
+              - {container: web2, backup: true}   # name defaults to the container
+        stats: {port: 8404}             # the statistics page, on 127.0.0.1 inside the container
         error_pages: {503: "<html>...</html>", 408: null}   # override / drop a guide page
         logging: true                   # log to rsyslog through the chroot, like the guide
         global: {maxconn: 2000}
@@ -39,7 +50,12 @@ API (everything returns values; the caller writes the files):
   `support_files(spec)` is all three.
 - `support_dirs(spec)` -> directories to create before HAProxy (re)starts: the error pages', the
   stats socket's (on tmpfs /run: tmpfiles.d recreates it at boot) and the log socket's.
-- `backend_for(frontend, host, path)` -> routing as haproxy.cfg does it (`reconcile check` uses it).
+- `backend_for(frontend, host, path)` and `access_for(frontend, conditions, request)` -> routing and
+  access as haproxy.cfg does them (`reconcile check` uses them).
+- `frontend_at(spec, address, port)` -> the frontend a connection reaches (LXD proxy devices pair
+  with it: PROXY protocol on both sides or neither).
+- Conditions are written in HAProxy's form (`a !b || c`: it has no parentheses); a rule no request
+  can reach (behind a catch-all, narrower than one above, self-contradictory) is an error.
 - Every backend sets `X-Served-By: <server name>` on responses, so a client can see who answered.
 
 Choices: Host is matched without its port (`req.hdr(host),field(1,:) -i NAME`, since clients send
@@ -58,21 +74,27 @@ import difflib
 import ipaddress
 import posixpath
 import re
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    Tag,
     ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
 from pydantic_core import core_schema
+
+from . import logic
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 SERVED_BY = "X-Served-By"
@@ -209,6 +231,43 @@ Bind = Annotated[str, Word("bind", rf"(?:\*|{_OCTET}(?:\.{_OCTET}){{3}})?:{_PORT
                            "'ADDR:PORT', ':PORT' or '*:PORT' (IPv4, port 1-65535)"), AfterValidator(_valid_bind)]
 
 
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or network (10.0.0.0/8, 192.0.2.7)") from None
+    return value
+
+
+SourceNet = Annotated[str, Word("address", r"[0-9A-Fa-f.:]{2,39}(?:/[0-9]{1,3})?",
+                                "an IP address or network such as 10.0.0.0/8"), AfterValidator(_network)]
+HeaderValue = Annotated[str, Word("header value", r"[!-~]{1,256}", "visible ASCII without spaces")]
+Method = Annotated[str, Word("method", r"[A-Z]{1,16}", "an HTTP method in capitals (GET, POST)")]
+
+
+def _error_code(code: int) -> int:
+    if code not in ERROR_CODES:
+        raise ValueError(f"HAProxy cannot answer {code}; it can answer {', '.join(map(str, ERROR_CODES))}")
+    return code
+
+
+ErrorCode = Annotated[int, AfterValidator(_error_code), WithJsonSchema({
+    "enum": list(ERROR_CODES), "description": "a status HAProxy can answer with"})]
+
+
+@dataclass(frozen=True)
+class OneOrMore:
+    """`Annotated[list[X], OneOrMore()]`: one value, or a list of at least one."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(
+            lambda value: value if isinstance(value, list) else [value], handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        array = handler.resolve_ref_schema(handler(schema))
+        return {"anyOf": [array["items"], {**array, "minItems": 1}]}
+
+
 def _strict(description: str) -> ConfigDict:
     return ConfigDict(extra="forbid", json_schema_extra={"description": description})
 
@@ -223,26 +282,116 @@ class TLS(BaseModel):
     http_port: Port = Field(80, description="Plain HTTP port for `redirect_http`.")
 
 
+class Condition(BaseModel):
+    """A named test on a request (an HAProxy `acl`): exactly one of its matchers."""
+
+    model_config = _strict("A named test on a request: exactly one of src, host, path, path_prefix, "
+                           "method, header (with or without value). A list matches any of its values.")
+    src: Annotated[list[SourceNet], OneOrMore()] | None = Field(
+        None, description="The client's address is in one of these networks (the real client only "
+                          "with PROXY protocol or nat: see accept_proxy).")
+    host: Annotated[list[Hostname], OneOrMore()] | None = Field(None, description="Host, any port, any case.")
+    path: Annotated[list[UrlPath], OneOrMore()] | None = Field(None, description="Exactly this path.")
+    path_prefix: Annotated[list[UrlPath], OneOrMore()] | None = Field(
+        None, description="This path or anything below it (/api: /api and /api/x, not /apix).")
+    method: Annotated[list[Method], OneOrMore()] | None = Field(None, description="Request method.")
+    header: HeaderName | None = Field(None, description="This request header: present, or with `value`.")
+    value: Annotated[list[HeaderValue], OneOrMore()] | None = Field(
+        None, description="With `header`: its value is exactly one of these (case matters).")
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> Condition:
+        given = [k for k in MATCHERS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a condition tests exactly one of {', '.join(MATCHERS)}"
+                             + (f"; this one has {', '.join(given)}: combine conditions with all:" if given else ""))
+        if self.value is not None and self.header is None:
+            raise ValueError("`value` goes with `header`")
+        return self
+
+
+MATCHERS = ("src", "host", "path", "path_prefix", "method", "header")
+
+
+def _when_kind(value: Any) -> str:
+    return "name" if isinstance(value, str) else next(iter(value))
+
+
+def _when_shape(value: Any) -> Any:
+    if isinstance(value, str) or (isinstance(value, dict) and len(value) == 1 and next(iter(value)) in
+                                  ("all", "any", "not")):
+        return value
+    raise ValueError("a condition here is a condition's name, or one of {all: [...]}, {any: [...]}, {not: ...}")
+
+
+class WhenAll(BaseModel):
+    model_config = _strict("Every one of these holds.")
+    all: list[When] = Field(min_length=1, description="Conditions that must all hold.")
+
+
+class WhenAny(BaseModel):
+    model_config = _strict("At least one of these holds.")
+    any: list[When] = Field(min_length=1, description="Conditions of which one must hold.")
+
+
+class WhenNot(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True,
+                              json_schema_extra={"description": "This does not hold."})
+    not_: When = Field(alias="not", description="A condition that must not hold.")
+
+
+When = Annotated[Union[Annotated[Name, Tag("name")], Annotated[WhenAll, Tag("all")],  # noqa: UP007
+                       Annotated[WhenAny, Tag("any")], Annotated[WhenNot, Tag("not")]],
+                 Discriminator(_when_kind), BeforeValidator(_when_shape)]
+
+
+class AccessRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
+        "description": "Allow or deny requests before routing (http-request); the first matching rule decides."})
+    action: Literal["allow", "deny"] = Field(description="deny: answer `status` (its error page); "
+                                                         "allow: skip the rules below, then route.")
+    if_: When | None = Field(None, alias="if", description="Which requests (default: every request).")
+    status: ErrorCode | None = Field(None, description="With deny: the status answered (default 403).")
+
+    @model_validator(mode="after")
+    def _status_with_deny(self) -> AccessRule:
+        if self.action == "allow" and self.status is not None:
+            raise ValueError("`status` goes with action: deny (an allowed request is routed)")
+        return self
+
+    @property
+    def deny_status(self) -> int:
+        return self.status or 403
+
+
 class Route(BaseModel):
-    model_config = _strict("Send matching requests to a backend; the first matching route wins.")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
+        "description": "Send matching requests to a backend; the first matching route wins."})
     host: Hostname | None = Field(None, description="Match this Host (any port, any case).")
     path_prefix: UrlPath | None = Field(
         None, description="Match this path and everything below it: /api matches /api and "
                           "/api/x, not /apix.")
+    if_: When | None = Field(None, alias="if", description="Match these conditions too "
+                             "(names, all:, any:, not:).")
     backend: Name = Field(description="Backend that serves matching requests.")
 
     @model_validator(mode="after")
     def _matches_something(self) -> Route:
-        if self.host is None and self.path_prefix is None:
-            raise ValueError("a route needs `host`, `path_prefix` or both")
+        if self.host is None and self.path_prefix is None and self.if_ is None:
+            raise ValueError("a route needs `host`, `path_prefix`, `if` or several of them")
         return self
 
 
 class Frontend(BaseModel):
     model_config = _strict("Where HAProxy listens and which backend serves what.")
     bind: Bind = Field(description="Listen address: '*:80', ':80' or '10.0.0.5:80'.")
+    accept_proxy: bool = Field(False, description="Every connection starts with a PROXY protocol header "
+                               "carrying the client's real address (LXD proxy devices with "
+                               "proxy_protocol: true send it); a connection without one is refused.")
     tls: TLS | None = Field(None, description="HTTPS on this bind (optional).")
-    routes: list[Route] = Field(default_factory=list, description="Host/path rules, in order.")
+    access: list[AccessRule] = Field(default_factory=list, description="allow/deny rules, in order, "
+                                     "before routing.")
+    routes: list[Route] = Field(default_factory=list, description="Host/path/condition rules, in order.")
     default_backend: Name | None = Field(None, description="Backend for requests no route "
                                                            "matches (optional).")
 
@@ -263,6 +412,11 @@ class Server(BaseModel):
     name: Name | None = Field(None, description="Server name in HAProxy (default: container).")
     container: ContainerName = Field(description="Lab container; its live IPv4 is used.")
     port: Port = Field(80, description="Port the container serves on.")
+    weight: int | None = Field(None, ge=0, le=256, description="Share of the requests relative to the "
+                               "others (HAProxy's default 1; 0: none while others are up).")
+    backup: bool = Field(False, description="Serves only while every server that is not a backup is down.")
+    maxconn: int | None = Field(None, ge=1, le=1_000_000, description="At most this many connections at "
+                                "once to this server; the rest wait in the backend's queue.")
 
     @model_validator(mode="before")
     @classmethod
@@ -357,6 +511,26 @@ class HAProxy(BaseModel):
     global_: Global = Field(default_factory=Global, alias="global",
                             description="Process-wide settings.")
     defaults: Defaults = Field(default_factory=Defaults, description="Proxy defaults.")
+    conditions: dict[Name, Condition] = Field(default_factory=dict, description="Named tests on requests, "
+                                              "for access rules and routes.", json_schema_extra=NAME_KEYS)
+    stats: Stats | None = Field(None, description="HAProxy's statistics page, on 127.0.0.1 inside the "
+                                "container only (optional).")
+
+
+class Stats(BaseModel):
+    model_config = _strict("HAProxy's statistics page (`listen stats`), bound to 127.0.0.1 inside the "
+                           "HAProxy container: reach it with lxc exec, or a proxy device of your own.")
+    port: Port = Field(8404, description="Port on 127.0.0.1.")
+    uri: UrlPath = Field("/stats", description="Path of the page; add ;csv for CSV.")
+    refresh: Duration = Field("10s", description="How often the page reloads itself.")
+
+
+WhenAll.model_rebuild()
+WhenAny.model_rebuild()
+WhenNot.model_rebuild()
+AccessRule.model_rebuild()
+Route.model_rebuild()
+HAProxy.model_rebuild()
 
 
 
@@ -425,7 +599,15 @@ def _check(host: str, spec: HAProxy, containers: set[str]) -> list[Problem]:
     for name, frontend in spec.frontends.items():
         problems += [(("frontends", name, *loc), msg)
                      for loc, msg in _check_frontend(frontend, set(spec.backends))]
-    return problems + _check_binds(spec)
+        problems += [(("frontends", name, *loc), msg)
+                     for loc, msg in _check_conditions_used(frontend, set(spec.conditions))]
+        problems += [(("frontends", name, *loc), msg) for loc, msg in _check_reachable(frontend)]
+    problems += [(("conditions", name), f"{name!r} is the name of a route's own acl in haproxy.cfg: pick another")
+                 for name in spec.conditions if _ROUTE_ACL.fullmatch(name)]
+    return problems + _check_binds(spec) + _check_stats(spec)
+
+
+_ROUTE_ACL = re.compile(r"route[0-9]+_(?:host|path)")
 
 
 def _check_backend(backend: Backend, containers: set[str]) -> list[Problem]:
@@ -456,15 +638,72 @@ def _check_frontend(frontend: Frontend, backends: set[str]) -> list[Problem]:
     return problems
 
 
+def _rules_with_conditions(frontend: Frontend) -> list[tuple[tuple, When]]:
+    """(location, condition) of every `if` in the frontend's access rules and routes."""
+    out = [(("access", i, "if"), r.if_) for i, r in enumerate(frontend.access) if r.if_ is not None]
+    return out + [(("routes", i, "if"), r.if_) for i, r in enumerate(frontend.routes) if r.if_ is not None]
+
+
+def _check_conditions_used(frontend: Frontend, known: set[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    for loc, when in _rules_with_conditions(frontend):
+        tree = as_logic(when)
+        problems += [(loc, f"unknown condition {name!r}{_hint(name, known)} (declare it under conditions:)")
+                     for name in logic.atoms(tree) if name not in known]
+        try:
+            logic.dnf(tree)
+        except logic.TooComplex as err:
+            problems.append((loc, f"this condition has {err}"))
+    return problems
+
+
+def _check_reachable(frontend: Frontend) -> list[Problem]:
+    """A rule no request can reach is a mistake (first match wins): an error, not a warning."""
+    access = [as_logic(r.if_) if r.if_ is not None else logic.TRUE for r in frontend.access]
+    routes = [_route_logic(r) for r in frontend.routes]
+    problems: list[Problem] = []
+    for what, rules in (("access", access), ("routes", routes)):
+        for found in logic.unreachable(rules):
+            problems.append(((what, found.index), _unreachable_text(what, found, rules)))
+    return problems
+
+
+def _unreachable_text(what: str, found: logic.Unreachable, rules: list[logic.Condition]) -> str:
+    noun = "access rule" if what == "access" else "route"
+    if found.contradiction:
+        return f"this {noun} can never match: its condition contradicts itself"
+    if found.covered_by is not None and rules[found.covered_by] == logic.TRUE:
+        return (f"unreachable: {noun} {found.covered_by} above has no `if` and takes every request"
+                " (first match wins): move this one above it, or drop it")
+    if found.covered_by is not None:
+        return (f"unreachable: {noun} {found.covered_by} above already takes every request this one"
+                " would match (first match wins): move this one above it, or drop it")
+    return (f"unreachable: the {noun}s above it together take every request this one would match"
+            " (first match wins)")
+
+
+def _check_stats(spec: HAProxy) -> list[Problem]:
+    if spec.stats is None:
+        return []
+    return [((section, STATS_PROXY), f"the stats page is the proxy {STATS_PROXY!r} in haproxy.cfg: "
+             "rename this one") for section in ("frontends", "backends")
+            if STATS_PROXY in getattr(spec, section)]
+
+
+STATS_PROXY = "stats"
+
+
 def _listeners(spec: HAProxy) -> list[tuple[tuple, str, str, int]]:
-    """(location, frontend, address, port) of every socket HAProxy would bind, in order."""
+    """(location, what, address, port) of every socket HAProxy would bind, in order."""
     out: list[tuple[tuple, str, str, int]] = []
     for name, frontend in spec.frontends.items():
         addr, port = parse_bind(frontend.bind)
-        out.append((("frontends", name, "bind"), name, addr, port))
+        out.append((("frontends", name, "bind"), f"frontend {name!r}", addr, port))
         if frontend.tls and frontend.tls.redirect_http:
-            out.append((("frontends", name, "tls", "http_port"), name, addr,
+            out.append((("frontends", name, "tls", "http_port"), f"frontend {name!r}", addr,
                         frontend.tls.http_port))
+    if spec.stats is not None:
+        out.append((("stats", "port"), "the stats page", "127.0.0.1", spec.stats.port))
     return out
 
 
@@ -479,9 +718,42 @@ def _check_binds(spec: HAProxy) -> list[Problem]:
     for j, (loc, _, addr, port) in enumerate(listeners):
         for _, other, oaddr, oport in listeners[:j]:
             if port == oport and (addr == oaddr or "*" in (addr, oaddr)):
-                problems.append((loc, f"port {port} is already bound by frontend {other!r}"))
+                problems.append((loc, f"port {port} is already bound by {other}"))
                 break
     return problems
+
+
+def frontend_at(spec: HAProxy, address: str, port: int) -> tuple[str, tuple] | None:
+    """The frontend (and the location of its bind) that takes connections to address:port, or None."""
+    for loc, _, addr, lport in _listeners(spec):
+        if loc[0] == "frontends" and lport == port and addr in ("*", address):
+            return loc[1], loc
+    return None
+
+
+# ---------------------------------------------------------------- conditions as logic
+def as_logic(when: When) -> logic.Condition:
+    """An `if` of lab.yaml as a condition over the names of its conditions."""
+    if isinstance(when, str):
+        return logic.Atom(when)
+    if isinstance(when, WhenAll):
+        return logic.All(tuple(as_logic(w) for w in when.all))
+    if isinstance(when, WhenAny):
+        return logic.AnyOf(tuple(as_logic(w) for w in when.any))
+    return logic.Not(as_logic(when.not_))
+
+
+def _route_logic(route: Route, host_atom: str | None = None, path_atom: str | None = None) -> logic.Condition:
+    """What a route matches: its host, its path and its `if`, all of them.  The host and path are
+    atoms named by their values (two routes on one host share it), or by the acl names given."""
+    parts: list[logic.Condition] = []
+    if route.host is not None:
+        parts.append(logic.Atom(host_atom or f"host {route.host.lower()}"))
+    if route.path_prefix is not None:
+        parts.append(logic.Atom(path_atom or f"path_prefix {route.path_prefix}"))
+    if route.if_ is not None:
+        parts.append(as_logic(route.if_))
+    return logic.All(tuple(parts))
 
 
 # ---------------------------------------------------------------- routing
@@ -490,12 +762,61 @@ def _path_matches(prefix: str, path: str) -> bool:
         or path.startswith(prefix + "/")
 
 
-def backend_for(frontend: Frontend, host: str, path: str = "/") -> str | None:
-    """The backend HAProxy picks for a request, as the rendered rules do (None: 503)."""
+@dataclass(frozen=True)
+class Request:
+    """What HAProxy decides on: a request as it arrives (src: the client's address as HAProxy sees it)."""
+
+    host: str
+    path: str = "/"
+    method: str = "GET"
+    src: str = "127.0.0.1"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+
+def condition_holds(cond: Condition, request: Request) -> bool:
+    """One named condition on a request, as its haproxy.cfg acl decides it."""
+    host = request.host.split(":")[0].lower()
+    if cond.src is not None:
+        address = ipaddress.ip_address(request.src)
+        return any(address in ipaddress.ip_network(n, strict=False) for n in cond.src)
+    if cond.host is not None:
+        return host in (h.lower() for h in cond.host)
+    if cond.path is not None:
+        return request.path in cond.path
+    if cond.path_prefix is not None:
+        return any(_path_matches(p, request.path) for p in cond.path_prefix)
+    if cond.method is not None:
+        return request.method in cond.method
+    value = request.header(cond.header or "")
+    return value is not None and (cond.value is None or value in cond.value)
+
+
+def _truth(conditions: Mapping[str, Condition], request: Request) -> dict[str, bool]:
+    return {name: condition_holds(cond, request) for name, cond in conditions.items()}
+
+
+def access_for(frontend: Frontend, conditions: Mapping[str, Condition], request: Request) -> int | None:
+    """The index of the access rule that decides the request (allow or deny), or None."""
+    truth = _truth(conditions, request)
+    return next((i for i, rule in enumerate(frontend.access)
+                 if rule.if_ is None or logic.evaluate(as_logic(rule.if_), truth)), None)
+
+
+def backend_for(frontend: Frontend, host: str, path: str = "/", conditions: Mapping[str, Condition] | None = None,
+                request: Request | None = None) -> str | None:
+    """The backend HAProxy picks for a request, as the rendered rules do (None: 503).  Routes with an
+    `if` are judged on `request` (GET of host and path from 127.0.0.1 unless given)."""
+    request = request or Request(host, path)
+    truth = _truth(conditions or {}, request)
     for route in frontend.routes:
         if route.host is not None and route.host.lower() != host.split(":")[0].lower():
             continue
-        if route.path_prefix is None or _path_matches(route.path_prefix, path):
+        if route.path_prefix is not None and not _path_matches(route.path_prefix, path):
+            continue
+        if route.if_ is None or logic.evaluate(as_logic(route.if_), truth):
             return route.backend
     return frontend.default_backend
 
@@ -551,17 +872,29 @@ def _defaults_lines(spec: HAProxy, errors_dir: str) -> list[str]:
     return lines + [f"errorfile {c} {errors_dir}/{c}.http" for c in error_codes(spec)]
 
 
+def condition_text(cond: logic.Condition) -> str:
+    """HAProxy's form of a condition: `a !b || c`; "" when it always holds."""
+    terms = logic.dnf(cond)
+    if not terms:
+        return "FALSE"  # HAProxy's predefined acl that never matches
+    if () in terms:
+        return ""
+    return " || ".join(" ".join(("!" if negated else "") + key for negated, key in term) for term in terms)
+
+
+def _guarded(line: str, cond: logic.Condition) -> str:
+    text = condition_text(cond)
+    return f"{line} if {text}" if text else line
+
+
 def _route_lines(routes: list[Route]) -> list[str]:
     acls, uses = [], []
     for i, route in enumerate(routes, 1):
-        conds = []
         if route.host is not None:
             acls.append(f"acl route{i}_host req.hdr(host),field(1,:) -i {route.host}")
-            conds.append(f"route{i}_host")
         if route.path_prefix is not None:
             acls += _path_acls(f"route{i}_path", route.path_prefix)
-            conds.append(f"route{i}_path")
-        uses.append(f"use_backend {route.backend} if {' '.join(conds)}")
+        uses.append(_guarded(f"use_backend {route.backend}", _route_logic(route, f"route{i}_host", f"route{i}_path")))
     return acls + uses
 
 
@@ -572,15 +905,56 @@ def _path_acls(acl: str, prefix: str) -> list[str]:
     return [f"acl {acl} path {prefix}", f"acl {acl} path_beg {prefix}/"]
 
 
-def _frontend_lines(frontend: Frontend) -> list[str]:
-    tls = frontend.tls
-    lines = [f"bind {frontend.bind}" + (f" ssl crt {tls.certificate}" if tls else "")]
+def _condition_lines(name: str, cond: Condition) -> list[str]:
+    """A named condition as haproxy.cfg acl lines (several lines of one name: any of them)."""
+    if cond.src is not None:
+        return [f"acl {name} src " + " ".join(str(ipaddress.ip_network(n, strict=False)) for n in cond.src)]
+    if cond.host is not None:
+        return [f"acl {name} req.hdr(host),field(1,:) -i " + " ".join(cond.host)]
+    if cond.path is not None:
+        return [f"acl {name} path " + " ".join(cond.path)]
+    if cond.path_prefix is not None:
+        return [line for prefix in cond.path_prefix for line in _path_acls(name, prefix)]
+    if cond.method is not None:
+        return [f"acl {name} method " + " ".join(cond.method)]
+    if cond.value is not None:
+        return [f"acl {name} req.hdr({cond.header}) -m str " + " ".join(cond.value)]
+    return [f"acl {name} req.hdr({cond.header}) -m found"]
+
+
+def _conditions_used(frontend: Frontend, conditions: Mapping[str, Condition]) -> list[str]:
+    """acl lines of the named conditions this frontend uses, in the order lab.yaml declares them."""
+    used = {name for _, when in _rules_with_conditions(frontend) for name in logic.atoms(as_logic(when))}
+    return [line for name, cond in conditions.items() if name in used for line in _condition_lines(name, cond)]
+
+
+def _access_lines(rules: list[AccessRule]) -> list[str]:
+    out = []
+    for rule in rules:
+        head = f"http-request deny deny_status {rule.deny_status}" if rule.action == "deny" else "http-request allow"
+        out.append(_guarded(head, as_logic(rule.if_) if rule.if_ is not None else logic.TRUE))
+    return out
+
+
+def _bind_lines(frontend: Frontend, proxied: Sequence[str]) -> list[str]:
+    """The frontend's binds; with accept_proxy, a comment names the LXD proxy devices that send it."""
+    tls, extra = frontend.tls, " accept-proxy" if frontend.accept_proxy else ""
+    lines = [f"# PROXY protocol from LXD proxy device(s): {', '.join(proxied)}"] if extra and proxied else []
+    lines.append(f"bind {frontend.bind}" + (f" ssl crt {tls.certificate}" if tls else "") + extra)
     if tls and tls.redirect_http:
         addr, _ = parse_bind(frontend.bind)
-        lines += [f"bind {addr}:{tls.http_port}",
-                  "http-request redirect scheme https code 301 unless { ssl_fc }"]
+        lines.append(f"bind {addr}:{tls.http_port}{extra}")
+    return lines
+
+
+def _frontend_lines(frontend: Frontend, conditions: Mapping[str, Condition], proxied: Sequence[str]) -> list[str]:
+    tls = frontend.tls
+    lines = _bind_lines(frontend, proxied)
+    if tls and tls.redirect_http:
+        lines.append("http-request redirect scheme https code 301 unless { ssl_fc }")
     if tls:
         lines.append("http-request set-header X-Forwarded-Proto https if { ssl_fc }")
+    lines += _conditions_used(frontend, conditions) + _access_lines(frontend.access)
     lines += _route_lines(frontend.routes)
     return lines + ([f"default_backend {frontend.default_backend}"]
                     if frontend.default_backend else [])
@@ -593,6 +967,12 @@ def _check_args(backend: Backend) -> str:
     return " check" if hc else ""
 
 
+def _server_line(server: Server, backend: Backend, addresses: dict[str, str]) -> str:
+    extra = (f" weight {server.weight}" if server.weight is not None else "") + \
+        (f" maxconn {server.maxconn}" if server.maxconn is not None else "") + (" backup" if server.backup else "")
+    return f"server {server.label} {_address(addresses, server.container)}:{server.port}{_check_args(backend)}{extra}"
+
+
 def _backend_lines(backend: Backend, addresses: dict[str, str]) -> list[str]:
     lines = [f"balance {backend.balance}"] + (["option forwardfor"] if backend.forwardfor else [])
     hc = backend.health_check
@@ -601,22 +981,31 @@ def _backend_lines(backend: Backend, addresses: dict[str, str]) -> list[str]:
     if backend.client_ip_header:
         lines.append(f"http-request set-header {backend.client_ip_header} %[src]")
     lines.append(f"http-response set-header {SERVED_BY} %s")  # the server's name: `reconcile check` reads it
-    return lines + [f"server {s.label} {_address(addresses, s.container)}:{s.port}"
-                    f"{_check_args(backend)}" for s in backend.servers]
+    return lines + [_server_line(s, backend, addresses) for s in backend.servers]
 
 
-def render_config(spec: HAProxy, addresses: dict[str, str], *,
-                  errors_dir: str = ERRORS_DIR) -> str:
-    """The whole haproxy.cfg; servers resolve to `addresses[container]` (IPv4).
+def _stats_lines(stats: Stats) -> list[str]:
+    return [f"bind 127.0.0.1:{stats.port}", "stats enable", f"stats uri {stats.uri}",
+            f"stats refresh {stats.refresh}"]
+
+
+def render_config(spec: HAProxy, addresses: dict[str, str], *, errors_dir: str = ERRORS_DIR,
+                  proxied: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The whole haproxy.cfg; servers resolve to `addresses[container]` (IPv4).  `proxied`: frontend ->
+    the LXD proxy devices that send it the PROXY protocol (named in a comment above its bind).
 
     Raises MissingAddress (a KeyError) naming a server container without an address.
     Deterministic: the same spec and addresses give the same bytes; user order is kept.
     """
+    proxied = proxied or {}
     parts = [HEADER, _section("global", _global_lines(spec)),
              _section("defaults", _defaults_lines(spec, errors_dir))]
-    parts += [_section(f"frontend {n}", _frontend_lines(f)) for n, f in spec.frontends.items()]
+    parts += [_section(f"frontend {n}", _frontend_lines(f, spec.conditions, proxied.get(n, ())))
+              for n, f in spec.frontends.items()]
     parts += [_section(f"backend {n}", _backend_lines(b, addresses))
               for n, b in spec.backends.items()]
+    if spec.stats is not None:
+        parts.append(_section(f"listen {STATS_PROXY}", _stats_lines(spec.stats)))
     return "\n".join(parts)
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .address import Address, Kind, instance
 from .desired import Provisioning
 from .facts import Facts
+from .kinds import acl as acl_kind
 from .kinds import file as file_kind
 from .kinds import instance as instance_kind
 from .kinds import network as network_kind
@@ -46,7 +47,8 @@ def live_from_raw(raw: RawState, lab_name: str) -> Live:
     owned: LabState = {}
     untagged: LabState = {}
     foreign: dict[Address, str | None] = {}
-    resources = ([r for r in map(network_kind.from_lxd, raw.networks) if r is not None]
+    resources = ([acl_kind.from_lxd(a) for a in raw.acls]
+                 + [r for r in map(network_kind.from_lxd, raw.networks) if r is not None]
                  + [profile_kind.from_lxd(p) for p in raw.profiles]
                  + [instance_kind.from_lxd(i) for i in raw.instances])
     for res in resources:

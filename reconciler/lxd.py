@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pylxd
@@ -68,6 +68,7 @@ class RawState:
     profiles: list[dict]
     instances: list[dict]
     images: list[dict]
+    acls: list[dict] = field(default_factory=list)  # network ACLs
 
 
 class Lxd:
@@ -141,13 +142,14 @@ class Lxd:
     # --- reading ------------------------------------------------------------------------
 
     def read(self, with_addresses: bool) -> RawState:
-        """Everything in the project, in four GETs however many instances it holds."""
+        """Everything in the project, in five GETs however many instances it holds."""
         level = 2 if with_addresses else 1
         instances = self._call("get", self.api.instances, params={"recursion": level}).json()["metadata"]
         profiles = self._call("get", self.api.profiles, params={"recursion": 1}).json()["metadata"]
         networks = self._call("get", self.api.networks, params={"recursion": 1}).json()["metadata"]
         images = self._call("get", self.api.images, params={"recursion": 1}).json()["metadata"]
-        return RawState(networks, profiles, instances, images)
+        acls = self._call("get", self.api["network-acls"], params={"recursion": 1}).json()["metadata"]
+        return RawState(networks, profiles, instances, images, acls)
 
     def running_operations(self) -> list[Operation]:
         """Operations LXD is still running in this project (a killed run's create, start or exec)."""
@@ -191,14 +193,15 @@ class Lxd:
 
     # --- writing ------------------------------------------------------------------------
 
+    def _collection(self, kind: str):
+        return {"network": self.api.networks, "profile": self.api.profiles, "instance": self.api.instances,
+                "acl": self.api["network-acls"]}[kind]
+
     def _node(self, kind: str, name: str):
-        return {"network": self.api.networks, "profile": self.api.profiles,
-                "instance": self.api.instances}[kind][name]
+        return self._collection(kind)[name]
 
     def create(self, kind: str, body: dict) -> None:
-        collection = {"network": self.api.networks, "profile": self.api.profiles,
-                      "instance": self.api.instances}[kind]
-        self._wait(self._call("post", collection, json=body))
+        self._wait(self._call("post", self._collection(kind), json=body))
 
     def put(self, kind: str, name: str, body: dict, etag: str) -> None:
         headers = {"If-Match": etag} if etag else {}

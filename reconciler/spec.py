@@ -39,7 +39,8 @@ from pydantic import (
 )
 
 from . import haproxy as haproxy_spec
-from . import values
+from . import network_acl, values
+from .network_acl import ACL_NAME, NetworkAcl
 from .provision import (
     PATH,
     SERVICE_NAME,
@@ -124,7 +125,9 @@ DEVICE_SCHEMA = {
 }
 BRIDGE_CONFIG = {"ipv4.address": {"type": "string", "pattern": values.anchored(values.IPV4_CIDR)},
                  "ipv6.address": {"type": "string", "pattern": values.anchored(values.IPV6_CIDR)},
-                 **{key: values.BOOL_SCHEMA for key in values.BRIDGE_BOOLS}}
+                 "security.acls": {"type": "string", "description": "network ACLs, comma-separated"},
+                 **{key: {"enum": list(network_acl.ACTIONS)} for key in network_acl.DEFAULT_ACTION_KEYS},
+                 **{key: values.BOOL_SCHEMA for key in values.BRIDGE_BOOLS + network_acl.DEFAULT_LOGGED_KEYS}}
 
 
 def _keyed(pattern: str, description: str) -> Any:
@@ -152,6 +155,7 @@ def _profile_ref(value: str) -> str:
 ProfileRef = Annotated[str, AfterValidator(_profile_ref), WithJsonSchema(
     {"type": "string", "pattern": values.anchored(PROFILE_NAME), "description": "a profile name"})]
 NetworkRef = Annotated[str, values.Matching(NETWORK_NAME, "a network name")]
+AclRef = Annotated[str, values.Matching(ACL_NAME, "a network ACL name")]
 PackageName = Annotated[str, values.Matching(PACKAGE_NAME, "a package name")]
 
 
@@ -236,6 +240,7 @@ class Existing(Strict):
 
     profiles: list[ProfileRef] = ["default"]
     networks: list[NetworkRef] = []
+    acls: list[AclRef] = []
 
 
 class Adopt(Strict):
@@ -260,6 +265,7 @@ class Lab(Strict):
     networks: dict[str, Network] = _keyed(NETWORK_NAME, "managed bridges the lab owns")
     profiles: dict[str, Profile] = _keyed(PROFILE_NAME, "profiles the lab owns")
     containers: dict[str, Container] = _keyed(INSTANCE_NAME, "containers the lab owns")
+    acls: dict[str, NetworkAcl] = _keyed(ACL_NAME, "network ACLs the lab owns (security.acls of networks name them)")
     haproxy: dict[str, haproxy_spec.HAProxy] = _keyed(INSTANCE_NAME, "HAProxy, keyed by the container"
                                                       " running it")
 
@@ -281,9 +287,10 @@ def without_extensions(data: Any) -> Any:
     return {k: v for k, v in data.items() if not str(k).startswith("x-")} if isinstance(data, dict) else data
 
 
-TABLES: dict[str, type[BaseModel]] = {"networks": Network, "profiles": Profile, "containers": Container,
-                                      "haproxy": haproxy_spec.HAProxy}
-TABLE_NAMES = {"networks": (NETWORK_NAME, "network"), "profiles": (PROFILE_NAME, "profile"),
+TABLES: dict[str, type[BaseModel]] = {"acls": NetworkAcl, "networks": Network, "profiles": Profile,
+                                      "containers": Container, "haproxy": haproxy_spec.HAProxy}
+TABLE_NAMES = {"acls": (ACL_NAME, "network ACL"), "networks": (NETWORK_NAME, "network"),
+               "profiles": (PROFILE_NAME, "profile"),
                "containers": (INSTANCE_NAME, "container")}
 
 
@@ -329,6 +336,7 @@ class Declared:
     networks: frozenset[str] | None
     profiles: frozenset[str] | None
     containers: frozenset[str] | None
+    acls: frozenset[str] | None = None
 
     def broken_profiles(self, lab: Lab) -> frozenset[str]:
         """Declared profiles that failed validation: their devices are unknown."""
@@ -382,6 +390,8 @@ def _device_problems(path: tuple, devices: Mapping[str, Mapping[str, str]]) -> l
                              f"{_suggest(device['type'], values.DEVICE_TYPES)}"))
         elif device["type"] == "proxy":
             out += _proxy_problems(where, device)
+        elif device["type"] == "nic":
+            out += _acl_key_problems(where, device)
     return out
 
 
@@ -398,6 +408,10 @@ def _proxy_problems(where: tuple, device: Mapping[str, str]) -> list[Found]:
     bind = device.get("bind", "host")
     if bind not in values.BIND_SIDES:
         out.append(Found(where + ("bind",), f"bind must be host or instance, not {bind!r}"))
+    if device.get("proxy_protocol") in values.TRUE_WORDS and (
+            device.get("nat") in values.TRUE_WORDS or not device.get("connect", "tcp:").startswith("tcp:")):
+        out.append(Found(where + ("proxy_protocol",), "LXD sends the PROXY protocol only to a tcp: connect"
+                         " address and not with nat: true (nat keeps the client's address by itself)"))
     return out + _proxy_sides(where, device, bind)
 
 
@@ -424,11 +438,40 @@ def _proxy_sides(where: tuple, device: Mapping[str, str], bind: str) -> list[Fou
 
 def _network_problems(name: str, network: Network) -> list[Found]:
     where = ("networks", name, "config")
-    out = _config_problems(where, network.config, values.BRIDGE_BOOLS)
+    out = _config_problems(where, network.config, values.BRIDGE_BOOLS + network_acl.DEFAULT_LOGGED_KEYS)
     for key in ("ipv4.address", "ipv6.address"):
         problem = values.bridge_address_problem(key, network.config[key]) if key in network.config else None
         if problem:
             out.append(Found(where + (key,), problem))
+    return out + _acl_key_problems(where, network.config)
+
+
+def _acl_key_problems(where: tuple, settings: Mapping[str, str]) -> list[Found]:
+    """security.acls names ACLs; the default actions are LXD's three."""
+    out = [Found(where + ("security.acls",), f"{name!r} is not a network ACL name")
+           for name in network_acl.acl_names(settings.get("security.acls")) if not re.fullmatch(ACL_NAME, name)]
+    return out + [Found(where + (key,), f"{settings[key]!r} is not one of {', '.join(network_acl.ACTIONS)}")
+                  for key in network_acl.DEFAULT_ACTION_KEYS if key in settings
+                  and settings[key] not in network_acl.ACTIONS]
+
+
+def _acl_problems(name: str, acl: NetworkAcl) -> list[Found]:
+    """What LXD would refuse in an ACL's rules, at the field of the rule it is about."""
+    out = []
+    for direction in ("ingress", "egress"):
+        seen: dict[tuple, int] = {}
+        # LXD takes ACL names and @internal/@external only where they name the far end of the traffic
+        unnamed = "destination" if direction == "ingress" else "source"
+        for i, rule in enumerate(getattr(acl, direction)):
+            where = ("acls", name, direction, i)
+            out += [Found(where + (key,), message) for key, message in network_acl.rule_problems(rule)]
+            out += [Found(where + (key,), f"{item!r}: an ACL name or @internal/@external goes in the"
+                          f" {'source' if direction == 'ingress' else 'destination'} of {direction} rules only")
+                    for key, item in network_acl.named_subjects(rule) if key == unnamed]
+            same = tuple(sorted(network_acl.lxd_rule(rule).items()))
+            if same in seen:
+                out.append(Found(where, f"the same rule as {direction} rule {seen[same]}: LXD refuses duplicates"))
+            seen.setdefault(same, i)
     return out
 
 
@@ -491,6 +534,8 @@ def _value_problems(lab: Lab, folder: Path) -> list[Found]:
         out += _device_problems(("profiles", name, "devices"), profile.devices)
     for name, container in lab.containers.items():
         out += _container_problems(name, container, folder)
+    for name, acl in lab.acls.items():
+        out += _acl_problems(name, acl)
     return out
 
 
@@ -501,10 +546,129 @@ def _reference_problems(lab: Lab, declared: Declared, existing_known: bool) -> l
            + _proxy_listen_clashes(lab, declared) + _lab_subnet_overlaps(lab))
     if existing_known:
         out += (_profile_refs(lab, declared) + _network_refs(lab, declared) + _root_disks(lab, declared)
-                + _existing_overlaps(lab, declared))
+                + _existing_overlaps(lab, declared) + _acl_refs(lab, declared))
     out += _adopt_refs(lab, declared)
     if declared.containers is not None:
-        out += _haproxy_refs(lab, declared.containers)
+        out += _haproxy_refs(lab, declared.containers) + _proxy_protocol_pairs(lab, declared)
+    return out
+
+
+# --- Network ACLs: who names them ---------------------------------------------------------------
+
+def _acl_refs(lab: Lab, declared: Declared) -> list[Found]:
+    if declared.acls is None:
+        return []
+    known = declared.acls | set(lab.existing.acls)
+    out = [Found(where + ("security.acls",), f"unknown network ACL {name!r}{_suggest(name, known)}"
+                 " (declare it under acls:, or list it under existing.acls)")
+           for where, settings in _acl_users(lab) for name in network_acl.acl_names(settings.get("security.acls"))
+           if name not in known and re.fullmatch(ACL_NAME, name)]
+    return out + _nic_acl_problems(lab) + _acl_subject_problems(lab, known)
+
+
+def _acl_users(lab: Lab):
+    """(location, settings) of every network config and NIC device that may name ACLs."""
+    for name, network in lab.networks.items():
+        yield ("networks", name, "config"), network.config
+    for path, device in _devices_everywhere(lab):
+        if device.get("type") == "nic":
+            yield path, device
+
+
+def _nic_acl_problems(lab: Lab) -> list[Found]:
+    """LXD 5.0 takes ACL keys on OVN NICs only; a lab network is a bridge, so its NICs cannot carry them."""
+    out = []
+    for path, device in _devices_everywhere(lab):
+        keys = [k for k in network_acl.ACL_KEYS if k in device]
+        if device.get("type") == "nic" and keys and device.get("network") not in lab.existing.networks:
+            network = _nic_network(device)
+            where = f"network {network!r}" if network in lab.networks else "its network"
+            out.append(Found(path + (keys[0],), f"LXD 5.0 takes {keys[0]} only on OVN NICs: for a NIC on a bridge,"
+                             f" set it on {where} (networks.NAME.config), which applies it to every NIC there"))
+    return out
+
+
+def _acl_subject_problems(lab: Lab, known: frozenset[str] | set[str]) -> list[Found]:
+    """Named subjects must be ACLs, and a bridge (every network a lab declares) takes none of them."""
+    on_bridges = {name for net in lab.networks.values() for name in network_acl.acl_names(net.config.get("security.acls"))}
+    out = []
+    for name, acl in lab.acls.items():
+        for direction in ("ingress", "egress"):
+            for i, rule in enumerate(getattr(acl, direction)):
+                for key, item in network_acl.named_subjects(rule):
+                    where = ("acls", name, direction, i, key)
+                    if item not in network_acl.NETWORK_SELECTORS and item not in known:
+                        out.append(Found(where, f"unknown network ACL {item!r}{_suggest(item, known)}"))
+                    elif name in on_bridges:
+                        out.append(Found(where, f"{item!r}: a bridge network takes addresses, networks and ranges"
+                                         " only (LXD: ACL names and @internal/@external need OVN)"))
+    return out
+
+
+def _proxy_protocol_pairs(lab: Lab, declared: Declared) -> list[Found]:
+    """A proxy device and the HAProxy frontend it reaches agree on the PROXY protocol: both or neither."""
+    out = []
+    for reach in proxy_reaches(lab, declared):
+        frontend = lab.haproxy[reach.container].frontends[reach.frontend]
+        at_frontend = ("haproxy", reach.container, "frontends", reach.frontend, "accept_proxy")
+        device = f"proxy device {reach.device} ({reach.listen})"
+        if reach.nat and frontend.accept_proxy:
+            out.append(Found(at_frontend, f"{device} uses nat: it keeps the client's address and sends no PROXY"
+                             " header; drop accept_proxy"))
+        elif reach.proxy_protocol and not frontend.accept_proxy:
+            out.append(Found(reach.path + ("proxy_protocol",), f"sends the PROXY protocol to frontend"
+                             f" {reach.frontend!r} ({frontend.bind}), which does not expect it: set accept_proxy:"
+                             f" true there, or drop proxy_protocol"))
+        elif frontend.accept_proxy and not (reach.proxy_protocol or reach.nat):
+            out.append(Found(at_frontend, f"expects the PROXY protocol, but {device} of {reach.container} does not"
+                             " send it: set proxy_protocol: true on it"))
+    return out
+
+
+class Reach(NamedTuple):
+    """A proxy device of an HAProxy container whose connections reach one of its frontends."""
+
+    container: str
+    device: str
+    path: tuple  # the device in lab.yaml (the container's, or the profile that brings it)
+    listen: str
+    frontend: str
+    proxy_protocol: bool
+    nat: bool
+
+
+def proxy_reaches(lab: Lab, declared: Declared | None = None) -> list[Reach]:
+    """Every (device, frontend) pair: host-side proxy devices of HAProxy containers, by connect port."""
+    out = []
+    for cname, spec in lab.haproxy.items():
+        container = lab.containers.get(cname)
+        if container is None or (declared is not None and not _complete(lab, declared, container)):
+            continue
+        for dname, device in expanded_devices(lab, container).items():
+            found = _frontend_reached(spec, device)
+            if found:
+                out.append(Reach(cname, dname, _device_path(lab, container, cname, dname), device["listen"], found,
+                                 device.get("proxy_protocol") in values.TRUE_WORDS,
+                                 device.get("nat") in values.TRUE_WORDS))
+    return out
+
+
+def _frontend_reached(spec: haproxy_spec.HAProxy, device: Mapping[str, str]) -> str | None:
+    connect = values.split_inet(device.get("connect", ""))
+    if device.get("type") != "proxy" or device.get("bind", "host") != "host" or connect is None \
+            or connect[0] != "tcp" or values.proxy_address_problem(device["connect"]) or "listen" not in device:
+        return None
+    low, high = values.port_span(connect[2])
+    found = next((f for port in range(low, high + 1) if (f := haproxy_spec.frontend_at(spec, connect[1], port))), None)
+    return found[0] if found else None
+
+
+def proxied_frontends(lab: Lab, cname: str) -> dict[str, list[str]]:
+    """frontend -> the proxy devices that send it the PROXY protocol (named in haproxy.cfg)."""
+    out: dict[str, list[str]] = {}
+    for reach in proxy_reaches(lab):
+        if reach.container == cname and reach.proxy_protocol:
+            out.setdefault(reach.frontend, []).append(f"{reach.device} ({reach.listen})")
     return out
 
 
@@ -616,7 +780,8 @@ def _existing_overlaps(lab: Lab, declared: Declared) -> list[Found]:
     """An object both owned and existing: plan would take over what the lab says it only uses."""
     out = []
     for table, names, existing in (("profiles", declared.profiles, lab.existing.profiles),
-                                   ("networks", declared.networks, lab.existing.networks)):
+                                   ("networks", declared.networks, lab.existing.networks),
+                                   ("acls", declared.acls, lab.existing.acls)):
         implicit = table == "profiles" and table not in lab.existing.model_fields_set
         for name in sorted((names or set()) & set(existing)):
             where = "existing.profiles, which is [default] unless written" if implicit else f"existing.{table}"
@@ -981,7 +1146,7 @@ def check_lab(doc: Document, folder: Path) -> tuple[Lab, list[Problem]]:
     shell, broken, shell_problems = _validate_shell(doc, data)
     lab = shell.model_copy(update=valid)
     everything = shell.model_copy(update={table: valid[table] | salvaged[table] for table in TABLES})
-    declared = Declared(*(_names(data, table, broken) for table in ("networks", "profiles", "containers")))
+    declared = Declared(*(_names(data, table, broken) for table in ("networks", "profiles", "containers", "acls")))
     found = _name_problems(data) + _value_problems(everything, folder)
     found += _reference_problems(lab, declared, existing_known="existing" not in broken)
     return lab, shell_problems + problems + [_problem(doc, *f) for f in found]

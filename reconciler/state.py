@@ -79,6 +79,16 @@ def referenced_networks(devices: Mapping[str, Mapping[str, str]]) -> set[str]:
     return out
 
 
+def acls_named(settings: Mapping[str, Any]) -> list[str]:
+    """The network ACLs a network's config or a NIC names in `security.acls` (comma-separated)."""
+    return [n.strip() for n in str(settings.get("security.acls") or "").split(",") if n.strip()]
+
+
+def nic_acls(devices: Mapping[str, Mapping[str, str]]) -> set[str]:
+    """The network ACLs the NICs among `devices` name."""
+    return {n for device in devices.values() if device.get("type") == "nic" for n in acls_named(device)}
+
+
 def ipv4_by_nic(raw_state: Mapping[str, Any] | None) -> dict[str, str]:
     """{'eth0': '10.0.0.5'} from an instance's state: first global IPv4 of each NIC."""
     out = {}

@@ -64,6 +64,7 @@ def remove_leftovers(only_run: str | None = None) -> None:
     for net in json.loads(sh("lxc", "network", "list", "--format=json").stdout):
         if net["name"].startswith(prefix) and net.get("managed") and not net["name"].startswith(tuple(alive) or ("-",)):
             sh("lxc", "network", "delete", net["name"], check=False)
+    delete_acls(prefix)
     for link in json.loads(sh("ip", "-j", "link", "show", "type", "veth").stdout or "[]"):
         if (link["ifname"].startswith(prefix) and link["ifname"].endswith("v0")  # a test LAN's veth pair
                 and not link["ifname"].startswith(tuple(alive) or ("-",))):
@@ -131,11 +132,20 @@ def new_project(tag: str) -> None:
 
 
 def drop_project(tag: str) -> None:
-    """The project, and the networks (global in LXD) whose names start with its tag."""
+    """The project, and the networks and network ACLs (global in LXD) whose names start with its tag."""
     delete_project(tag)
     for net in json.loads(sh("lxc", "network", "list", "--format=json").stdout):
         if net["name"].startswith(tag):
             sh("lxc", "network", "delete", net["name"], check=False)
+    delete_acls(tag)
+
+
+def delete_acls(prefix: str) -> None:
+    """Network ACLs (global without features.networks, as networks are) named with a test's prefix,
+    after the networks that use them."""
+    for acl in json.loads(sh("lxc", "network", "acl", "list", "--format=json").stdout or "[]"):
+        if acl["name"].startswith(prefix):
+            sh("lxc", "network", "acl", "delete", acl["name"], check=False)
 
 
 def next_tag() -> str:

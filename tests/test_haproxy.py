@@ -519,6 +519,12 @@ HEALTH = st.one_of(st.booleans(), st.fixed_dictionaries({}, optional={
     "rise": st.integers(1, 5), "fall": st.integers(1, 5)}))
 
 
+def _unshadowed(routes: list[dict]) -> bool:
+    """No route matches only what an earlier one already takes (validation refuses that)."""
+    tests = [{(k, v) for k, v in r.items() if k != "backend"} for r in routes]
+    return not any(tests[i] <= tests[j] for j in range(len(tests)) for i in range(j))
+
+
 @st.composite
 def specs(draw) -> dict:
     """A random valid haproxy section, in lab.yaml's shape."""
@@ -534,7 +540,7 @@ def specs(draw) -> dict:
     route = st.fixed_dictionaries({"backend": st.sampled_from(backend_names)}, optional={
         "host": HOSTS, "path_prefix": PATHS}).filter(lambda r: len(r) > 1)
     frontends = {f"f{port}": {"bind": f"*:{port}", "default_backend": backend_names[0],
-                              "routes": draw(st.lists(route, max_size=4))} for port in ports}
+                              "routes": draw(st.lists(route, max_size=4).filter(_unshadowed))} for port in ports}
     return {"frontends": frontends, "backends": backends, "logging": draw(st.booleans())}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Kind, instance, network, profile
+from ..address import Kind, acl, instance, network, profile
 from ..lxd import LxdError
 from ..plan import Action, Change, FieldChange, Reason
 from ..state import (
@@ -25,6 +25,7 @@ from ..state import (
     devices_of,
     digest,
     lxd_keys,
+    nic_acls,
     own_config,
     referenced_networks,
 )
@@ -51,6 +52,7 @@ def desired(lab: Lab, name: str, c: Container, live_profiles: Mapping[str, Mappi
     # Every network first, not only those named: a macvlan NIC on a bridge's external port (the
     # simulated LAN) needs that bridge's DHCP server up before the container boots.
     deps += [network(n) for n in sorted(referenced_networks(devices) | set(lab.networks)) if n in lab.networks]
+    deps += [acl(n) for n in sorted(nic_acls(devices)) if n in lab.acls]
     settings, sources = _expanded_boot(lab, c, live_profiles)
     meta = {"boot": digest(settings), "boot_settings": settings, "boot_sources": sources}
     if c.renamed_from:
@@ -98,6 +100,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
             "config": own_config(config), "devices": devices,
             "state": "running" if raw.get("status") == "Running" else "stopped"}
     deps = [profile(p) for p in body["profiles"]] + [network(n) for n in sorted(referenced_networks(devices))]
+    deps += [acl(n) for n in sorted(nic_acls(devices))]
     meta = {"boot_tag": config.get(BOOT_KEY),
             "boot_live": boot_settings(raw.get("expanded_config") or {}, raw.get("expanded_devices") or {}),
             "location": raw.get("location") or "", "has_record": config.get(RECORD_TAG) == "true"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Kind, network
+from ..address import Kind, acl, network
 from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, own_config
+from ..state import APPLIED_KEY, OWNER_KEY, Resource, acls_named, digest, own_config
 
 if TYPE_CHECKING:
     from ..apply import Runner
@@ -21,7 +21,8 @@ DEFAULTED_KEYS = ("ipv4.address", "ipv4.nat", "ipv6.address", "ipv6.nat")
 
 def desired(lab: Lab) -> list[Resource]:
     return [Resource(network(name), {"type": net.type, "description": net.description,
-                                     "config": dict(sorted(net.config.items()))})
+                                     "config": dict(sorted(net.config.items()))},
+                     tuple(acl(n) for n in acls_named(net.config) if n in lab.acls))  # its ACLs first
             for name, net in lab.networks.items()]
 
 
@@ -31,7 +32,8 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource | None:
     config = raw.get("config") or {}
     body = {"type": raw.get("type", "bridge"), "description": raw.get("description", ""),
             "config": own_config(config)}
-    return Resource(network(raw["name"]), body, owner=config.get(OWNER_KEY), applied=config.get(APPLIED_KEY))
+    return Resource(network(raw["name"]), body, tuple(acl(n) for n in acls_named(config)), owner=config.get(OWNER_KEY),
+                    applied=config.get(APPLIED_KEY))
 
 
 def essence(have: Resource, want: Resource | None) -> Resource:

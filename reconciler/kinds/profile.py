@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Kind, network, profile
+from ..address import Kind, acl, network, profile
 from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, own_config, referenced_networks
+from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, nic_acls, own_config, referenced_networks
 
 if TYPE_CHECKING:
     from ..apply import Runner
@@ -23,6 +23,7 @@ def desired(lab: Lab) -> list[Resource]:
         devices = {d: dict(sorted(v.items())) for d, v in sorted(prof.devices.items())}
         body = {"description": prof.description, "config": dict(sorted(prof.config.items())), "devices": devices}
         deps = tuple(network(n) for n in sorted(referenced_networks(devices)) if n in lab.networks)
+        deps += tuple(acl(n) for n in sorted(nic_acls(devices)) if n in lab.acls)
         out.append(Resource(profile(name), body, deps))
     return out
 
@@ -32,6 +33,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
     devices = devices_of(raw.get("devices"))
     body = {"description": raw.get("description", ""), "config": own_config(config), "devices": devices}
     deps = tuple(network(n) for n in sorted(referenced_networks(devices)))
+    deps += tuple(acl(n) for n in sorted(nic_acls(devices)))
     return Resource(profile(raw["name"]), body, deps, owner=config.get(OWNER_KEY), applied=config.get(APPLIED_KEY))
 
 
