@@ -76,7 +76,10 @@ def apply_plan(plan: Plan, ctx: Context, lxd: Lxd, parallelism: int = 4, progres
                shuffle: random.Random | None = None) -> Report:
     """Run every step as soon as what it waits for is done; at most `parallelism` at once.
     Ctrl-C stops starting steps and waits for the running ones; a second Ctrl-C abandons them."""
-    return Scheduler(plan, Runner(ctx, lxd, plan), max(1, parallelism), progress, shuffle).run()
+    runner = Runner(ctx, lxd, plan)
+    report = Scheduler(plan, runner, max(1, parallelism), progress, shuffle).run()
+    report.warnings = runner.warnings + report.warnings
+    return report
 
 
 class Scheduler:
@@ -202,6 +205,7 @@ class Runner:
         self.applied: dict[Address, Body] = {}  # what was applied, when it differs from the plan's after
         self._facts: dict[str, Facts] = {}
         self._snapshots: dict[str, Facts] = {}
+        self.warnings: list[str] = []
         self._lock = threading.Lock()
 
     def timed(self, step: Step, change: Change) -> Outcome:
@@ -316,6 +320,11 @@ class Runner:
             raw, _ = self.lxd.get("instance", container)
             self.lxd.patch("instance", container, {"config": {RECORD_TAG: "true"},
                                                    "description": raw.get("description", "")})
+
+    def warn(self, message: str) -> None:
+        """Said in the report: something apply did beyond the plan, and why."""
+        with self._lock:
+            self.warnings.append(message)
 
     @staticmethod
     def step_error(message: str) -> StepError:

@@ -62,7 +62,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     renames = _renames(desired, owned) + adopted
     forgive_network_defaults(desired, owned)
     objects = diff_states(_objects(desired), _objects(owned))
-    objects = _with_sources(objects, live.images) + renames
+    objects = _with_sources(objects, live.images, owned) + renames
     sight = _sight(wanted, owned, objects)
     facts = read_facts(lxd, wanted, _readable(wanted, owned, renames, sight))
     for cname, found in facts.items():
@@ -135,16 +135,22 @@ def _renames(desired: LabState, owned: LabState) -> list[Change]:
 
 # --- Images -------------------------------------------------------------------------------------
 
-def _with_sources(changes: list[Change], images: list[dict[str, Any]]) -> list[Change]:
-    """Each container to create gets the image source LXD needs; a missing image fails the plan."""
+def _with_sources(changes: list[Change], images: list[dict[str, Any]], owned: LabState) -> list[Change]:
+    """Each container to create gets the image source LXD needs; a missing image fails the plan.  So
+    does one to start that never ran, when its image is there: if a crash cut its creation short,
+    apply makes it again."""
     out, problems = [], []
     for change in changes:
-        if change.address.kind == Kind.INSTANCE and ({Action.CREATE, Action.REPLACE} & set(change.actions)):
-            image = (change.after or {})["image"]
+        have = owned.get(change.address)
+        unborn = Action.START in change.actions and have is not None and bool(have.meta.get("never_started"))
+        made = {Action.CREATE, Action.REPLACE} & set(change.actions)
+        if change.address.kind == Kind.INSTANCE and (made or unborn):
             try:
-                change = replace(change, meta={**change.meta, "source": image_source(image, images)})
+                source = image_source((change.after or {})["image"], images)
+                change = replace(change, meta={**change.meta, "source": source})
             except LookupError as err:
-                problems.append(f"containers.{change.address.name}.image: {err}")
+                if made:
+                    problems.append(f"containers.{change.address.name}.image: {err}")
         out.append(change)
     if problems:
         raise PlanError("\n".join(problems))

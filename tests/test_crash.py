@@ -71,7 +71,8 @@ def _converges(lab, what: str) -> None:
     assert _etags(lab) == lab.untouched, f"{what}: an object the lab does not own changed"
     waited = "waited for LXD" if "Waiting for LXD to finish" in result.err else ""
     took = "took over the lock" if "Took over the lock" in result.err else ""
-    RESULTS.append(f"{what}: converged in {time.monotonic() - started:.1f}s {waited} {took}".rstrip())
+    remade = f"made {result.out.count('made again')} half-made container(s) again" if "made again" in result.out else ""
+    RESULTS.append(f"{what}: converged in {time.monotonic() - started:.1f}s {waited} {took} {remade}".rstrip())
 
 
 @pytest.mark.parametrize("seconds", KILL_AFTER)

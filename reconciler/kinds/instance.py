@@ -103,7 +103,8 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
     deps += [acl(n) for n in sorted(nic_acls(devices))]
     meta = {"boot_tag": config.get(BOOT_KEY),
             "boot_live": boot_settings(raw.get("expanded_config") or {}, raw.get("expanded_devices") or {}),
-            "location": raw.get("location") or "", "has_record": config.get(RECORD_TAG) == "true"}
+            "location": raw.get("location") or "", "has_record": config.get(RECORD_TAG) == "true",
+            "never_started": never_started(raw)}
     return Resource(instance(raw["name"]), body, tuple(deps), owner=config.get(OWNER_KEY),
                     applied=config.get(APPLIED_KEY), meta=meta)
 
@@ -168,11 +169,30 @@ def apply(run: Runner, change: Change, action: Action) -> None:
     if action == Action.STOP:
         stop(run, name)
     elif action == Action.START:
-        run.lxd.set_state(name, "start")
+        start(run, name, change)
     elif action == Action.RESTART:
         stop(run, name)
         run.lxd.set_state(name, "start")
     record(run, name, change, booted=action != Action.STOP)
+
+
+def never_started(raw: Mapping[str, Any]) -> bool:
+    """LXD records a container's power state once it has run (a creation a crash cut short has not)."""
+    return "volatile.last_state.power" not in (raw.get("config") or {})
+
+
+def start(run: Runner, name: str, change: Change) -> None:
+    """Start it; one that never ran and cannot start, a crash cut its creation short: make it again."""
+    try:
+        run.lxd.set_state(name, "start")
+    except LxdError as err:
+        raw, _ = run.lxd.get("instance", name)
+        if not (never_started(raw) and change.meta.get("source")):
+            raise
+        run.warn(f"instance.{name}: it never ran and does not start ({err}): its creation was cut short"
+                 " (a crash?); made again")
+        remove(run, name)
+        create(run, name, change)
 
 
 def create(run: Runner, name: str, change: Change) -> None:
