@@ -199,7 +199,7 @@ def _connect(lab, remote_flag: str | None = None, project: str | None = None):
 
 def _remote(lab, flag: str | None):
     """The lxc remote to reach LXD through (--remote, else lab.yaml's), or None for the unix socket."""
-    from .lxd import LxdError
+    from .errors import LxdError
     from .remote import RemoteError, choose
     try:
         remote = choose(flag, lab.lxd.remote if lab else None, lab.lxd.insecure_skip_verify if lab else False)
@@ -215,7 +215,7 @@ def _remote(lab, flag: str | None):
 def _plan(lab, base: Path, lxd, targets: list[str], destroy: bool = False):
     from .address import Address
     from .engine import build_plan
-    from .lxd import LxdError
+    from .errors import LxdError
     from .plan import PlanError
     try:
         plan, ctx = build_plan(lab, base, lxd, destroy=destroy)

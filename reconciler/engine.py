@@ -15,17 +15,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .address import Kind, instance, network, profile
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
+from .errors import LxdError
 from .facts import Facts, FactsError, facts_argv, parse_facts, record_path
 from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, users_of
-from .lxd import Lxd, LxdError
 from .plan import Action, Change, Origin, Plan, PlanError, Reason, make_plan
 from .spec import REMOTES, Lab, network_overlaps
 from .state import LabState, Resource
+
+if TYPE_CHECKING:
+    from .lxd import Lxd
 
 PARALLEL_READS = 8
 

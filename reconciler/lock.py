@@ -15,8 +15,12 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from .lxd import Lxd, LxdError, LxdNotFound, StaleState
+from .errors import LxdError, LxdNotFound, StaleState
+
+if TYPE_CHECKING:
+    from .lxd import Lxd
 
 PREFIX = "reconciler-lock-"  # spec.LOCK_PREFIX: lab profiles cannot take such names
 MARK = "user.reconciler.lock"

@@ -17,6 +17,7 @@ import pylxd
 import requests
 from pylxd import exceptions as lxd_errors
 
+from .errors import LxdError, LxdNotFound, LxdUnreachable, StaleState
 from .state import ipv4_by_nic
 
 if TYPE_CHECKING:  # the socket path never imports remote.py
@@ -26,20 +27,6 @@ SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
 OPERATION_TIMEOUT = 300
 
 
-class LxdError(Exception):
-    """LXD refused or failed something; the message is LXD's own."""
-
-
-class LxdUnreachable(LxdError):
-    """No LXD daemon answered."""
-
-
-class StaleState(LxdError):
-    """The object changed between the plan and this step."""
-
-
-class LxdNotFound(LxdError):
-    """LXD has no such object."""
 
 
 @dataclass(frozen=True)

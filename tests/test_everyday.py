@@ -5,6 +5,8 @@ renames in place, who moved (lab.yaml or the live object).  Tiny busybox contain
 from __future__ import annotations
 
 import json
+import os
+import time
 
 from conftest import sh
 from test_lxd_core import HEADER, applied, no_changes
@@ -215,3 +217,50 @@ def test_a_lab_network_on_the_hosts_own_subnet_is_refused_at_plan(lab):
     assert lab.run("validate").code == 0  # validate cannot know the host; plan does
     result = lab.run("plan")
     assert result.code == 1 and f"overlaps the host route '{route}'" in result.err, result.err
+
+
+def test_ctrl_d_at_the_question_cancels_cleanly(lab):
+    import pty
+    import select
+    lab.write(with_state("running"))
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: reconcile apply on a terminal
+        os.execv(str(_cli()), [str(_cli()), "apply", "-f", str(lab.file)])
+    out = b""
+    deadline = time.monotonic() + 60
+    while b"Only 'yes' will be accepted" not in out and time.monotonic() < deadline:
+        if select.select([fd], [], [], 1)[0]:
+            out += os.read(fd, 65536)
+    os.write(fd, b"\x04")  # Ctrl-D: end of input
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 1 and b"Apply cancelled." in out and b"Traceback" not in out, out[-2000:]
+    assert json.loads(lab.lxc("list", "--format=json")) == []
+
+
+def test_ctrl_c_during_apply_waits_for_the_running_step_and_reports(lab):
+    import signal
+    import subprocess
+    lab.write(with_state("running"))
+    apply = subprocess.Popen([str(_cli()), "apply", "--yes", "--parallelism", "1", "-f", str(lab.file)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in apply.stdout:  # bounded: the apply ends by itself within seconds
+        lines.append(line)
+        if line.startswith(f"network.{lab.tag}b: created"):
+            apply.send_signal(signal.SIGINT)
+            break
+    rest, err = apply.communicate(timeout=120)
+    out = "".join(lines) + rest
+    assert apply.returncode == 1, out + err
+    assert "Apply interrupted." in out and "Not started:" in out and "Traceback" not in out + err, out + err
+    assert "Interrupted: waited for the running steps" in err
+    assert no_changes(lab) is False  # what was not started is still pending
+    applied(lab, with_state("running"))  # and the next apply finishes it

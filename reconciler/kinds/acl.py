@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Kind, acl
-from ..lxd import StaleState
+from ..errors import StaleState
 from ..network_acl import lxd_rule
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, own_config

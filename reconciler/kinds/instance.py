@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Kind, acl, instance, network, profile
-from ..lxd import LxdError
+from ..errors import LxdError
 from ..plan import Action, Change, FieldChange, Reason
 from ..state import (
     APPLIED_KEY,
