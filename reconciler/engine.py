@@ -21,7 +21,7 @@ from .address import Kind, instance, network, profile
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
 from .errors import LxdError
-from .facts import Facts, FactsError, facts_argv, parse_facts, record_path
+from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, facts_argv, parse_facts, record_path
 from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, users_of
 from .plan import Action, Change, Origin, Plan, PlanError, Reason, make_plan
 from .spec import REMOTES, Lab, network_overlaps
@@ -67,9 +67,10 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     objects = diff_states(_objects(desired), _objects(owned))
     objects = _with_sources(objects, live.images, owned) + renames
     sight = _sight(wanted, owned, objects)
-    facts = read_facts(lxd, wanted, _readable(wanted, owned, renames, sight))
+    facts = read_facts(lxd, wanted, _readable(wanted, owned, renames, sight), desired)
     for cname, found in facts.items():
         owned.update(provisioned(cname, found, provisioning_of(wanted, cname)))
+    _same_content(owned, desired)
     inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts)
     plan = make_plan(lab.lab, objects + inside, users_of(live.owned), _notes(wanted, sight),
                      objects=len(live.owned), frontends=wanted.haproxy)
@@ -232,6 +233,16 @@ def _notes(lab: Lab, sight: Mapping[str, Sight]) -> list[str]:
     return notes
 
 
+def _same_content(owned: LabState, desired: LabState) -> None:
+    """A file whose digest is lab.yaml's has lab.yaml's content: it is not read back to be compared."""
+    for addr, have in list(owned.items()):
+        want = desired.get(addr)
+        if (addr.kind == Kind.FILE and want is not None and have.body.get("sha256") == want.body.get("sha256")
+                and "content" in want.body and have.body.get("content") is None):
+            owned[addr] = Resource(addr, {**have.body, "content": want.body["content"]}, have.depends_on,
+                                   have.owner, have.applied, have.meta)
+
+
 def _readable(lab: Lab, owned: LabState, renames: list[Change], sight: Mapping[str, Sight]) -> dict[str, str]:
     """Containers to read, by their live name (the old one while a rename is pending): those seen
     running with something to manage, or a record of what an earlier apply wrote there."""
@@ -245,14 +256,42 @@ def _readable(lab: Lab, owned: LabState, renames: list[Change], sight: Mapping[s
     return out
 
 
-def read_facts(lxd: Lxd, lab: Lab, containers: Mapping[str, str]) -> dict[str, Facts]:
-    """One exec per container (cname -> its live name), in parallel."""
+def read_facts(lxd: Lxd, lab: Lab, containers: Mapping[str, str], desired: LabState) -> dict[str, Facts]:
+    """One exec per container (cname -> its live name), in parallel; a second one only where a file
+    differs from lab.yaml, for its content (to show the difference)."""
     if not containers:
         return {}
     record = record_path(lab.lab)
+
+    def one(cname: str) -> Facts:
+        found = container_facts(lxd, containers[cname], provisioning_of(lab, cname), record)
+        return with_contents(lxd, containers[cname], found, _differing(cname, found, desired))
+
     with ThreadPoolExecutor(min(PARALLEL_READS, len(containers))) as pool:
-        found = pool.map(lambda c: container_facts(lxd, containers[c], provisioning_of(lab, c), record), containers)
-        return dict(zip(containers, found))
+        return dict(zip(containers, pool.map(one, containers)))
+
+
+def _differing(cname: str, facts: Facts, desired: LabState) -> list[str]:
+    """Files whose live digest is not lab.yaml's and whose content may be shown."""
+    out = []
+    for addr, want in desired.items():
+        found = facts.files.get(addr.key) if addr.kind == Kind.FILE and addr.name == cname else None
+        if (found and found.get("type") == "file" and want.body.get("sha256") != found.get("sha256")
+                and not want.meta.get("secret") and found.get("size", 0) <= MAX_SHOWN_BYTES):
+            out.append(addr.key)
+    return out
+
+
+def with_contents(lxd: Lxd, name: str, facts: Facts, paths: list[str]) -> Facts:
+    if not paths:
+        return facts
+    code, out, err = lxd.execute(name, content_argv(paths))
+    if code != 0:
+        raise LxdError(f"instance {name}: reading files that differ failed: {err.strip()}")
+    try:
+        return parse_facts(out, into=facts)
+    except FactsError as bad:
+        raise LxdError(f"instance {name}: its files could not be read: {bad}") from None
 
 
 def container_facts(lxd: Lxd, name: str, want: Provisioning, record: str | None = None,

@@ -8,6 +8,7 @@ tag); no value can hold a NUL, so no value can forge a record, whatever it conta
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ MAX_SHOWN_BYTES = 256 * 1024  # larger files are compared by digest only
 RECORD_DIR = "/var/lib/reconciler"
 
 FACTS_SCRIPT = r"""
-set -u
+set -u -f
 z() { printf '%s\000' "$@"; }
 [ -r /etc/os-release ] && . /etc/os-release  # a failed `.` would end a POSIX shell
 z os "${ID:-unknown}"
@@ -24,56 +25,69 @@ for c in apt-get dnf yum apk; do command -v $c >/dev/null 2>&1 && { pm=$c; break
 z pm "$pm"
 while IFS=: read -r n _ u _; do z user "$n" "$u"; done </etc/passwd
 while IFS=: read -r n _ g _; do z group "$n" "$g"; done </etc/group
-ff() {  # PATH SHOW: a file's type, mode, owners, size and digest; its content if SHOW and small
-  if [ -d "$1" ]; then set -- "$1" "$2" $(stat -c '%a %u %g' -- "$1"); z dir "$1" "$3" "$4" "$5"
-  elif [ -f "$1" ]; then
-    set -- "$1" "$2" $(stat -c '%a %u %g %s' -- "$1")
-    z file "$1" "$3" "$4" "$5" "$6" "$(sha256sum <"$1" | cut -d' ' -f1)"
-    [ "$2" = yes ] && [ "$6" -le MAXBYTES ] && z content "$1" "$(base64 -w0 <"$1")"
-  elif [ -e "$1" ] || [ -L "$1" ]; then z other "$1"
-  else z absent "$1"; fi
-}
-mode=
-for a in "$@"; do
-  case "$a" in --record|--files|--secret-files|--packages|--services|--listens) mode=$a; continue;; esac
-  case "$mode" in
-  --record)  # what an earlier apply wrote here: "DIGEST KIND:KEY" lines
-    if [ -f "$a" ]; then
-      z record "$(base64 -w0 <"$a")"
-      while IFS= read -r line; do
-        k=${line#* }; case "$k" in file:/*) ff "${k#file:}" no;; esac
-      done <"$a"
-    fi;;
-  --files) ff "$a" yes;;
-  --secret-files) ff "$a" no;;
-  --packages)
-    case $pm in
-    apt-get) s=$(dpkg-query -W -f='${Status}' -- "$a" 2>/dev/null);;
-    dnf|yum) rpm -q -- "$a" >/dev/null 2>&1 && s="install ok installed" || s=;;
-    apk) apk info -e -- "$a" >/dev/null 2>&1 && s="install ok installed" || s=;;
-    *) s=;;
+record=$1 pkgs=$2 svcs=$3 listens=$4
+shift 4
+if [ -n "$record" ] && [ -f "$record" ]; then  # files an earlier apply wrote: lab.yaml may have dropped some
+  z record "$(base64 -w0 <"$record")"
+  while IFS= read -r line; do
+    k=${line#* }
+    case "$k" in file:/*)
+      known=no
+      for a; do [ "$a" = "${k#file:}" ] && { known=yes; break; }; done
+      [ $known = yes ] || set -- "$@" "${k#file:}";;
     esac
-    case "$s" in *" installed") z pkg "$a" installed;; *) z pkg "$a" absent;; esac;;
-  --services)
-    e=$(systemctl is-enabled -- "$a" 2>/dev/null); r=$(systemctl is-active -- "$a" 2>/dev/null)
-    z svc "$a" "${e:-unknown}" "${r:-unknown}";;
-  --listens)  # SERVICE/PORT: is PORT held by a process of SERVICE's own cgroup?
-    n=${a%/*}; p=${a##*/}; cg=$(systemctl show -p ControlGroup --value -- "$n" 2>/dev/null); pids=
-    for d in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do
-      [ -n "$cg" ] && [ -r "$d$cg/cgroup.procs" ] && { pids=$(cat "$d$cg/cgroup.procs"); break; }
-    done
-    held=no
-    for pid in $pids; do ss -ltnpH "sport = :$p" 2>/dev/null | grep -q "pid=$pid," && { held=yes; break; }; done
-    z listen "$n" "$p" "$held";;
+  done <"$record"
+fi
+# A name holding a newline would split the tools' line-based answers: it is never passed to them.
+n=$#
+for p; do case "$p" in *"
+"*) z other "$p";; *) set -- "$@" "$p";; esac; done
+shift $n
+# Each tool once for all the paths (a fork per file is what made this slow).
+for p; do if [ -e "$p" ]; then :; elif [ -L "$p" ]; then z other "$p"; else z absent "$p"; fi; done
+[ $# -gt 0 ] && z stat "$(stat -L -c '%F|%a|%u|%g|%s|%n' -- "$@" 2>/dev/null)"
+n=$#
+for p; do [ -f "$p" ] && set -- "$@" "$p"; done  # regular files only: never read a FIFO
+shift $n
+[ $# -gt 0 ] && z sum "$(sha256sum -- "$@" 2>/dev/null)"
+if [ -n "$pkgs" ]; then
+  z pkgs "$pkgs"
+  case $pm in
+  apt-get) z dpkg "$(dpkg-query -W -f='${Package} ${Status}\n' -- $pkgs 2>/dev/null)";;
+  dnf|yum) z rpm "$(rpm -q --qf '%{NAME}\n' -- $pkgs 2>/dev/null)";;
+  apk) z apk "$(apk info -e -- $pkgs 2>/dev/null)";;
   esac
-done
+fi
+command -v systemctl >/dev/null 2>&1 || svcs= listens=
+[ -n "$svcs" ] && z units "$svcs" "$(systemctl show -p UnitFileState,ActiveState -- $svcs 2>/dev/null)"
+if [ -n "$listens" ]; then  # SERVICE/PORT: is PORT held by a process of SERVICE's own cgroup?
+  z listens "$listens" "$(ss -ltnpH 2>/dev/null)"
+  done_=
+  for l in $listens; do
+    s=${l%/*}
+    case " $done_ " in *" $s "*) continue;; esac
+    done_="$done_ $s"; cg=$(systemctl show -p ControlGroup --value -- "$s" 2>/dev/null); pids=
+    for d in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do
+      [ -n "$cg" ] && [ -r "$d$cg/cgroup.procs" ] && { while read -r i; do pids="$pids $i"; done <"$d$cg/cgroup.procs"; break; }
+    done
+    z procs "$s" "$pids"
+  done
+fi
 z end
 exit 0
-""".replace("MAXBYTES", str(MAX_SHOWN_BYTES))
+"""
+
+CONTENT_SCRIPT = r"""
+set -u
+z() { printf '%s\000' "$@"; }
+for p; do [ -f "$p" ] && z content "$p" "$(base64 -w0 <"$p")"; done
+z end
+exit 0
+"""
 
 # Fields after each tag, in order.
-FIELDS = {"os": 1, "pm": 1, "user": 2, "group": 2, "dir": 4, "file": 6, "content": 2, "other": 1,
-          "absent": 1, "record": 1, "pkg": 2, "svc": 3, "listen": 3, "end": 0}
+FIELDS = {"os": 1, "pm": 1, "user": 2, "group": 2, "other": 1, "absent": 1, "record": 1, "stat": 1, "sum": 1,
+          "pkgs": 1, "dpkg": 1, "rpm": 1, "apk": 1, "units": 2, "listens": 2, "procs": 2, "content": 2, "end": 0}
 
 # Right after a start systemd does not answer yet ("Failed to connect to bus"): wait for the
 # boot to finish, bounded, on images that have systemd; others are ready at once.
@@ -121,19 +135,25 @@ def parse_record(text: str) -> dict[str, str]:
 def facts_argv(files: Iterable[str] = (), secret_files: Iterable[str] = (), packages: Iterable[str] = (),
                services: Iterable[str] = (), record: str | None = None,
                listens: Mapping[str, Iterable[int]] | None = None) -> list[str]:
+    """The facts exec's argv: the lists of names travel as single words (names hold no spaces: validated),
+    the paths as arguments of their own."""
     ports = [f"{name}/{port}" for name, wanted in sorted((listens or {}).items()) for port in wanted]
-    return ["sh", "-c", FACTS_SCRIPT, "reconciler-facts", *(["--record", record] if record else []),
-            "--files", *sorted(files), "--secret-files", *sorted(secret_files), "--packages", *packages,
-            "--services", *sorted(services), "--listens", *ports]
+    return ["sh", "-c", FACTS_SCRIPT, "reconciler-facts", record or "", " ".join(packages),
+            " ".join(sorted(services)), " ".join(ports), *sorted(set(files) | set(secret_files))]
 
 
-def parse_facts(output: str) -> Facts:
+def content_argv(paths: Iterable[str]) -> list[str]:
+    """Reading the content of files whose digest differs from lab.yaml's, to show the difference."""
+    return ["sh", "-c", CONTENT_SCRIPT, "reconciler-content", *sorted(paths)]
+
+
+def parse_facts(output: str, into: Facts | None = None) -> Facts:
     """The script's records -> Facts; FactsError if the answer was cut short or is malformed."""
     tokens = output.split("\0")
     if tokens[-1] != "":
         raise FactsError("the answer does not end with a complete field")
     tokens.pop()
-    facts, i, ended = Facts(), 0, False
+    facts, raw, i, ended = into or Facts(), _Raw(), 0, False
     while i < len(tokens):
         tag = tokens[i]
         if tag not in FIELDS:
@@ -141,12 +161,122 @@ def parse_facts(output: str) -> Facts:
         values = tokens[i + 1: i + 1 + FIELDS[tag]]
         if len(values) != FIELDS[tag]:
             raise FactsError(f"record {tag!r} is cut short")
-        _READERS[tag](facts, values)
+        raw.take(facts, tag, values)
         ended = tag == "end"
         i += 1 + FIELDS[tag]
     if not ended:
         raise FactsError("the answer was cut short (no end record)")
+    raw.settle(facts)
     return facts
+
+
+@dataclass
+class _Raw:
+    """The tools' own outputs, read into Facts once the whole answer is in."""
+
+    stat: str = ""
+    sums: str = ""
+    asked_packages: list[str] = field(default_factory=list)
+    installed: dict[str, set[str]] = field(default_factory=dict)  # tool -> names it says are installed
+    units: tuple[list[str], str] = ([], "")
+    listens: tuple[list[str], str] = ([], "")
+    procs: dict[str, set[str]] = field(default_factory=dict)
+
+    def take(self, facts: Facts, tag: str, v: list[str]) -> None:
+        if tag in _READERS:
+            _READERS[tag](facts, v)
+        elif tag == "stat":
+            self.stat = v[0]
+        elif tag == "sum":
+            self.sums = v[0]
+        elif tag == "pkgs":
+            self.asked_packages = v[0].split()
+        elif tag in ("dpkg", "rpm", "apk"):
+            self.installed[tag] = _installed(tag, v[0])
+        elif tag == "units":
+            self.units = (v[0].split(), v[1])
+        elif tag == "listens":
+            self.listens = (v[0].split(), v[1])
+        elif tag == "procs":
+            self.procs[v[0]] = set(v[1].split())
+
+    def settle(self, facts: Facts) -> None:
+        sums = _sums(self.sums)
+        for line in self.stat.split("\n"):
+            _stat_line(facts, line, sums)
+        names = set().union(*self.installed.values()) if self.installed else set()
+        for name in self.asked_packages:
+            facts.packages[name] = name.split(":")[0] in names
+        for name, block in zip(self.units[0], _blocks(self.units[1])):
+            facts.services[name] = {"enabled": block.get("UnitFileState") in ("enabled", "static", "alias"),
+                                    "running": block.get("ActiveState") == "active"}
+        held = _held_ports(self.listens[1])
+        for item in self.listens[0]:
+            name, _, port = item.rpartition("/")
+            if port.isdigit() and held.get(int(port), set()) & self.procs.get(name, set()):
+                facts.listening.setdefault(name, []).append(int(port))
+
+
+def _stat_line(facts: Facts, line: str, sums: Mapping[str, str]) -> None:
+    parts = line.split("|", 5)
+    if len(parts) != 6 or not all(x.isdigit() for x in parts[1:5] if x):
+        return
+    kind, mode, uid, gid, size, path = parts
+    if kind in ("regular file", "regular empty file"):
+        if path in sums:
+            facts.files[path] = {"type": "file", "mode": _octal(mode), "uid": int(uid), "gid": int(gid),
+                                 "size": int(size), "sha256": sums[path]}
+        else:
+            facts.files[path] = {"type": "other"}  # a file it could not read
+    elif kind == "directory":
+        facts.files[path] = {"type": "directory", "mode": _octal(mode), "uid": int(uid), "gid": int(gid)}
+    else:
+        facts.files[path] = {"type": "other"}
+
+
+def _sums(text: str) -> dict[str, str]:
+    """sha256sum's lines -> path: digest (GNU escapes a name holding a backslash, CR or newline)."""
+    out = {}
+    for line in text.split("\n"):
+        escaped = line.startswith("\\")
+        digest_, sep, name = line.removeprefix("\\").partition("  ")
+        if sep and len(digest_) == 64:
+            out[_unescaped(name) if escaped else name] = digest_
+    return out
+
+
+def _unescaped(name: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), name)
+
+
+def _installed(tool: str, text: str) -> set[str]:
+    lines = [line.split() for line in text.split("\n") if line.strip()]
+    if tool == "dpkg":
+        return {w[0] for w in lines if len(w) >= 4 and w[-1] == "installed" and w[-2] == "ok"}
+    if tool == "rpm":
+        return {w[0] for w in lines if len(w) == 1}  # "package X is not installed" has more words
+    return {w[0] for w in lines}
+
+
+def _blocks(text: str) -> list[dict[str, str]]:
+    """systemctl show's output: one block of KEY=VALUE lines per unit, blank lines between."""
+    out: list[dict[str, str]] = []
+    for chunk in text.split("\n\n"):
+        out.append(dict(line.split("=", 1) for line in chunk.split("\n") if "=" in line))
+    return out
+
+
+def _held_ports(ss: str) -> dict[int, set[str]]:
+    """`ss -ltnpH`: port -> the pids listening on it."""
+    out: dict[int, set[str]] = {}
+    for line in ss.split("\n"):
+        words = line.split()
+        if len(words) < 4:
+            continue
+        port = words[3].rpartition(":")[2]
+        if port.isdigit():
+            out.setdefault(int(port), set()).update(re.findall(r"pid=(\d+)", line))
+    return out
 
 
 def _octal(mode: str) -> str:
@@ -171,16 +301,6 @@ def _group(f: Facts, v: list[str]) -> None:
         f.groups.setdefault(v[0], int(v[1]))
 
 
-def _dir(f: Facts, v: list[str]) -> None:
-    f.files[v[0]] = {"type": "directory", "mode": _octal(v[1]), "uid": int(v[2]), "gid": int(v[3])}
-
-
-def _file(f: Facts, v: list[str]) -> None:
-    path, mode, uid, gid, size, sha = v
-    f.files[path] = {"type": "file", "mode": _octal(mode), "uid": int(uid), "gid": int(gid),
-                     "size": int(size), "sha256": sha}
-
-
 def _content(f: Facts, v: list[str]) -> None:
     if v[0] in f.files:
         f.files[v[0]]["content"] = base64.b64decode(v[1])
@@ -198,23 +318,9 @@ def _record(f: Facts, v: list[str]) -> None:
     f.record = parse_record(base64.b64decode(v[0]).decode("utf-8", "replace"))
 
 
-def _pkg(f: Facts, v: list[str]) -> None:
-    f.packages[v[0]] = v[1] == "installed"
-
-
-def _svc(f: Facts, v: list[str]) -> None:
-    f.services[v[0]] = {"enabled": v[1] in ("enabled", "static", "alias"), "running": v[2] == "active"}
-
-
-def _listen(f: Facts, v: list[str]) -> None:
-    if v[2] == "yes" and v[1].isdigit():
-        f.listening.setdefault(v[0], []).append(int(v[1]))
-
-
 def _end(f: Facts, v: list[str]) -> None:
     pass
 
 
-_READERS = {"os": _set_os, "pm": _set_pm, "user": _user, "group": _group, "dir": _dir, "file": _file,
-            "content": _content, "other": _other, "absent": _absent, "record": _record, "pkg": _pkg,
-            "svc": _svc, "listen": _listen, "end": _end}
+_READERS = {"os": _set_os, "pm": _set_pm, "user": _user, "group": _group, "content": _content, "other": _other,
+            "absent": _absent, "record": _record, "end": _end}

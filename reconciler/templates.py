@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -342,19 +340,23 @@ def render_many(jobs: list[tuple[str, Mapping[str, Any]]], limits: Limits = Limi
 
 
 def _render_in_child(jobs: list[tuple[str, Mapping[str, Any]]], limits: Limits) -> list[str | TemplateProblem]:
-    request = json.dumps({"limits": vars(limits), "jobs": [{"text": t, "values": v} for t, v in jobs]})
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    argv = [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
-            " from reconciler.templates import child_main; child_main()", package_parent]
-    timeout = 5 + min(limits.cpu_seconds, limits.seconds * len(jobs))
-    try:
-        done = subprocess.run(argv, input=request, capture_output=True, text=True, timeout=timeout,
-                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-        output = done.stdout
-    except subprocess.TimeoutExpired as err:
-        output = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+    """A forked child renders (jinja is already loaded: no new interpreter to start) and writes one
+    JSON line per template to a pipe; the parent reads, bounded in time, and kills it if it must."""
+    environment()  # load Jinja here, once: the children inherit it
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        code = 0
+        try:
+            _child(jobs, limits, write_end)
+        except BaseException:  # noqa: BLE001 - the parent counts what it got; nothing may escape a fork
+            code = 1
+        os._exit(code)
+    os.close(write_end)
+    output = _read_all(read_end, 5 + min(limits.cpu_seconds, limits.seconds * len(jobs)), pid)
     results: list[str | TemplateProblem] = []
-    for line in output.splitlines():
+    for line in output.decode("utf-8", "replace").splitlines():
         try:
             item = json.loads(line)
         except ValueError:
@@ -366,17 +368,38 @@ def _render_in_child(jobs: list[tuple[str, Mapping[str, Any]]], limits: Limits) 
     return results
 
 
+def _read_all(fd: int, timeout: float, pid: int) -> bytes:
+    """Everything the child writes before it ends or the time is up (then it is killed)."""
+    import select
+    import signal
+    import time
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                break
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+        os.waitpid(pid, 0)
+    return b"".join(chunks)
+
+
 class _Timeout(BaseException):
     """The alarm: a BaseException, so that no `except Exception` on the way swallows it."""
 
 
-def child_main() -> None:
-    """The rendering process: bounded memory and time, one JSON line per template, flushed as each ends."""
+def _child(jobs: list[tuple[str, Mapping[str, Any]]], limits: Limits, out: int) -> None:
+    """The rendering process: bounded memory and time, one JSON line per template, written as each ends."""
     import resource
     import signal
-    request = json.load(sys.stdin)
-    limits = Limits(**request["limits"])
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
+    room = _address_space() + limits.memory  # a fork starts with its parent's: the bound is on top of it
+    resource.setrlimit(resource.RLIMIT_AS, (room, room))
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
 
     def stop(signum: int, frame: Any) -> None:
@@ -384,16 +407,25 @@ def child_main() -> None:
 
     signal.signal(signal.SIGALRM, stop)
     env = environment()
-    for job in request["jobs"]:
+    for text, values in jobs:
         signal.setitimer(signal.ITIMER_REAL, limits.seconds)
         try:
-            item: dict[str, Any] = {"text": _render_one(env, job["text"], job["values"])}
+            item: dict[str, Any] = {"text": _render_one(env, text, values)}
         except (Exception, _Timeout) as err:  # every failure is the template's: reported, never raised
             item = _failure(err, limits)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        sys.stdout.write(json.dumps(item) + "\n")
-        sys.stdout.flush()
+        data = (json.dumps(item) + "\n").encode()
+        while data:
+            data = data[os.write(out, data):]
+
+
+def _address_space() -> int:
+    """This process's virtual size, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _render_one(env: SandboxedEnvironment, text: str, values: Mapping[str, Any]) -> str:

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from reconciler.facts import FactsError, facts_argv, parse_facts, record_text
+from reconciler.facts import FactsError, content_argv, facts_argv, parse_facts, record_text
 from reconciler.kinds.file import sha256
 from reconciler.kinds.package import install_argv
 from reconciler.kinds.service import argvs_for
@@ -28,10 +28,12 @@ def test_the_facts_script_reads_files_directories_and_absences_in_one_run(tmp_pa
     paths = [str(tmp_path / p) for p in ("a.txt", "d", "missing", "name with space")]
     facts = facts_here(files=paths)
     a, d = facts.files[paths[0]], facts.files[paths[1]]
-    assert a == {"type": "file", "mode": "0640", "uid": 0, "gid": 0, "sha256": sha256(b"hello\n"), "size": 6,
-                 "content": b"hello\n"}
+    assert a == {"type": "file", "mode": "0640", "uid": 0, "gid": 0, "sha256": sha256(b"hello\n"), "size": 6}
     assert d["type"] == "directory" and paths[2] not in facts.files
-    assert facts.files[paths[3]]["content"] == b"\x00\x01"
+    assert facts.files[paths[3]]["sha256"] == sha256(b"\x00\x01")
+    done = subprocess.run(content_argv([paths[0], paths[3]]), capture_output=True, check=True)
+    shown = parse_facts(done.stdout.decode("utf-8", "replace"), into=facts)
+    assert shown.files[paths[0]]["content"] == b"hello\n" and shown.files[paths[3]]["content"] == b"\x00\x01"
     assert facts.users["root"] == 0 and facts.groups["root"] == 0
     assert facts.package_manager == "apt-get" and facts.os_id in ("debian", "ubuntu")
 
@@ -66,13 +68,14 @@ def test_no_value_can_forge_a_record_of_the_facts_answer(tmp_path, name):
     path.write_text("data")
     facts = facts_here(files=[str(path)], services=["haproxy"])
     assert set(facts.files) == {str(path)}
-    assert facts.services["haproxy"]["running"] is False  # no forged "active" line
+    assert facts.files[str(path)]["type"] == ("other" if "\n" in name else "file")  # never split into lines
+    assert facts.services.get("haproxy", {"running": False})["running"] is False  # no forged "active" line
 
 
 def test_a_cut_short_answer_is_an_error_not_a_guess():
-    whole = "os\0debian\0pm\0apt-get\0svc\0haproxy\0enabled\0active\0end\0"
+    whole = "os\0debian\0pm\0apt-get\0units\0haproxy\0UnitFileState=enabled\nActiveState=active\0end\0"
     assert parse_facts(whole).services["haproxy"] == {"enabled": True, "running": True}
-    for cut in (whole[:-5], whole[:20], "os\0debian\0svc\0haproxy\0"):
+    for cut in (whole[:-5], whole[:20], "os\0debian\0units\0haproxy\0"):
         with pytest.raises(FactsError):
             parse_facts(cut)
 

@@ -80,8 +80,8 @@ def der_sha256(pem_file: Path) -> str:
 def tls_remote(lxd_ready, tmp_path_factory) -> Configured:
     """core.https_address on loopback (restored after), a trust entry of this run, `lxc remote add`."""
     before = sh("lxc", "config", "get", "core.https_address").stdout.strip()
-    if before not in ("", HTTPS_ADDRESS):
-        pytest.skip(f"core.https_address is {before!r}; these tests use {HTTPS_ADDRESS}")
+    assert before in ("", HTTPS_ADDRESS), (f"core.https_address is {before!r}: these tests need LXD on"
+                                           f" {HTTPS_ADDRESS} (unset it, or set it to that)")
     if not before:
         sh("lxc", "config", "set", "core.https_address", HTTPS_ADDRESS)
     forget(LEFTOVER.fullmatch)
