@@ -118,6 +118,8 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
     if name == "apply":
         p.add_argument("--force", action="store_true", help=f"apply even a plan that deletes or replaces over"
                        f" {UNSAFE_SHARE:.0%} of the lab's objects, or a container that serves a frontend")
+        p.add_argument("--allow-restart", action="store_true", help="apply even a plan that moves running"
+                       " containers to another cluster member (each is stopped and started again)")
     if name == "validate":
         p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f);"
                        " NAME.override.yaml validates NAME.yaml with it merged")
@@ -277,6 +279,7 @@ def cmd_apply(args, destroy: bool = False) -> int:
                 return EXIT_OK
             if not destroy:
                 _safe(args, plan)
+                _restarts_allowed(args, plan)
             if not _confirmed(args, "destroy" if destroy else "apply"):
                 return EXIT_ERROR
             code = _run(plan, ctx, lxd, args.parallelism, colour)
@@ -334,6 +337,13 @@ def _safe(args, plan) -> None:
     problems = plan.unsafe(UNSAFE_SHARE)
     if problems and not args.force:
         raise Refused("this plan is refused without --force: " + "; ".join(problems))
+
+
+def _restarts_allowed(args, plan) -> None:
+    restarted = plan.restarted_by_moves()
+    if restarted and not args.allow_restart:
+        raise Refused(f"this plan moves {', '.join(restarted)} to another cluster member, which stops and starts"
+                      " each (LXD moves containers between members stopped): apply with --allow-restart")
 
 
 def _settle(lxd, lab) -> None:

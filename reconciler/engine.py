@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from . import placement
 from .address import Kind, instance, network, profile
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
@@ -37,6 +38,7 @@ class Sight(Enum):
     NEW = "new"  # created or replaced by this plan: nothing inside yet
     UNSEEN = "unseen"  # stopped, and lab.yaml wants it running: converged once started
     STOPPED = "stopped"  # lab.yaml wants it stopped: its contents are not managed meanwhile
+    HELD = "held"  # stopped on a cluster member that cannot start it (evacuated): left until it is restored
 
 
 @dataclass
@@ -54,7 +56,9 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     wanted = _nothing(lab) if destroy else lab
     _check_existing(wanted, live)
     _check_subnets(wanted, live, lxd.local)
-    desired = desired_state(wanted, base_dir, live.addresses(), live.profiles)
+    places = placement.decide(wanted, live.owned, placement.read(lxd, wanted))
+    addresses = {c: a for c, a in live.addresses().items() if c not in placement.restarting(places)}
+    desired = desired_state(wanted, base_dir, addresses, live.profiles)
     adopted = _adoptions(wanted, desired, live)
     _check_conflicts(desired, live, {c.address for c in adopted})
     owned = {**live.owned, **{c.address: _as_adopted(live.untagged[c.address], desired[c.address])
@@ -62,13 +66,14 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     renames = _renames(desired, owned) + adopted
     forgive_network_defaults(desired, owned)
     objects = diff_states(_objects(desired), _objects(owned))
-    objects = _with_sources(objects, live.images) + renames
-    sight = _sight(wanted, owned, objects)
+    objects = placement.placed(_with_sources(objects, live.images) + renames, places, desired, owned)
+    sight = _sight(wanted, owned, objects, placement.held(places))
     facts = read_facts(lxd, wanted, _readable(wanted, owned, renames, sight))
     for cname, found in facts.items():
         owned.update(provisioned(cname, found, provisioning_of(wanted, cname)))
     inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts)
-    plan = make_plan(lab.lab, objects + inside, users_of(live.owned), _notes(wanted, sight),
+    notes = placement.notes(places) + _notes(wanted, sight)
+    plan = make_plan(lab.lab, objects + inside, users_of(live.owned), notes,
                      objects=len(live.owned), frontends=wanted.haproxy)
     plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     return plan, Context(lab, base_dir, live, facts)
@@ -175,7 +180,7 @@ def image_source(image: str, images: list[dict[str, Any]]) -> dict[str, str]:
 
 # --- What can be seen inside --------------------------------------------------------------------
 
-def _sight(lab: Lab, owned: LabState, objects: list[Change]) -> dict[str, Sight]:
+def _sight(lab: Lab, owned: LabState, objects: list[Change], held: set[str]) -> dict[str, Sight]:
     actions = {c.address: set(c.actions) for c in objects}
     out = {}
     for cname, container in lab.containers.items():
@@ -183,6 +188,8 @@ def _sight(lab: Lab, owned: LabState, objects: list[Change]) -> dict[str, Sight]
         have = owned.get(addr)
         if container.state != "running":
             out[cname] = Sight.STOPPED
+        elif cname in held:
+            out[cname] = Sight.HELD
         elif have is None or {Action.CREATE, Action.REPLACE} & actions.get(addr, set()):
             out[cname] = Sight.NEW
         elif have.body["state"] == "running":
@@ -198,6 +205,8 @@ def _seen_inside(changes: list[Change], sight: Mapping[str, Sight], facts: Mappi
     for change in changes:
         cname = change.address.name
         seen = sight.get(cname, Sight.KNOWN)
+        if seen == Sight.HELD:
+            continue  # what runs inside is seen again once its member is restored
         if seen == Sight.NEW:
             change = replace(change, reasons=(Reason("new-container", f"{cname} is new: set up once it runs"),)
                              * len(change.actions))

@@ -188,6 +188,10 @@ class Lxd:
         except lxd_errors.NotFound:
             return False
 
+    def cluster_members(self) -> list[dict]:
+        """Every cluster member with its status and groups, in one GET (an LxdError if not clustered)."""
+        return self._call("get", self.api.cluster.members, params={"recursion": 1}).json()["metadata"]
+
     def addresses(self, name: str) -> dict[str, str]:
         return ipv4_by_nic(self._call("get", self.api.instances[name].state).json()["metadata"])
 
@@ -200,8 +204,14 @@ class Lxd:
     def _node(self, kind: str, name: str):
         return self._collection(kind)[name]
 
-    def create(self, kind: str, body: dict) -> None:
-        self._wait(self._call("post", self._collection(kind), json=body))
+    def create(self, kind: str, body: dict, target: str | None = None) -> None:
+        """`target`: the cluster member (or @group) an instance is made on."""
+        self._wait(self._call("post", self._collection(kind), json=body, target=target))
+
+    def move(self, name: str, member: str) -> None:
+        """Move a stopped instance to another cluster member (LXD 5.0 moves containers cold)."""
+        body = {"name": name, "migration": True, "live": False}
+        self._wait(self._call("post", self.api.instances[name], json=body, target=member))
 
     def put(self, kind: str, name: str, body: dict, etag: str) -> None:
         headers = {"If-Match": etag} if etag else {}

@@ -66,6 +66,7 @@ DEVICE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 LAB_NAME = r"[a-z0-9][a-z0-9-]{0,62}"
 PROJECT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
 REMOTE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}"  # an lxc remote; it becomes a file name (servercerts/NAME.crt)
+TARGET = r"@?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # a cluster member, or @ and a cluster group
 PACKAGE_NAME = r"[A-Za-z0-9][A-Za-z0-9+._:-]{0,254}"
 IMAGE = rf"(?:(?:{'|'.join(map(re.escape, REMOTES))}):)?[A-Za-z0-9][A-Za-z0-9_./-]*"
 CONTAINER_BOOLS = ("security.nesting", "security.privileged", "boot.autostart")
@@ -223,6 +224,9 @@ class Container(Strict):
     vars: dict[str, LxdValue] = Field({}, description="values templates use as {{ vars.NAME }}")
     renamed_from: str | None = Field(None, description="the container's old name: it is renamed in place"
                                      " (keeping its root filesystem), not deleted and created anew")
+    target: Annotated[str, values.Matching(TARGET, "a cluster member name, or @GROUP")] | None = Field(
+        None, description="where it runs in an LXD cluster: a member's name, or @GROUP for any member of a"
+        " cluster group; created there, and moved back there when found elsewhere")
 
     @field_validator("image")
     @classmethod
