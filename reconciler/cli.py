@@ -184,14 +184,16 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _connect(lab, remote_flag: str | None = None, project: str | None = None):
-    """LXD through lab.yaml's socket or remote (or --remote), in the lab's project."""
+def _connect(lab, remote_flag: str | None = None, project: str | None = None, absent_ok: bool = False):
+    """LXD through lab.yaml's socket or remote (or --remote), in the lab's project; one the lab owns
+    (`project:`) may be absent where `absent_ok` (plan and apply create it)."""
     from .lxd import Lxd, LxdError
     project = project or lab.lxd.project
     try:
         lxd = Lxd(lab.lxd.socket if lab else None, project, _remote(lab, remote_flag))
-        if not lxd.project_exists():
-            raise LxdError(f"LXD project {project!r} does not exist (lxc project create {project})")
+        if not (absent_ok and lab.project) and not lxd.project_exists():
+            owned = " (or declare a project: section in lab.yaml: the lab then owns it, and apply creates it)"
+            raise LxdError(f"LXD project {project!r} does not exist (lxc project create {project}){owned if lab else ''}")
         if lxd.remote and not lxd.remote.insecure:  # which server this is about, before anyone types yes
             print(f"LXD: {lxd.remote}, its certificate as pinned in {lxd.remote.server_cert}", file=sys.stderr)
         return lxd
@@ -242,7 +244,7 @@ def _stats(lxd) -> None:
 def cmd_plan(args) -> int:
     from .render import plan_json, plan_text, use_colour
     lab, base = _load(args)
-    plan, _ = _plan(lab, base, _connect(lab, args.remote), args.target)
+    plan, _ = _plan(lab, base, _connect(lab, args.remote, absent_ok=True), args.target)
     if args.markdown:
         from .markdown import plan_markdown
         sys.stdout.write(plan_markdown(plan, str(_lab_path(args))))
@@ -265,10 +267,10 @@ def cmd_apply(args, destroy: bool = False) -> int:
     lab, base = _load(args)
     if saved is not None:
         _same_lab(saved, lab, base)
-    lxd = _connect(lab, args.remote)
+    lxd = _connect(lab, args.remote, absent_ok=True)
     colour = use_colour(sys.stdout)
     try:
-        with Lock(lxd, lab.lab, args.lock_timeout, "destroy" if destroy else "apply", _say) as lock:
+        with Lock(_lock_place(lxd, lab), lab.lab, args.lock_timeout, "destroy" if destroy else "apply", _say) as lock:
             _settle(lxd, lab)
             plan, ctx = _plan(lab, base, lxd, getattr(args, "target", []), destroy)
             if saved is not None:
@@ -288,6 +290,18 @@ def cmd_apply(args, destroy: bool = False) -> int:
                 lock.delete()
             return code
     except LockHeld as err:
+        raise Refused(str(err)) from None
+
+
+def _lock_place(lxd, lab):
+    """The lock lives in the lab's project, or in the default one when the lab owns its project (it may
+    not exist yet, and destroy deletes it)."""
+    from .lxd import LxdError
+    if not lab.project:
+        return lxd
+    try:
+        return lxd.in_project("default")
+    except LxdError as err:
         raise Refused(str(err)) from None
 
 

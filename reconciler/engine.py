@@ -22,6 +22,7 @@ from .address import Kind, instance, network, profile
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
 from .facts import Facts, FactsError, facts_argv, parse_facts, record_path
+from .kinds import project as project_kind
 from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, users_of
 from .lxd import Lxd, LxdError
 from .plan import Action, Change, Origin, Plan, PlanError, Reason, make_plan
@@ -52,7 +53,9 @@ class Context:
 
 
 def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tuple[Plan, Context]:
-    live = live_from_raw(lxd.read(with_addresses=needs_addresses(lab)), lab.lab)
+    found_project, raw = project_kind.read(lxd, lab, needs_addresses(lab))
+    live = live_from_raw(raw, lab.lab)
+    project_notes = project_kind.claim(live, lab, found_project, destroy)
     wanted = _nothing(lab) if destroy else lab
     _check_existing(wanted, live)
     _check_subnets(wanted, live, lxd.local)
@@ -72,7 +75,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     for cname, found in facts.items():
         owned.update(provisioned(cname, found, provisioning_of(wanted, cname)))
     inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts)
-    notes = placement.notes(places) + _notes(wanted, sight)
+    notes = project_notes + placement.notes(places) + _notes(wanted, sight)
     plan = make_plan(lab.lab, objects + inside, users_of(live.owned), notes,
                      objects=len(live.owned), frontends=wanted.haproxy)
     plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
@@ -80,7 +83,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
 
 
 def _nothing(lab: Lab) -> Lab:
-    return Lab.model_construct(**{**dict(lab), "acls": {}, "networks": {}, "profiles": {}, "containers": {}, "haproxy": {}})
+    return Lab.model_construct(**{**dict(lab), "acls": {}, "networks": {}, "profiles": {}, "containers": {}, "haproxy": {},
+                                  "project": None})
 
 
 def _objects(state: LabState) -> LabState:

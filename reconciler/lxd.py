@@ -188,9 +188,30 @@ class Lxd:
         except lxd_errors.NotFound:
             return False
 
+    def project_info(self) -> dict | None:
+        """The lab's project as LXD has it, or None while it does not exist."""
+        try:
+            return self.get("project", self.project)[0]
+        except LxdNotFound:
+            return None
+
+    def read_before_project(self, shared_images: bool, shared_profiles: bool) -> RawState:
+        """What a plan can read while the lab's own project does not exist yet (LXD refuses every read
+        in a missing project): the global networks and ACLs, and the images and profiles it will share
+        with the default project; nothing of its own."""
+        def shared(node) -> list[dict]:
+            return self._call("get", _in_project(node, "default"), params={"recursion": 1}).json()["metadata"]
+
+        return RawState(shared(self.api.networks), shared(self.api.profiles) if shared_profiles else [], [],
+                        shared(self.api.images) if shared_images else [], shared(self.api["network-acls"]))
+
     def cluster_members(self) -> list[dict]:
         """Every cluster member with its status and groups, in one GET (an LxdError if not clustered)."""
         return self._call("get", self.api.cluster.members, params={"recursion": 1}).json()["metadata"]
+
+    def in_project(self, project: str) -> Lxd:
+        """The same LXD, another project (the lock of a lab that owns its project lives in the default one)."""
+        return Lxd(self.socket, project, self.remote)
 
     def addresses(self, name: str) -> dict[str, str]:
         return ipv4_by_nic(self._call("get", self.api.instances[name].state).json()["metadata"])
@@ -199,7 +220,7 @@ class Lxd:
 
     def _collection(self, kind: str):
         return {"network": self.api.networks, "profile": self.api.profiles, "instance": self.api.instances,
-                "acl": self.api["network-acls"]}[kind]
+                "acl": self.api["network-acls"], "project": self.api.projects}[kind]
 
     def _node(self, kind: str, name: str):
         return self._collection(kind)[name]
@@ -285,6 +306,11 @@ class Lxd:
                 raise LxdError(meta.get("err") or meta["status"])
             if time.monotonic() > deadline:
                 raise LxdError(f"operation {op_id} still {meta['status']} after {timeout}s")
+
+
+def _in_project(node, project: str):
+    """The same API node, asking about another project (pylxd sets ?project= from the node)."""
+    return node.__class__(node._api_endpoint, session=node.session, timeout=node._timeout, project=project)
 
 
 def _message(err: lxd_errors.LXDAPIException) -> str:
