@@ -192,13 +192,19 @@ def _connect(lab, remote_flag: str | None = None, project: str | None = None, ab
     try:
         lxd = Lxd(lab.lxd.socket if lab else None, project, _remote(lab, remote_flag))
         if not (absent_ok and lab.project) and not lxd.project_exists():
-            owned = " (or declare a project: section in lab.yaml: the lab then owns it, and apply creates it)"
-            raise LxdError(f"LXD project {project!r} does not exist (lxc project create {project}){owned if lab else ''}")
+            raise LxdError(_no_project(lab, project))
         if lxd.remote and not lxd.remote.insecure:  # which server this is about, before anyone types yes
             print(f"LXD: {lxd.remote}, its certificate as pinned in {lxd.remote.server_cert}", file=sys.stderr)
         return lxd
     except LxdError as err:
         raise Refused(str(err)) from None
+
+
+def _no_project(lab, project: str) -> str:
+    if lab and lab.project:
+        return f"LXD project {project!r} does not exist yet: lab.yaml owns it (project:), and `reconcile apply` creates it"
+    owned = " (or declare a project: section in lab.yaml: the lab then owns it, and apply creates it)" if lab else ""
+    return f"LXD project {project!r} does not exist (lxc project create {project}){owned}"
 
 
 def _remote(lab, flag: str | None):

@@ -183,3 +183,10 @@ def test_a_project_that_exists_and_is_not_the_labs_is_refused(lxd_ready, tmp_pat
         assert lab.run("apply", "--yes").code == 1 and project_of(tag)["config"].get("user.reconciler.lab") is None
     finally:
         forget(tag)
+
+
+def test_check_on_an_owned_project_not_made_yet_says_apply_makes_it(owned):
+    owned.write(owned_text(owned))
+    done = owned.run("check")
+    assert done.code == 1 and done.err == (f"Error: LXD project {owned.project!r} does not exist yet: lab.yaml owns it"
+                                           " (project:), and `reconcile apply` creates it\n")
