@@ -25,7 +25,7 @@ from test_cluster_infra import cluster_up
 
 REMOTE = "labcluster"
 MEMBERS = ("lxdm1", "lxdm2", "lxdm3")
-TIMES: dict[str, float] = {}
+TIMES: list[tuple[str, float]] = []  # what, seconds: printed at the end, for docs/scale.md
 CHECK_TRIES = 6  # a moved server is seconds from HAProxy's health checks marking it up
 
 
@@ -33,7 +33,7 @@ CHECK_TRIES = 6  # a moved server is seconds from HAProxy's health checks markin
 def timed(what: str) -> Iterator[None]:
     start = time.monotonic()
     yield
-    TIMES[what] = time.monotonic() - start
+    TIMES.append((what, time.monotonic() - start))
 
 
 def rlxc(*args: str) -> str:
@@ -84,7 +84,7 @@ def cluster(lxd_ready) -> Iterator[None]:
     remove_leftovers()
     yield
     assert set(member_states().values()) == {"Online"}
-    print("\ncluster timings (s):\n" + "\n".join(f"  {what}: {seconds:.1f}" for what, seconds in TIMES.items()))
+    print("\ncluster timings (s):\n" + "\n".join(f"  {what}: {seconds:.1f}" for what, seconds in TIMES))
 
 
 @pytest.fixture
@@ -97,13 +97,13 @@ def on_cluster(cluster, tmp_path) -> Iterator[LabDir]:
 
 
 @contextmanager
-def evacuated(member: str) -> Iterator[None]:
-    with timed(f"lxc cluster evacuate {member} --force"):
+def evacuated(member: str, holding: str) -> Iterator[None]:
+    with timed(f"lxc cluster evacuate {member} --force ({holding})"):
         rlxc("cluster", "evacuate", f"{REMOTE}:{member}", "--force")
     try:
         yield
     finally:
-        with timed(f"lxc cluster restore {member} --force"):
+        with timed(f"lxc cluster restore {member} --force ({holding})"):
             rlxc("cluster", "restore", f"{REMOTE}:{member}", "--force")
 
 
@@ -182,7 +182,7 @@ def test_the_guides_lab_over_three_members_moves_back_and_rides_out_an_evacuatio
     assert lab.run("plan", "--detailed-exitcode").code == 0
     checked(lab, "reconcile check after the move")
 
-    with evacuated("lxdm2"):
+    with evacuated("lxdm2", "web2, migrated"):
         web2 = placed(lab.project)["web2"]
         assert web2[0] in ("lxdm1", "lxdm3") and web2[1] == "Running"  # cluster.evacuate: migrate
         plan = ok(lab, "plan", what="plan with lxdm2 evacuated")
@@ -245,7 +245,7 @@ def test_placement_groups_cold_moves_and_an_evacuated_member(on_cluster):
     ok(lab, "apply", "--yes", what="apply moving a stopped container back (no restart: no flag needed)")
     assert placed(lab.project)["s1"] == ("lxdm3", "Stopped")
 
-    with evacuated("lxdm2"):
+    with evacuated("lxdm2", "tiny: a2 migrated, held stopped there"):
         now = placed(lab.project)
         assert now["held"] == ("lxdm2", "Stopped") and now["a2"][0] != "lxdm2"
         plan = lab.run("plan", "--detailed-exitcode")
@@ -267,7 +267,7 @@ def test_placement_groups_cold_moves_and_an_evacuated_member(on_cluster):
     ok(lab, "apply", "--yes", "--allow-restart", what="apply moving the late container to its member")
     assert placed(lab.project)["late"] == ("lxdm2", "Running")
     assert lab.run("plan", "--detailed-exitcode").code == 0
-    ok(lab, "destroy", "--yes")
+    ok(lab, "destroy", "--yes", what="destroy (5 tiny containers, then the project)")
 
 
 # --- plan's reads -----------------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_plan_reads_the_same_for_one_container_and_for_three_spread_over_the_mem
         try:
             head = SPREAD.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid()))
             lab.write(head + "".join(f"  c{i}: {{image: reconciler-tiny, target: '{t}'}}\n" for i, t in enumerate(targets)))
-            ok(lab, "apply", "--yes")
+            ok(lab, "apply", "--yes", what=f"apply from nothing ({n} tiny, targets {', '.join(targets)})")
             members = [f"lxdm{t[2:]}" if t.startswith("@g") else t for t in targets]  # group gN holds lxdmN
             assert sorted(m for m, _ in placed(lab.project).values()) == sorted(members)
             counts[(n, targets[0])] = calls(lab, monkeypatch)
