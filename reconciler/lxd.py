@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # the socket path never imports remote.py
 
 SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
 OPERATION_TIMEOUT = 300
+# LXD 5.0 answers a wait at once, still "Running", for an operation on another cluster member than the one
+# asked: the next wait is paced, from the first pause doubling up to the last.
+POLL_PAUSES = (0.05, 1.0)
 
 
 class LxdError(Exception):
@@ -164,6 +167,7 @@ class Lxd:
     def wait_operation(self, op_id: str, timeout: int = OPERATION_TIMEOUT) -> None:
         """Wait for someone else's operation to end, however it ends."""
         deadline = time.monotonic() + timeout
+        pace = _Pace()
         while time.monotonic() < deadline:
             try:
                 meta = self._call("get", self.api.operations[op_id].wait,
@@ -172,6 +176,7 @@ class Lxd:
                 return  # already gone
             if (meta.get("metadata") or {}).get("status") not in ("Running", "Pending", None):
                 return
+            pace.after_a_wait()
         raise LxdError(f"LXD operation {op_id} still running after {timeout}s")
 
     def get(self, kind: str, name: str) -> tuple[dict, str]:
@@ -296,6 +301,7 @@ class Lxd:
             return data.get("metadata") or {}
         op_id = data["operation"].rsplit("/", 1)[-1]
         deadline = time.monotonic() + timeout
+        pace = _Pace()
         while True:
             left = max(1, int(deadline - time.monotonic()))
             meta = self._call("get", self.api.operations[op_id].wait,
@@ -306,6 +312,21 @@ class Lxd:
                 raise LxdError(meta.get("err") or meta["status"])
             if time.monotonic() > deadline:
                 raise LxdError(f"operation {op_id} still {meta['status']} after {timeout}s")
+            pace.after_a_wait()
+
+
+class _Pace:
+    """Waits that return at once (an operation on another cluster member) are followed by a pause,
+    growing: the polling stays a few requests a second, however long the operation runs."""
+
+    def __init__(self) -> None:
+        self.pause, self.asked = POLL_PAUSES[0], time.monotonic()
+
+    def after_a_wait(self) -> None:
+        if time.monotonic() - self.asked < POLL_PAUSES[1]:
+            time.sleep(self.pause)
+            self.pause = min(self.pause * 2, POLL_PAUSES[1])
+        self.asked = time.monotonic()
 
 
 def _in_project(node, project: str):

@@ -318,3 +318,20 @@ def test_a_target_on_an_lxd_that_is_not_a_cluster_fails_the_plan_in_one_line(lab
     assert done.code == 1 and done.err.count("\n") == 1, done.err
     assert "lab.yaml places containers on cluster members (target:), but LXD at" in done.err
     assert "not clustered" in done.err
+
+
+def test_waiting_for_an_operation_on_another_member_is_paced(on_cluster):
+    """LXD 5.0 answers a wait at once for an operation on another member than the one asked (the remote is
+    lxdm1): lxd.py must not turn that into a busy loop of requests."""
+    from reconciler.lxd import Lxd
+    from reconciler.remote import load
+    lab = on_cluster
+    lab.write(SPREAD.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid()))
+              + "  far: {image: reconciler-tiny, target: lxdm3}\n")
+    ok(lab, "apply", "--yes")
+    lxd = Lxd(None, lab.project, load(REMOTE))
+    before, start = lxd.calls, time.monotonic()
+    assert lxd.execute("far", ["sleep", "3"])[0] == 0
+    took, calls = time.monotonic() - start, lxd.calls - before
+    assert 3 <= took < 5, took
+    assert calls <= 16, calls  # the exec, its output, and at most a few waits a second (it was hundreds)
