@@ -2,12 +2,13 @@
 #   make lab   - install the tool and LXD, build the Debian image, bring up the guide's lab, check it by HTTP
 #   make test  - the whole test suite, against a real LXD daemon this starts if needed
 #   make cluster / make cluster-down - a three-member LXD cluster in containers, remote `labcluster`
+#   make cluster-test - labs on that cluster (tests/test_cluster_lab.py)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RECONCILE := $(VENV)/bin/reconcile
 
-.PHONY: docs-outputs docs-graph lint schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down
+.PHONY: docs-outputs docs-graph lint schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down cluster-test
 
 lab: setup lxd lan image-debian
 	$(RECONCILE) apply --yes
@@ -58,6 +59,12 @@ cluster: setup lxd image-tiny image-debian image-lxd-member
 
 cluster-down:
 	scripts/cluster-down.sh
+
+# Labs on the cluster (it is brought up first, and left up): the guide's lab over three members
+# (examples/cluster.yaml), moves, an evacuation, placement, plan's reads; prints its timings.
+# `make test` runs it too.
+cluster-test: setup lxd image-tiny image-debian
+	$(PY) -m pytest -q -s tests/test_cluster_lab.py
 
 bench: setup lxd image-tiny
 	$(PY) scripts/benchmark.py

@@ -1,6 +1,6 @@
 """Addresses: what a resource is called, as a value.  Parsed once; printed only at the edges.
 
-`acl.web-only`, `network.lan0`, `profile.macvlan`, `instance.web1` name LXD objects; `package.web1:apache2`,
+`project.lab1`, `acl.web-only`, `network.lan0`, `profile.macvlan`, `instance.web1` name LXD objects; `package.web1:apache2`,
 `file.proxyha:/etc/haproxy/haproxy.cfg`, `service.proxyha:haproxy` name things inside a container.
 """
 
@@ -13,6 +13,7 @@ from enum import StrEnum
 class Kind(StrEnum):
     """Every kind of resource, in the order plans list them."""
 
+    PROJECT = "project"  # the LXD project a lab owns: everything else lives in it
     ACL = "acl"  # an LXD network ACL: networks name it
     NETWORK = "network"
     PROFILE = "profile"
@@ -73,6 +74,10 @@ class Address:
 
     def __lt__(self, other: Address) -> bool:
         return self.sort_key() < other.sort_key()
+
+
+def project(name: str) -> Address:
+    return Address(Kind.PROJECT, name)
 
 
 def acl(name: str) -> Address:

@@ -118,6 +118,8 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
     if name == "apply":
         p.add_argument("--force", action="store_true", help=f"apply even a plan that deletes or replaces over"
                        f" {UNSAFE_SHARE:.0%} of the lab's objects, or a container that serves a frontend")
+        p.add_argument("--allow-restart", action="store_true", help="apply even a plan that moves running"
+                       " containers to another cluster member (each is stopped and started again)")
     if name == "validate":
         p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f);"
                        " NAME.override.yaml validates NAME.yaml with it merged")
@@ -182,19 +184,27 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _connect(lab, remote_flag: str | None = None, project: str | None = None):
-    """LXD through lab.yaml's socket or remote (or --remote), in the lab's project."""
+def _connect(lab, remote_flag: str | None = None, project: str | None = None, absent_ok: bool = False):
+    """LXD through lab.yaml's socket or remote (or --remote), in the lab's project; one the lab owns
+    (`project:`) may be absent where `absent_ok` (plan and apply create it)."""
     from .lxd import Lxd, LxdError
     project = project or lab.lxd.project
     try:
         lxd = Lxd(lab.lxd.socket if lab else None, project, _remote(lab, remote_flag))
-        if not lxd.project_exists():
-            raise LxdError(f"LXD project {project!r} does not exist (lxc project create {project})")
+        if not (absent_ok and lab.project) and not lxd.project_exists():
+            raise LxdError(_no_project(lab, project))
         if lxd.remote and not lxd.remote.insecure:  # which server this is about, before anyone types yes
             print(f"LXD: {lxd.remote}, its certificate as pinned in {lxd.remote.server_cert}", file=sys.stderr)
         return lxd
     except LxdError as err:
         raise Refused(str(err)) from None
+
+
+def _no_project(lab, project: str) -> str:
+    if lab and lab.project:
+        return f"LXD project {project!r} does not exist yet: lab.yaml owns it (project:), and `reconcile apply` creates it"
+    owned = " (or declare a project: section in lab.yaml: the lab then owns it, and apply creates it)" if lab else ""
+    return f"LXD project {project!r} does not exist (lxc project create {project}){owned}"
 
 
 def _remote(lab, flag: str | None):
@@ -240,7 +250,7 @@ def _stats(lxd) -> None:
 def cmd_plan(args) -> int:
     from .render import plan_json, plan_text, use_colour
     lab, base = _load(args)
-    plan, _ = _plan(lab, base, _connect(lab, args.remote), args.target)
+    plan, _ = _plan(lab, base, _connect(lab, args.remote, absent_ok=True), args.target)
     if args.markdown:
         from .markdown import plan_markdown
         sys.stdout.write(plan_markdown(plan, str(_lab_path(args))))
@@ -263,10 +273,10 @@ def cmd_apply(args, destroy: bool = False) -> int:
     lab, base = _load(args)
     if saved is not None:
         _same_lab(saved, lab, base)
-    lxd = _connect(lab, args.remote)
+    lxd = _connect(lab, args.remote, absent_ok=True)
     colour = use_colour(sys.stdout)
     try:
-        with Lock(lxd, lab.lab, args.lock_timeout, "destroy" if destroy else "apply", _say) as lock:
+        with Lock(_lock_place(lxd, lab), lab.lab, args.lock_timeout, "destroy" if destroy else "apply", _say) as lock:
             _settle(lxd, lab)
             plan, ctx = _plan(lab, base, lxd, getattr(args, "target", []), destroy)
             if saved is not None:
@@ -277,6 +287,7 @@ def cmd_apply(args, destroy: bool = False) -> int:
                 return EXIT_OK
             if not destroy:
                 _safe(args, plan)
+                _restarts_allowed(args, plan)
             if not _confirmed(args, "destroy" if destroy else "apply"):
                 return EXIT_ERROR
             code = _run(plan, ctx, lxd, args.parallelism, colour)
@@ -285,6 +296,18 @@ def cmd_apply(args, destroy: bool = False) -> int:
                 lock.delete()
             return code
     except LockHeld as err:
+        raise Refused(str(err)) from None
+
+
+def _lock_place(lxd, lab):
+    """The lock lives in the lab's project, or in the default one when the lab owns its project (it may
+    not exist yet, and destroy deletes it)."""
+    from .errors import LxdError
+    if not lab.project:
+        return lxd
+    try:
+        return lxd.in_project("default")
+    except LxdError as err:
         raise Refused(str(err)) from None
 
 
@@ -334,6 +357,13 @@ def _safe(args, plan) -> None:
     problems = plan.unsafe(UNSAFE_SHARE)
     if problems and not args.force:
         raise Refused("this plan is refused without --force: " + "; ".join(problems))
+
+
+def _restarts_allowed(args, plan) -> None:
+    restarted = plan.restarted_by_moves()
+    if restarted and not args.allow_restart:
+        raise Refused(f"this plan moves {', '.join(restarted)} to another cluster member, which stops and starts"
+                      " each (LXD moves containers between members stopped): apply with --allow-restart")
 
 
 def _settle(lxd, lab) -> None:

@@ -22,6 +22,7 @@ from .kinds import instance as instance_kind
 from .kinds import network as network_kind
 from .kinds import package as package_kind
 from .kinds import profile as profile_kind
+from .kinds import project as project_kind
 from .kinds import service as service_kind
 from .plan import PlanError
 from .provision import FileSpec, ServiceSpec
@@ -54,7 +55,7 @@ def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
     """The whole desired state.  `addresses`: container -> IPv4 where live state knows it;
     `live_profiles`: LXD's profiles, for what existing ones bring to a container."""
     state: LabState = {}
-    for res in acl_kind.desired(lab) + network_kind.desired(lab) + profile_kind.desired(lab):
+    for res in project_kind.desired(lab) + acl_kind.desired(lab) + network_kind.desired(lab) + profile_kind.desired(lab):
         add(state, res)
     rendered = render_templates(lab, addresses)
     for name, container in lab.containers.items():
@@ -62,7 +63,7 @@ def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
         if container.state == "running":
             for res in inside(lab, name, provisioning_of(lab, name), base_dir, addresses, rendered):
                 add(state, res)
-    return state
+    return project_kind.within(state, lab.lxd.project) if lab.project else state
 
 
 # --- Inside a container ---------------------------------------------------------------------

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .address import Kind
+from .address import Address, Kind
 from .kinds import REGISTRY
 from .kinds import instance as instance_kind
 from .kinds import service as service_kind
 from .plan import Action, Change, FieldChange, Origin, Reason
 from .state import LabState, Resource, digest
 
-ABSENT_REASON = {Kind.ACL: "not in LXD", Kind.NETWORK: "not in LXD", Kind.PROFILE: "not in LXD", Kind.INSTANCE: "not in LXD",
+ABSENT_REASON = {**{k: "not in LXD" for k in Kind if not k.inside},
                  Kind.PACKAGE: "not installed", Kind.FILE: "absent", Kind.SERVICE: "not set up"}
 
 
@@ -31,7 +31,7 @@ def diff_states(desired: LabState, live: LabState) -> list[Change]:
         if have is None and want is not None:
             changes.append(create(want))
         elif want is None and have is not None:
-            if getattr(REGISTRY[addr.kind], "DELETABLE", True):
+            if deletable(addr):
                 changes.append(Change(addr, (Action.DELETE,), (Reason("not-in-lab", "not in lab.yaml"),),
                                       have.body, None, origin=Origin.LAB, depends_on=have.depends_on))
         elif want is not None and have is not None and want.body != have.body:
@@ -39,6 +39,12 @@ def diff_states(desired: LabState, live: LabState) -> list[Change]:
         elif want is not None and have is not None and addr.kind == Kind.INSTANCE:
             changes.extend(instance_kind.changes(want, have, (), origin_of(want, have)))  # what profiles bring
     return changes + service_kind.triggers(desired, changes)
+
+
+def deletable(addr: Address) -> bool:
+    """Whether what lab.yaml no longer has is deleted: by kind (DELETABLE), or one by one (`deletable`)."""
+    kind = REGISTRY[addr.kind]
+    return getattr(kind, "DELETABLE", True) and getattr(kind, "deletable", lambda _: True)(addr)
 
 
 def create(want: Resource) -> Change:

@@ -17,11 +17,13 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import placement
 from .address import Kind, instance, network, profile
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
 from .errors import LxdError
 from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, facts_argv, parse_facts, record_path
+from .kinds import project as project_kind
 from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, users_of
 from .plan import Action, Change, Origin, Plan, PlanError, Reason, make_plan
 from .spec import REMOTES, Lab, network_overlaps
@@ -40,6 +42,7 @@ class Sight(Enum):
     NEW = "new"  # created or replaced by this plan: nothing inside yet
     UNSEEN = "unseen"  # stopped, and lab.yaml wants it running: converged once started
     STOPPED = "stopped"  # lab.yaml wants it stopped: its contents are not managed meanwhile
+    HELD = "held"  # stopped on a cluster member that cannot start it (evacuated): left until it is restored
 
 
 @dataclass
@@ -53,11 +56,15 @@ class Context:
 
 
 def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tuple[Plan, Context]:
-    live = live_from_raw(lxd.read(with_addresses=needs_addresses(lab)), lab.lab)
+    found_project, raw = project_kind.read(lxd, lab, needs_addresses(lab))
+    live = live_from_raw(raw, lab.lab)
+    project_notes = project_kind.claim(live, lab, found_project, destroy)
     wanted = _nothing(lab) if destroy else lab
     _check_existing(wanted, live)
     _check_subnets(wanted, live, lxd.local)
-    desired = desired_state(wanted, base_dir, live.addresses(), live.profiles)
+    places = placement.decide(wanted, live.owned, placement.read(lxd, wanted))
+    addresses = {c: a for c, a in live.addresses().items() if c not in placement.restarting(places)}
+    desired = desired_state(wanted, base_dir, addresses, live.profiles)
     adopted = _adoptions(wanted, desired, live)
     _check_conflicts(desired, live, {c.address for c in adopted})
     owned = {**live.owned, **{c.address: _as_adopted(live.untagged[c.address], desired[c.address])
@@ -65,21 +72,23 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     renames = _renames(desired, owned) + adopted
     forgive_network_defaults(desired, owned)
     objects = diff_states(_objects(desired), _objects(owned))
-    objects = _with_sources(objects, live.images, owned) + renames
-    sight = _sight(wanted, owned, objects)
+    objects = placement.placed(_with_sources(objects, live.images, owned) + renames, places, desired, owned)
+    sight = _sight(wanted, owned, objects, placement.held(places))
     facts = read_facts(lxd, wanted, _readable(wanted, owned, renames, sight), desired)
     for cname, found in facts.items():
         owned.update(provisioned(cname, found, provisioning_of(wanted, cname)))
     _same_content(owned, desired)
     inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts)
-    plan = make_plan(lab.lab, objects + inside, users_of(live.owned), _notes(wanted, sight),
+    notes = project_notes + placement.notes(places) + _notes(wanted, sight)
+    plan = make_plan(lab.lab, objects + inside, users_of(live.owned), notes,
                      objects=len(live.owned), frontends=wanted.haproxy)
     plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     return plan, Context(lab, base_dir, live, facts)
 
 
 def _nothing(lab: Lab) -> Lab:
-    return Lab.model_construct(**{**dict(lab), "acls": {}, "networks": {}, "profiles": {}, "containers": {}, "haproxy": {}})
+    return Lab.model_construct(**{**dict(lab), "acls": {}, "networks": {}, "profiles": {}, "containers": {}, "haproxy": {},
+                                  "project": None})
 
 
 def _objects(state: LabState) -> LabState:
@@ -185,7 +194,7 @@ def image_source(image: str, images: list[dict[str, Any]]) -> dict[str, str]:
 
 # --- What can be seen inside --------------------------------------------------------------------
 
-def _sight(lab: Lab, owned: LabState, objects: list[Change]) -> dict[str, Sight]:
+def _sight(lab: Lab, owned: LabState, objects: list[Change], held: set[str]) -> dict[str, Sight]:
     actions = {c.address: set(c.actions) for c in objects}
     out = {}
     for cname, container in lab.containers.items():
@@ -193,6 +202,8 @@ def _sight(lab: Lab, owned: LabState, objects: list[Change]) -> dict[str, Sight]
         have = owned.get(addr)
         if container.state != "running":
             out[cname] = Sight.STOPPED
+        elif cname in held:
+            out[cname] = Sight.HELD
         elif have is None or {Action.CREATE, Action.REPLACE} & actions.get(addr, set()):
             out[cname] = Sight.NEW
         elif have.body["state"] == "running":
@@ -208,6 +219,8 @@ def _seen_inside(changes: list[Change], sight: Mapping[str, Sight], facts: Mappi
     for change in changes:
         cname = change.address.name
         seen = sight.get(cname, Sight.KNOWN)
+        if seen == Sight.HELD:
+            continue  # what runs inside is seen again once its member is restored
         if seen == Sight.NEW:
             change = replace(change, reasons=(Reason("new-container", f"{cname} is new: set up once it runs"),)
                              * len(change.actions))

@@ -23,7 +23,8 @@ from .address import Address, Kind
 from .render import safe
 from .state import LabState
 
-SHAPES = {Kind.NETWORK: ("hexagon", "#d9ead3"), Kind.PROFILE: ("folder", "#fff2cc"),
+SHAPES = {Kind.PROJECT: ("tab", "#eeeeee"), Kind.ACL: ("octagon", "#f4cccc"),
+          Kind.NETWORK: ("hexagon", "#d9ead3"), Kind.PROFILE: ("folder", "#fff2cc"),
           Kind.INSTANCE: ("box3d", "#cfe2f3"), Kind.PACKAGE: ("component", "#ead1dc"),
           Kind.FILE: ("note", "#ffffff"), Kind.SERVICE: ("ellipse", "#fce5cd")}
 DOT_TIMEOUT = 60

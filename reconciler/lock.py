@@ -1,6 +1,7 @@
 """One apply at a time, per lab, through a lock kept in LXD itself.
 
-The lock is a profile named `reconciler-lock-LAB` in the lab's project, holding who has it:
+The lock is a profile named `reconciler-lock-LAB` in the lab's project (in the default project when the
+lab owns its own, which may not exist yet and which destroy deletes), holding who has it:
 `user.reconciler.lock.*` keys (host, process, start time, a heartbeat refreshed while the apply
 runs).  Taking and releasing it go through LXD's ETags, so two machines pointing at one LXD
 exclude each other.  A lock left by a killed run is taken over: at once when its process is gone

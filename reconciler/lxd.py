@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # the socket path never imports remote.py
 
 SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
 OPERATION_TIMEOUT = 300
+# LXD 5.0 answers a wait at once, still "Running", for an operation on another cluster member than the one
+# asked: the next wait is paced, from the first pause doubling up to the last.
+POLL_PAUSES = (0.05, 1.0)
 
 
 
@@ -151,6 +154,7 @@ class Lxd:
     def wait_operation(self, op_id: str, timeout: int = OPERATION_TIMEOUT) -> None:
         """Wait for someone else's operation to end, however it ends."""
         deadline = time.monotonic() + timeout
+        pace = _Pace()
         while time.monotonic() < deadline:
             try:
                 meta = self._call("get", self.api.operations[op_id].wait,
@@ -159,6 +163,7 @@ class Lxd:
                 return  # already gone
             if (meta.get("metadata") or {}).get("status") not in ("Running", "Pending", None):
                 return
+            pace.after_a_wait()
         raise LxdError(f"LXD operation {op_id} still running after {timeout}s")
 
     def get(self, kind: str, name: str) -> tuple[dict, str]:
@@ -175,6 +180,31 @@ class Lxd:
         except lxd_errors.NotFound:
             return False
 
+    def project_info(self) -> dict | None:
+        """The lab's project as LXD has it, or None while it does not exist."""
+        try:
+            return self.get("project", self.project)[0]
+        except LxdNotFound:
+            return None
+
+    def read_before_project(self, shared_images: bool, shared_profiles: bool) -> RawState:
+        """What a plan can read while the lab's own project does not exist yet (LXD refuses every read
+        in a missing project): the global networks and ACLs, and the images and profiles it will share
+        with the default project; nothing of its own."""
+        def shared(node) -> list[dict]:
+            return self._call("get", _in_project(node, "default"), params={"recursion": 1}).json()["metadata"]
+
+        return RawState(shared(self.api.networks), shared(self.api.profiles) if shared_profiles else [], [],
+                        shared(self.api.images) if shared_images else [], shared(self.api["network-acls"]))
+
+    def cluster_members(self) -> list[dict]:
+        """Every cluster member with its status and groups, in one GET (an LxdError if not clustered)."""
+        return self._call("get", self.api.cluster.members, params={"recursion": 1}).json()["metadata"]
+
+    def in_project(self, project: str) -> Lxd:
+        """The same LXD, another project (the lock of a lab that owns its project lives in the default one)."""
+        return Lxd(self.socket, project, self.remote)
+
     def addresses(self, name: str) -> dict[str, str]:
         return ipv4_by_nic(self._call("get", self.api.instances[name].state).json()["metadata"])
 
@@ -182,13 +212,19 @@ class Lxd:
 
     def _collection(self, kind: str):
         return {"network": self.api.networks, "profile": self.api.profiles, "instance": self.api.instances,
-                "acl": self.api["network-acls"]}[kind]
+                "acl": self.api["network-acls"], "project": self.api.projects}[kind]
 
     def _node(self, kind: str, name: str):
         return self._collection(kind)[name]
 
-    def create(self, kind: str, body: dict) -> None:
-        self._wait(self._call("post", self._collection(kind), json=body))
+    def create(self, kind: str, body: dict, target: str | None = None) -> None:
+        """`target`: the cluster member (or @group) an instance is made on."""
+        self._wait(self._call("post", self._collection(kind), json=body, target=target))
+
+    def move(self, name: str, member: str) -> None:
+        """Move a stopped instance to another cluster member (LXD 5.0 moves containers cold)."""
+        body = {"name": name, "migration": True, "live": False}
+        self._wait(self._call("post", self.api.instances[name], json=body, target=member))
 
     def put(self, kind: str, name: str, body: dict, etag: str) -> None:
         headers = {"If-Match": etag} if etag else {}
@@ -252,6 +288,7 @@ class Lxd:
             return data.get("metadata") or {}
         op_id = data["operation"].rsplit("/", 1)[-1]
         deadline = time.monotonic() + timeout
+        pace = _Pace()
         while True:
             left = max(1, int(deadline - time.monotonic()))
             meta = self._call("get", self.api.operations[op_id].wait,
@@ -262,6 +299,26 @@ class Lxd:
                 raise LxdError(meta.get("err") or meta["status"])
             if time.monotonic() > deadline:
                 raise LxdError(f"operation {op_id} still {meta['status']} after {timeout}s")
+            pace.after_a_wait()
+
+
+class _Pace:
+    """Waits that return at once (an operation on another cluster member) are followed by a pause,
+    growing: the polling stays a few requests a second, however long the operation runs."""
+
+    def __init__(self) -> None:
+        self.pause, self.asked = POLL_PAUSES[0], time.monotonic()
+
+    def after_a_wait(self) -> None:
+        if time.monotonic() - self.asked < POLL_PAUSES[1]:
+            time.sleep(self.pause)
+            self.pause = min(self.pause * 2, POLL_PAUSES[1])
+        self.asked = time.monotonic()
+
+
+def _in_project(node, project: str):
+    """The same API node, asking about another project (pylxd sets ?project= from the node)."""
+    return node.__class__(node._api_endpoint, session=node.session, timeout=node._timeout, project=project)
 
 
 def _message(err: lxd_errors.LXDAPIException) -> str:

@@ -32,6 +32,7 @@ class Action(Enum):
     CREATE = ("create", "+", "will be created")
     UPDATE = ("update", "~", "will be updated in place")
     STOP = ("stop", "<", "will be stopped")
+    MOVE = ("move", ">>", "will be moved to another cluster member")
     START = ("start", ">", "will be started")
     RESTART = ("restart", "<>", "will be restarted")
     RELOAD = ("reload", "~>", "will be reloaded")
@@ -136,7 +137,7 @@ class Change:
         return replace(self, actions=tuple(a for a, _ in pairs), reasons=tuple(r for _, r in pairs),
                        before=self.before if self.before is not None else other.before,
                        after=self.after if self.after is not None else other.after,
-                       diff=self.diff or other.diff, meta={**other.meta, **self.meta},
+                       diff=tuple(dict.fromkeys(self.diff + other.diff)), meta={**other.meta, **self.meta},
                        depends_on=tuple(dict.fromkeys(self.depends_on + other.depends_on)))
 
     # --- as data ----------------------------------------------------------------------------
@@ -201,6 +202,11 @@ class Plan:
         out += [f"it {'replaces' if Action.REPLACE in c.actions else 'deletes'} {c.address}, which serves a frontend"
                 for c in destructive if c.address.kind == Kind.INSTANCE and c.address.name in self.frontends]
         return out
+
+    def restarted_by_moves(self) -> list[str]:
+        """Running containers a move stops and starts again (LXD 5.0 moves a container between members cold)."""
+        return [c.address.name for c in self.changes if Action.MOVE in c.actions
+                and (c.before or {}).get("state") == "running" and (c.after or {}).get("state") == "running"]
 
     def targeted(self, targets: Iterable[Address]) -> Plan:
         """Only the changes to `targets` (a container's with what runs inside it) and what they wait for."""

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # apply is only needed when applying: plan starts faster with
     from .apply import Outcome, Report
 
 COLOURS = {Action.ADOPT: "35", Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31",
-           Action.RENAME: "35", Action.START: "36", Action.STOP: "36", Action.RESTART: "36",
+           Action.RENAME: "35", Action.MOVE: "35", Action.START: "36", Action.STOP: "36", Action.RESTART: "36",
            Action.RELOAD: "36", Action.CONVERGE: "34"}
 REDACTED = "(sensitive: not shown)"
 MAX_DIFF_LINES = 80
@@ -157,7 +157,7 @@ def plan_json(plan: Plan) -> str:
 # --- Apply progress and report -----------------------------------------------------------------
 
 PAST = {Action.ADOPT: "adopted", Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
-        Action.DELETE: "deleted", Action.RENAME: "renamed", Action.START: "started", Action.STOP: "stopped",
+        Action.DELETE: "deleted", Action.RENAME: "renamed", Action.MOVE: "moved", Action.START: "started", Action.STOP: "stopped",
         Action.RESTART: "restarted", Action.RELOAD: "reloaded", Action.CONVERGE: "converged"}
 
 

@@ -66,6 +66,7 @@ DEVICE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 LAB_NAME = r"[a-z0-9][a-z0-9-]{0,62}"
 PROJECT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
 REMOTE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}"  # an lxc remote; it becomes a file name (servercerts/NAME.crt)
+TARGET = r"@?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # a cluster member, or @ and a cluster group
 PACKAGE_NAME = r"[A-Za-z0-9][A-Za-z0-9+._:-]{0,254}"
 IMAGE = rf"(?:(?:{'|'.join(map(re.escape, REMOTES))}):)?[A-Za-z0-9][A-Za-z0-9_./-]*"
 CONTAINER_BOOLS = ("security.nesting", "security.privileged", "boot.autostart")
@@ -223,6 +224,9 @@ class Container(Strict):
     vars: dict[str, LxdValue] = Field({}, description="values templates use as {{ vars.NAME }}")
     renamed_from: str | None = Field(None, description="the container's old name: it is renamed in place"
                                      " (keeping its root filesystem), not deleted and created anew")
+    target: Annotated[str, values.Matching(TARGET, "a cluster member name, or @GROUP")] | None = Field(
+        None, description="where it runs in an LXD cluster: a member's name, or @GROUP for any member of a"
+        " cluster group; created there, and moved back there when found elsewhere")
 
     @field_validator("image")
     @classmethod
@@ -233,6 +237,34 @@ class Container(Strict):
         if not re.fullmatch(IMAGE, value):
             raise ValueError(f"{value!r} is not an image alias or remote:alias")
         return value
+
+
+class ProjectFeatures(Strict):
+    """What an owned project keeps to itself; the rest it shares with the default project."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    images: StrictBool = Field(False, description="images of its own (true), or the default project's (false:"
+                               " the images a lab names are usually there)")
+    profiles: StrictBool = Field(True, description="profiles of its own, its own `default` among them (true), or"
+                                 " the default project's (false)")
+    storage_volumes: StrictBool = Field(True, alias="storage.volumes", description="custom storage volumes of"
+                                        " its own")
+
+    def config(self) -> dict[str, str]:
+        """As LXD's project keys."""
+        flags = {"images": self.images, "profiles": self.profiles, "storage.volumes": self.storage_volumes}
+        return {f"features.{k}": "true" if v else "false" for k, v in flags.items()}
+
+
+class OwnedProject(Strict):
+    """The project `lxd.project` names, owned by the lab: apply creates it before anything else, destroy
+    deletes it after everything else (once nothing but the lab's was in it)."""
+
+    description: str = ""
+    features: ProjectFeatures = ProjectFeatures.model_validate({})
+    config: Config = Field({}, description="other project keys (limits.*, restricted.*); features go under"
+                           " features:")
 
 
 class Existing(Strict):
@@ -260,6 +292,8 @@ class Lab(Strict):
     lab: str = Field(description="the lab's name; tags every object it creates",
                      json_schema_extra={"pattern": values.anchored(LAB_NAME)})
     lxd: Connection = Connection.model_validate({})
+    project: OwnedProject | None = Field(None, description="the lab owns lxd.project: created when absent,"
+                                         " deleted by destroy; without this section the project must exist")
     existing: Existing = Existing.model_validate({})
     adopt: Adopt = Adopt.model_validate({})
     networks: dict[str, Network] = _keyed(NETWORK_NAME, "managed bridges the lab owns")
@@ -536,6 +570,22 @@ def _value_problems(lab: Lab, folder: Path) -> list[Found]:
         out += _container_problems(name, container, folder)
     for name, acl in lab.acls.items():
         out += _acl_problems(name, acl)
+    return out + _owned_project_problems(lab)
+
+
+def _owned_project_problems(lab: Lab) -> list[Found]:
+    if lab.project is None:
+        return []
+    out = []
+    if lab.lxd.project == "default":
+        out.append(Found(("project",), "the default project is LXD's own: name the lab's project in lxd.project",
+                         True))
+    out += _config_problems(("project", "config"), lab.project.config)
+    out += [Found(("project", "config", key), "set features under project.features (images, profiles,"
+                  " storage.volumes)", True) for key in lab.project.config if key.startswith("features.")]
+    if not lab.project.features.profiles and "default" in lab.profiles:
+        out.append(Found(("profiles", "default"), "the project shares the default project's profiles"
+                         " (project.features.profiles: false): its default profile is not the lab's", True))
     return out
 
 
@@ -784,6 +834,8 @@ def _existing_overlaps(lab: Lab, declared: Declared) -> list[Found]:
                                    ("acls", declared.acls, lab.existing.acls)):
         implicit = table == "profiles" and table not in lab.existing.model_fields_set
         for name in sorted((names or set()) & set(existing)):
+            if implicit and name == "default" and lab.project is not None:
+                continue  # an owned project's default profile is the lab's to declare
             where = "existing.profiles, which is [default] unless written" if implicit else f"existing.{table}"
             out.append(Found((table, name), f"{name!r} is declared here and listed under {where}: the lab"
                              " cannot own what it only uses; remove one of the two", True))

@@ -19,6 +19,7 @@ OWNER_KEY = "user.reconciler.lab"  # the lab that owns an LXD object
 IMAGE_KEY = "user.reconciler.image"  # the image as lab.yaml wrote it
 APPLIED_KEY = "user.reconciler.applied"  # digest of the body last applied: "your change" or "changed outside"
 BOOT_KEY = "user.reconciler.boot"  # digest of the settings a container last started with
+TARGET_KEY = "user.reconciler.target"  # the target (member or @group) apply last placed a container by
 RECORD_TAG = "user.reconciler.record"  # "true": apply keeps a record of what it wrote inside the container
 RESERVED_PREFIX = "user.reconciler."
 LXD_OWNED_PREFIXES = ("volatile.", "image.")

@@ -118,3 +118,14 @@ def test_pictures_go_to_standard_output_without_o(tmp_path, capfdbinary, fmt):
     assert main(["graph", "-f", str(guide_lab(tmp_path)), "--format", fmt]) == 0
     out = capfdbinary.readouterr().out
     assert out.startswith(b"<?xml" if fmt == "svg" else b"\x89PNG")
+
+
+def test_network_acls_and_an_owned_project_are_drawn_the_project_first(tmp_path, capsys):
+    path = guide_lab(tmp_path)
+    acls = (ROOT / "examples" / "network-acls.override.yaml").read_text()
+    (tmp_path / "lab.override.yaml").write_text(acls + "lxd: {project: guide}\nproject: {}\n")
+    code, out, err = run(capsys, "graph", "-f", str(path))
+    assert code == 0, err
+    nodes, edges = parsed(out)
+    assert any(n.startswith("acl.") for n in nodes) and "project.guide" in nodes
+    assert any(first == "project.guide" for first, _ in edges)  # everything else comes after it

@@ -1,4 +1,4 @@
-"""LXD containers the lab owns: create, update, replace, rename, start, stop, restart.
+"""LXD containers the lab owns: create, update, replace, rename, move, start, stop, restart.
 
 Settings LXD applies only when a container starts (the "Live update: no" keys, NICs) are
 judged on the container's EXPANDED settings, what its profiles bring included: a profile change
@@ -21,6 +21,7 @@ from ..state import (
     IMAGE_KEY,
     OWNER_KEY,
     RECORD_TAG,
+    TARGET_KEY,
     Resource,
     devices_of,
     digest,
@@ -103,8 +104,8 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
     deps += [acl(n) for n in sorted(nic_acls(devices))]
     meta = {"boot_tag": config.get(BOOT_KEY),
             "boot_live": boot_settings(raw.get("expanded_config") or {}, raw.get("expanded_devices") or {}),
-            "location": raw.get("location") or "", "has_record": config.get(RECORD_TAG) == "true",
-            "never_started": never_started(raw)}
+            "location": raw.get("location") or "", "placed": config.get(TARGET_KEY),
+            "has_record": config.get(RECORD_TAG) == "true", "never_started": never_started(raw)}
     return Resource(instance(raw["name"]), body, tuple(deps), owner=config.get(OWNER_KEY),
                     applied=config.get(APPLIED_KEY), meta=meta)
 
@@ -166,6 +167,8 @@ def apply(run: Runner, change: Change, action: Action) -> None:
         return create(run, name, change)
     if action == Action.UPDATE:
         return update(run, name, change)
+    if action == Action.MOVE:
+        return move(run, name, change)
     if action == Action.STOP:
         stop(run, name)
     elif action == Action.START:
@@ -197,10 +200,12 @@ def start(run: Runner, name: str, change: Change) -> None:
 
 def create(run: Runner, name: str, change: Change) -> None:
     want = change.after or {}
-    config = {**want["config"], **tags(run, want), BOOT_KEY: change.meta["boot"]}
+    target = change.meta.get("target")  # None: where LXD places it (not a cluster, or its target is away)
+    placed = {TARGET_KEY: target} if target else {}
+    config = {**want["config"], **tags(run, want), BOOT_KEY: change.meta["boot"], **placed}
     run.lxd.create("instance", {"name": name, "type": want["type"], "source": change.meta["source"],
                                 "profiles": want["profiles"], "config": config,
-                                "devices": want["devices"], "description": want["description"]})
+                                "devices": want["devices"], "description": want["description"]}, target)
     if want["state"] == "running":
         run.lxd.set_state(name, "start")
 
@@ -212,7 +217,7 @@ def tags(run: Runner, want: Mapping[str, Any]) -> dict[str, str]:
 def update(run: Runner, name: str, change: Change) -> None:
     raw, etag = run.fresh(change)
     want = change.after or {}
-    kept = {k: v for k, v in (raw.get("config") or {}).items() if k in (BOOT_KEY, RECORD_TAG)}
+    kept = {k: v for k, v in (raw.get("config") or {}).items() if k in (BOOT_KEY, RECORD_TAG, TARGET_KEY)}
     body = {"architecture": raw["architecture"], "ephemeral": raw["ephemeral"], "profiles": want["profiles"],
             "devices": want["devices"], "description": want["description"],
             "config": {**lxd_keys(raw.get("config") or {}), **want["config"], **kept, **tags(run, want)}}
@@ -232,6 +237,22 @@ def record(run: Runner, name: str, change: Change, booted: bool) -> None:
     want = change.after or {}
     config = {APPLIED_KEY: digest(want), **({BOOT_KEY: change.meta["boot"]} if booted else {})}
     run.lxd.patch("instance", name, {"config": config, "description": want.get("description", "")})
+
+
+def move(run: Runner, name: str, change: Change) -> None:
+    """To another cluster member, cold as LXD 5.0 moves containers: stopped, moved, started again if it ran."""
+    raw, _ = run.lxd.get("instance", name)
+    member = change.meta["member"]
+    running = raw.get("status") == "Running"
+    if raw.get("location") != member:
+        if running:
+            stop(run, name)
+        run.lxd.move(name, member)
+        if running:
+            run.lxd.set_state(name, "start")
+    booted = {BOOT_KEY: change.meta["boot"]} if running else {}  # it started with what lab.yaml says now
+    run.lxd.patch("instance", name, {"config": {TARGET_KEY: change.meta["target"], **booted},
+                                     "description": raw.get("description", "")})
 
 
 def remove(run: Runner, name: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Kind, acl, network, profile
+from ..address import Address, Kind, acl, network, profile
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, nic_acls, own_config, referenced_networks
 
@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 
 KIND = Kind.PROFILE
 REPLACE_FIELDS: tuple[str, ...] = ()
+
+
+def deletable(address: Address) -> bool:
+    """A project's default profile is never deleted (LXD refuses): it goes with its project."""
+    return address.name != "default"
 
 
 def desired(lab: Lab) -> list[Resource]:

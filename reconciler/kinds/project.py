@@ -1,0 +1,125 @@
+"""The LXD project a lab owns (`project:` in lab.yaml): created before everything else, deleted after.
+
+A lab that declares `project:` owns the project `lxd.project` names.  While it does not exist LXD
+refuses every read in it, so plan reads only what is global (networks, ACLs) and what the project
+will share with the default project (images; profiles when it keeps none of its own), and plans
+everything as created.  In a project the lab owns, the `default` profile LXD made with it is the
+lab's when lab.yaml declares it (root disk, NICs): plan updates it, and it is never deleted (LXD
+refuses; it goes with the project).  Destroy deletes the project only when nothing but the lab's is
+in it.  Without `project:` the project must exist and is only used, whatever tag it carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ..address import Kind, profile, project
+from ..plan import Action, Change, PlanError
+from ..state import APPLIED_KEY, OWNER_KEY, Body, LabState, Resource, digest, own_config
+
+if TYPE_CHECKING:
+    from ..apply import Runner
+    from ..live import Live
+    from ..lxd import Lxd, RawState
+    from ..spec import Lab, OwnedProject
+
+KIND = Kind.PROJECT
+REPLACE_FIELDS: tuple[str, ...] = ()
+DEFAULT_PROFILE = "default"
+
+
+def desired(lab: Lab) -> list[Resource]:
+    return [Resource(project(lab.lxd.project), body(lab.project))] if lab.project else []
+
+
+def body(spec: OwnedProject) -> Body:
+    return {"description": spec.description, "config": dict(sorted({**spec.config, **spec.features.config()}.items()))}
+
+
+def from_lxd(raw: Mapping[str, Any]) -> Resource:
+    config = raw.get("config") or {}
+    return Resource(project(raw["name"]), {"description": raw.get("description", ""), "config": own_config(config)},
+                    owner=config.get(OWNER_KEY), applied=config.get(APPLIED_KEY))
+
+
+def within(state: LabState, name: str) -> LabState:
+    """Every LXD object waits for the project: created after it, deleted before it."""
+    here = project(name)
+    return {a: r if a.kind.inside or a == here else replace(r, depends_on=tuple(dict.fromkeys(r.depends_on + (here,))))
+            for a, r in state.items()}
+
+
+# --- read ----------------------------------------------------------------------------------------
+
+def read(lxd: Lxd, lab: Lab, with_addresses: bool) -> tuple[dict | None, RawState]:
+    """The owned project as LXD has it (None: absent), and what plan can read of the lab."""
+    if lab.project is None:
+        return None, lxd.read(with_addresses=with_addresses)
+    found = lxd.project_info()
+    if found is not None:
+        return found, lxd.read(with_addresses=with_addresses)
+    features = lab.project.features
+    raw = lxd.read_before_project(shared_images=not features.images, shared_profiles=not features.profiles)
+    if features.profiles:
+        raw.profiles.append(made_with(lab.lxd.project))
+    return None, raw
+
+
+def made_with(name: str) -> dict[str, Any]:
+    """The default profile LXD makes with a new project (LXD 5.0: empty, and this description)."""
+    return {"name": DEFAULT_PROFILE, "description": f"Default LXD profile for project {name}", "config": {},
+            "devices": {}, "used_by": []}
+
+
+def claim(live: Live, lab: Lab, found: dict | None, destroy: bool) -> list[str]:
+    """Make the owned project and, when lab.yaml declares it, its default profile the lab's in `live`;
+    refuse a project that is someone else's.  Returns notes for the plan."""
+    if lab.project is None:
+        return []
+    name = lab.lxd.project
+    if DEFAULT_PROFILE in lab.profiles and not destroy and lab.project.features.profiles:
+        _take_default_profile(live, lab.lab)
+    if found is None:
+        return []
+    here = from_lxd(found)
+    if here.owner != lab.lab:
+        whose = f"lab {here.owner!r}" if here.owner else "no lab (it has no user.reconciler.lab tag)"
+        raise PlanError(f"project.{name}: lab.yaml owns it (project:), but it exists in LXD and belongs to {whose}:"
+                        " drop the project: section to use it as it is, or name another lxd.project")
+    others = _not_the_labs(live)
+    if destroy and others:
+        return [f"project {name} also holds {', '.join(others)}, which the lab does not own: destroy leaves the"
+                " project (it deletes it only once nothing but the lab's is in it)"]
+    live.owned[here.address] = here
+    live.owned.update(within(live.owned, name))
+    return []
+
+
+def _take_default_profile(live: Live, lab_name: str) -> None:
+    addr = profile(DEFAULT_PROFILE)
+    found = live.untagged.pop(addr, None)
+    if found is not None:
+        live.foreign.pop(addr, None)
+        live.owned[addr] = replace(found, owner=lab_name)
+
+
+def _not_the_labs(live: Live) -> list[str]:
+    """What is in the project and not the lab's (networks and ACLs are global: not in it)."""
+    return sorted(str(a) for a in live.foreign if a.kind == Kind.INSTANCE
+                  or (a.kind == Kind.PROFILE and a.name != DEFAULT_PROFILE))
+
+
+# --- applied ----------------------------------------------------------------------------------
+
+def apply(run: Runner, change: Change, action: Action) -> None:
+    name = change.address.name
+    if action == Action.DELETE:
+        return run.lxd.delete("project", name)
+    want = change.after or {}
+    config = {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+    if action == Action.CREATE:
+        return run.lxd.create("project", {"name": name, "description": want["description"], "config": config})
+    _, etag = run.fresh(change)  # features change only while the project is empty: LXD says so
+    run.lxd.put("project", name, {"description": want["description"], "config": config}, etag)

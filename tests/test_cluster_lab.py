@@ -1,0 +1,337 @@
+"""Labs on the real three-member LXD cluster scripts/cluster-up.sh builds (lxdm1..3, system containers on
+the bridge lcbr0, the lxc remote `labcluster`): the guide's lab spread over the members
+(examples/cluster.yaml), checked by HTTP through the proxy device on lxdm3's own address; a container
+moved by hand and moved back; a member evacuated and restored; placement with groups, stopped and
+held containers; plan's API calls the same for one container and for three spread over the members.
+
+Each lab lives in a project it owns and deletes.  The cluster is left up, every member Online (a test
+that evacuates a member restores it, whatever happens).  `make cluster-test` runs this module alone;
+the timings it prints (pytest -s) are those of docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import PREFIXES, ROOT, RUN_KEY, LabDir, next_tag, sh
+from test_cluster_infra import cluster_up
+
+REMOTE = "labcluster"
+MEMBERS = ("lxdm1", "lxdm2", "lxdm3")
+TIMES: list[tuple[str, float]] = []  # what, seconds: printed at the end, for docs/scale.md
+CHECK_TRIES = 6  # a moved server is seconds from HAProxy's health checks marking it up
+
+
+@contextmanager
+def timed(what: str) -> Iterator[None]:
+    start = time.monotonic()
+    yield
+    TIMES.append((what, time.monotonic() - start))
+
+
+def rlxc(*args: str) -> str:
+    return sh("lxc", *args).stdout
+
+
+def query(path: str):
+    return json.loads(rlxc("query", f"{REMOTE}:{path}"))
+
+
+def placed(project: str) -> dict[str, tuple[str, str]]:
+    """container -> (member, status)."""
+    return {i["name"]: (i["location"], i["status"]) for i in query(f"/1.0/instances?project={project}&recursion=1")}
+
+
+def member_states() -> dict[str, str]:
+    return {m["server_name"]: m["status"] for m in query("/1.0/cluster/members?recursion=1")}
+
+
+def _alive(pid: str | None) -> bool:
+    try:
+        os.kill(int(pid or "0"), 0)
+        return bool(pid)
+    except (ProcessLookupError, ValueError):
+        return False
+
+
+def drop_cluster_project(name: str) -> None:
+    for inst in json.loads(sh("lxc", "list", f"{REMOTE}:", "--project", name, "--format=json").stdout):
+        sh("lxc", "delete", "--force", "--project", name, f"{REMOTE}:{inst['name']}", check=False)
+    sh("lxc", "project", "delete", f"{REMOTE}:{name}", check=False)
+
+
+def remove_leftovers() -> None:
+    """Members a killed run left evacuated, and test projects of runs that are gone."""
+    for member, status in member_states().items():
+        if status == "Evacuated":
+            rlxc("cluster", "restore", f"{REMOTE}:{member}", "--force")
+    for project in query("/1.0/projects?recursion=1"):
+        if project["name"].startswith(PREFIXES) and not _alive(project["config"].get(RUN_KEY)):
+            drop_cluster_project(project["name"])
+
+
+@pytest.fixture(scope="module")
+def cluster(lxd_ready) -> Iterator[None]:
+    with timed("scripts/cluster-up.sh (idempotent re-run)"):
+        cluster_up()
+    remove_leftovers()
+    yield
+    assert set(member_states().values()) == {"Online"}
+    print("\ncluster timings (s):\n" + "\n".join(f"  {what}: {seconds:.1f}" for what, seconds in TIMES))
+
+
+@pytest.fixture
+def on_cluster(cluster, tmp_path) -> Iterator[LabDir]:
+    """A lab directory bound to a project the lab itself makes on the cluster."""
+    tag = next_tag()
+    yield LabDir(tmp_path, tag, tag)
+    drop_cluster_project(tag)
+    sh("lxc", "profile", "delete", f"{REMOTE}:reconciler-lock-{tag}", check=False)
+
+
+@contextmanager
+def evacuated(member: str, holding: str) -> Iterator[None]:
+    with timed(f"lxc cluster evacuate {member} --force ({holding})"):
+        rlxc("cluster", "evacuate", f"{REMOTE}:{member}", "--force")
+    try:
+        yield
+    finally:
+        with timed(f"lxc cluster restore {member} --force ({holding})"):
+            rlxc("cluster", "restore", f"{REMOTE}:{member}", "--force")
+
+
+def ok(lab: LabDir, *args: str, what: str = "") -> str:
+    with timed(what or " ".join(("reconcile",) + args)):
+        done = lab.run(*args)
+    assert done.code == 0, done.out + done.err
+    return done.out
+
+
+def moved_by_hand(lab: LabDir, name: str, member: str) -> None:
+    """As an operator would (LXD 5.0 moves a container between members only stopped)."""
+    with timed(f"by hand: lxc stop, move --target {member}, start ({name})"):
+        running = placed(lab.project)[name][1] == "Running"
+        if running:
+            rlxc("stop", "--project", lab.project, f"{REMOTE}:{name}")
+        rlxc("move", "--project", lab.project, f"{REMOTE}:{name}", "--target", member)
+        if running:
+            rlxc("start", "--project", lab.project, f"{REMOTE}:{name}")
+
+
+def checked(lab: LabDir, what: str) -> str:
+    """`reconcile check`, again (bounded) while HAProxy's health checks catch up with a moved server."""
+    with timed(what):
+        for _ in range(CHECK_TRIES):
+            done = lab.run("check")
+            if done.code == 0:
+                return done.out
+            time.sleep(3)
+    raise AssertionError(done.out + done.err)
+
+
+def until_addressed(lab: LabDir, name: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = query(f"/1.0/instances/{name}/state?project={lab.project}")
+        if any(a["family"] == "inet" for a in ((state.get("network") or {}).get("eth0") or {}).get("addresses", [])):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{name} has no address after {seconds}s")
+
+
+def settled(lab: LabDir, what: str) -> None:
+    """Apply, then plan has nothing left (a moved server's address is known once it runs again)."""
+    ok(lab, "apply", "--yes", what=what)
+    plan = lab.run("plan", "--detailed-exitcode")
+    assert plan.code == 0, plan.out + plan.err
+
+
+# --- the guide's lab over three members ---------------------------------------------------------------
+
+def test_the_guides_lab_over_three_members_moves_back_and_rides_out_an_evacuation(on_cluster, monkeypatch):
+    lab = on_cluster
+    monkeypatch.setenv("LAB_PROJECT", lab.project)
+    lab.write((ROOT / "examples" / "cluster.yaml").read_text())
+    (lab.dir / "lab.override.yaml").write_text(f'project:\n  config: {{{RUN_KEY}: "{os.getpid()}"}}\n')
+
+    plan = ok(lab, "plan", what="plan from nothing (no project yet)")
+    assert plan.startswith(f"  + project.{lab.project} will be created"), plan
+    ok(lab, "apply", "--yes", what="apply from nothing (3 Debian containers on 3 members)")
+    assert {n: m for n, (m, _) in placed(lab.project).items()} == {"web1": "lxdm1", "web2": "lxdm2", "proxyha": "lxdm3"}
+    out = checked(lab, "reconcile check (12 requests)")
+    assert "site1.testdomain.com via 10.203.90.13:80 -> backend subdomain1" in out, out
+    assert {"site1(SITE1)", "site2(SITE2)"} <= set(re.findall(r"site\d\(SITE\d\)", out))
+    assert lab.run("plan", "--detailed-exitcode").code == 0
+
+    moved_by_hand(lab, "web2", "lxdm1")
+    plan = lab.run("plan")
+    assert (">> instance.web2 will be moved to another cluster member (on lxdm1, lab.yaml says lxdm2)"
+            " [changed outside lab.yaml]") in plan.out, plan.out
+    refused = lab.run("apply", "--yes")
+    assert refused.code == 1 and "this plan moves web2 to another cluster member" in refused.err
+    assert "--allow-restart" in refused.err and placed(lab.project)["web2"][0] == "lxdm1"  # nothing was done
+    moved = ok(lab, "apply", "--yes", "--allow-restart", what="apply --allow-restart moving web2 back")
+    assert "instance.web2: moved" in moved and placed(lab.project)["web2"] == ("lxdm2", "Running")
+    assert lab.run("plan", "--detailed-exitcode").code == 0
+    checked(lab, "reconcile check after the move")
+
+    with evacuated("lxdm2", "web2, migrated"):
+        web2 = placed(lab.project)["web2"]
+        assert web2[0] in ("lxdm1", "lxdm3") and web2[1] == "Running"  # cluster.evacuate: migrate
+        plan = ok(lab, "plan", what="plan with lxdm2 evacuated")
+        assert (f"Note: web2 is on {web2[0]}, lab.yaml says lxdm2, but lxdm2 is evacuated: it stays where it is"
+                in plan), plan
+        assert ">>" not in plan  # no move to a member that cannot start it
+        until_addressed(lab, "web2")
+        settled(lab, "apply with lxdm2 evacuated")
+        checked(lab, "reconcile check with lxdm2 evacuated")
+    assert placed(lab.project)["web2"][0] == "lxdm2"  # LXD brought it back
+    until_addressed(lab, "web2")
+    settled(lab, "apply after the restore")
+    checked(lab, "reconcile check after the restore")
+
+    gone = ok(lab, "destroy", "--yes", what="destroy (3 containers, then the project)")
+    assert f"project.{lab.project}: deleted" in gone
+    assert lab.project not in {p["name"] for p in query("/1.0/projects?recursion=1")}
+
+
+# --- placement on tiny containers -----------------------------------------------------------------------
+
+TINY = """\
+lab: @TAG@
+lxd: {remote: labcluster, project: @PROJECT@}
+project:
+  config: {@RUN_KEY@: "@PID@"}
+profiles:
+  default:
+    devices: {root: {type: disk, path: /, pool: default}}
+containers:
+  a1: {image: reconciler-tiny, target: lxdm1}
+  a2: {image: reconciler-tiny, target: "@g2"}
+  held:                               # a NIC on the member's own eth0 cannot migrate: evacuating stops it there
+    image: reconciler-tiny
+    target: lxdm2
+    devices: {eth0: {type: nic, nictype: macvlan, parent: eth0, name: eth0}}
+  s1: {image: reconciler-tiny, target: lxdm3, state: stopped}
+"""
+LATE = "  late: {image: reconciler-tiny, target: lxdm2}\n"
+
+
+def tiny(lab: LabDir, extra: str = "") -> Path:
+    return lab.write(TINY.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid())) + extra)
+
+
+def test_placement_groups_cold_moves_and_an_evacuated_member(on_cluster):
+    lab = on_cluster
+    tiny(lab, "  a9: {image: reconciler-tiny, target: lxdm9}\n")
+    wrong = lab.run("plan")
+    assert wrong.code == 1 and "containers.a9.target: no cluster member 'lxdm9'; did you mean" in wrong.err
+
+    tiny(lab)
+    ok(lab, "apply", "--yes", what="apply from nothing (4 tiny containers)")
+    assert placed(lab.project) == {"a1": ("lxdm1", "Running"), "a2": ("lxdm2", "Running"),
+                                   "held": ("lxdm2", "Running"), "s1": ("lxdm3", "Stopped")}
+
+    moved_by_hand(lab, "s1", "lxdm1")
+    assert ">> instance.s1 will be moved to another cluster member (on lxdm1, lab.yaml says lxdm3)" \
+        in lab.run("plan").out
+    ok(lab, "apply", "--yes", what="apply moving a stopped container back (no restart: no flag needed)")
+    assert placed(lab.project)["s1"] == ("lxdm3", "Stopped")
+
+    with evacuated("lxdm2", "tiny: a2 migrated, held stopped there"):
+        now = placed(lab.project)
+        assert now["held"] == ("lxdm2", "Stopped") and now["a2"][0] != "lxdm2"
+        plan = lab.run("plan", "--detailed-exitcode")
+        assert plan.code == 0, plan.out  # nothing to do: nothing fails either
+        assert f"Note: a2 is on {now['a2'][0]}, lab.yaml says @g2, but every member of @g2 is away (lxdm2 is" \
+               " evacuated)" in plan.out
+        assert "Note: held is stopped on lxdm2, which is evacuated: LXD starts it again when the member is" \
+               " restored" in plan.out
+        tiny(lab, LATE)
+        plan = lab.run("plan")
+        assert "Note: late is created where LXD places it, since lxdm2 is evacuated" in plan.out, plan.out
+        ok(lab, "apply", "--yes", what="apply creating a container whose member is evacuated")
+        assert placed(lab.project)["late"][0] != "lxdm2"
+    now = placed(lab.project)
+    assert now["a2"] == ("lxdm2", "Running") and now["held"] == ("lxdm2", "Running")  # LXD's restore
+    plan = lab.run("plan")
+    assert f">> instance.late will be moved to another cluster member (on {now['late'][0]}, lab.yaml says lxdm2)" \
+        in plan.out, plan.out
+    ok(lab, "apply", "--yes", "--allow-restart", what="apply moving the late container to its member")
+    assert placed(lab.project)["late"] == ("lxdm2", "Running")
+    assert lab.run("plan", "--detailed-exitcode").code == 0
+    ok(lab, "destroy", "--yes", what="destroy (5 tiny containers, then the project)")
+
+
+# --- plan's reads -----------------------------------------------------------------------------------------
+
+SPREAD = """\
+lab: @TAG@
+lxd: {remote: labcluster, project: @PROJECT@}
+project:
+  config: {@RUN_KEY@: "@PID@"}
+profiles:
+  default:
+    devices: {root: {type: disk, path: /, pool: default}}
+containers:
+"""
+
+
+def calls(lab: LabDir, monkeypatch) -> int:
+    monkeypatch.setenv("RECONCILER_STATS", "1")
+    done = lab.run("plan", "--detailed-exitcode")
+    monkeypatch.delenv("RECONCILER_STATS")
+    assert done.code == 0, done.out + done.err
+    return int(re.search(r"lxd api calls: (\d+)", done.err).group(1))
+
+
+def test_plan_reads_the_same_for_one_container_and_for_three_spread_over_the_members(cluster, tmp_path, monkeypatch):
+    counts = {}
+    for n, targets in ((1, ["lxdm1"]), (3, list(MEMBERS)), (3, ["@g1", "@g2", "@g3"])):
+        tag = next_tag()
+        lab = LabDir(tmp_path / tag, tag, tag)
+        lab.dir.mkdir()
+        try:
+            head = SPREAD.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid()))
+            lab.write(head + "".join(f"  c{i}: {{image: reconciler-tiny, target: '{t}'}}\n" for i, t in enumerate(targets)))
+            ok(lab, "apply", "--yes", what=f"apply from nothing ({n} tiny, targets {', '.join(targets)})")
+            members = [f"lxdm{t[2:]}" if t.startswith("@g") else t for t in targets]  # group gN holds lxdmN
+            assert sorted(m for m, _ in placed(lab.project).values()) == sorted(members)
+            counts[(n, targets[0])] = calls(lab, monkeypatch)
+        finally:
+            drop_cluster_project(tag)
+            sh("lxc", "profile", "delete", f"{REMOTE}:reconciler-lock-{tag}", check=False)
+    # GET /1.0, the project, instances, profiles, networks, images, network ACLs, cluster members
+    assert set(counts.values()) == {8}, counts
+
+
+def test_a_target_on_an_lxd_that_is_not_a_cluster_fails_the_plan_in_one_line(lab):
+    lab.write("lab: @TAG@\nlxd: {project: @PROJECT@}\ncontainers:\n  c1: {image: reconciler-tiny, target: lxdm1}\n")
+    done = lab.run("plan")
+    assert done.code == 1 and done.err.count("\n") == 1, done.err
+    assert "lab.yaml places containers on cluster members (target:), but LXD at" in done.err
+    assert "not clustered" in done.err
+
+
+def test_waiting_for_an_operation_on_another_member_is_paced(on_cluster):
+    """LXD 5.0 answers a wait at once for an operation on another member than the one asked (the remote is
+    lxdm1): lxd.py must not turn that into a busy loop of requests."""
+    from reconciler.lxd import Lxd
+    from reconciler.remote import load
+    lab = on_cluster
+    lab.write(SPREAD.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid()))
+              + "  far: {image: reconciler-tiny, target: lxdm3}\n")
+    ok(lab, "apply", "--yes")
+    lxd = Lxd(None, lab.project, load(REMOTE))
+    before, start = lxd.calls, time.monotonic()
+    assert lxd.execute("far", ["sleep", "3"])[0] == 0
+    took, calls = time.monotonic() - start, lxd.calls - before
+    assert 3 <= took < 5, took
+    assert calls <= 16, calls  # the exec, its output, and at most a few waits a second (it was hundreds)
