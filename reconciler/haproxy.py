@@ -269,7 +269,7 @@ class OneOrMore:
 
 
 def _strict(description: str) -> ConfigDict:
-    return ConfigDict(extra="forbid", json_schema_extra={"description": description})
+    return ConfigDict(defer_build=True, extra="forbid", json_schema_extra={"description": description})
 
 
 # ---------------------------------------------------------------- models
@@ -335,7 +335,7 @@ class WhenAny(BaseModel):
 
 
 class WhenNot(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True,
+    model_config = ConfigDict(defer_build=True, extra="forbid", populate_by_name=True,
                               json_schema_extra={"description": "This does not hold."})
     not_: When = Field(alias="not", description="A condition that must not hold.")
 
@@ -346,7 +346,7 @@ When = Annotated[Union[Annotated[Name, Tag("name")], Annotated[WhenAll, Tag("all
 
 
 class AccessRule(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
+    model_config = ConfigDict(defer_build=True, extra="forbid", populate_by_name=True, json_schema_extra={
         "description": "Allow or deny requests before routing (http-request); the first matching rule decides."})
     action: Literal["allow", "deny"] = Field(description="deny: answer `status` (its error page); "
                                                          "allow: skip the rules below, then route.")
@@ -365,7 +365,7 @@ class AccessRule(BaseModel):
 
 
 class Route(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
+    model_config = ConfigDict(defer_build=True, extra="forbid", populate_by_name=True, json_schema_extra={
         "description": "Send matching requests to a backend; the first matching route wins."})
     host: Hostname | None = Field(None, description="Match this Host (any port, any case).")
     path_prefix: UrlPath | None = Field(
@@ -497,7 +497,7 @@ def _check_error_pages(pages: dict[int, str | None]) -> dict[int, str | None]:
 
 
 class HAProxy(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
+    model_config = ConfigDict(defer_build=True, extra="forbid", populate_by_name=True, json_schema_extra={
         "description": "HAProxy on one container: frontends, backends of lab containers."})
     frontends: dict[Name, Frontend] = Field(default_factory=dict, description="Frontends by name.",
                                             json_schema_extra=NAME_KEYS)

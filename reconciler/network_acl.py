@@ -112,7 +112,7 @@ Icmp = Annotated[str, BeforeValidator(_icmp), WithJsonSchema({
 class AclRule(BaseModel):
     """One rule of an ACL, as `lxc network acl rule add` takes it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     action: Literal["allow", "drop", "reject"]
     source: Subjects | None = None
@@ -159,7 +159,7 @@ def families(items: list[str] | None) -> set[int | str]:
 class NetworkAcl(BaseModel):
     """An LXD network ACL the lab owns: networks (and OVN NICs) name it in security.acls."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     description: str = ""
     ingress: list[AclRule] = Field([], description="rules for traffic towards the NICs it applies to")

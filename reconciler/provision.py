@@ -51,7 +51,7 @@ ONE_SOURCE: list[Any] = [{"required": [k]} for k in ("content", "source", "templ
 class FileSpec(BaseModel):
     """A file or directory inside a container."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, json_schema_extra={
         # a directory has none of content, source, template; a file exactly one
         "if": {"properties": {"type": {"const": "directory"}}, "required": ["type"]},
         "then": {"not": {"anyOf": ONE_SOURCE}}, "else": {"oneOf": ONE_SOURCE}})
@@ -110,7 +110,7 @@ class FileSpec(BaseModel):
 class ServiceSpec(BaseModel):
     """A service (systemd unit) inside a container."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     enabled: bool = True
     running: bool = True

@@ -161,7 +161,7 @@ PackageName = Annotated[str, values.Matching(PACKAGE_NAME, "a package name")]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class Connection(Strict):
@@ -242,7 +242,7 @@ class Container(Strict):
 class ProjectFeatures(Strict):
     """What an owned project keeps to itself; the rest it shares with the default project."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, populate_by_name=True)
 
     images: StrictBool = Field(False, description="images of its own (true), or the default project's (false:"
                                " the images a lab names are usually there)")
@@ -287,7 +287,7 @@ class Adopt(Strict):
 class Lab(Strict):
     """A lab: everything in one lab.yaml."""
 
-    model_config = ConfigDict(json_schema_extra={"patternProperties": {"^x-": {}}})
+    model_config = ConfigDict(defer_build=True, json_schema_extra={"patternProperties": {"^x-": {}}})
 
     lab: str = Field(description="the lab's name; tags every object it creates",
                      json_schema_extra={"pattern": values.anchored(LAB_NAME)})
