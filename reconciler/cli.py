@@ -276,7 +276,7 @@ def cmd_apply(args, destroy: bool = False) -> int:
     lxd = _connect(lab, args.remote, absent_ok=True)
     colour = use_colour(sys.stdout)
     try:
-        with Lock(_lock_place(lxd, lab), lab.lab, args.lock_timeout, "destroy" if destroy else "apply", _say) as lock:
+        with Lock(_lock_place(lxd, lab), lab.lab, args.lock_timeout, "destroy" if destroy else "apply", _say):
             _settle(lxd, lab)
             plan, ctx = _plan(lab, base, lxd, getattr(args, "target", []), destroy)
             if saved is not None:
@@ -290,11 +290,7 @@ def cmd_apply(args, destroy: bool = False) -> int:
                 _restarts_allowed(args, plan)
             if not _confirmed(args, "destroy" if destroy else "apply"):
                 return EXIT_ERROR
-            code = _run(plan, ctx, lxd, args.parallelism, colour)
-            if destroy and code == EXIT_OK:
-                lock.release()
-                lock.delete()
-            return code
+            return _run(plan, ctx, lxd, args.parallelism, colour)
     except LockHeld as err:
         raise Refused(str(err)) from None
 

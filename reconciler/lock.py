@@ -1,11 +1,12 @@
 """One apply at a time, per lab, through a lock kept in LXD itself.
 
 The lock is a profile named `reconciler-lock-LAB` in the lab's project (in the default project when the
-lab owns its own, which may not exist yet and which destroy deletes), holding who has it:
-`user.reconciler.lock.*` keys (host, process, start time, a heartbeat refreshed while the apply
-runs).  Taking and releasing it go through LXD's ETags, so two machines pointing at one LXD
-exclude each other.  A lock left by a killed run is taken over: at once when its process is gone
-on this host, or when its heartbeat is older than the lease.  `plan` takes no lock.
+lab owns its own, which may not exist yet and which destroy deletes), there only while an apply holds
+it: its `user.reconciler.lock.*` keys say who (host, process, start time, a heartbeat refreshed while
+the apply runs).  Creating it is atomic in LXD and taking over a stale one goes through its ETag, so
+two machines pointing at one LXD exclude each other; releasing it deletes it.  A lock left by a killed
+run is taken over: at once when its process is gone on this host, or when its heartbeat is older than
+the lease.  `plan` takes no lock.
 """
 
 from __future__ import annotations
@@ -158,20 +159,11 @@ class Lock:
         if self._beat is not None:
             self._beat.join(timeout=10)  # a beat in flight would make the release's If-Match stale
         try:
-            raw, etag = self.lxd.get("profile", self.name)
-            config = raw.get("config") or {}
-            if config.get(HOLDER) == self.me:
-                kept = {k: v for k, v in config.items() if k not in (HOLDER, STARTED, BEAT, COMMAND)}
-                self.lxd.put("profile", self.name, {**_body(raw), "config": kept}, etag)
+            raw, _ = self.lxd.get("profile", self.name)
+            if (raw.get("config") or {}).get(HOLDER) == self.me:
+                self.lxd.delete("profile", self.name)  # free: nothing of it stays behind in the project
         except LxdError:
             pass  # left held by a process that is gone: the next run takes it over
-
-    def delete(self) -> None:
-        """After a destroy: the lab is gone, and its lock with it."""
-        try:
-            self.lxd.delete("profile", self.name)
-        except LxdError:
-            pass
 
 
 def _body(raw: dict) -> dict:

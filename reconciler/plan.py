@@ -137,7 +137,8 @@ class Change:
         return replace(self, actions=tuple(a for a, _ in pairs), reasons=tuple(r for _, r in pairs),
                        before=self.before if self.before is not None else other.before,
                        after=self.after if self.after is not None else other.after,
-                       diff=tuple(dict.fromkeys(self.diff + other.diff)), meta={**other.meta, **self.meta},
+                       diff=self.diff + tuple(f for f in other.diff if f not in self.diff),
+                       meta={**other.meta, **self.meta},
                        depends_on=tuple(dict.fromkeys(self.depends_on + other.depends_on)))
 
     # --- as data ----------------------------------------------------------------------------

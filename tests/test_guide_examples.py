@@ -14,11 +14,11 @@ import json
 import os
 import secrets
 import shutil
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, LabDir, drop_project, new_project, next_tag, sh
+from conftest import ROOT, LabDir
+from test_guide_lab import guide_lab, until
 
 from reconciler.source import read_yaml
 
@@ -104,42 +104,25 @@ def get(address: str, port: int, host: str, path: str = "/", headers: dict | Non
     return answer
 
 
-def until(condition, seconds: float, step: float = 0.5) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
-
-
 def serving(guide: Guide) -> bool:
     return all(get("127.0.0.1", HTTP_PORT, h)[0] == 200 for h in ("site1.testdomain.com", "site2.testdomain.com"))
 
 
 @pytest.fixture(scope="module")
 def guide(lxd_ready, tmp_path_factory):
-    built = sh("bash", str(ROOT / "scripts" / "image-debian.sh"), check=False)
-    assert built.returncode == 0, built.stdout + built.stderr
-    tag = next_tag()
-    parent, peer = f"{tag}v0", f"{tag}v1"
-    sh("bash", str(ROOT / "scripts" / "lan-up.sh"), parent, peer)
-    new_project(tag)
     saved = {k: os.environ.get(k) for k in ENV}
     os.environ.update(ENV)
     try:
-        lab = Guide(tmp_path_factory.mktemp("examples"), tag, parent, peer)
-        lab.apply()
-        assert until(lambda: serving(lab), 30)
-        yield lab
+        with guide_lab(tmp_path_factory, "examples", Guide) as lab:
+            lab.apply()
+            assert until(lambda: serving(lab), 30)
+            yield lab
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        drop_project(tag)
-        sh("ip", "link", "delete", parent, check=False)
 
 
 @pytest.fixture

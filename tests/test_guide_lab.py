@@ -7,6 +7,7 @@ meets the lab `make lab` brings up."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import threading
@@ -126,8 +127,10 @@ def until(condition, seconds: float, step: float = 1.0) -> bool:
     return condition()
 
 
-@pytest.fixture(scope="module")
-def guide(lxd_ready, tmp_path_factory):
+@contextlib.contextmanager
+def guide_lab(tmp_path_factory, name: str, kind: type = Guide):
+    """The repository's lab.yaml (the guide's lab) in an LXD project and on a simulated LAN of its own
+    (`kind`: the test's class for it, made with its folder, tag, veth end and peer)."""
     built = sh("bash", str(ROOT / "scripts" / "image-debian.sh"), check=False)
     assert built.returncode == 0, built.stdout + built.stderr
     tag = next_tag()
@@ -135,13 +138,19 @@ def guide(lxd_ready, tmp_path_factory):
     sh("bash", str(ROOT / "scripts" / "lan-up.sh"), parent, peer)
     new_project(tag)
     try:
-        lab = Guide(tmp_path_factory.mktemp("guide"), tag, parent, peer)
-        lab.scenario = run_scenario(lab.tutorial_run, lambda command: sh(*shlex.split(_in_project(command, tag))),
-                                    lambda: until(lab.serving, 30))
-        yield lab
+        yield kind(tmp_path_factory.mktemp(name), tag, parent, peer)
     finally:
         drop_project(tag)
         sh("ip", "link", "delete", parent, check=False)
+
+
+@pytest.fixture(scope="module")
+def guide(lxd_ready, tmp_path_factory):
+    with guide_lab(tmp_path_factory, "guide") as lab:
+        lab.scenario = run_scenario(lab.tutorial_run,
+                                    lambda command: sh(*shlex.split(_in_project(command, lab.tag))),
+                                    lambda: until(lab.serving, 30))
+        yield lab
 
 
 def _in_project(command: str, project: str) -> str:

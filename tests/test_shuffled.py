@@ -6,25 +6,15 @@ timing.  Real Debian containers, HAProxy checked by real HTTP."""
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT, drop_project, new_project, next_tag, sh
-from test_guide_lab import Guide, until
+from test_guide_lab import guide_lab, until
 
 SEEDS = [11, 22, 33]
 
 
 @pytest.fixture(scope="module")
 def shuffled(lxd_ready, tmp_path_factory):
-    built = sh("bash", str(ROOT / "scripts" / "image-debian.sh"), check=False)
-    assert built.returncode == 0, built.stdout + built.stderr
-    tag = next_tag()
-    parent, peer = f"{tag}v0", f"{tag}v1"
-    sh("bash", str(ROOT / "scripts" / "lan-up.sh"), parent, peer)
-    new_project(tag)
-    try:
-        yield Guide(tmp_path_factory.mktemp("shuffled"), tag, parent, peer)
-    finally:
-        drop_project(tag)
-        sh("ip", "link", "delete", parent, check=False)
+    with guide_lab(tmp_path_factory, "shuffled") as lab:
+        yield lab
 
 
 @pytest.mark.parametrize("seed", SEEDS)
