@@ -66,8 +66,13 @@ cluster-down:
 cluster-test: setup lxd image-tiny image-debian
 	$(PY) -m pytest -q -s tests/test_cluster_lab.py
 
+# The local daemon, the same over HTTPS (scripts/remote-local.sh: the lxc remote bench-https in
+# its own lxc configuration), and the cluster of `make cluster` if it is up (else its rows are
+# skipped); writes docs/performance.md's results and docs/performance.png (matplotlib, installed
+# into the venv here, not a dependency of the package). Other flags: make bench BENCH_ARGS='--sizes 3'
 bench: setup lxd image-tiny
-	$(PY) scripts/benchmark.py
+	$(VENV)/bin/pip install -q matplotlib
+	$(PY) scripts/benchmark.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

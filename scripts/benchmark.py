@@ -1,6 +1,6 @@
-"""Benchmark the reconciler against plain `lxc` on the local LXD daemon.
+"""Benchmark the reconciler against plain `lxc`: on the local LXD, over HTTPS, and on a cluster.
 
-What it measures, for each lab size N (default 3, 20 and 100 tiny busybox containers):
+What it measures, for each place and each lab size N (tiny busybox containers):
 
 * cold apply     - wall time of `reconcile apply --yes` creating and starting N containers in an
                    empty LXD project (a subprocess: interpreter start and imports included);
@@ -10,15 +10,29 @@ What it measures, for each lab size N (default 3, 20 and 100 tiny busybox contai
 * lxc 4-parallel - the same with `xargs -P4`, four `lxc launch` at a time (what apply's default
                    parallelism of 4 competes with).
 
-Each N gets its own LXD project `benchN` (images from the default project, own default profile
-with a root disk on pool `default`); every timed run starts from an empty project. Leftover bench
-projects of earlier runs are deleted first, and all of them again at the end, also on failure or
-Ctrl-C. Needs root (or the lxd group), a running LXD and the `reconciler-tiny` image
-(`make image-tiny`). The results table and machine facts are printed and written into
-docs/performance.md between `<!-- bench:start -->` and `<!-- bench:end -->`.
+The places (--where, default all three, measured in this order):
+
+* local   - the local daemon through its unix socket; sizes 3, 20 and 100;
+* remote  - the same daemon as the lxc remote `bench-https` on https://127.0.0.1:8443, set up by
+            scripts/remote-local.sh (run first; idempotent) in its own lxc configuration, which
+            LXD_CONF names to reconcile and lxc alike; sizes 3 and 20;
+* cluster - the three-member cluster of `make cluster`, the lxc remote `labcluster` (default lxc
+            configuration); LXD places the containers on its members. Skipped, with a note, when
+            that remote does not exist. Sizes 3 and 20.
+
+Each N gets its own LXD project `benchN` on that place (images from the default project, own
+default profile with a root disk on pool `default`); every timed run starts from an empty project.
+Leftover bench projects of earlier runs are deleted first, and all of them again at the end, also on
+failure or Ctrl-C, on every daemon the run uses (the remote's through the local socket: it is the
+same daemon). Needs root (or the lxd group), a running LXD and the `reconciler-tiny` image (`make
+image-tiny`; `make cluster` copies it into the cluster). The results table and machine facts are
+printed, and written into docs/performance.md between `<!-- bench:start -->` and `<!-- bench:end -->`
+with a plot of plan and apply times against N (docs/performance.png; needs matplotlib, which `make
+bench` installs into the venv).
 
 Run:  make bench            (= .venv/bin/python scripts/benchmark.py)
-      python3 scripts/benchmark.py --sizes 3,20      (fewer or other sizes; --no-doc to only print)
+      python3 scripts/benchmark.py --sizes 3 --where local,remote --no-doc   (every place at N=3, only print)
+      python3 scripts/benchmark.py --cluster-sizes 3,20,50                    (other sizes on one place)
 """
 
 from __future__ import annotations
@@ -35,11 +49,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
+PLOT = DOC.with_suffix(".png")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 IMAGE = "reconciler-tiny"
 POOL = "default"
@@ -47,6 +63,12 @@ MARK = "user.reconciler-benchmark"  # set on every project this script creates; 
 PLAN_RUNS = 5
 GOAL_PLAN_N, GOAL_PLAN_SECONDS, GOAL_RATIO = 100, 1.0, 1.25
 TIMEOUT = 1800
+PROBE_TIMEOUT = 30  # is a remote there at all
+WHERE = ("local", "remote", "cluster")  # measured in this order
+DEFAULT_SIZES = {"local": [3, 20, 100], "remote": [3, 20], "cluster": [3, 20]}
+HTTPS_REMOTE = "bench-https"  # scripts/remote-local.sh: the local daemon on https://127.0.0.1:8443
+CLUSTER_REMOTE = "labcluster"  # scripts/cluster-up.sh
+REMOTE_SETUP = ROOT / "scripts" / "remote-local.sh"
 
 
 class BenchError(Exception):
@@ -55,9 +77,12 @@ class BenchError(Exception):
 
 # --- processes ------------------------------------------------------------------------------
 
-def run(argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT,
-                          stdin=subprocess.DEVNULL)
+def run(argv: list[str], env: dict | None = None, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"`{shlex.join(argv)}` took longer than {timeout:.0f} s: stopped") from None
     if proc.returncode != 0:
         raise BenchError(f"`{shlex.join(argv)}` exited {proc.returncode}:\n{proc.stderr.strip() or proc.stdout.strip()}")
     return proc
@@ -69,14 +94,6 @@ def timed(argv: list[str], env: dict | None = None) -> tuple[float, subprocess.C
     return time.perf_counter() - start, proc
 
 
-def lxc(*args: str) -> str:
-    return run(["lxc", *args]).stdout
-
-
-def query(path: str):
-    return json.loads(lxc("query", path))
-
-
 def reconcile_argv() -> list[str]:
     """The venv's `reconcile` entry point when run from a venv that has one, else `python -m`."""
     script = Path(sys.executable).parent / "reconcile"
@@ -85,68 +102,175 @@ def reconcile_argv() -> list[str]:
     return [sys.executable, "-m", "reconciler.cli"]
 
 
+# --- places ---------------------------------------------------------------------------------
+
+@dataclass
+class Place:
+    """Where containers are made: the local socket, or an lxc remote (with its lxc configuration)."""
+
+    where: str  # local | remote | cluster
+    remote: str | None = None  # the lxc remote; None: the unix socket
+    lxd_conf: str | None = None  # LXD_CONF for lxc and reconcile; None: the environment's
+    sizes: list[int] = field(default_factory=list)
+    facts: str = ""
+
+    @property
+    def env(self) -> dict:
+        return {**os.environ, "LXD_CONF": self.lxd_conf} if self.lxd_conf else dict(os.environ)
+
+    def at(self, name: str) -> str:
+        """An lxc object argument on this place: `remote:name`, or just the name locally."""
+        return f"{self.remote}:{name}" if self.remote else name
+
+    def lxc(self, *args: str, timeout: float = TIMEOUT) -> str:
+        return run(["lxc", *args], self.env, timeout).stdout
+
+    def query(self, path: str, timeout: float = TIMEOUT):
+        return json.loads(self.lxc("query", self.at(path), timeout=timeout))
+
+
+LOCAL = Place("local")
+
+
+def clean_up_place(place: Place) -> Place:
+    """The place whose daemon holds `place`'s projects, reached the surest way: the remote
+    `bench-https` is the local daemon, so its projects are deleted through the socket."""
+    return LOCAL if place.where == "remote" else place
+
+
+def https_place(sizes: list[int]) -> Place:
+    """scripts/remote-local.sh (idempotent) sets up `bench-https`; it prints its lxc configuration."""
+    say(f"remote: {REMOTE_SETUP.relative_to(ROOT)}")
+    proc = run(["bash", str(REMOTE_SETUP)], timeout=300)
+    for line in proc.stderr.strip().splitlines():
+        say(f"  {line}")
+    lines = proc.stdout.strip().splitlines()
+    if not lines or not Path(lines[-1]).is_dir():
+        raise BenchError(f"{REMOTE_SETUP.name} printed no lxc configuration directory:\n{proc.stdout}")
+    place = Place("remote", HTTPS_REMOTE, lines[-1], sizes)
+    place.query("/1.0", timeout=PROBE_TIMEOUT)
+    return place
+
+
+def cluster_place(sizes: list[int]) -> Place | None:
+    """The remote `labcluster` of `make cluster`, or None (and a note) when there is none."""
+    names = [line.split(",", 1)[0].removesuffix(" (current)") for line in
+             LOCAL.lxc("remote", "list", "--format", "csv").splitlines()]
+    if CLUSTER_REMOTE not in names:
+        say(f"cluster rows skipped: run `make cluster` (no lxc remote {CLUSTER_REMOTE!r})")
+        return None
+    place = Place("cluster", CLUSTER_REMOTE, None, sizes)
+    try:
+        place.query("/1.0", timeout=PROBE_TIMEOUT)
+    except BenchError as err:
+        raise BenchError(f"the cluster (lxc remote {CLUSTER_REMOTE}) does not answer: `make cluster` brings it"
+                         f" up\n{err}") from None
+    return place
+
+
+def members(place: Place) -> list[str]:
+    """Cluster members' names, or [] when the place is no cluster."""
+    if not place.query("/1.0/cluster").get("enabled"):
+        return []
+    return sorted(m["server_name"] for m in place.query("/1.0/cluster/members?recursion=1"))
+
+
+def describe(place: Place) -> str:
+    """One line of facts about the place, read while it is there."""
+    server = place.query("/1.0")
+    driver = place.query(f"/1.0/storage-pools/{POOL}")["driver"]
+    if place.where == "local":
+        return f"LXD {lxd_version()} (`lxd --version`) on the unix socket; pool `{POOL}`, driver `{driver}`"
+    url = next((addr for addr in server["environment"].get("addresses", []) if addr), "")
+    if place.where == "remote":
+        return (f"the same daemon over HTTPS, lxc remote `{place.remote}` (https://{url}, its own lxc"
+                f" configuration, scripts/remote-local.sh); pool `{POOL}`, driver `{driver}`")
+    names = members(place)
+    version = server["environment"]["server_version"]
+    return (f"LXD {version} on {len(names)} members ({', '.join(names)}: system containers on this machine,"
+            f" `make cluster`), lxc remote `{place.remote}` (https://{url}); pool `{POOL}`, driver `{driver}`"
+            " on each member")
+
+
+def lxd_version() -> str:
+    return run(["lxd", "--version"]).stdout.strip()
+
+
 # --- LXD projects ---------------------------------------------------------------------------
 
 def project_name(n: int) -> str:
     return f"bench{n}"
 
 
-def bench_projects() -> list[str]:
+def bench_projects(place: Place) -> list[str]:
     """Projects an earlier run of this script left behind (they carry MARK)."""
-    return [p["name"] for p in query("/1.0/projects?recursion=1") if MARK in p.get("config", {})]
+    return [p["name"] for p in place.query("/1.0/projects?recursion=1") if MARK in p.get("config", {})]
 
 
-def project_exists(name: str) -> bool:
-    return any(p.rsplit("/", 1)[-1] == name for p in query("/1.0/projects"))
+def project_exists(place: Place, name: str) -> bool:
+    return any(p.rsplit("/", 1)[-1] == name for p in place.query("/1.0/projects"))
 
 
-def instances(project: str) -> list[str]:
-    return [url.rsplit("/", 1)[-1].split("?")[0] for url in query(f"/1.0/instances?project={project}")]
+def instances(place: Place, project: str) -> list[str]:
+    return [url.rsplit("/", 1)[-1].split("?")[0] for url in place.query(f"/1.0/instances?project={project}")]
 
 
-def running_count(project: str) -> int:
-    return sum(i["status"] == "Running" for i in query(f"/1.0/instances?project={project}&recursion=1"))
+def running_count(place: Place, project: str) -> int:
+    return sum(i["status"] == "Running" for i in place.query(f"/1.0/instances?project={project}&recursion=1"))
 
 
-def empty_project(project: str, attempts: int = 5) -> None:
+def empty_project(place: Place, project: str, attempts: int = 5) -> None:
     """Force-delete every instance, eight `lxc delete` at a time; retry what an interrupted run left busy."""
     cmd = f"xargs -r -P8 -n10 lxc delete --force --project {shlex.quote(project)}"
     for attempt in range(attempts):
-        names = instances(project)
+        names = instances(place, project)
         if not names:
             return
-        proc = subprocess.run(["bash", "-c", cmd], input="\n".join(names), text=True, capture_output=True,
-                              timeout=TIMEOUT)
+        proc = subprocess.run(["bash", "-c", cmd], input="\n".join(place.at(n) for n in names), text=True,
+                              capture_output=True, timeout=TIMEOUT, env=place.env)
         if proc.returncode == 0:
             return
         time.sleep(1 + attempt)
-    raise BenchError(f"could not empty project {project}: {proc.stderr.strip()}")
+    raise BenchError(f"could not empty project {project} ({place.where}): {proc.stderr.strip()}")
 
 
-def drop_project(project: str) -> None:
-    empty_project(project)
-    lxc("project", "delete", project)
+def drop_project(place: Place, project: str) -> None:
+    """Its instances, then its profiles but `default` (apply leaves its empty lock profile,
+    reconciler-lock-LAB, in the lab's project), then the project itself."""
+    empty_project(place, project)
+    for url in place.query(f"/1.0/profiles?project={project}"):
+        profile = url.rsplit("/", 1)[-1].split("?")[0]
+        if profile != "default":
+            place.lxc("profile", "delete", place.at(profile), "--project", project)
+    place.lxc("project", "delete", place.at(project))
 
 
-def make_project(project: str) -> None:
-    if project_exists(project):
-        raise BenchError(f"LXD project {project!r} exists and was not made by this script: delete it"
-                         " by hand or pick other --sizes")
-    lxc("project", "create", project, "-c", "features.images=false", "-c", "features.profiles=true",
-        "-c", f"{MARK}=true")
-    lxc("profile", "device", "add", "default", "root", "disk", "path=/", f"pool={POOL}", "--project", project)
+def make_project(place: Place, project: str) -> None:
+    if project_exists(place, project):
+        raise BenchError(f"LXD project {project!r} ({place.where}) exists and was not made by this script:"
+                         " delete it by hand or pick other sizes")
+    place.lxc("project", "create", place.at(project), "-c", "features.images=false", "-c",
+              "features.profiles=true", "-c", f"{MARK}=true")
+    place.lxc("profile", "device", "add", place.at("default"), "root", "disk", "path=/", f"pool={POOL}",
+              "--project", project)
 
 
-def cleanup(quiet: bool = False) -> bool:
-    """Delete every project this script made; False if one could not be deleted (it says which)."""
+def cleanup(place: Place, quiet: bool = False) -> bool:
+    """Delete every project this script made on the place's daemon; False if one could not be deleted
+    (it says which)."""
     clean = True
-    for project in bench_projects():
+    try:
+        projects = bench_projects(place)
+    except BenchError as err:
+        print(f"clean-up ({place.where}): cannot list projects: {err}", file=sys.stderr)
+        return False
+    for project in projects:
         if not quiet:
-            print(f"deleting leftover bench project {project}", file=sys.stderr)
+            print(f"deleting leftover bench project {project} ({place.where})", file=sys.stderr)
         try:
-            drop_project(project)
+            drop_project(place, project)
         except BenchError as err:
-            print(f"clean-up: {err}", file=sys.stderr)
+            print(f"clean-up ({place.where}): {err}", file=sys.stderr)
             clean = False
     return clean
 
@@ -158,48 +282,55 @@ def container_names(n: int) -> list[str]:
     return [f"b{i:0{width}d}" for i in range(n)]
 
 
-def write_lab(directory: Path, project: str, names: list[str]) -> Path:
-    lines = [f"lab: {project}", f"lxd: {{project: {project}}}", "containers:"]
+def write_lab(directory: Path, place: Place, project: str, names: list[str]) -> Path:
+    lxd = f"{{project: {project}, remote: {place.remote}}}" if place.remote else f"{{project: {project}}}"
+    lines = [f"lab: {project}", f"lxd: {lxd}", "containers:"]
     lines += [f"  {name}: {{image: {IMAGE}, profiles: [default]}}" for name in names]
-    path = directory / f"{project}.yaml"
+    path = directory / f"{place.where}-{project}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def expect_running(project: str, n: int, what: str) -> None:
-    found = running_count(project)
+def expect_running(place: Place, project: str, n: int, what: str) -> None:
+    found = running_count(place, project)
     if found != n:
-        raise BenchError(f"{what}: {found} of {n} containers running in project {project}")
+        raise BenchError(f"{what}: {found} of {n} containers running in project {project} ({place.where})")
 
 
-def lxc_loop(project: str, names: list[str], parallel: int) -> float:
+def lxc_loop(place: Place, project: str, names: list[str], parallel: int) -> float:
     """Wall time of a shell loop of `lxc launch`, serial or `parallel` at a time, from empty."""
-    launch = f"lxc launch {IMAGE} --project {shlex.quote(project)}"
+    launch = f"lxc launch {shlex.quote(place.at(IMAGE))} --project {shlex.quote(project)}"
+    prefix = f"{place.remote}:" if place.remote else ""
     if parallel == 1:
-        script = f"set -e; for i in {' '.join(names)}; do {launch} $i; done"
+        script = f"set -e; for i in {' '.join(names)}; do {launch} {prefix}$i; done"
     else:
-        script = f"printf '%s\\n' {' '.join(names)} | xargs -P{parallel} -I{{}} {launch} {{}}"
-    seconds, _ = timed(["bash", "-c", script])
-    expect_running(project, len(names), f"lxc loop -P{parallel}")
-    empty_project(project)
+        script = f"printf '%s\\n' {' '.join(names)} | xargs -P{parallel} -I{{}} {launch} {prefix}{{}}"
+    seconds, _ = timed(["bash", "-c", script], place.env)
+    expect_running(place, project, len(names), f"lxc loop -P{parallel}")
+    empty_project(place, project)
     return seconds
 
 
-def warm_up(project: str) -> None:
-    """One launch and delete first, so the first timed run does not pay for cold caches."""
-    lxc("launch", IMAGE, "warmup", "--project", project)
-    empty_project(project)
+def warm_up(place: Place, project: str) -> None:
+    """One launch and delete first (one on each member of a cluster: each has its own image store),
+    so the first timed run does not pay for cold caches."""
+    on = members(place) if place.where == "cluster" else []
+    for member in on or [None]:
+        target = ["--target", member] if member else []
+        place.lxc("launch", place.at(IMAGE), place.at(f"warmup-{member}" if member else "warmup"),
+                  "--project", project, *target)
+    empty_project(place, project)
 
 
-def cold_apply(lab: Path, project: str, n: int) -> float:
-    seconds, _ = timed([*reconcile_argv(), "apply", "-f", str(lab), "--yes"])
-    expect_running(project, n, "reconcile apply")
+def cold_apply(place: Place, lab: Path, project: str, n: int) -> float:
+    seconds, _ = timed([*reconcile_argv(), "apply", "-f", str(lab), "--yes"], place.env)
+    expect_running(place, project, n, "reconcile apply")
     return seconds
 
 
-def noop_plan(lab: Path) -> tuple[int, float, list[float]]:
+def noop_plan(place: Place, lab: Path) -> tuple[int, float, list[float]]:
     """API calls and median wall time of `reconcile plan` on an applied lab (exit 0: no changes)."""
-    env = {**os.environ, "RECONCILER_STATS": "1"}
+    env = {**place.env, "RECONCILER_STATS": "1"}
     times, calls = [], set()
     for _ in range(PLAN_RUNS):
         seconds, proc = timed([*reconcile_argv(), "plan", "-f", str(lab), "--detailed-exitcode"], env)
@@ -213,24 +344,25 @@ def noop_plan(lab: Path) -> tuple[int, float, list[float]]:
     return calls.pop(), statistics.median(times), times
 
 
-def bench_size(n: int, directory: Path) -> dict:
+def bench_size(place: Place, n: int, directory: Path) -> dict:
     """All measurements for one N in its own project (main's clean-up deletes it if this fails)."""
     project = project_name(n)
     names = container_names(n)
-    lab = write_lab(directory, project, names)
-    make_project(project)
-    warm_up(project)
-    row = {"n": n}
-    say(f"N={n}: lxc serial")
-    row["serial"] = lxc_loop(project, names, 1)
-    say(f"N={n}: lxc 4-parallel")
-    row["parallel4"] = lxc_loop(project, names, 4)
-    say(f"N={n}: reconcile apply")
-    row["apply"] = cold_apply(lab, project, n)
-    say(f"N={n}: reconcile plan x{PLAN_RUNS}")
-    row["calls"], row["plan"], row["plan_runs"] = noop_plan(lab)
+    lab = write_lab(directory, place, project, names)
+    make_project(place, project)
+    warm_up(place, project)
+    row = {"where": place.where, "n": n}
+    step = f"{place.where} N={n}"
+    say(f"{step}: lxc serial")
+    row["serial"] = lxc_loop(place, project, names, 1)
+    say(f"{step}: lxc 4-parallel")
+    row["parallel4"] = lxc_loop(place, project, names, 4)
+    say(f"{step}: reconcile apply")
+    row["apply"] = cold_apply(place, lab, project, n)
+    say(f"{step}: reconcile plan x{PLAN_RUNS}")
+    row["calls"], row["plan"], row["plan_runs"] = noop_plan(place, lab)
     row["ratio"] = row["apply"] / row["parallel4"]
-    drop_project(project)
+    drop_project(place, project)
     return row
 
 
@@ -241,55 +373,110 @@ def say(text: str) -> None:
 # --- reporting ------------------------------------------------------------------------------
 
 def table(rows: list[dict]) -> str:
-    lines = ["| N | plan API calls | no-op plan (s) | cold apply (s) | lxc serial (s) | lxc 4-parallel (s) |"
+    lines = ["| where | N | plan API calls | no-op plan (s) | cold apply (s) | lxc serial (s) | lxc 4-parallel (s) |"
              " apply / lxc-4 ratio |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['n']} | {r['calls']} | {r['plan']:.2f} | {r['apply']:.2f} | {r['serial']:.2f} |"
-                     f" {r['parallel4']:.2f} | {r['ratio']:.2f} |")
+        lines.append(f"| {r['where']} | {r['n']} | {r['calls']} | {r['plan']:.2f} | {r['apply']:.2f} |"
+                     f" {r['serial']:.2f} | {r['parallel4']:.2f} | {r['ratio']:.2f} |")
     return "\n".join(lines)
 
 
+def by_place(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["where"], []).append(r)
+    return out
+
+
 def goals(rows: list[dict]) -> list[str]:
-    calls = ", ".join(f"{r['calls']} at N={r['n']}" for r in rows)
-    same = len({r["calls"] for r in rows}) == 1
-    out = [f"- Plan API calls independent of N: **{'met' if same else 'MISSED'}** ({calls})."]
-    big = next((r for r in rows if r["n"] == GOAL_PLAN_N), None)
+    places = by_place(rows)
+    calls = "; ".join(f"{where}: " + ", ".join(f"{r['calls']} at N={r['n']}" for r in rs)
+                      for where, rs in places.items())
+    varying = [where for where, rs in places.items() if len({r["calls"] for r in rs}) > 1]
+    verdict = f"MISSED on {', '.join(varying)}" if varying else "met"
+    out = [f"- Plan API calls independent of N (on each place): **{verdict}** ({calls})."]
+    big = [r for r in rows if r["n"] == GOAL_PLAN_N]
     goal = f"No-op plan of {GOAL_PLAN_N} containers under {GOAL_PLAN_SECONDS:.0f} s (process start included)"
-    if big is None:
+    if not big:
         out.append(f"- {goal}: not measured in this run.")
     else:
-        verdict = "met" if big["plan"] < GOAL_PLAN_SECONDS else "MISSED"
-        out.append(f"- {goal}: **{verdict}** ({big['plan']:.2f} s median).")
-    missed = ", ".join(str(r["n"]) for r in rows if r["ratio"] > GOAL_RATIO)
-    ratios = ", ".join(f"{r['ratio']:.2f}x at N={r['n']}" for r in rows)
-    verdict = f"MISSED at N={missed}" if missed else "met"
+        slow = [r["where"] for r in big if r["plan"] >= GOAL_PLAN_SECONDS]
+        verdict = f"MISSED on {', '.join(slow)}" if slow else "met"
+        medians = ", ".join(f"{r['plan']:.2f} s {r['where']}" for r in big)
+        out.append(f"- {goal}: **{verdict}** ({medians}, medians).")
+    missed = ", ".join(f"{r['where']} N={r['n']}" for r in rows if r["ratio"] > GOAL_RATIO)
+    ratios = "; ".join(f"{where}: " + ", ".join(f"{r['ratio']:.2f}x at N={r['n']}" for r in rs)
+                       for where, rs in places.items())
+    verdict = f"MISSED at {missed}" if missed else "met"
     out.append(f"- Cold apply within {GOAL_RATIO}x of the four-at-a-time lxc loop: **{verdict}** ({ratios}).")
     return out
 
 
-def machine_facts(load_before: float) -> list[str]:
+def machine_facts(places: list[Place], load_before: float) -> list[str]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
-    driver = query(f"/1.0/storage-pools/{POOL}")["driver"]
     how = shlex.join([Path(reconcile_argv()[0]).name, *reconcile_argv()[1:]])
     return [f"- nproc: {len(os.sched_getaffinity(0))} ({cpu})",
-            f"- LXD: {lxc_version()} (`lxd --version`); storage pool `{POOL}`, driver `{driver}`",
+            *(f"- {place.where}: {place.facts}" for place in places),
             f"- kernel {platform.release()}, Python {platform.python_version()}; reconcile run as `{how}`",
             f"- load average (1 min) {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after it"
             " (other work on the machine skews the times)"]
 
 
-def lxc_version() -> str:
-    return run(["lxd", "--version"]).stdout.strip()
-
-
-def report(rows: list[dict], argv: list[str], load_before: float) -> str:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    runs = "; ".join(f"N={r['n']}: " + ", ".join(f"{t:.2f}" for t in r["plan_runs"]) for r in rows)
-    return "\n".join([f"Measured {when} with `{shlex.join(argv)}`:", "", table(rows), "",
-                      "Goals:", "", *goals(rows), "", "Machine:", "", *machine_facts(load_before), "",
+def report(rows: list[dict], places: list[Place], argv: list[str], load_before: float, when: str,
+           image: str | None) -> str:
+    runs = "; ".join(f"{r['where']} N={r['n']}: " + ", ".join(f"{t:.2f}" for t in r["plan_runs"]) for r in rows)
+    picture = [f"![No-op plan and cold apply time against N, one line per place]({image})", ""] if image else []
+    return "\n".join([f"Measured {when} with `{shlex.join(argv)}`:", "", table(rows), "", *picture,
+                      "Goals:", "", *goals(rows), "", "Machine:", "", *machine_facts(places, load_before), "",
                       f"No-op plan runs (s): {runs}."])
+
+
+PLOT_STYLE = {"local": "tab:blue", "remote": "tab:orange", "cluster": "tab:green"}
+
+
+def plot_ready() -> None:
+    """matplotlib is there (checked before minutes of measuring, not after)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise BenchError("matplotlib is missing, and the plot needs it: `make bench` installs it into the venv"
+                         f" ({Path(sys.executable).parent / 'pip'} install matplotlib), or pass --no-doc") from None
+
+
+def plot(rows: list[dict], path: Path, when: str) -> None:
+    """No-op plan and cold apply time against N (log scale), one line per place; the lxc 4-parallel
+    loop dashed beside cold apply, as the ratio goal compares them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    sizes = sorted({r["n"] for r in rows})
+    fig, axes = pyplot.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    for ax, key, title in ((axes[0], "plan", f"no-op plan (median of {PLAN_RUNS})"),
+                           (axes[1], "apply", "cold apply")):
+        for where, rs in by_place(rows).items():
+            ns = [r["n"] for r in rs]
+            ax.plot(ns, [r[key] for r in rs], marker="o", color=PLOT_STYLE[where], label=where)
+            if key == "apply":
+                ax.plot(ns, [r["parallel4"] for r in rs], marker=".", linestyle="--", linewidth=1,
+                        color=PLOT_STYLE[where], alpha=0.6, label=f"{where}: lxc 4-parallel")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("N (containers, log scale)")
+        ax.set_ylabel("seconds")
+        ax.set_ylim(bottom=0)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"reconcile against LXD, by place ({when}; scripts/benchmark.py)", fontsize="medium")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    pyplot.close(fig)
 
 
 def write_doc(text: str) -> None:
@@ -306,53 +493,112 @@ def write_doc(text: str) -> None:
 
 # --- main -----------------------------------------------------------------------------------
 
+def sizes_list(parser: argparse.ArgumentParser, flag: str, text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        sizes = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        parser.error(f"{flag} must be integers separated by commas, not {text!r}")
+    if not sizes or min(sizes) < 1:
+        parser.error(f"{flag} needs at least one size, each 1 or more")
+    return sizes
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--sizes", default="3,20,100", help="comma-separated lab sizes (default 3,20,100)")
-    parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/performance.md alone")
+    parser.add_argument("--where", default=",".join(WHERE),
+                        help="comma-separated places: local, remote (the local daemon over HTTPS, lxc remote"
+                             f" {HTTPS_REMOTE}), cluster (lxc remote {CLUSTER_REMOTE}); default all three")
+    parser.add_argument("--sizes", help="comma-separated lab sizes for every place (default 3,20,100 local,"
+                                         " 3,20 remote and cluster)")
+    parser.add_argument("--remote-sizes", help="lab sizes over HTTPS (default --sizes, else 3,20)")
+    parser.add_argument("--cluster-sizes", help="lab sizes on the cluster (default --sizes, else 3,20)")
+    parser.add_argument("--no-doc", action="store_true",
+                        help="print only; leave docs/performance.md and docs/performance.png alone")
+    parser.add_argument("--plot", type=Path, metavar="PNG",
+                        help="also write the plot here (with --no-doc: only here)")
     args = parser.parse_args(argv)
-    try:
-        args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
-    except ValueError:
-        parser.error(f"--sizes must be integers separated by commas, not {args.sizes!r}")
-    if not args.sizes or min(args.sizes) < 1:
-        parser.error("--sizes needs at least one size, each 1 or more")
+    where = [w.strip() for w in args.where.split(",") if w.strip()]
+    unknown = sorted(set(where) - set(WHERE))
+    if unknown or not where:
+        parser.error(f"--where takes {', '.join(WHERE)} (comma-separated), not {args.where!r}")
+    args.where = [w for w in WHERE if w in where]
+    every = sizes_list(parser, "--sizes", args.sizes)
+    args.sizes = {"local": every or DEFAULT_SIZES["local"],
+                  "remote": sizes_list(parser, "--remote-sizes", args.remote_sizes) or every or DEFAULT_SIZES["remote"],
+                  "cluster": (sizes_list(parser, "--cluster-sizes", args.cluster_sizes) or every
+                              or DEFAULT_SIZES["cluster"])}
     return args
 
 
-def preflight() -> None:
-    if IMAGE not in [a["name"] for a in query("/1.0/images/aliases?recursion=1")]:
-        raise BenchError(f"image alias {IMAGE!r} missing: run `make image-tiny`")
+def preflight(place: Place) -> None:
+    if IMAGE not in [a["name"] for a in place.query("/1.0/images/aliases?recursion=1")]:
+        fix = "`make cluster` copies it in" if place.where == "cluster" else "run `make image-tiny`"
+        raise BenchError(f"image alias {IMAGE!r} missing on {place.where}: {fix}")
 
 
-def measure(sizes: list[int]) -> list[dict]:
-    preflight()
-    if not cleanup():
-        raise BenchError("leftover bench projects could not be deleted")
+def open_place(where: str, sizes: list[int]) -> Place | None:
+    if where == "local":
+        return Place("local", sizes=sizes)
+    if where == "remote":
+        return https_place(sizes)
+    return cluster_place(sizes)
+
+
+def measure(args: argparse.Namespace, places: list[Place], rows: list[dict]) -> None:
+    """Rows into `rows` as they are measured; `places` gets each place once it is there (main cleans
+    up on those)."""
     with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp:
-        return [bench_size(n, Path(tmp)) for n in sizes]
+        for where in args.where:
+            place = open_place(where, args.sizes[where])
+            if place is None:
+                continue
+            places.append(place)
+            preflight(place)
+            if not cleanup(clean_up_place(place)):
+                raise BenchError(f"leftover bench projects ({place.where}) could not be deleted")
+            place.facts = describe(place)
+            rows += [bench_size(place, n, Path(tmp)) for n in place.sizes]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the clean-up too
     load_before = os.getloadavg()[0]
+    places: list[Place] = []
+    rows: list[dict] = []
     try:
-        rows = measure(args.sizes)
+        if not args.no_doc or args.plot:
+            plot_ready()
+        measure(args, places, rows)
     except BenchError as err:
         say(f"benchmark failed: {err}")
+        if rows:
+            say(f"measured before it failed:\n{table(rows)}")
         return 1
     except KeyboardInterrupt:
         say("interrupted")
         return 130
     finally:
-        if not cleanup(quiet=True):
+        daemons = {clean_up_place(p).where: clean_up_place(p) for p in places}
+        if not all([cleanup(p, quiet=True) for p in daemons.values()]):
             say("some bench projects are left over (see above): the next run deletes them")
-    text = report(rows, ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])], load_before)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if not rows:
+        say("nothing measured")
+        return 1
+    if args.plot:
+        plot(rows, args.plot, when)
+        say(f"plot written to {args.plot}")
+    image = None if args.no_doc else PLOT.name
+    text = report(rows, places, ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])],
+                  load_before, when, image)
     print(text)
     if not args.no_doc:
+        plot(rows, PLOT, when)
         write_doc(text)
-        say(f"\nwritten to {DOC.relative_to(ROOT)}")
+        say(f"\nwritten to {DOC.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
     return 0
 
 
