@@ -62,6 +62,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     wanted = _nothing(lab) if destroy else lab
     _check_existing(wanted, live)
     _check_subnets(wanted, live, lxd.local)
+    _check_cluster_bridges(wanted, live, lxd)
     places = placement.decide(wanted, live.owned, placement.read(lxd, wanted))
     addresses = {c: a for c, a in live.addresses().items() if c not in placement.restarting(places)}
     desired = desired_state(wanted, base_dir, addresses, live.profiles)
@@ -343,6 +344,19 @@ def _check_subnets(lab: Lab, live: Live, local: bool) -> None:
     problems = network_overlaps(lab, routes, live.subnets)
     if problems:
         raise PlanError("\n".join(problems))
+
+
+def _check_cluster_bridges(lab: Lab, live: Live, lxd: Lxd) -> None:
+    """LXD 5.0 makes a cluster's bridge only once it is defined on every member (`--target`), which
+    `networks:` does not do: say so at plan, not as LXD's "Network not pending on any node" mid-apply."""
+    present = live.owned.keys() | live.untagged.keys() | live.foreign.keys()
+    new = [name for name in lab.networks if network(name) not in present]
+    if new and lxd.clustered:
+        raise PlanError("\n".join(
+            f"networks.{name}: LXD at {lxd.where} is a cluster, where a bridge needs a definition on every"
+            f" member (`lxc network create {name} --target MEMBER`), which reconcile does not make; give the"
+            " containers a macvlan NIC on the members' shared LAN, or make the bridge by hand and list it"
+            " under existing.networks" for name in new))
 
 
 def _used_profile(lab: Lab, name: str) -> bool:

@@ -126,6 +126,11 @@ class Lxd:
         return self.remote is None
 
     @property
+    def clustered(self) -> bool:
+        """The server is a cluster member (from the GET /1.0 every connection starts with: no extra call)."""
+        return bool(self._client().host_info.get("environment", {}).get("server_clustered"))
+
+    @property
     def api(self):
         return self._client().api
 

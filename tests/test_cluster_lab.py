@@ -312,6 +312,18 @@ def test_plan_reads_the_same_for_one_container_and_for_three_spread_over_the_mem
     assert set(counts.values()) == {8}, counts
 
 
+def test_a_new_bridge_on_a_cluster_is_refused_at_plan_with_the_way_out(cluster, tmp_path):
+    tag = next_tag()
+    lab = LabDir(tmp_path, tag, tag)
+    lab.write(SPREAD.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid()))
+              + "  c1: {image: reconciler-tiny}\nnetworks:\n  @TAG@br:\n    config: {ipv4.address: 10.203.66.1/24}\n")
+    done = lab.run("plan")
+    assert done.code == 1 and done.err.count("Error:") == 1, done.err
+    assert f"Error: networks.{tag}br: LXD at remote 'labcluster'" in done.err and "is a cluster" in done.err, done.err
+    assert "macvlan" in done.err and "existing.networks" in done.err
+    assert tag not in {p["name"] for p in query("/1.0/projects?recursion=1")}  # a plan makes nothing
+
+
 def test_a_target_on_an_lxd_that_is_not_a_cluster_fails_the_plan_in_one_line(lab):
     lab.write("lab: @TAG@\nlxd: {project: @PROJECT@}\ncontainers:\n  c1: {image: reconciler-tiny, target: lxdm1}\n")
     done = lab.run("plan")
