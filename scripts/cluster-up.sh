@@ -46,6 +46,20 @@ addr() { echo "$NET.1${1#lxdm}"; }              # lxdm1 -> 10.203.90.11
 outer() { lxc "$1" --project "$PROJECT" "${@:2}"; }
 # Run a command inside a member (bounded: a wedged member must not hang the script).
 in_m() { local m=$1; shift; timeout 300 lxc exec --project "$PROJECT" "$m" -- "$@"; }
+# `lxc query PATH` inside member M. LXD 5.0's exec now and then fails to attach to a running member
+# ("Failed to retrieve PID of executing child process"): that error, and only it, is tried again,
+# so that a flake is never read as "not clustered" or "not a member".
+query_in() {
+  local m=$1 path=$2 try out errf rc=0
+  errf=$(mktemp)
+  for try in 1 2 3 4 5; do
+    rc=0; out=$(in_m "$m" lxc query "$path" 2>"$errf") || rc=$?
+    if [ "$rc" -eq 0 ]; then rm -f "$errf"; printf '%s\n' "$out"; return 0; fi
+    grep -q "Failed to retrieve PID" "$errf" || break
+    sleep "$try"
+  done
+  cat "$errf" >&2; rm -f "$errf"; return "$rc"
+}
 # Wait until CMD succeeds, at most SECS seconds: wait_for SECS WHAT CMD...
 wait_for() {
   local secs=$1 what=$2; shift 2
@@ -163,7 +177,7 @@ say "members have their addresses, their LXD answers ($((SECONDS - T0))s)"
 
 # 5. The cluster: bootstrapped on the first member, the others join with tokens.
 # (stderr dropped: the member's lxc prints a first-run banner on its first call)
-clustered() { [ "$(in_m "$1" lxc query /1.0/cluster 2>/dev/null | jq -r .enabled)" = true ]; }
+clustered() { [ "$(query_in "$1" /1.0/cluster 2>/dev/null | jq -r .enabled)" = true ]; }
 first=${MEMBERS[0]}
 if clustered "$first"; then
   say "cluster on $first exists: bootstrap skipped"
@@ -188,7 +202,7 @@ cluster:
 EOF
   changed "cluster bootstrapped on $first ($(addr "$first"):$PORT)"
 fi
-members_json() { in_m "$first" lxc query /1.0/cluster/members?recursion=1; }
+members_json() { query_in "$first" /1.0/cluster/members?recursion=1; }
 for m in "${MEMBERS[@]:1}"; do
   if clustered "$m"; then
     members_json | jq -e --arg m "$m" 'any(.[]; .server_name == $m)' >/dev/null \
@@ -232,11 +246,11 @@ say "cluster: ${#MEMBERS[@]} members Online"
 i=0
 for m in "${MEMBERS[@]}"; do
   i=$((i + 1)); g=g$i
-  if in_m "$first" lxc query "/1.0/cluster/groups/$g" >/dev/null 2>&1; then :; else
+  if query_in "$first" "/1.0/cluster/groups/$g" >/dev/null 2>&1; then :; else
     in_m "$first" lxc cluster group create "$g" >/dev/null || die "cannot create cluster group $g"
     changed "cluster group $g created"
   fi
-  if in_m "$first" lxc query "/1.0/cluster/members/$m" | jq -e --arg g "$g" \
+  if query_in "$first" "/1.0/cluster/members/$m" | jq -e --arg g "$g" \
     '(.groups | index($g)) and (.groups | index("default"))' >/dev/null; then
     say "member $m in groups default,$g: skipped"
   else
@@ -260,7 +274,7 @@ if ! remote_ok; then
   crt=${LXD_CONF:-$HOME/.config/lxc}/client.crt
   fp=""
   [ -s "$crt" ] && command -v openssl >/dev/null && fp=$(openssl x509 -in "$crt" -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f)
-  if [ -n "$fp" ] && in_m "$first" lxc query "/1.0/certificates/$fp" >/dev/null 2>&1; then
+  if [ -n "$fp" ] && query_in "$first" "/1.0/certificates/$fp" >/dev/null 2>&1; then
     # The cluster already trusts this client (its config was lost): no token needed.
     lxc remote add "$REMOTE" "https://$(addr "$first"):$PORT" --accept-certificate >/dev/null \
       || die "cannot add remote $REMOTE"

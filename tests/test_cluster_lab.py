@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from test_cluster_infra import cluster_up
 REMOTE = "labcluster"
 MEMBERS = ("lxdm1", "lxdm2", "lxdm3")
 TIMES: list[tuple[str, float]] = []  # what, seconds: printed at the end, for docs/scale.md
+EVACUATIONS = Path("/run/reconciler-test/evacuated")  # member -> pid of the test run that evacuated it
 CHECK_TRIES = 6  # a moved server is seconds from HAProxy's health checks marking it up
 
 
@@ -54,10 +56,13 @@ def member_states() -> dict[str, str]:
 
 
 def _alive(pid: str | None) -> bool:
+    """A process has this pid now (never pid 0: os.kill would signal our own process group)."""
+    if not pid or not pid.isdigit() or int(pid) == 0:
+        return False
     try:
-        os.kill(int(pid or "0"), 0)
-        return bool(pid)
-    except (ProcessLookupError, ValueError):
+        os.kill(int(pid), 0)
+        return True
+    except ProcessLookupError:
         return False
 
 
@@ -68,10 +73,12 @@ def drop_cluster_project(name: str) -> None:
 
 
 def remove_leftovers() -> None:
-    """Members a killed run left evacuated, and test projects of runs that are gone."""
+    """Members a killed run left evacuated, and test projects of runs that are gone. A member another
+    live run evacuated is that run's to restore: restoring it here would pull the floor from its test."""
     for member, status in member_states().items():
-        if status == "Evacuated":
+        if status == "Evacuated" and not _alive(_evacuated_by(member)):
             rlxc("cluster", "restore", f"{REMOTE}:{member}", "--force")
+            (EVACUATIONS / member).unlink(missing_ok=True)
     for project in query("/1.0/projects?recursion=1"):
         if project["name"].startswith(PREFIXES) and not _alive(project["config"].get(RUN_KEY)):
             drop_cluster_project(project["name"])
@@ -96,8 +103,17 @@ def on_cluster(cluster, tmp_path) -> Iterator[LabDir]:
     sh("lxc", "profile", "delete", f"{REMOTE}:reconciler-lock-{tag}", check=False)
 
 
+def _evacuated_by(member: str) -> str | None:
+    try:
+        return (EVACUATIONS / member).read_text()
+    except FileNotFoundError:
+        return None
+
+
 @contextmanager
 def evacuated(member: str, holding: str) -> Iterator[None]:
+    EVACUATIONS.mkdir(parents=True, exist_ok=True)
+    (EVACUATIONS / member).write_text(str(os.getpid()))  # the members run on this host: so do all test runs
     with timed(f"lxc cluster evacuate {member} --force ({holding})"):
         rlxc("cluster", "evacuate", f"{REMOTE}:{member}", "--force")
     try:
@@ -105,6 +121,7 @@ def evacuated(member: str, holding: str) -> Iterator[None]:
     finally:
         with timed(f"lxc cluster restore {member} --force ({holding})"):
             rlxc("cluster", "restore", f"{REMOTE}:{member}", "--force")
+        (EVACUATIONS / member).unlink(missing_ok=True)
 
 
 def ok(lab: LabDir, *args: str, what: str = "") -> str:
@@ -347,3 +364,22 @@ def test_waiting_for_an_operation_on_another_member_is_paced(on_cluster):
     took, calls = time.monotonic() - start, lxd.calls - before
     assert 3 <= took < 5, took
     assert calls <= 16, calls  # the exec, its output, and at most a few waits a second (it was hundreds)
+
+
+def test_a_member_another_live_run_evacuated_is_left_to_that_run(cluster):
+    """Two test runs on one cluster: the clean-up of one must not restore what the other evacuated."""
+    rlxc("cluster", "evacuate", f"{REMOTE}:lxdm3", "--force")
+    try:
+        EVACUATIONS.mkdir(parents=True, exist_ok=True)
+        (EVACUATIONS / "lxdm3").write_text("1")  # a live process that is not this run
+        remove_leftovers()
+        assert member_states()["lxdm3"] == "Evacuated"
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        (EVACUATIONS / "lxdm3").write_text(str(gone.pid))  # its run is gone: a leftover
+        remove_leftovers()
+        assert member_states()["lxdm3"] == "Online" and not (EVACUATIONS / "lxdm3").exists()
+    finally:
+        if member_states()["lxdm3"] == "Evacuated":
+            rlxc("cluster", "restore", f"{REMOTE}:lxdm3", "--force")
+        (EVACUATIONS / "lxdm3").unlink(missing_ok=True)
