@@ -8,8 +8,8 @@
 #   - inside: one LXD cluster (LXD's own clustering), storage pool `default` (dir) and a root disk
 #     on the default profile, cluster groups g1..g3 (one member each, plus `default`);
 #   - the host's reconciler-tiny and reconciler-debian images copied in with the same aliases.
-# Lab containers in the cluster use macvlan NICs with parent eth0 (the member's NIC on lcbr0)
-# and get 10.203.90.100+ from lcbr0's dnsmasq; `--check` proves that on every member.
+# Lab containers in the cluster use macvlan NICs with parent lan0 (a second NIC of each member,
+# bridged to lcbr0, made here) and get 10.203.90.100+ from lcbr0's dnsmasq; `--check` proves that on every member.
 # Idempotent: every step says what it did or why it was skipped; the last line says whether
 # anything changed. Builds the images it needs if their aliases are missing.
 # Usage: cluster-up.sh [--check]     Undo: scripts/cluster-down.sh
@@ -21,6 +21,7 @@ NET=10.203.90              # a /24 no host route and no other LXD network uses
 REMOTE=labcluster
 MEMBER_IMAGE=reconciler-lxd-member
 MEMBERS=(lxdm1 lxdm2 lxdm3)
+LAN_PORT=lan0              # each member's second NIC, bridged to lcbr0, for the lab's macvlan NICs (step 4b)
 PORT=8443
 COPY_IMAGES=(reconciler-tiny reconciler-debian)
 CHECK_PROJECT=cluster-selfcheck
@@ -175,6 +176,46 @@ for m in "${MEMBERS[@]}"; do
 done
 say "members have their addresses, their LXD answers ($((SECONDS - T0))s)"
 
+# 4b. The LAN port: a second NIC of each member, $LAN_PORT inside, up and without an address, whose
+# host end (lcp-MEMBER, a veth pair LXD makes: nictype p2p) is a port of lcbr0. Lab containers hang
+# their macvlan NICs on it (parent: $LAN_PORT), never on the member's eth0, which carries the member's
+# own address and the cluster's traffic. (A second NIC on lcbr0 itself LXD refuses: "Instance DNS
+# name already used on network".) LXD makes the host end again at each member start, outside the
+# bridge: this step puts it back; ifupdown brings $LAN_PORT up inside at boot.
+LAN_PORT_CONF="auto $LAN_PORT
+iface $LAN_PORT inet manual"
+for m in "${MEMBERS[@]}"; do
+  port=lcp-$m
+  if [ "$(lxc query "/1.0/instances/$m?project=$PROJECT" | jq -r --arg d "$LAN_PORT" '.devices[$d]["host_name"] // ""')" = "$port" ]; then
+    say "member $m: $LAN_PORT exists: skipped"
+  else
+    outer config device add "$m" "$LAN_PORT" nic nictype=p2p name="$LAN_PORT" host_name="$port" >/dev/null \
+      || die "cannot add $LAN_PORT to $m"
+    changed "member $m: $LAN_PORT added (host end $port)"
+  fi
+  wait_for 30 "$port on the host" ip link show dev "$port"
+  if ip -o link show dev "$port" | grep -q "master $BRIDGE .*state UP\|master $BRIDGE state UP"; then
+    say "member $m: $port is a port of $BRIDGE: skipped"
+  else
+    ip link set dev "$port" master "$BRIDGE" up || die "cannot make $port a port of $BRIDGE"
+    changed "member $m: $port made a port of $BRIDGE"
+  fi
+  if [ "$(in_m "$m" cat "/etc/network/interfaces.d/$LAN_PORT" 2>/dev/null || true)" = "$LAN_PORT_CONF" ]; then
+    say "member $m: $LAN_PORT in ifupdown: skipped"
+  else
+    printf '%s\n' "$LAN_PORT_CONF" | in_m "$m" sh -c "cat > /etc/network/interfaces.d/$LAN_PORT" \
+      || die "cannot write $m's /etc/network/interfaces.d/$LAN_PORT"
+    changed "member $m: $LAN_PORT in ifupdown"
+  fi
+  wait_for 30 "$LAN_PORT to appear in $m" in_m "$m" ip link show dev "$LAN_PORT"
+  if in_m "$m" ip -o link show dev "$LAN_PORT" | grep -q '[<,]UP[,>]'; then
+    say "member $m: $LAN_PORT up: skipped"
+  else
+    in_m "$m" ip link set dev "$LAN_PORT" up || die "cannot bring $LAN_PORT up in $m"
+    changed "member $m: $LAN_PORT up"
+  fi
+done
+
 # 5. The cluster: bootstrapped on the first member, the others join with tokens.
 # (stderr dropped: the member's lxc prints a first-run banner on its first call)
 clustered() { [ "$(query_in "$1" /1.0/cluster 2>/dev/null | jq -r .enabled)" = true ]; }
@@ -317,7 +358,7 @@ done
 say "members: $(for m in "${MEMBERS[@]}"; do printf '%s=%s ' "$m" "$(addr "$m")"; done)remote: $REMOTE ($(remote_url))"
 
 # 9. Optional self-check: on every member a tiny container with a macvlan NIC on the member's
-# eth0, an address from lcbr0's DHCP, and its busybox httpd reached from the host over lcbr0.
+# $LAN_PORT, an address from lcbr0's DHCP, and its busybox httpd reached from the host over lcbr0.
 if [ "$CHECK" = 1 ]; then
   R=$REMOTE
   cleanup_check() {
@@ -335,7 +376,7 @@ if [ "$CHECK" = 1 ]; then
   for m in "${MEMBERS[@]}"; do
     out=$(lxc init --project "$CHECK_PROJECT" "$R:reconciler-tiny" "$R:chk-$m" --target "$m" 2>&1) \
       || die "check: cannot create chk-$m on $m: $out"
-    lxc config device add --project "$CHECK_PROJECT" "$R:chk-$m" eth0 nic nictype=macvlan parent=eth0 \
+    lxc config device add --project "$CHECK_PROJECT" "$R:chk-$m" eth0 nic nictype=macvlan parent="$LAN_PORT" \
       name=eth0 >/dev/null || die "check: cannot add a macvlan NIC to chk-$m"
     lxc start --quiet --project "$CHECK_PROJECT" "$R:chk-$m" || die "check: chk-$m does not start on $m"
   done
@@ -350,7 +391,7 @@ if [ "$CHECK" = 1 ]; then
     loc=$(lxc query "$R:/1.0/instances/chk-$m?project=$CHECK_PROJECT" | jq -r .location)
     [ "$loc" = "$m" ] || die "check: chk-$m runs on $loc, not $m"
     wait_for 30 "http://$ip/ (chk-$m on $m)" sh -c "curl -fsS --max-time 3 http://$ip/ | grep -q reconciler-tiny"
-    say "check: chk-$m on $m has $ip (macvlan on eth0), host GET http://$ip/ -> 200"
+    say "check: chk-$m on $m has $ip (macvlan on $LAN_PORT), host GET http://$ip/ -> 200"
   done
   cleanup_check; trap - EXIT
   say "check passed: macvlan containers on all ${#MEMBERS[@]} members reachable from the host ($((SECONDS - t))s)"

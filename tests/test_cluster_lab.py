@@ -232,10 +232,10 @@ profiles:
 containers:
   a1: {image: reconciler-tiny, target: lxdm1}
   a2: {image: reconciler-tiny, target: "@g2"}
-  held:                               # a NIC on the member's own eth0 cannot migrate: evacuating stops it there
+  held:                               # a NIC on the member's own lan0 cannot migrate: evacuating stops it there
     image: reconciler-tiny
     target: lxdm2
-    devices: {eth0: {type: nic, nictype: macvlan, parent: eth0, name: eth0}}
+    devices: {eth0: {type: nic, nictype: macvlan, parent: lan0, name: eth0}}
   s1: {image: reconciler-tiny, target: lxdm3, state: stopped}
 """
 LATE = "  late: {image: reconciler-tiny, target: lxdm2}\n"

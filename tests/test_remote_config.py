@@ -194,7 +194,7 @@ containers:
   proxyha:
     image: reconciler-tiny
     devices:
-      any: {type: proxy, listen: "tcp:0.0.0.0:18880", connect: "tcp:127.0.0.1:80"}
+      any: {type: proxy, listen: "tcp:[::]:18880", connect: "tcp:127.0.0.1:80"}  # a wildcard; never created
       here: {type: proxy, listen: "tcp:127.0.0.1:18881", connect: "tcp:127.0.0.1:80"}
 """
 
