@@ -221,7 +221,7 @@ def test_the_guides_lab_over_three_members_moves_back_and_rides_out_an_evacuatio
 
 # --- placement on tiny containers -----------------------------------------------------------------------
 
-TINY = """\
+OWN_PROJECT = """\
 lab: @TAG@
 lxd: {remote: labcluster, project: @PROJECT@}
 project:
@@ -230,6 +230,15 @@ profiles:
   default:
     devices: {root: {type: disk, path: /, pool: default}}
 containers:
+"""
+
+
+def in_own_project(containers: str) -> str:
+    """A lab that owns its project on the cluster, marked as this run's (the leftover clean-up spares it)."""
+    return OWN_PROJECT.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid())) + containers
+
+
+TINY = """\
   a1: {image: reconciler-tiny, target: lxdm1}
   a2: {image: reconciler-tiny, target: "@g2"}
   held:                               # a NIC on the member's own lan0 cannot migrate: evacuating stops it there
@@ -242,7 +251,7 @@ LATE = "  late: {image: reconciler-tiny, target: lxdm2}\n"
 
 
 def tiny(lab: LabDir, extra: str = "") -> Path:
-    return lab.write(TINY.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid())) + extra)
+    return lab.write(in_own_project(TINY + extra))
 
 
 def test_placement_groups_cold_moves_and_an_evacuated_member(on_cluster):
@@ -289,16 +298,6 @@ def test_placement_groups_cold_moves_and_an_evacuated_member(on_cluster):
 
 # --- plan's reads -----------------------------------------------------------------------------------------
 
-SPREAD = """\
-lab: @TAG@
-lxd: {remote: labcluster, project: @PROJECT@}
-project:
-  config: {@RUN_KEY@: "@PID@"}
-profiles:
-  default:
-    devices: {root: {type: disk, path: /, pool: default}}
-containers:
-"""
 
 
 def calls(lab: LabDir, monkeypatch) -> int:
@@ -316,8 +315,8 @@ def test_plan_reads_the_same_for_one_container_and_for_three_spread_over_the_mem
         lab = LabDir(tmp_path / tag, tag, tag)
         lab.dir.mkdir()
         try:
-            head = SPREAD.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid()))
-            lab.write(head + "".join(f"  c{i}: {{image: reconciler-tiny, target: '{t}'}}\n" for i, t in enumerate(targets)))
+            lab.write(in_own_project("".join(f"  c{i}: {{image: reconciler-tiny, target: '{t}'}}\n"
+                                             for i, t in enumerate(targets))))
             ok(lab, "apply", "--yes", what=f"apply from nothing ({n} tiny, targets {', '.join(targets)})")
             members = [f"lxdm{t[2:]}" if t.startswith("@g") else t for t in targets]  # group gN holds lxdmN
             assert sorted(m for m, _ in placed(lab.project).values()) == sorted(members)
@@ -332,8 +331,8 @@ def test_plan_reads_the_same_for_one_container_and_for_three_spread_over_the_mem
 def test_a_new_bridge_on_a_cluster_is_refused_at_plan_with_the_way_out(cluster, tmp_path):
     tag = next_tag()
     lab = LabDir(tmp_path, tag, tag)
-    lab.write(SPREAD.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid()))
-              + "  c1: {image: reconciler-tiny}\nnetworks:\n  @TAG@br:\n    config: {ipv4.address: 10.203.66.1/24}\n")
+    lab.write(in_own_project("  c1: {image: reconciler-tiny}\nnetworks:\n  @TAG@br:\n"
+                             "    config: {ipv4.address: 10.203.66.1/24}\n"))
     done = lab.run("plan")
     assert done.code == 1 and done.err.count("Error:") == 1, done.err
     assert f"Error: networks.{tag}br: LXD at remote 'labcluster'" in done.err and "is a cluster" in done.err, done.err
@@ -355,8 +354,7 @@ def test_waiting_for_an_operation_on_another_member_is_paced(on_cluster):
     from reconciler.lxd import Lxd
     from reconciler.remote import load
     lab = on_cluster
-    lab.write(SPREAD.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid()))
-              + "  far: {image: reconciler-tiny, target: lxdm3}\n")
+    lab.write(in_own_project("  far: {image: reconciler-tiny, target: lxdm3}\n"))
     ok(lab, "apply", "--yes")
     lxd = Lxd(None, lab.project, load(REMOTE))
     before, start = lxd.calls, time.monotonic()
