@@ -4,6 +4,7 @@ local image, and an LXD project per test so leftovers of earlier runs never matt
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import itertools
 import json
@@ -26,6 +27,24 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "lxd_ready" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.lxd)
+
+
+MODULE_LOCKS = Path("/tmp/reconciler-test-locks")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_run_per_module(request):
+    """Two test runs on one daemon (two checkouts, or parallel workers) never run the same LXD test
+    module at once: its fixed subnets and global names would clash.  The second waits for the lock
+    (an event both can see), never for a time."""
+    if not any(item.get_closest_marker("lxd") for item in request.session.items
+               if getattr(item, "module", None) is request.module):
+        yield
+        return
+    MODULE_LOCKS.mkdir(exist_ok=True)
+    with open(MODULE_LOCKS / f"{request.module.__name__}.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 def sh(*argv: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
