@@ -1,5 +1,7 @@
 """`reconcile check`: the guide's test, automated.  Real HTTP through each HAProxy frontend's
-proxy device, a bounded number of requests per Host, and who answered each.
+proxy device, a bounded number of requests per Host, who answered each, and whom HAProxy took the
+client for (its `X-Client-Seen`): through a device on loopback, check asks from 127.0.0.2, an address
+no device has, so HAProxy seeing it proves the device passed the client on.
 
 It proves what it says: enough requests for round robin to reach every server, one line per
 distinct failure with what to do about it, and a plain statement when there is nothing to check.
@@ -14,6 +16,7 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import haproxy
 from .lxd import Lxd
@@ -26,6 +29,7 @@ TIMEOUT = 5.0
 WARM_UP_SECONDS = 15.0
 MAX_REQUESTS = 100
 MARKER = re.compile(r"\b(SITE\w+)\b")
+CLIENT = "127.0.0.2"  # check's own address on loopback: not the 127.0.0.1 a proxy device connects from
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class Answer:
     status: int
     server: str  # HAProxy's server name, from the X-Served-By header
     marker: str  # what the page says about itself (the guide's SITE1 / SITE2)
+    seen: str = ""  # the client's address as HAProxy saw it, from the X-Client-Seen header
+    sent_from: str = ""  # the address check sent from
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class Target:
     backend: haproxy.Backend
     path: str = "/"
     tls: bool = False  # the frontend terminates HTTPS
+    device: str = ""  # the proxy device asked through
+    keeps: bool = False  # it passes the client's address on (PROXY protocol or nat)
+    source: str | None = None  # the address check sends from (None: the one the route gives)
 
     @property
     def shown(self) -> str:
@@ -54,7 +63,7 @@ class Target:
         return f"{self.host}{self.path if self.path != '/' else ''} via {where}"
 
     def ask(self) -> Answer:
-        return ask(*self.point, self.host, path=self.path, tls=self.tls)
+        return ask(*self.point, self.host, path=self.path, tls=self.tls, source=self.source)
 
     def serving(self, running: set[str]) -> set[str]:
         """The servers round robin should reach: those running with a weight, backups only when no other is."""
@@ -79,29 +88,43 @@ def _lab_certificate_context() -> ssl.SSLContext:
     return context
 
 
-def ask(host: str, port: int, vhost: str, path: str = "/", tls: bool = False) -> Answer:
-    """One GET with a Host header (over HTTPS with `tls`); a failure is status 0 with the reason as marker."""
-    conn = (http.client.HTTPSConnection(host, port, timeout=TIMEOUT, context=_lab_certificate_context()) if tls
-            else http.client.HTTPConnection(host, port, timeout=TIMEOUT))
+def ask(host: str, port: int, vhost: str, path: str = "/", tls: bool = False, source: str | None = None) -> Answer:
+    """One GET with a Host header (over HTTPS with `tls`, from `source` if given); a failure is status 0
+    with the reason as marker."""
+    bound = (source, 0) if source else None
+    conn = (http.client.HTTPSConnection(host, port, timeout=TIMEOUT, source_address=bound,
+                                        context=_lab_certificate_context()) if tls
+            else http.client.HTTPConnection(host, port, timeout=TIMEOUT, source_address=bound))
     try:
         conn.request("GET", path, headers={"Host": vhost, "Connection": "close"})
+        sent_from = conn.sock.getsockname()[0] if conn.sock else ""
         response = conn.getresponse()
         body = response.read(65536).decode("utf-8", "replace")
         found = MARKER.search(body)
-        return Answer(response.status, response.getheader(haproxy.SERVED_BY, "?"), found.group(1) if found else "")
+        return Answer(response.status, response.getheader(haproxy.SERVED_BY, "?"), found.group(1) if found else "",
+                      response.getheader(haproxy.CLIENT_SEEN, ""), sent_from)
     except OSError as err:
         return Answer(0, "-", f"no answer: {err}")
     finally:
         conn.close()
 
 
-def entry_points(lab: Lab, cname: str, bind_port: int, lxd_host: str | None = None) -> list[tuple[str, int, str]]:
-    """(address, port, the client address HAProxy sees) of each proxy device that forwards to `bind_port`
-    inside the HAProxy container: on this machine, or, for a remote LXD on another machine (`lxd_host`),
-    on that one, whose loopback we cannot reach.  Without PROXY protocol or nat the device connects from
-    inside the container, so HAProxy sees 127.0.0.1 whoever asks."""
+class EntryPoint(NamedTuple):
+    address: str
+    port: int
+    src: str  # the client's address as HAProxy sees it (what its `src` conditions judge)
+    device: str
+    keeps: bool  # the device passes the client's address on (PROXY protocol or nat)
+    source: str | None  # the address check sends from (None: the one the route gives)
+
+
+def entry_points(lab: Lab, cname: str, bind_port: int, lxd_host: str | None = None) -> list[EntryPoint]:
+    """Each proxy device that forwards to `bind_port` inside the HAProxy container: on this machine, or, for
+    a remote LXD on another machine (`lxd_host`), on that one, whose loopback we cannot reach.  Without
+    PROXY protocol or nat the device connects from inside the container, so HAProxy sees 127.0.0.1
+    whoever asks.  Check asks a device on IPv4 loopback from CLIENT, elsewhere from the host's address."""
     out = []
-    for device in expanded_devices(lab, lab.containers[cname]).values():
+    for dname, device in expanded_devices(lab, lab.containers[cname]).items():
         listen, connect = listen_address(device.get("listen", "")), listen_address(device.get("connect", ""))
         if device.get("type") == "proxy" and listen and connect and connect[2] == str(bind_port):
             address = listen[1].strip("[]")
@@ -110,7 +133,9 @@ def entry_points(lab: Lab, cname: str, bind_port: int, lxd_host: str | None = No
             elif lxd_host and is_loopback(address):
                 continue
             keeps = any(device.get(k) in TRUE_WORDS for k in ("proxy_protocol", "nat"))
-            out.append((address, int(listen[2].split("-")[0]), address if keeps else "127.0.0.1"))
+            source = CLIENT if address.startswith("127.") else None
+            src = (source or address) if keeps else "127.0.0.1"
+            out.append(EntryPoint(address, int(listen[2].split("-")[0]), src, dname, keeps, source))
     return out
 
 
@@ -125,7 +150,7 @@ def targets(lab: Lab, lxd_host: str | None = None) -> tuple[list[Target], list[s
                 skipped.append(f"{cname}/{fname}: no proxy device of {cname} forwards to {frontend.bind}:"
                                f" nothing reaches it from {where}")
                 continue
-            address, port, src = points[0]
+            address, port, src, device, keeps, source = points[0]
             for route in frontend.routes:
                 if not route.host:
                     continue
@@ -139,7 +164,7 @@ def targets(lab: Lab, lxd_host: str | None = None) -> tuple[list[Target], list[s
                 name = haproxy.backend_for(frontend, route.host, path, conditions=spec.conditions, request=request)
                 if name:
                     found.append(Target(cname, route.host, (address, port), name, spec.backends[name], path,
-                                        frontend.tls is not None))
+                                        frontend.tls is not None, device, keeps, source))
     return found, skipped
 
 
@@ -165,7 +190,13 @@ def run_check(lab: Lab, lxd: Lxd, requests: int) -> int:
                   f" of backend {t.backend_name} ({t.host}): use --requests {cycle(t.backend)} or more")
         return 1
     running = running_containers(lxd)
-    ok = all([_check_host(t, running, min(requests, MAX_REQUESTS)) for t in found])
+    ok = True
+    for point in dict.fromkeys((t.container, t.point) for t in found):  # each entry point, in order
+        mine = [t for t in found if (t.container, t.point) == point]
+        results = [_check_host(t, running, min(requests, MAX_REQUESTS)) for t in mine]
+        hosts_ok = all(good for good, _ in results)
+        client_ok = not hosts_ok or check_client(mine[0], [a for _, answers in results for a in answers])
+        ok = ok and hosts_ok and client_ok
     print("check passed" if ok else "check FAILED")
     return 0 if ok else 1
 
@@ -184,7 +215,7 @@ def warm_up(target: Target, seconds: float) -> Answer:
     return answer
 
 
-def _check_host(target: Target, running: set[str], requests: int) -> bool:
+def _check_host(target: Target, running: set[str], requests: int) -> tuple[bool, list[Answer]]:
     first = warm_up(target, WARM_UP_SECONDS)
     answers = [target.ask() for _ in range(requests)] if first.status == 200 else [first]
     shown = ", ".join(f"{a.server}({a.marker})" if a.status == 200 else f"{a.status or 'ERR'}" for a in answers)
@@ -201,7 +232,31 @@ def _check_host(target: Target, running: set[str], requests: int) -> bool:
         problems.append(f"none of backend {target.backend_name}'s containers is running")
     for problem in problems:
         print(safe(f"  {target.shown.split(' via ')[0]}: {problem}"))  # what a server sent is shown, never obeyed
-    return not problems
+    return not problems, answers
+
+
+def check_client(target: Target, answers: list[Answer]) -> bool:
+    """Whom HAProxy took check for through this entry point.  Judged only where check chose its own
+    address (CLIENT, on loopback: nothing between can change it) and the device passes the client on."""
+    served = [a for a in answers if a.status == 200]
+    if not served:
+        return True  # nothing answered: the host lines above say so
+    seen = sorted({a.seen or "(no X-Client-Seen header: apply the lab)" for a in served})
+    sent = served[0].sent_from
+    where = f"client {sent} via {target.shown.split(' via ')[1]}: HAProxy saw {', '.join(seen)}"
+    if not target.keeps:
+        print(safe(f"{where} (proxy device {target.device} connects from inside {target.container}: set"
+                   " proxy_protocol: true on it, and accept_proxy on its frontend, to keep the client's address)"))
+        return True
+    if seen == [sent]:
+        print(safe(f"{where} (proxy device {target.device} passes the client on)"))
+        return True
+    if target.source is None:  # another machine's device: an address translation on the way is no fault of the lab's
+        print(safe(f"{where} (proxy device {target.device} passes on the address it is reached from)"))
+        return True
+    print(safe(f"{where}, not {sent}: proxy device {target.device} should pass the client on; `reconcile plan`"
+               " shows what differs from lab.yaml"))
+    return False
 
 
 def _failure(answer: Answer) -> str:

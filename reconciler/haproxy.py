@@ -9,7 +9,8 @@ from live state.
         frontends:
           http_frontend:
             bind: "*:80"                # "ADDR:PORT", ":PORT" or "*:PORT" (IPv4)
-            accept_proxy: true          # PROXY protocol from LXD proxy devices: the real client address
+            accept_proxy: loopback      # PROXY protocol from LXD proxy devices (127.0.0.1): the real client
+                                        # address; clients on the LAN connect as they are (true: every connection)
             tls: {certificate: /etc/haproxy/certs/site.pem, redirect_http: true}
             access:                     # http-request rules before routing, first match decides
               - {action: deny, if: lan, status: 403}
@@ -56,7 +57,8 @@ API (everything returns values; the caller writes the files):
   with it: PROXY protocol on both sides or neither).
 - Conditions are written in HAProxy's form (`a !b || c`: it has no parentheses); a rule no request
   can reach (behind a catch-all, narrower than one above, self-contradictory) is an error.
-- Every backend sets `X-Served-By: <server name>` on responses, so a client can see who answered.
+- Every backend sets `X-Served-By: <server name>` on responses, so a client can see who answered, and
+  `X-Client-Seen: <address>`, the client's address as HAProxy saw it (`reconcile check` shows it).
 
 Choices: Host is matched without its port (`req.hdr(host),field(1,:) -i NAME`, since clients send
 `Host: name:8080` on other ports; `hdr_dom` would also match sub-domains). `path_prefix: /api`
@@ -98,6 +100,10 @@ from . import logic
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 SERVED_BY = "X-Served-By"
+CLIENT_SEEN = "X-Client-Seen"
+# A proxy device connecting to 127.0.0.1 connects from here, inside the container; the kernel drops a
+# packet from outside with such a source, so no LAN client can pose as one.
+LOOPBACK = "127.0.0.0/8"
 ERRORS_DIR = "/etc/haproxy/errors"
 RSYSLOG_PATH = "/etc/rsyslog.d/99-haproxy.conf"
 TMPFILES_PATH = "/etc/tmpfiles.d/haproxy-reconciler.conf"
@@ -385,15 +391,25 @@ class Route(BaseModel):
 class Frontend(BaseModel):
     model_config = _strict("Where HAProxy listens and which backend serves what.")
     bind: Bind = Field(description="Listen address: '*:80', ':80' or '10.0.0.5:80'.")
-    accept_proxy: bool = Field(False, description="Every connection starts with a PROXY protocol header "
-                               "carrying the client's real address (LXD proxy devices with "
-                               "proxy_protocol: true send it); a connection without one is refused.")
+    accept_proxy: bool | Literal["loopback"] = Field(
+        False, description="true: every connection starts with a PROXY protocol header carrying the client's "
+        "real address (LXD proxy devices with proxy_protocol: true send it); a connection without one is "
+        "refused. loopback: only connections from the container's loopback (127.0.0.0/8, where proxy devices "
+        "connecting to 127.0.0.1 come from) start with one; clients reaching HAProxy's own address directly "
+        "(the LAN) connect as they are, and are seen as themselves.")
     tls: TLS | None = Field(None, description="HTTPS on this bind (optional).")
     access: list[AccessRule] = Field(default_factory=list, description="allow/deny rules, in order, "
                                      "before routing.")
     routes: list[Route] = Field(default_factory=list, description="Host/path/condition rules, in order.")
     default_backend: Name | None = Field(None, description="Backend for requests no route "
                                                            "matches (optional).")
+
+    def expects_proxy_from(self, address: str) -> bool:
+        """Whether a connection from `address`, inside the container, must start with a PROXY header."""
+        if self.accept_proxy == "loopback":
+            ip = ipaddress.ip_address(address)
+            return ip.is_loopback or ip.is_unspecified  # connecting to 0.0.0.0 reaches the host itself
+        return bool(self.accept_proxy)
 
 
 class HealthCheck(BaseModel):
@@ -937,13 +953,17 @@ def _access_lines(rules: list[AccessRule]) -> list[str]:
 
 
 def _bind_lines(frontend: Frontend, proxied: Sequence[str]) -> list[str]:
-    """The frontend's binds; with accept_proxy, a comment names the LXD proxy devices that send it."""
-    tls, extra = frontend.tls, " accept-proxy" if frontend.accept_proxy else ""
-    lines = [f"# PROXY protocol from LXD proxy device(s): {', '.join(proxied)}"] if extra and proxied else []
+    """The frontend's binds; with accept_proxy, a comment names the LXD proxy devices that send it.
+    `true` puts accept-proxy on every bind; `loopback` expects the header from loopback sources only."""
+    tls, extra = frontend.tls, " accept-proxy" if frontend.accept_proxy is True else ""
+    lines = [f"# PROXY protocol from LXD proxy device(s): {', '.join(proxied)}"] if frontend.accept_proxy \
+        and proxied else []
     lines.append(f"bind {frontend.bind}" + (f" ssl crt {tls.certificate}" if tls else "") + extra)
     if tls and tls.redirect_http:
         addr, _ = parse_bind(frontend.bind)
         lines.append(f"bind {addr}:{tls.http_port}{extra}")
+    if frontend.accept_proxy == "loopback":
+        lines.append(f"tcp-request connection expect-proxy layer4 if {{ src {LOOPBACK} }}")
     return lines
 
 
@@ -981,6 +1001,7 @@ def _backend_lines(backend: Backend, addresses: dict[str, str]) -> list[str]:
     if backend.client_ip_header:
         lines.append(f"http-request set-header {backend.client_ip_header} %[src]")
     lines.append(f"http-response set-header {SERVED_BY} %s")  # the server's name: `reconcile check` reads it
+    lines.append(f"http-response set-header {CLIENT_SEEN} %[src]")  # and whom HAProxy took the client for
     return lines + [_server_line(s, backend, addresses) for s in backend.servers]
 
 

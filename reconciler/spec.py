@@ -662,14 +662,19 @@ def _proxy_protocol_pairs(lab: Lab, declared: Declared) -> list[Found]:
         frontend = lab.haproxy[reach.container].frontends[reach.frontend]
         at_frontend = ("haproxy", reach.container, "frontends", reach.frontend, "accept_proxy")
         device = f"proxy device {reach.device} ({reach.listen})"
-        if reach.nat and frontend.accept_proxy:
+        expects = frontend.expects_proxy_from(reach.connect_address)
+        if reach.nat and expects:
             out.append(Found(at_frontend, f"{device} uses nat: it keeps the client's address and sends no PROXY"
                              " header; drop accept_proxy"))
-        elif reach.proxy_protocol and not frontend.accept_proxy:
+        elif reach.proxy_protocol and frontend.accept_proxy == "loopback" and not expects:
+            out.append(Found(reach.path + ("proxy_protocol",), f"sends the PROXY protocol to frontend"
+                             f" {reach.frontend!r} from {reach.connect_address}, but accept_proxy: loopback expects it"
+                             f" only from 127.0.0.0/8: connect to 127.0.0.1, or set accept_proxy: true there"))
+        elif reach.proxy_protocol and not expects:
             out.append(Found(reach.path + ("proxy_protocol",), f"sends the PROXY protocol to frontend"
                              f" {reach.frontend!r} ({frontend.bind}), which does not expect it: set accept_proxy:"
                              f" true there, or drop proxy_protocol"))
-        elif frontend.accept_proxy and not (reach.proxy_protocol or reach.nat):
+        elif expects and not (reach.proxy_protocol or reach.nat):
             out.append(Found(at_frontend, f"expects the PROXY protocol, but {device} of {reach.container} does not"
                              " send it: set proxy_protocol: true on it"))
     return out
@@ -685,6 +690,7 @@ class Reach(NamedTuple):
     frontend: str
     proxy_protocol: bool
     nat: bool
+    connect_address: str  # where it connects inside the container: its connections come from there too
 
 
 def proxy_reaches(lab: Lab, declared: Declared | None = None) -> list[Reach]:
@@ -699,8 +705,13 @@ def proxy_reaches(lab: Lab, declared: Declared | None = None) -> list[Reach]:
             if found:
                 out.append(Reach(cname, dname, _device_path(lab, container, cname, dname), device["listen"], found,
                                  device.get("proxy_protocol") in values.TRUE_WORDS,
-                                 device.get("nat") in values.TRUE_WORDS))
+                                 device.get("nat") in values.TRUE_WORDS, _connect_address(device)))
     return out
+
+
+def _connect_address(device: Mapping[str, str]) -> str:
+    parts = values.split_inet(device.get("connect", ""))
+    return parts[1].strip("[]") if parts else "127.0.0.1"
 
 
 def _frontend_reached(spec: haproxy_spec.HAProxy, device: Mapping[str, str]) -> str | None:

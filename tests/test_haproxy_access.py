@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from test_haproxy import ADDRESSES, CONTAINERS, GUIDE, HAPROXY, check_config
 
 from reconciler import logic
+from reconciler.check import ask
 from reconciler.haproxy import (
     HAProxy,
     Request,
@@ -336,6 +337,28 @@ def test_real_haproxy_takes_the_client_from_the_proxy_header_and_applies_access_
         assert send(port, "site1.testdomain.com", method="POST", proxy_from="198.51.100.7")[0] == 405
         with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
             send(port, "site1.testdomain.com")  # no PROXY header: refused
+
+
+def test_real_haproxy_expects_the_header_from_loopback_only_with_accept_proxy_loopback(tmp_path):
+    port = free_port()
+    data = {"frontends": {"f": {"bind": f"127.0.0.1:{port}", "accept_proxy": "loopback", "default_backend": "b"}},
+            "backends": {"b": {"servers": [{"name": "one", "container": "web1"}]}}}
+    with running(tmp_path, data, {"web1": echo("one")}, port):
+        assert send(port, "any.test", proxy_from="198.51.100.7") == (200, "one 198.51.100.7 198.51.100.7", "one")
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+            send(port, "any.test")  # from 127.0.0.1 without a header: refused (a device must send one)
+    # A client from elsewhere than loopback connects without a header: tests/test_guide_lab.py, on a real LAN.
+
+
+def test_check_asks_from_its_own_address_and_reads_whom_haproxy_saw(tmp_path):
+    port = free_port()
+    data = {"frontends": {"f": {"bind": f"127.0.0.1:{port}", "default_backend": "b"}},
+            "backends": {"b": {"servers": [{"name": "one", "container": "web1"}]}}}
+    with running(tmp_path, data, {"web1": echo("SITE1")}, port):
+        answer = ask("127.0.0.1", port, "any.test", source="127.0.0.2")
+        assert (answer.status, answer.server, answer.marker) == (200, "one", "SITE1")
+        assert (answer.sent_from, answer.seen) == ("127.0.0.2", "127.0.0.2")  # X-Client-Seen, set by HAProxy
+        assert ask("127.0.0.1", port, "any.test").seen == "127.0.0.1"
 
 
 def test_real_haproxy_honours_weights_backups_and_maxconn(tmp_path):

@@ -93,3 +93,35 @@ def test_a_frontend_bound_to_another_address_is_not_reached(tmp_path):
     text = LAB.replace('bind: "*:80"', 'bind: "10.203.60.9:80"').replace("        accept_proxy: true\n", "")
     lab = load(tmp_path, text)  # the devices connect to 127.0.0.1: nothing pairs, nothing to refuse
     assert proxy_reaches(lab) == []
+
+
+LOOPBACK_LAB = LAB.replace("        accept_proxy: true\n", "        accept_proxy: loopback\n").replace(
+    'lan: {type: proxy, listen: "tcp:10.203.60.1:18600", connect: "tcp:127.0.0.1:80", proxy_protocol: true}',
+    'lan: {type: proxy, listen: "tcp:10.203.60.1:18600", connect: "tcp:10.203.60.5:80", nat: true}')
+
+
+def test_loopback_expects_the_header_from_the_devices_and_lets_lan_clients_in_as_they_are(tmp_path):
+    lab = load(tmp_path, LOOPBACK_LAB)  # a nat device connects to proxyha's own address: no header, none expected
+    reaches = {(r.device, r.connect_address, r.proxy_protocol, r.nat) for r in proxy_reaches(lab)}
+    assert reaches == {("lan", "10.203.60.5", False, True), ("http", "127.0.0.1", True, False)}
+    cfg = render_file(lab, tmp_path, "proxyha", CONFIG_PATH, {"web1": "10.203.60.5"}).decode()
+    assert ("    # PROXY protocol from LXD proxy device(s): http (tcp:127.0.0.1:18601)\n"
+            "    bind *:80\n"
+            "    tcp-request connection expect-proxy layer4 if { src 127.0.0.0/8 }\n") in cfg
+
+
+def test_loopback_refuses_a_device_on_loopback_without_the_header(tmp_path):
+    text = LOOPBACK_LAB.replace('connect: "tcp:127.0.0.1:80", proxy_protocol: true}', 'connect: "tcp:127.0.0.1:80"}')
+    assert problems(tmp_path, text) == [
+        "haproxy.proxyha.frontends.http_frontend.accept_proxy: expects the PROXY protocol, but proxy device http"
+        " (tcp:127.0.0.1:18601) of proxyha does not send it: set proxy_protocol: true on it"]
+
+
+def test_loopback_refuses_a_header_from_an_address_it_does_not_expect_one_from(tmp_path):
+    text = LOOPBACK_LAB.replace('connect: "tcp:127.0.0.1:80", proxy_protocol: true}',
+                                'connect: "tcp:10.203.60.5:80", proxy_protocol: true}')
+    assert problems(tmp_path, text) == [
+        "containers.proxyha.devices.http.proxy_protocol: sends the PROXY protocol to frontend 'http_frontend' from"
+        " 10.203.60.5, but accept_proxy: loopback expects it only from 127.0.0.0/8: connect to 127.0.0.1, or set"
+        " accept_proxy: true there"]
+
