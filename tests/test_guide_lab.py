@@ -21,6 +21,7 @@ from docs_scenario import documented, masked, run_scenario
 from reconciler.check import ask
 
 HTTP_PORT = 18480
+LAN_HOST = "10.203.41.1"  # the host's address on the test's LAN bridge
 
 
 def override(tag: str, parent: str, peer: str, extra: str = "") -> str:
@@ -31,7 +32,7 @@ networks:
   lan0: null
   {tag}lan:
     description: the guide's LAN, simulated (DHCP for the macvlan NICs)
-    config: {{ipv4.address: 10.203.41.1/24, ipv4.nat: false, ipv4.dhcp: true, ipv6.address: none,
+    config: {{ipv4.address: {LAN_HOST}/24, ipv4.nat: false, ipv4.dhcp: true, ipv6.address: none,
              bridge.external_interfaces: {peer}}}
 profiles:
   macvlan:
@@ -116,6 +117,16 @@ class Guide(LabDir):
     def answers(self, host: str, n: int = 6) -> list:
         return [ask("127.0.0.1", HTTP_PORT, host) for _ in range(n)]
 
+    def lan_address(self, container: str) -> str:
+        nics = self.instance(container, "/state")["network"]["eth0"]["addresses"]
+        return next(a["address"] for a in nics if a["family"] == "inet")
+
+    def logged_once(self, container: str, path: str, marker: str) -> str:
+        """The one line of a log inside a container naming `marker`, waited for (syslog writes it a moment later)."""
+        lines = lambda: [line for line in self.lxc("exec", container, "--", "cat", path).splitlines() if marker in line]
+        assert until(lambda: len(lines()) == 1, 10), lines()
+        return lines()[0]
+
 
 def until(condition, seconds: float, step: float = 1.0) -> bool:
     """Poll a condition, bounded in time."""
@@ -179,6 +190,29 @@ def test_from_empty_the_check_alternates_both_sites_and_a_second_plan_is_empty(g
     check = guide.run("check")
     assert check.code == 0 and "check passed" in check.out, check.out
     assert guide.run("plan", "--detailed-exitcode").code == 0
+
+
+def test_the_client_keeps_its_address_through_the_device_and_directly_on_the_lan(guide):
+    """HAProxy's log and the backends' X-Client-IP name the client, never 127.0.0.1: through the proxy device
+    (PROXY protocol) from a loopback address that is not the device's own, and straight to proxyha on the LAN
+    from the host's address there (no header: HAProxy expects one from loopback only)."""
+    proxyha = guide.lan_address("proxyha")
+    for way, client, (address, port), source in (("device", "127.0.0.2", ("127.0.0.1", HTTP_PORT), "127.0.0.2"),
+                                                 ("lan", LAN_HOST, (proxyha, 80), None)):
+        path = f"/?client={guide.tag}-{way}"  # this run's own: the logs name it once
+        answer = ask(address, port, "site1.testdomain.com", path, source=source)
+        assert (answer.status, answer.marker[:4], answer.sent_from) == (200, "SITE", client), answer
+        assert answer.seen == client  # HAProxy's own X-Client-Seen
+        line = guide.logged_once("proxyha", "/var/log/haproxy.log", path)
+        print(f"{way}: haproxy.log: {line}")
+        assert f" {client}:" in line and "127.0.0.1" not in line, line
+        web = {"site1": "web1", "site2": "web2"}[answer.server]
+        line = guide.logged_once(web, "/var/log/apache2/client-ip.log", path)
+        print(f"{way}: {web} client-ip.log: {line}")
+        assert line == f'{client} {client} {proxyha} "GET {path} HTTP/1.1" 200'  # X-Client-IP, X-Forwarded-For, HAProxy
+    check = guide.run("check")  # the proof `make lab` prints
+    assert f"client 127.0.0.2 via 127.0.0.1:{HTTP_PORT}: HAProxy saw 127.0.0.2 (proxy device http passes the" \
+           " client on)" in check.out, check.out
 
 
 def test_drift_inside_and_outside_the_containers_is_shown_and_repaired(guide):

@@ -125,3 +125,13 @@ def test_loopback_refuses_a_header_from_an_address_it_does_not_expect_one_from(t
         " 10.203.60.5, but accept_proxy: loopback expects it only from 127.0.0.0/8: connect to 127.0.0.1, or set"
         " accept_proxy: true there"]
 
+
+def test_the_shipped_lab_keeps_the_client_on_both_ways_in(tmp_path):
+    """lab.yaml's devices send the header; its frontend expects it from them only (the LAN comes in directly)."""
+    lab = load_lab(Path(__file__).resolve().parent.parent / "lab.yaml", {})[0]
+    devices = lab.containers["proxyha"].devices
+    assert devices["http"]["proxy_protocol"] == devices["https"]["proxy_protocol"] == "true"
+    frontend = lab.haproxy["proxyha"].frontends["http_frontend"]
+    assert frontend.accept_proxy == "loopback"
+    assert frontend.expects_proxy_from("127.0.0.1") and not frontend.expects_proxy_from("10.203.7.1")
+    assert [(r.device, r.frontend) for r in proxy_reaches(lab)] == [("http", "http_frontend")]  # nothing on 443 yet
