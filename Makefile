@@ -87,3 +87,4 @@ docs-outputs: setup lxd lan image-debian
 
 schema: setup
 	$(PY) -m reconciler.spec > schemas/lab.schema.json
+	$(PY) -m reconciler.spec --override > schemas/lab.override.schema.json

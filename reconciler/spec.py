@@ -40,6 +40,7 @@ from pydantic import (
 
 from . import haproxy as haproxy_spec
 from . import network_acl, values
+from . import schema as editor_schema
 from .network_acl import ACL_NAME, NetworkAcl
 from .provision import (
     PATH,
@@ -121,7 +122,7 @@ PROXY_SCHEMA = {
 DEVICE_SCHEMA = {
     "type": "object", "required": ["type"], "propertyNames": _name_schema(CONFIG_KEY),
     "additionalProperties": VALUE_SCHEMA, "properties": {"type": {"enum": list(values.DEVICE_TYPES)}},
-    "allOf": [{"if": {"properties": {"type": {"const": "proxy"}}}, "then": PROXY_SCHEMA}],
+    "allOf": [{"if": {"properties": {"type": {"const": "proxy"}}, "required": ["type"]}, "then": PROXY_SCHEMA}],
     "description": "an LXD device: `type` and its keys",
 }
 BRIDGE_CONFIG = {"ipv4.address": {"type": "string", "pattern": values.anchored(values.IPV4_CIDR)},
@@ -1229,13 +1230,21 @@ def load_lab(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[La
 
 
 def json_schema() -> dict:
-    """The JSON Schema of lab.yaml, for editors (schemas/lab.schema.json is generated from it)."""
-    schema = Lab.model_json_schema()
+    """The JSON Schema of lab.yaml as written, for editors (schemas/lab.schema.json is generated from it):
+    the models' own, with ${VAR} placeholders accepted where they may stand (schema.py)."""
+    schema = editor_schema.with_placeholders(Lab.model_json_schema())
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "reconciler lab.yaml"
     return schema
 
 
+def override_json_schema() -> dict:
+    """The JSON Schema of an override (schemas/lab.override.schema.json): a partial lab."""
+    return editor_schema.partial(json_schema()) | {"title": "reconciler lab.override.yaml"}
+
+
 if __name__ == "__main__":
     import json
-    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    import sys
+    made = override_json_schema() if sys.argv[1:] == ["--override"] else json_schema()
+    print(json.dumps(made, indent=2, sort_keys=True))

@@ -76,6 +76,6 @@ def test_an_installed_hook_refuses_a_commit_with_an_invalid_lab(repo):
     sh(path, "git", "add", "lab.yaml", env=env)
     refused = sh(path, "git", "commit", "-qm", "a typo", env=env)
     assert refused.returncode != 0
-    assert "lab.yaml:57:7: containers.web1.files[\"/var/www/html/index.html\"].template: unknown template value" \
+    assert "lab.yaml:58:7: containers.web1.files[\"/var/www/html/index.html\"].template: unknown template value" \
            " {{ vars.markr }}" in refused.stdout + refused.stderr
     assert sh(path, "git", "log", "--format=%s").stdout.splitlines() == ["the guide's lab"]
