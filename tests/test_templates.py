@@ -145,7 +145,7 @@ def test_unknown_names_are_located_at_their_line_in_lab_yaml(tmp_path):
 def test_the_repository_labs_template_is_located_through_its_anchor(tmp_path):
     text = (ROOT / "lab.yaml").read_text().replace("{{ vars.marker }} HTTP", "{{ vars.markr }} HTTP")
     found = problems(tmp_path, text)
-    assert len(found) == 2 and all(p.startswith("lab.yaml:53:7: containers.web") for p in found), found
+    assert len(found) == 2 and all(p.startswith("lab.yaml:58:7: containers.web") for p in found), found
 
 
 def test_a_quoted_template_names_its_own_line(tmp_path):
