@@ -64,7 +64,7 @@ class Problem:
 
     def __str__(self) -> str:
         # One line whatever the input held: a key or value quoted in the message may carry a newline.
-        return f"{self.location}: {dotted(self.path) or '(top level)'}: {visible(self.message)}"
+        return f"{self.location}: {field_path(self.path) or '(top level)'}: {visible(self.message)}"
 
 
 class SourceError(Exception):
@@ -91,18 +91,23 @@ def _escape(char: str) -> str:
     return {9: "\\t", 10: "\\n", 13: "\\r"}.get(code) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
-def dotted(path: Path_) -> str:
-    """('containers', 'web1', 'profiles', 0) -> 'containers.web1.profiles[0]'."""
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a key written as .key in a field path; any other as ["key"]
+
+
+def field_path(path: Iterable[Any]) -> str:
+    """A field's path as every message writes it: ('containers', 'web1', 'files', '/x', 'template', 0) ->
+    'containers.web1.files["/x"].template[0]'; a key of other than letters, digits, '_' and '-' (a
+    config key such as limits.cpu, a file path) in brackets and double quotes, on one printable line."""
     out = ""
     for part in path:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
             continue
         text = str(part)
-        if "." in text or " " in text or '"' in text or not text or not text.isprintable():
-            out += '["' + visible(text).replace('"', '\\"') + '"]'  # a config key such as limits.cpu
-        else:
+        if PLAIN_KEY.fullmatch(text):
             out += f".{text}" if out else text
+        else:
+            out += '["' + visible(text).replace('"', '\\"') + '"]'
     return out
 
 

@@ -49,7 +49,7 @@ from .provision import (
     validate_path,
     validate_service_name,
 )
-from .source import Document, Problem, SourceError, as_written, load_document
+from .source import Document, Problem, SourceError, as_written, field_path, load_document
 
 # The image servers `remote:alias` may name, as the lxc client knows them.
 REMOTES = {"images": "https://images.linuxcontainers.org",
@@ -864,7 +864,7 @@ def _proxy_listen_clashes(lab: Lab, declared: Declared) -> list[Found]:
             if device.get("type") != "proxy" or parsed is None or values.proxy_address_problem(listen):
                 continue  # pass 2 reports a bad address
             proto, address, ports = parsed
-            clash = seen.add(proto, address, values.port_span(ports), f"containers.{cname}.devices.{dname}")
+            clash = seen.add(proto, address, values.port_span(ports), field_path(("containers", cname, "devices", dname)))
             if clash:
                 out.append(Found(_device_path(lab, container, cname, dname) + ("listen",),
                                  f"{listen} clashes with the listen address of {clash}"))
@@ -1035,7 +1035,7 @@ def _problem(doc: Document, path: tuple, message: str, at_key: bool = False, lin
     place = doc.locate_line(path, line) if line else None
     if line and place is None:
         message = f"template line {line}: {message}"
-    return Problem(place or doc.locate(path, at_key), path, _printable(message))  # the path: escaped by dotted()
+    return Problem(place or doc.locate(path, at_key), path, _printable(message))  # the path: escaped by field_path()
 
 
 def _printable(text: str) -> str:

@@ -22,7 +22,7 @@ from reconciler.source import (
     SourceError,
     YamlFloat,
     YamlInt,
-    dotted,
+    field_path,
     load_document,
     merge,
     read_yaml,
@@ -264,7 +264,10 @@ def test_problems_of_both_files_are_reported_together(tmp_path, each_parser):
 def test_a_problem_prints_as_one_line_whatever_the_key_holds():
     problem = Problem(Location("f", 1, 2), ("containers", "a\nb", "x.y", 'q"'), "bad \x1b[2J value\n")
     assert str(problem) == 'f:1:2: containers["a\\nb"]["x.y"]["q\\""]: bad \\x1b[2J value\\n'
-    assert dotted(("containers", "web1", "config", "limits.cpu", 0)) == 'containers.web1.config["limits.cpu"][0]'
+    assert field_path(("containers", "web1", "config", "limits.cpu", 0)) == 'containers.web1.config["limits.cpu"][0]'
+    assert field_path(("containers", "web1", "files", "/var/www/html/index.html", "template")) == \
+        'containers.web1.files["/var/www/html/index.html"].template'  # the one form of docs/cli.md
+    assert field_path(("containers", "c", "services", "getty@tty1", "after", 0)) == 'containers.c.services["getty@tty1"].after[0]'
 
 
 def test_the_message_lists_at_most_1000_problems_then_their_count():
