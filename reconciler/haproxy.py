@@ -95,6 +95,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from . import logic
+from .source import NO_PATHS, PathSet
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 SERVED_BY = "X-Served-By"
@@ -353,12 +354,6 @@ class AccessRule(BaseModel):
     if_: When | None = Field(None, alias="if", description="Which requests (default: every request).")
     status: ErrorCode | None = Field(None, description="With deny: the status answered (default 403).")
 
-    @model_validator(mode="after")
-    def _status_with_deny(self) -> AccessRule:
-        if self.action == "allow" and self.status is not None:
-            raise ValueError("`status` goes with action: deny (an allowed request is routed)")
-        return self
-
     @property
     def deny_status(self) -> int:
         return self.status or 403
@@ -580,13 +575,17 @@ def _hint(name: str, known: set[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def validate_haproxy(section: dict[str, HAProxy], containers: set[str]) -> list[Problem]:
-    """Every cross-reference problem of the haproxy section, located inside it."""
+def validate_haproxy(section: dict[str, HAProxy], containers: set[str], failed: PathSet = NO_PATHS) -> list[Problem]:
+    """Every cross-reference problem of the haproxy section, located inside it.
+
+    `failed`: the places (HOST, ...) that failed the models' own checks and were left out or stood in
+    for (spec.py's salvage); nothing that depends on them is judged.
+    """
     return [((host, *loc), msg)
-            for host, spec in section.items() for loc, msg in _check(host, spec, containers)]
+            for host, spec in section.items() for loc, msg in _check(host, spec, containers, failed.under((host,)))]
 
 
-def _check(host: str, spec: HAProxy, containers: set[str]) -> list[Problem]:
+def _check(host: str, spec: HAProxy, containers: set[str], failed: PathSet) -> list[Problem]:
     problems: list[Problem] = []
     if host not in containers:
         problems.append(((), f"HAProxy container {host!r} is not a lab container"
@@ -595,27 +594,33 @@ def _check(host: str, spec: HAProxy, containers: set[str]) -> list[Problem]:
         problems.append((("frontends",), "no frontends: HAProxy would accept no traffic"))
     for name, backend in spec.backends.items():
         problems += [(("backends", name, *loc), msg)
-                     for loc, msg in _check_backend(backend, containers)]
+                     for loc, msg in _check_backend(backend, containers, failed.under(("backends", name)))]
+    # a failed backends: or conditions: is left out whole: the names in it are unknown, not absent
+    backends = None if failed.at(("backends",)) else set(spec.backends)
+    conditions = None if failed.at(("conditions",)) else set(spec.conditions)
     for name, frontend in spec.frontends.items():
         problems += [(("frontends", name, *loc), msg)
-                     for loc, msg in _check_frontend(frontend, set(spec.backends))]
+                     for loc, msg in _check_frontend(frontend, backends)]
         problems += [(("frontends", name, *loc), msg)
-                     for loc, msg in _check_conditions_used(frontend, set(spec.conditions))]
-        problems += [(("frontends", name, *loc), msg) for loc, msg in _check_reachable(frontend)]
+                     for loc, msg in _check_conditions_used(frontend, conditions)]
+        problems += [(("frontends", name, *loc), msg)
+                     for loc, msg in _check_reachable(frontend, failed.under(("frontends", name)))]
     problems += [(("conditions", name), f"{name!r} is the name of a route's own acl in haproxy.cfg: pick another")
                  for name in spec.conditions if _ROUTE_ACL.fullmatch(name)]
-    return problems + _check_binds(spec) + _check_stats(spec)
+    return problems + _check_binds(spec, failed) + _check_stats(spec)
 
 
 _ROUTE_ACL = re.compile(r"route[0-9]+_(?:host|path)")
 
 
-def _check_backend(backend: Backend, containers: set[str]) -> list[Problem]:
+def _check_backend(backend: Backend, containers: set[str], failed: PathSet) -> list[Problem]:
     if not backend.servers:
         return [(("servers",), "backend has no servers")]
     problems: list[Problem] = []
     seen: set[str] = set()
     for i, server in enumerate(backend.servers):
+        if failed.at(("servers", i)):
+            continue  # a stand-in: its name is nobody's
         if server.container not in containers:
             problems.append((("servers", i, "container"), (f"{server.container!r} is not a lab "
                              f"container{container_hint(server.container, containers)}")))
@@ -626,16 +631,19 @@ def _check_backend(backend: Backend, containers: set[str]) -> list[Problem]:
     return problems
 
 
-def _check_frontend(frontend: Frontend, backends: set[str]) -> list[Problem]:
+def _check_frontend(frontend: Frontend, backends: set[str] | None) -> list[Problem]:
+    """Backends named are declared (when `backends` are known), and access rules are whole."""
     refs: list[tuple[tuple, str]] = [(("routes", i, "backend"), r.backend) for i, r in enumerate(frontend.routes)]
     if frontend.default_backend is not None:
         refs.append((("default_backend",), frontend.default_backend))
     problems: list[Problem] = [(loc, f"unknown backend {name!r}{_hint(name, backends)}")
-                for loc, name in refs if name not in backends]
+                               for loc, name in refs if backends is not None and name not in backends]
     if not refs:
         problems.append(((), ("frontend has no routes and no default_backend: it would answer "
                              "every request with 503")))
-    return problems
+    # a check here, not in the model: a rule with a stray status is still judged for reachability
+    return problems + [(("access", i, "status"), "`status` goes with action: deny (an allowed request is routed)")
+                       for i, rule in enumerate(frontend.access) if rule.action == "allow" and rule.status is not None]
 
 
 def _rules_with_conditions(frontend: Frontend) -> list[tuple[tuple, When]]:
@@ -644,12 +652,12 @@ def _rules_with_conditions(frontend: Frontend) -> list[tuple[tuple, When]]:
     return out + [(("routes", i, "if"), r.if_) for i, r in enumerate(frontend.routes) if r.if_ is not None]
 
 
-def _check_conditions_used(frontend: Frontend, known: set[str]) -> list[Problem]:
+def _check_conditions_used(frontend: Frontend, known: set[str] | None) -> list[Problem]:
     problems: list[Problem] = []
     for loc, when in _rules_with_conditions(frontend):
         tree = as_logic(when)
         problems += [(loc, f"unknown condition {name!r}{_hint(name, known)} (declare it under conditions:)")
-                     for name in logic.atoms(tree) if name not in known]
+                     for name in logic.atoms(tree) if known is not None and name not in known]
         try:
             logic.dnf(tree)
         except logic.TooComplex as err:
@@ -657,12 +665,15 @@ def _check_conditions_used(frontend: Frontend, known: set[str]) -> list[Problem]
     return problems
 
 
-def _check_reachable(frontend: Frontend) -> list[Problem]:
-    """A rule no request can reach is a mistake (first match wins): an error, not a warning."""
+def _check_reachable(frontend: Frontend, failed: PathSet) -> list[Problem]:
+    """A rule no request can reach is a mistake (first match wins): an error, not a warning.  Rules are
+    judged together, so a list with a rule stood in for is not judged."""
     access = [as_logic(r.if_) if r.if_ is not None else logic.TRUE for r in frontend.access]
     routes = [_route_logic(r) for r in frontend.routes]
     problems: list[Problem] = []
     for what, rules in (("access", access), ("routes", routes)):
+        if failed.within((what,)):
+            continue
         for found in logic.unreachable(rules):
             problems.append(((what, found.index), _unreachable_text(what, found, rules)))
     return problems
@@ -712,9 +723,9 @@ def listen_ports(spec: HAProxy) -> list[int]:
     return sorted({port for _, _, _, port in _listeners(spec)})
 
 
-def _check_binds(spec: HAProxy) -> list[Problem]:
+def _check_binds(spec: HAProxy, failed: PathSet) -> list[Problem]:
     problems: list[Problem] = []
-    listeners = _listeners(spec)
+    listeners = [listener for listener in _listeners(spec) if not failed.at(listener[0])]  # no stand-in's bind
     for j, (loc, _, addr, port) in enumerate(listeners):
         for _, other, oaddr, oport in listeners[:j]:
             if port == oport and (addr == oaddr or "*" in (addr, oaddr)):

@@ -24,7 +24,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, cast
@@ -109,6 +109,32 @@ def field_path(path: Iterable[Any]) -> str:
         else:
             out += '["' + visible(text).replace('"', '\\"') + '"]'
     return out
+
+
+class PathSet:
+    """Places in the data (paths), asked whether a path lies at or under one of them, or holds one."""
+
+    def __init__(self, paths: Iterable[Path_] = ()):
+        self.paths = frozenset(paths)
+        self._holding = {p[:end] for p in self.paths for end in range(len(p) + 1)}
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def at(self, path: Path_) -> bool:
+        """`path` is one of the places, or lies under one."""
+        return any(path[:end] in self.paths for end in range(len(path) + 1))
+
+    def within(self, path: Path_) -> bool:
+        """One of the places is `path` or lies under it."""
+        return path in self._holding
+
+    def under(self, prefix: Path_) -> PathSet:
+        """The places under `prefix`, as paths from it."""
+        return PathSet(p[len(prefix):] for p in self.paths if p[:len(prefix)] == prefix)
+
+
+NO_PATHS = PathSet()
 
 
 @dataclass
@@ -763,16 +789,21 @@ def merge(base: Document, over: Document) -> Document:
     return Document(data, tables[0], tables[1], base.files + over.files, tables[2])
 
 
-def load_document(path: Path, env: Mapping[str, str] | None = None) -> Document:
-    """Read lab.yaml, merge its override file if present, then interpolate the environment.
-
-    Every problem at once: those of lab.yaml and of the override (both are read even when one
-    is bad), and those of interpolation.
-    """
-    files = [path]
+def lab_files(path: Path) -> list[Path]:
+    """lab.yaml, and lab.override.yaml beside it when there is one (a dangling symlink too: reported)."""
     extra = override_path(path)
-    if os.path.lexists(extra):  # a dangling symlink is reported, not ignored
-        files.append(extra)
+    return [path, extra] if os.path.lexists(extra) else [path]
+
+
+def read_documents(files: Sequence[Path], env: Mapping[str, str] | None = None) -> tuple[Document | None, list[Problem]]:
+    """Read each file, merge each onto the one before it (an override onto its base), then interpolate
+    the environment in the result.
+
+    Every problem at once: those of every file (each is read even when another is bad) and those of
+    interpolation.  The Document is None when a file could not be read at all; otherwise it is there
+    even with problems, its values at `unread(problems)` not as written (so that the rest can still
+    be checked).
+    """
     problems: list[Problem] = []
     docs: list[Document] = []
     for file in files:
@@ -783,12 +814,25 @@ def load_document(path: Path, env: Mapping[str, str] | None = None) -> Document:
         elif doc is not None:
             docs.append(doc)
     if not docs:
-        raise SourceError(problems)
+        return None, problems
     doc = docs[0]
     for other in docs[1:]:
         doc = merge(doc, other)
     problems += interpolate(doc, os.environ if env is None else env)
-    if problems:
+    return (doc if len(docs) == len(files) else None), problems  # without a file, another lab
+
+
+def unread(problems: Iterable[Problem]) -> PathSet:
+    """Where a Document read with these problems may hold other than what was written: a duplicate key's
+    second value is dropped, a value of a refused tag or alias is null, an unset variable is empty, and
+    a mapping with a bad merge key `<<` lacks what it would have merged."""
+    return PathSet(p.path[:p.path.index("<<")] if "<<" in p.path else p.path for p in problems)
+
+
+def load_document(path: Path, env: Mapping[str, str] | None = None) -> Document:
+    """Read lab.yaml, merge its override file if present, then interpolate the environment; raise
+    SourceError with every problem of them."""
+    doc, problems = read_documents(lab_files(path), env)
+    if problems or doc is None:
         raise SourceError(problems)
     return doc
-
