@@ -74,9 +74,9 @@ import difflib
 import ipaddress
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 from pydantic import (
     AfterValidator,
@@ -166,14 +166,70 @@ def _schema(what: str, pattern: str, hint: str) -> dict:
     return {"type": "string", "pattern": f"^(?:{pattern})$(?!\\n)", "description": f"{what}: {hint}"}
 
 
-def container_hint(name: str, containers: set[str] | frozenset[str]) -> str:
-    """"; did you mean 'web2'?" for web2.testdomain.com (a host name where a container belongs)."""
+class Served(NamedTuple):
+    """The lab containers that serve a host name as lab.yaml says: by its routes to `backends`, or
+    (without backends) by naming it in their files."""
+
+    containers: tuple[str, ...]
+    backends: tuple[str, ...] = ()
+
+
+Serving = Callable[[str], "Served | None"]  # a host name -> who serves it, if lab.yaml says
+
+
+def container_hint(name: str, containers: set[str] | frozenset[str], serving: Serving | None = None) -> str:
+    """"; did you mean 'web2'?" for web2.testdomain.com (a host name where a container belongs): the
+    container named by its first label, else those that serve it (`serving`), else the closest name."""
     label = name.split(".")[0]
     if label != name and label in containers:
         return f"; did you mean {label!r}? (servers name lab containers, not host names)"
+    served = serving(name) if serving is not None and "." in name else None
+    if served:
+        how = (f"lab.yaml routes {name} to backend {_listed(served.backends, 'or')}, served by"
+               f" {_listed(served.containers, 'and')}" if served.backends else
+               f"the files of {_listed(served.containers, 'and')} name {name}")
+        return f"; did you mean {_listed(served.containers, 'or')}? (servers name lab containers, not host names; {how})"
     close = difflib.get_close_matches(name, sorted(containers), n=1) or \
         difflib.get_close_matches(label, sorted(containers), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _listed(names: Sequence[str], last: str) -> str:
+    """'a', 'b' or 'c' (`last` "or"), 'a', 'b' and 'c' (`last` "and")."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} {last} {quoted[-1]}"
+
+
+def routed_hosts(section: Any, containers: set[str] | frozenset[str]) -> dict[str, Served]:
+    """host (lowercase) -> the lab containers that serve it by routes: the servers of the backends its
+    routes lead to.  `section` is lab.yaml's haproxy: as read, before validation: what does not read
+    as routes and servers is passed over."""
+    backends_of: dict[str, dict[str, None]] = {}
+    servers_of: dict[str, dict[str, None]] = {}
+    for spec in _mappings(section):
+        backends = _mapping(spec.get("backends"))
+        for frontend in _mappings(spec.get("frontends")):
+            for route in _mappings(frontend.get("routes")):
+                host, backend = route.get("host"), route.get("backend")
+                if not (isinstance(host, str) and isinstance(backend, str)):
+                    continue
+                backends_of.setdefault(host.lower(), {})[backend] = None
+                servers = _mappings(_mapping(backends.get(backend)).get("servers"))
+                servers_of.setdefault(host.lower(), {}).update(
+                    (s["container"], None) for s in servers if isinstance(s.get("container"), str)
+                    and s["container"] in containers)
+    return {host: Served(tuple(servers_of[host]), tuple(backends)) for host, backends in backends_of.items()
+            if servers_of[host]}
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _mappings(value: Any) -> list[dict]:
+    """The mappings in a list, or among a mapping's values: what reads as entries."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [v for v in items if isinstance(v, dict)]
 
 
 def _lab_containers(info: ValidationInfo | None) -> set[str]:
@@ -182,13 +238,20 @@ def _lab_containers(info: ValidationInfo | None) -> set[str]:
     return set(context.get("containers", ())) if isinstance(context, dict) else set()
 
 
+def _serving(info: ValidationInfo | None) -> Serving | None:
+    """Who serves a host name, when the caller passed it as validation context."""
+    context = info.context if info is not None else None
+    serving = context.get("serving") if isinstance(context, dict) else None
+    return serving if callable(serving) else None
+
+
 CONTAINER_NAME = r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # LXD's instance names
 
 
 def _container(value: str, info: ValidationInfo) -> str:
     why = _unsafe(value) or (None if re.fullmatch(CONTAINER_NAME, value) else "is not an LXD container name")
     if why:
-        raise ValueError(f"container {value!r} {why}{container_hint(value, _lab_containers(info))}")
+        raise ValueError(f"container {value!r} {why}{container_hint(value, _lab_containers(info), _serving(info))}")
     return value
 
 

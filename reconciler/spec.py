@@ -18,6 +18,8 @@ from __future__ import annotations
 import bisect
 import copy
 import difflib
+import functools
+import itertools
 import re
 import stat
 import types
@@ -1163,6 +1165,48 @@ def _data_path(data: Any, loc: tuple) -> tuple:
 
 Entries = dict[str, dict[str, Any]]  # table -> name -> model
 
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+MAX_NAMED = 100_000  # (host, container) pairs files are read for: a hint, in bounded time and memory
+
+
+def _hosts_served(data: Mapping, containers: set[str]) -> haproxy_spec.Serving:
+    """Who serves a host name, as lab.yaml (as read) says: the containers its routes lead to, else those
+    whose files name it.  For the hint of a server written as a host name; worked out when first asked."""
+    @functools.cache
+    def tables() -> tuple[dict[str, haproxy_spec.Served], dict[str, list[str]]]:
+        return haproxy_spec.routed_hosts(data.get("haproxy"), containers), _hosts_in_files(data.get("containers"))
+
+    def serving(host: str) -> haproxy_spec.Served | None:
+        routed, named = tables()
+        found = routed.get(host.lower())
+        if found is None and named.get(host.lower()):
+            found = haproxy_spec.Served(tuple(named[host.lower()]))
+        return found
+    return serving
+
+
+def _hosts_in_files(containers: Any) -> dict[str, list[str]]:
+    """host name (lowercase) -> the containers whose files' content or template names it (the first
+    MAX_NAMED pairs); a text repeated by YAML aliases is read once."""
+    hosts_of: dict[int, set[str]] = {}
+    out: dict[str, dict[str, None]] = {}
+    pairs = 0
+    for cname, container in containers.items() if isinstance(containers, dict) else ():
+        files = container.get("files") if isinstance(container, dict) else None
+        for spec in files.values() if isinstance(files, dict) else ():
+            for text in (spec.get("content"), spec.get("template")) if isinstance(spec, dict) else ():
+                if not isinstance(text, str):
+                    continue
+                if id(text) not in hosts_of:
+                    found = itertools.islice(HOST_NAME.finditer(text), MAX_NAMED)
+                    hosts_of[id(text)] = {m.group().lower() for m in found}
+                for host in hosts_of[id(text)]:
+                    out.setdefault(host, {})[str(cname)] = None
+                    pairs += 1
+                    if pairs >= MAX_NAMED:
+                        return {h: list(c) for h, c in out.items()}
+    return {h: list(c) for h, c in out.items()}
+
 
 def _validate_entries(doc: Document, data: Mapping) -> tuple[Entries, Entries, PathSet, list[Problem]]:
     """Pass 1: each entry of each table on its own.
@@ -1171,7 +1215,8 @@ def _validate_entries(doc: Document, data: Mapping) -> tuple[Entries, Entries, P
     and every problem of the invalid ones.
     """
     containers = data.get("containers")
-    context = {"containers": {str(k) for k in containers} if isinstance(containers, dict) else set()}
+    names = {str(k) for k in containers} if isinstance(containers, dict) else set()
+    context = {"containers": names, "serving": _hosts_served(data, names)}
     valid: Entries = {table: {} for table in TABLES}
     salvaged: Entries = {table: {} for table in TABLES}
     failed: set[tuple] = set()
