@@ -746,13 +746,14 @@ def override_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.override{path.suffix or '.yaml'}")
 
 
-def base_path(name: str) -> str:
-    """lab.override.yaml -> lab.yaml (an override is validated merged into its base); others as given."""
-    path = Path(name)
-    for suffix in (".yaml", ".yml"):
-        if path.name.endswith(".override" + suffix) and len(path.name) > len(".override" + suffix):
-            return str(path.with_name(path.name[:-len(".override" + suffix)] + suffix))
-    return name
+OVERRIDE_NAME = re.compile(r"(?P<lab>.+)\.override(?:\.[^/]+)?(?P<suffix>\.ya?ml)")
+
+
+def overridden(path: Path) -> Path | None:
+    """The lab file an override is named for, beside it: lab.override.yaml and lab.override.example.yaml
+    -> lab.yaml; None for a file not named NAME.override.yaml or NAME.override.SOMETHING.yaml."""
+    match = OVERRIDE_NAME.fullmatch(path.name)
+    return path.with_name(match["lab"] + match["suffix"]) if match else None
 
 
 def merge(base: Document, over: Document) -> Document:

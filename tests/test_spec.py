@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -349,6 +352,50 @@ def test_validate_command_exit_codes(tmp_path, capsys):
     assert err.count("\n") == 1 and "containers.a.bogus: unknown field" in err and "Traceback" not in err
     path.write_text(GOOD)
     assert main(["validate", "-f", str(path)]) == 0
+
+
+def test_validate_takes_every_shipped_file_where_it_sits():
+    """The command the docs give, as a shell runs it: the labs as labs, each override merged onto the
+    guide's lab (the base given, none being beside them)."""
+    command = f"{sys.executable} -m reconciler.cli validate --base lab.yaml lab.yaml examples/*.yaml"
+    done = subprocess.run(["sh", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    shipped = sorted(p.name for p in (ROOT / "examples").glob("*.yaml"))
+    valid = [line.split(": valid (")[0] for line in done.stdout.splitlines()]
+    assert valid == ["lab.yaml"] + [f"examples/{name}" + (" (merged onto lab.yaml)" if ".override" in name else "")
+                                    for name in shipped], done.stdout
+    assert len([v for v in valid if "merged onto" in v]) == 5  # lab.override.example.yaml among them
+
+
+def test_an_override_is_validated_merged_onto_its_base_its_errors_where_it_sits(tmp_path, capsys):
+    (tmp_path / "lab.yaml").write_text(GOOD)
+    (tmp_path / "lab.override.yaml").write_text("containers:\n  web1:\n    colour: blue\n")
+    (tmp_path / "lab.override.example.yaml").write_text("containers:\n  web1:\n    config: {limits.cpu: 2}\n")
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "web.override.yaml").write_text("containers:\n  web1:\n    state: paused\n")
+    # beside its base: merged onto it, instead of the lab.override.yaml that loading lab.yaml merges
+    assert main(["validate", str(tmp_path / "lab.override.example.yaml")]) == 0
+    assert capsys.readouterr().out == (f"{tmp_path}/lab.override.example.yaml (merged onto {tmp_path}/lab.yaml):"
+                                       " valid (lab 'demo': 1 network, 1 profile, 1 container)\n")
+    # elsewhere: onto --base; lab.yaml and its own override, given both, are one check
+    args = ["validate", "--base", str(tmp_path / "lab.yaml"), str(tmp_path / "more" / "web.override.yaml"),
+            str(tmp_path / "lab.yaml"), str(tmp_path / "lab.override.yaml")]
+    assert main(args) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path}/more/web.override.yaml:3:12: containers.web1.state: Input should be 'running' or 'stopped'",
+        f"{tmp_path}/lab.override.yaml:3:5: containers.web1.colour: unknown field"]
+
+
+def test_an_override_without_its_base_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "pools.override.yaml").write_text("containers: {}\n")
+    assert main(["validate", str(tmp_path / "pools.override.yaml")]) == 1
+    assert capsys.readouterr().err == (f"{tmp_path}/pools.override.yaml:1:1: (top level): an override of"
+                                       f" {tmp_path}/pools.yaml, which is not beside it: pass --base FILE, the lab"
+                                       " file it overrides\n")
+    assert main(["validate", "--base", str(tmp_path / "nope.yaml"), str(tmp_path / "pools.override.yaml")]) == 1
+    assert capsys.readouterr().err == (f"{tmp_path}/nope.yaml:1:1: (top level): no such file (the base of"
+                                       f" {tmp_path}/pools.override.yaml, given with --base)\n")
 
 
 def test_missing_file_is_one_clear_error(tmp_path, capsys):
