@@ -177,9 +177,23 @@ class Served(NamedTuple):
 Serving = Callable[[str], "Served | None"]  # a host name -> who serves it, if lab.yaml says
 
 
-def container_hint(name: str, containers: set[str] | frozenset[str], serving: Serving | None = None) -> str:
+class HintBudget:
+    """How many more names closest-name searches may compare (a search compares one with every lab
+    container's), so that thousands of bad servers among thousands of containers are read in bounded time."""
+
+    def __init__(self, comparisons: int):
+        self.left = comparisons
+
+    def take(self, comparisons: int) -> bool:
+        self.left -= comparisons
+        return self.left >= 0
+
+
+def container_hint(name: str, containers: set[str] | frozenset[str], serving: Serving | None = None,
+                   budget: HintBudget | None = None) -> str:
     """"; did you mean 'web2'?" for web2.testdomain.com (a host name where a container belongs): the
-    container named by its first label, else those that serve it (`serving`), else the closest name."""
+    container named by its first label, else those that serve it (`serving`), else the closest name
+    (while the `budget` lasts)."""
     label = name.split(".")[0]
     if label != name and label in containers:
         return f"; did you mean {label!r}? (servers name lab containers, not host names)"
@@ -189,6 +203,8 @@ def container_hint(name: str, containers: set[str] | frozenset[str], serving: Se
                f" {_listed(served.containers, 'and')}" if served.backends else
                f"the files of {_listed(served.containers, 'and')} name {name}")
         return f"; did you mean {_listed(served.containers, 'or')}? (servers name lab containers, not host names; {how})"
+    if budget is not None and not budget.take(len(containers)):
+        return ""
     close = difflib.get_close_matches(name, sorted(containers), n=1) or \
         difflib.get_close_matches(label, sorted(containers), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
@@ -245,13 +261,21 @@ def _serving(info: ValidationInfo | None) -> Serving | None:
     return serving if callable(serving) else None
 
 
+def _hint_budget(info: ValidationInfo | None) -> HintBudget | None:
+    """The closest-name searches left, when the caller passed a budget as validation context."""
+    context = info.context if info is not None else None
+    budget = context.get("hints") if isinstance(context, dict) else None
+    return budget if isinstance(budget, HintBudget) else None
+
+
 CONTAINER_NAME = r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # LXD's instance names
 
 
 def _container(value: str, info: ValidationInfo) -> str:
     why = _unsafe(value) or (None if re.fullmatch(CONTAINER_NAME, value) else "is not an LXD container name")
     if why:
-        raise ValueError(f"container {value!r} {why}{container_hint(value, _lab_containers(info), _serving(info))}")
+        hint = container_hint(value, _lab_containers(info), _serving(info), _hint_budget(info))
+        raise ValueError(f"container {value!r} {why}{hint}")
     return value
 
 
@@ -638,26 +662,28 @@ def _hint(name: str, known: set[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def validate_haproxy(section: dict[str, HAProxy], containers: set[str], failed: PathSet = NO_PATHS) -> list[Problem]:
+def validate_haproxy(section: dict[str, HAProxy], containers: set[str], failed: PathSet = NO_PATHS,
+                     hints: HintBudget | None = None) -> list[Problem]:
     """Every cross-reference problem of the haproxy section, located inside it.
 
     `failed`: the places (HOST, ...) that failed the models' own checks and were left out or stood in
-    for (spec.py's salvage); nothing that depends on them is judged.
+    for (spec.py's salvage); nothing that depends on them is judged.  `hints`: how many unknown
+    containers get a closest-name search (default: all).
     """
-    return [((host, *loc), msg)
-            for host, spec in section.items() for loc, msg in _check(host, spec, containers, failed.under((host,)))]
+    return [((host, *loc), msg) for host, spec in section.items()
+            for loc, msg in _check(host, spec, containers, failed.under((host,)), hints)]
 
 
-def _check(host: str, spec: HAProxy, containers: set[str], failed: PathSet) -> list[Problem]:
+def _check(host: str, spec: HAProxy, containers: set[str], failed: PathSet, hints: HintBudget | None) -> list[Problem]:
     problems: list[Problem] = []
     if host not in containers:
         problems.append(((), f"HAProxy container {host!r} is not a lab container"
-                             + container_hint(host, containers)))
+                             + container_hint(host, containers, budget=hints)))
     if not spec.frontends:
         problems.append((("frontends",), "no frontends: HAProxy would accept no traffic"))
     for name, backend in spec.backends.items():
         problems += [(("backends", name, *loc), msg)
-                     for loc, msg in _check_backend(backend, containers, failed.under(("backends", name)))]
+                     for loc, msg in _check_backend(backend, containers, failed.under(("backends", name)), hints)]
     # a failed backends: or conditions: is left out whole: the names in it are unknown, not absent
     backends = None if failed.at(("backends",)) else set(spec.backends)
     conditions = None if failed.at(("conditions",)) else set(spec.conditions)
@@ -676,7 +702,7 @@ def _check(host: str, spec: HAProxy, containers: set[str], failed: PathSet) -> l
 _ROUTE_ACL = re.compile(r"route[0-9]+_(?:host|path)")
 
 
-def _check_backend(backend: Backend, containers: set[str], failed: PathSet) -> list[Problem]:
+def _check_backend(backend: Backend, containers: set[str], failed: PathSet, hints: HintBudget | None) -> list[Problem]:
     if not backend.servers:
         return [(("servers",), "backend has no servers")]
     problems: list[Problem] = []
@@ -686,7 +712,7 @@ def _check_backend(backend: Backend, containers: set[str], failed: PathSet) -> l
             continue  # a stand-in: its name is nobody's
         if server.container not in containers:
             problems.append((("servers", i, "container"), (f"{server.container!r} is not a lab "
-                             f"container{container_hint(server.container, containers)}")))
+                             f"container{container_hint(server.container, containers, budget=hints)}")))
         if server.label in seen:
             problems.append((("servers", i, "name"), (f"server name {server.label!r} is used "
                              "twice in this backend")))

@@ -24,7 +24,7 @@ import re
 import stat
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -986,7 +986,7 @@ def _root_disks(lab: Lab, declared: Declared) -> list[Found]:
 
 def _haproxy_refs(lab: Lab, declared: Declared) -> list[Found]:
     found = haproxy_spec.validate_haproxy(dict(lab.haproxy), set(declared.containers or ()),
-                                          declared.failed.under(("haproxy",)))
+                                          declared.failed.under(("haproxy",)), haproxy_spec.HintBudget(COMPARED))
     return [Found(("haproxy", *loc), message) for loc, message in found]
 
 
@@ -1089,10 +1089,11 @@ def _printable(text: str) -> str:
     return values.UNSAFE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-def _pydantic_problems(doc: Document, err: ValidationError, prefix: tuple, model: type[BaseModel]) -> list[Problem]:
+def _pydantic_problems(doc: Document, errors: list[Any], prefix: tuple, model: type[BaseModel]) -> list[Problem]:
+    """Pydantic's errors (a ValidationError's errors(), which it builds anew at each call) as Problems."""
     problems: list[Problem] = []
-    losing = _losing_branches(err.errors())
-    for item in err.errors():
+    losing = _losing_branches(errors)
+    for item in errors:
         if item in losing:
             continue
         path = _data_path(doc.data, prefix + tuple(item["loc"]))
@@ -1109,6 +1110,7 @@ def _pydantic_problems(doc: Document, err: ValidationError, prefix: tuple, model
 
 
 HINTED = 200  # problems that get a "did you mean": bounded time whatever the file
+COMPARED = 100_000  # names the "did you mean" of unknown containers may compare, per pass
 
 
 def _unknown_field_hint(model: type[BaseModel], prefix: tuple, path: tuple) -> str:
@@ -1191,21 +1193,25 @@ def _hosts_in_files(containers: Any) -> dict[str, list[str]]:
     hosts_of: dict[int, set[str]] = {}
     out: dict[str, dict[str, None]] = {}
     pairs = 0
+    for cname, text in _file_texts(containers):
+        if id(text) not in hosts_of:
+            hosts_of[id(text)] = {m.group().lower() for m in itertools.islice(HOST_NAME.finditer(text), MAX_NAMED)}
+        for host in itertools.islice(hosts_of[id(text)], MAX_NAMED - pairs):
+            out.setdefault(host, {})[cname] = None
+            pairs += 1
+        if pairs >= MAX_NAMED:
+            break
+    return {host: list(names) for host, names in out.items()}
+
+
+def _file_texts(containers: Any) -> Iterable[tuple[str, str]]:
+    """(container, text) of each file's content or template, in lab.yaml as read (not yet validated)."""
     for cname, container in containers.items() if isinstance(containers, dict) else ():
         files = container.get("files") if isinstance(container, dict) else None
         for spec in files.values() if isinstance(files, dict) else ():
             for text in (spec.get("content"), spec.get("template")) if isinstance(spec, dict) else ():
-                if not isinstance(text, str):
-                    continue
-                if id(text) not in hosts_of:
-                    found = itertools.islice(HOST_NAME.finditer(text), MAX_NAMED)
-                    hosts_of[id(text)] = {m.group().lower() for m in found}
-                for host in hosts_of[id(text)]:
-                    out.setdefault(host, {})[str(cname)] = None
-                    pairs += 1
-                    if pairs >= MAX_NAMED:
-                        return {h: list(c) for h, c in out.items()}
-    return {h: list(c) for h, c in out.items()}
+                if isinstance(text, str):
+                    yield str(cname), text
 
 
 def _validate_entries(doc: Document, data: Mapping) -> tuple[Entries, Entries, PathSet, list[Problem]]:
@@ -1216,7 +1222,7 @@ def _validate_entries(doc: Document, data: Mapping) -> tuple[Entries, Entries, P
     """
     containers = data.get("containers")
     names = {str(k) for k in containers} if isinstance(containers, dict) else set()
-    context = {"containers": names, "serving": _hosts_served(data, names)}
+    context = {"containers": names, "serving": _hosts_served(data, names), "hints": haproxy_spec.HintBudget(COMPARED)}
     valid: Entries = {table: {} for table in TABLES}
     salvaged: Entries = {table: {} for table in TABLES}
     failed: set[tuple] = set()
@@ -1227,8 +1233,9 @@ def _validate_entries(doc: Document, data: Mapping) -> tuple[Entries, Entries, P
             try:
                 valid[table][str(name)] = model.model_validate(entry, context=context)
             except ValidationError as err:
-                problems += _pydantic_problems(doc, err, (table, name), model)
-                salvage = _salvage(model, entry, err, context, (table, str(name)))
+                errors = err.errors()
+                problems += _pydantic_problems(doc, errors, (table, name), model)
+                salvage = _salvage(model, entry, errors, context, (table, str(name)))
                 if salvage is not None:
                     salvaged[table][str(name)] = salvage.model
                     failed |= salvage.failed
@@ -1278,7 +1285,7 @@ class Salvaged(NamedTuple):
     failed: frozenset[tuple]  # the parts left out or stood in for, from the top of the document
 
 
-def _salvage(model: type[BaseModel], entry: Any, err: ValidationError, context: dict,
+def _salvage(model: type[BaseModel], entry: Any, errors: list[Any], context: dict,
              where: tuple) -> Salvaged | None:
     """The entry (at `where`) with each part that failed left out or stood in for, and those parts.
 
@@ -1289,7 +1296,7 @@ def _salvage(model: type[BaseModel], entry: Any, err: ValidationError, context: 
         return None
     rest, copied, failed = dict(entry), set[int](), set[tuple]()
     for _ in range(SALVAGE_ROUNDS):
-        found = [_failed_part(rest, where, _data_path(rest, tuple(e["loc"]))) for e in err.errors()]
+        found = [_failed_part(rest, where, _data_path(rest, tuple(e["loc"]))) for e in errors]
         parts = {part for part in found if part is not None}
         if len(parts) < len(set(found)) or not parts - failed:
             return None  # the entry itself failed, or a stand-in did
@@ -1300,13 +1307,25 @@ def _salvage(model: type[BaseModel], entry: Any, err: ValidationError, context: 
         try:
             return Salvaged(model.model_validate(rest, context=context), frozenset(failed))
         except ValidationError as again:
-            err = again
+            errors = again.errors()
     return None
 
 
 def _matches(path: tuple, pattern: tuple) -> bool:
     return len(path) == len(pattern) and all(
         step == "*" or part == step or (isinstance(step, tuple) and part in step) for part, step in zip(path, pattern))
+
+
+def _by_length(table: Iterable[Any], pattern: Callable[[Any], tuple]) -> dict[int, list[Any]]:
+    """A table of patterns by their length: a path is matched against those of its own length only."""
+    out: dict[int, list[Any]] = {}
+    for row in table:
+        out.setdefault(len(pattern(row)), []).append(row)
+    return out
+
+
+_WHOLE_PARTS = _by_length(WHOLE_PARTS, lambda pattern: pattern)
+_STAND_INS = _by_length(STAND_INS, lambda row: row[0])
 
 
 def _failed_part(entry: dict, where: tuple, path: tuple) -> tuple | None:
@@ -1319,7 +1338,7 @@ def _failed_part(entry: dict, where: tuple, path: tuple) -> tuple | None:
             deepest = where + path[:end]
         elif not (isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)):
             break
-        if any(_matches(where + path[:end], pattern) for pattern in WHOLE_PARTS):
+        if any(_matches(where + path[:end], pattern) for pattern in _WHOLE_PARTS.get(len(where) + end, ())):
             return where + path[:end]
         node = node[step]
     return deepest
@@ -1329,7 +1348,8 @@ _LEAVE_OUT = object()
 
 
 def _stand_in(part: tuple) -> Any:
-    return next((copy.deepcopy(value) for pattern, value in STAND_INS if _matches(part, pattern)), _LEAVE_OUT)
+    stand_ins = _STAND_INS.get(len(part), ())
+    return next((copy.deepcopy(value) for pattern, value in stand_ins if _matches(part, pattern)), _LEAVE_OUT)
 
 
 def _replace(entry: dict, path: tuple, value: Any, copied: set[int]) -> None:
@@ -1359,8 +1379,9 @@ def _validate_shell(doc: Document, data: Mapping) -> tuple[Lab, PathSet, list[Pr
     try:
         return Lab.model_validate(shell), NO_PATHS, []
     except ValidationError as err:
-        problems = _pydantic_problems(doc, err, (), Lab)
-        salvage = _salvage(Lab, shell, err, {}, ())
+        errors = err.errors()
+        problems = _pydantic_problems(doc, errors, (), Lab)
+        salvage = _salvage(Lab, shell, errors, {}, ())
         if salvage is None:  # never seen: every key then counts as failed
             return Lab.model_validate({"lab": "invalid"}), PathSet((k,) for k in shell), problems
         return typing.cast(Lab, salvage.model), PathSet(salvage.failed), problems
