@@ -40,9 +40,11 @@ from live state.
 
 API (everything returns values; the caller writes the files):
 - `HAProxy` is one container's section; lab.yaml's `haproxy:` maps container names to them.
-- `validate_haproxy(section, containers)` -> [(location, message)], cross references and clashes;
-  names, hosts, paths, headers and binds are checked by the models themselves, so no value can
-  split or add a haproxy.cfg line (config injection).
+- `validate_haproxy(section, containers, failed)` -> [(location, message)], cross references and
+  clashes, judging nothing that depends on a `failed` place; names, hosts, paths, headers and binds
+  are checked by the models themselves, so no value can split or add a haproxy.cfg line (config
+  injection). A server written as a host name gets a hint: validation context `serving` (who serves
+  a host: `routed_hosts(section, containers)` reads the routes of lab.yaml as read).
 - `render_config(spec, addresses, errors_dir=ERRORS_DIR)` -> haproxy.cfg text, deterministic, for
   `CONFIG_PATH`; `server_containers(spec)` are the containers whose IPv4 it needs, and a missing
   one raises `MissingAddress` (a KeyError).

@@ -1242,9 +1242,9 @@ def _validate_entries(doc: Document, data: Mapping) -> tuple[Entries, Entries, P
     return valid, salvaged, PathSet(failed), problems
 
 
-# A part of an entry that fails pass 1 is left out, or stood in for where its place must stay, so that
-# pass 2 and 3 check all the rest of the entry.  A pattern's step "*" is any key or index, a tuple any
-# of its keys.
+# A part of an entry (or of the top level) that fails pass 1 is left out, or stood in for where its
+# place must stay, so that pass 2 and 3 check all the rest.  A pattern's step "*" is any key or index,
+# a tuple any of its keys.
 #
 # Parts whose fields are judged together (a device's keys, an ACL rule's, an access rule's): when
 # anything inside one fails, the whole part fails, so that no check sees it half there.
@@ -1281,6 +1281,8 @@ SALVAGE_ROUNDS = 8  # each round replaces what failed: a part, then what held it
 
 
 class Salvaged(NamedTuple):
+    """An entry that failed pass 1, without what failed in it."""
+
     model: BaseModel
     failed: frozenset[tuple]  # the parts left out or stood in for, from the top of the document
 
