@@ -12,10 +12,10 @@ import random
 import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from . import __version__
-from .source import Location, Problem, SourceError
+from .source import Location, Problem, SourceError, overridden, override_path
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 EPILOG = """\
@@ -121,8 +121,11 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--allow-restart", action="store_true", help="apply even a plan that moves running"
                        " containers to another cluster member (each is stopped and started again)")
     if name == "validate":
-        p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f);"
-                       " NAME.override.yaml validates NAME.yaml with it merged")
+        p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f); an"
+                       " override (NAME.override.yaml, NAME.override.SOMETHING.yaml) is validated merged onto its"
+                       " base: NAME.yaml beside it, else --base")
+        p.add_argument("--base", metavar="FILE", help="the lab file an override is merged onto when its NAME.yaml"
+                       " is not beside it")
     if name == "graph":
         p.add_argument("--format", choices=("dot", "svg", "png"), default="dot", help="default dot")
         p.add_argument("-o", "--output", type=Path, help="write to this file (default: standard output)")
@@ -162,22 +165,58 @@ def _lab_file(args) -> str:
 
 
 def cmd_validate(args) -> int:
-    """Each file given (an override as its base, once), every problem of each; 1 if any is invalid."""
-    from .source import base_path
-    files = list(dict.fromkeys(base_path(name) for name in args.files)) if args.files else [args.file]
+    """Each file given, every problem of each, an override merged onto its base; 1 if any is invalid."""
+    names = args.files or ([args.file] if args.file else [])
+    checks = [_check_of(Path(name), args.base) for name in names] or [_Check(None)]  # None: ./lab.yaml
     invalid = 0
-    for name in files:
-        one = argparse.Namespace(file=name)
+    for check in dict.fromkeys(checks):  # an override beside its lab is checked with the lab: once
         try:
-            lab, _ = _load(one)
+            lab, shown = check.run()
         except SourceError as err:
             print(err, file=sys.stderr)
             invalid += 1
             continue
         counts = [_count(len(lab.networks), "network"), _count(len(lab.profiles), "profile"),
                   _count(len(lab.containers), "container")]
-        print(f"{_lab_file(one)}: valid (lab {lab.lab!r}: {', '.join(counts)})")
+        print(f"{shown}: valid (lab {lab.lab!r}: {', '.join(counts)})")
     return EXIT_ERROR if invalid else EXIT_OK
+
+
+class _Check(NamedTuple):
+    """What validate checks for one file: a lab file (None: ./lab.yaml) with the override beside it, or
+    an `override` merged onto `lab`, its base, instead of that one (`lab` None: no base is known)."""
+
+    lab: str | None
+    override: Path | None = None
+
+    def run(self) -> tuple[Any, str]:
+        """The valid Lab and how to name what was checked; SourceError with every problem."""
+        from .spec import load_lab
+        one = argparse.Namespace(file=self.lab)
+        if self.override is None:
+            return _load(one)[0], _lab_file(one)
+        if not os.path.lexists(self.override):
+            raise SourceError([Problem(Location(str(self.override), 1, 1), (), "no such file")])
+        if self.lab is None:
+            raise SourceError([Problem(Location(str(self.override), 1, 1), (), (
+                f"an override of {overridden(self.override)}, which is not beside it: pass --base FILE, the lab"
+                " file it overrides"))])
+        if not os.path.lexists(self.lab):
+            raise SourceError([Problem(Location(self.lab, 1, 1), (), f"no such file (the base of {self.override},"
+                                       " given with --base)")])
+        return load_lab(self.lab, override=self.override)[0], f"{self.override} (merged onto {self.lab})"
+
+
+def _check_of(path: Path, base: str | None) -> _Check:
+    """A file named NAME.override.yaml or NAME.override.SOMETHING.yaml is an override: checked merged
+    onto NAME.yaml beside it when there is one, else onto `base` (--base); any other is a lab file."""
+    named_for = overridden(path)
+    if named_for is None:
+        return _Check(str(path))
+    if named_for.exists():
+        # the override that loading NAME.yaml merges anyway: checking the lab checks it
+        return _Check(str(named_for)) if path.name == override_path(named_for).name else _Check(str(named_for), path)
+    return _Check(base, path)
 
 
 def _count(n: int, word: str) -> str:

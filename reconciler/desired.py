@@ -26,6 +26,7 @@ from .kinds import project as project_kind
 from .kinds import service as service_kind
 from .plan import PlanError
 from .provision import FileSpec, ServiceSpec
+from .source import field_path
 from .spec import Lab, has_root_disk, proxied_frontends, read_source
 from .state import LabState, Resource, add
 
@@ -172,7 +173,7 @@ def render_templates(lab: Lab, addresses: Mapping[str, str]) -> dict[tuple[str, 
         return {}
     from . import templates
     results = templates.render_many([(text, templates.context(lab, cname, addresses)) for cname, _, text in jobs])
-    failed = [f'containers.{cname}.files["{path}"].template: {result}'
+    failed = [f'{field_path(("containers", cname, "files", path, "template"))}: {result}'
               for (cname, path, _), result in zip(jobs, results) if isinstance(result, templates.TemplateProblem)]
     if failed:
         raise PlanError("\n".join(failed))
@@ -229,6 +230,6 @@ def root_disk_problems(lab: Lab, existing_profiles: Mapping[str, Mapping]) -> li
             devices.update(lab.profiles[p].devices if p in lab.profiles else existing_profiles.get(p, {}))
         devices.update(c.devices)
         if not has_root_disk(devices):
-            out.append(f"containers.{cname}: no root disk in its profiles {c.profiles} or its devices")
+            out.append(f"{field_path(('containers', cname))}: no root disk in its profiles {c.profiles} or its devices")
     return out
 

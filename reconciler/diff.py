@@ -15,6 +15,7 @@ from .kinds import REGISTRY
 from .kinds import instance as instance_kind
 from .kinds import service as service_kind
 from .plan import Action, Change, FieldChange, Origin, Reason
+from .source import field_path
 from .state import LabState, Resource, digest
 
 ABSENT_REASON = {**{k: "not in LXD" for k in Kind if not k.inside},
@@ -90,7 +91,7 @@ def field_changes(before: dict, after: dict) -> tuple[FieldChange, ...]:
     for level_changes in tree.values():
         for level in level_changes:
             paths.add(_whole_lists(level.path(output_format="list")))
-    return tuple(FieldChange(display_path(p), _get(before, p), _get(after, p)) for p in sorted(paths, key=str))
+    return tuple(FieldChange(field_path(p), _get(before, p), _get(after, p)) for p in sorted(paths, key=str))
 
 
 def _whole_lists(path: list) -> tuple:
@@ -107,14 +108,3 @@ def _get(data: Any, path: Iterable) -> Any:
         data = data[part]
     return data
 
-
-def display_path(path: Iterable) -> str:
-    """('config', 'limits.cpu') -> 'config["limits.cpu"]'; ('devices', 'http', 'listen') -> 'devices.http.listen'."""
-    out = ""
-    for part in path:
-        part = str(part)
-        if "." in part or not part.replace("-", "_").replace("_", "a").isalnum():
-            out += f'["{part}"]'
-        else:
-            out += f".{part}" if out else part
-    return out

@@ -26,6 +26,7 @@ from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, facts_argv,
 from .kinds import project as project_kind
 from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, users_of
 from .plan import Action, Change, Origin, Plan, PlanError, Reason, make_plan
+from .source import field_path
 from .spec import REMOTES, Lab, network_overlaps
 from .state import LabState, Resource
 
@@ -164,7 +165,7 @@ def _with_sources(changes: list[Change], images: list[dict[str, Any]], owned: La
                 change = replace(change, meta={**change.meta, "source": source})
             except LookupError as err:
                 if made:
-                    problems.append(f"containers.{change.address.name}.image: {err}")
+                    problems.append(f"{field_path(('containers', change.address.name, 'image'))}: {err}")
         out.append(change)
     if problems:
         raise PlanError("\n".join(problems))
@@ -353,7 +354,7 @@ def _check_cluster_bridges(lab: Lab, live: Live, lxd: Lxd) -> None:
     new = [name for name in lab.networks if network(name) not in present]
     if new and lxd.clustered:
         raise PlanError("\n".join(
-            f"networks.{name}: LXD at {lxd.where} is a cluster, where a bridge needs a definition on every"
+            f"{field_path(('networks', name))}: LXD at {lxd.where} is a cluster, where a bridge needs a definition on every"
             f" member (`lxc network create {name} --target MEMBER`), which reconcile does not make; give the"
             " containers a macvlan NIC on the members' shared LAN, or make the bridge by hand and list it"
             " under existing.networks" for name in new))

@@ -41,9 +41,11 @@ from live state.
 
 API (everything returns values; the caller writes the files):
 - `HAProxy` is one container's section; lab.yaml's `haproxy:` maps container names to them.
-- `validate_haproxy(section, containers)` -> [(location, message)], cross references and clashes;
-  names, hosts, paths, headers and binds are checked by the models themselves, so no value can
-  split or add a haproxy.cfg line (config injection).
+- `validate_haproxy(section, containers, failed)` -> [(location, message)], cross references and
+  clashes, judging nothing that depends on a `failed` place; names, hosts, paths, headers and binds
+  are checked by the models themselves, so no value can split or add a haproxy.cfg line (config
+  injection). A server written as a host name gets a hint: validation context `serving` (who serves
+  a host: `routed_hosts(section, containers)` reads the routes of lab.yaml as read).
 - `render_config(spec, addresses, errors_dir=ERRORS_DIR)` -> haproxy.cfg text, deterministic, for
   `CONFIG_PATH`; `server_containers(spec)` are the containers whose IPv4 it needs, and a missing
   one raises `MissingAddress` (a KeyError).
@@ -76,9 +78,9 @@ import difflib
 import ipaddress
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 from pydantic import (
     AfterValidator,
@@ -97,6 +99,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from . import logic
+from .source import NO_PATHS, PathSet
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 SERVED_BY = "X-Served-By"
@@ -171,14 +174,86 @@ def _schema(what: str, pattern: str, hint: str) -> dict:
     return {"type": "string", "pattern": f"^(?:{pattern})$(?!\\n)", "description": f"{what}: {hint}"}
 
 
-def container_hint(name: str, containers: set[str] | frozenset[str]) -> str:
-    """"; did you mean 'web2'?" for web2.testdomain.com (a host name where a container belongs)."""
+class Served(NamedTuple):
+    """The lab containers that serve a host name as lab.yaml says: by its routes to `backends`, or
+    (without backends) by naming it in their files."""
+
+    containers: tuple[str, ...]
+    backends: tuple[str, ...] = ()
+
+
+Serving = Callable[[str], "Served | None"]  # a host name -> who serves it, if lab.yaml says
+
+
+class HintBudget:
+    """How many more names closest-name searches may compare (a search compares one with every lab
+    container's), so that thousands of bad servers among thousands of containers are read in bounded time."""
+
+    def __init__(self, comparisons: int):
+        self.left = comparisons
+
+    def take(self, comparisons: int) -> bool:
+        self.left -= comparisons
+        return self.left >= 0
+
+
+def container_hint(name: str, containers: set[str] | frozenset[str], serving: Serving | None = None,
+                   budget: HintBudget | None = None) -> str:
+    """"; did you mean 'web2'?" for web2.testdomain.com (a host name where a container belongs): the
+    container named by its first label, else those that serve it (`serving`), else the closest name
+    (while the `budget` lasts)."""
     label = name.split(".")[0]
     if label != name and label in containers:
         return f"; did you mean {label!r}? (servers name lab containers, not host names)"
+    served = serving(name) if serving is not None and "." in name else None
+    if served:
+        how = (f"lab.yaml routes {name} to backend {_listed(served.backends, 'or')}, served by"
+               f" {_listed(served.containers, 'and')}" if served.backends else
+               f"the files of {_listed(served.containers, 'and')} name {name}")
+        return f"; did you mean {_listed(served.containers, 'or')}? (servers name lab containers, not host names; {how})"
+    if budget is not None and not budget.take(len(containers)):
+        return ""
     close = difflib.get_close_matches(name, sorted(containers), n=1) or \
         difflib.get_close_matches(label, sorted(containers), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _listed(names: Sequence[str], last: str) -> str:
+    """'a', 'b' or 'c' (`last` "or"), 'a', 'b' and 'c' (`last` "and")."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} {last} {quoted[-1]}"
+
+
+def routed_hosts(section: Any, containers: set[str] | frozenset[str]) -> dict[str, Served]:
+    """host (lowercase) -> the lab containers that serve it by routes: the servers of the backends its
+    routes lead to.  `section` is lab.yaml's haproxy: as read, before validation: what does not read
+    as routes and servers is passed over."""
+    backends_of: dict[str, dict[str, None]] = {}
+    servers_of: dict[str, dict[str, None]] = {}
+    for spec in _mappings(section):
+        backends = _mapping(spec.get("backends"))
+        for frontend in _mappings(spec.get("frontends")):
+            for route in _mappings(frontend.get("routes")):
+                host, backend = route.get("host"), route.get("backend")
+                if not (isinstance(host, str) and isinstance(backend, str)):
+                    continue
+                backends_of.setdefault(host.lower(), {})[backend] = None
+                servers = _mappings(_mapping(backends.get(backend)).get("servers"))
+                servers_of.setdefault(host.lower(), {}).update(
+                    (s["container"], None) for s in servers if isinstance(s.get("container"), str)
+                    and s["container"] in containers)
+    return {host: Served(tuple(servers_of[host]), tuple(backends)) for host, backends in backends_of.items()
+            if servers_of[host]}
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _mappings(value: Any) -> list[dict]:
+    """The mappings in a list, or among a mapping's values: what reads as entries."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [v for v in items if isinstance(v, dict)]
 
 
 def _lab_containers(info: ValidationInfo | None) -> set[str]:
@@ -187,13 +262,28 @@ def _lab_containers(info: ValidationInfo | None) -> set[str]:
     return set(context.get("containers", ())) if isinstance(context, dict) else set()
 
 
+def _serving(info: ValidationInfo | None) -> Serving | None:
+    """Who serves a host name, when the caller passed it as validation context."""
+    context = info.context if info is not None else None
+    serving = context.get("serving") if isinstance(context, dict) else None
+    return serving if callable(serving) else None
+
+
+def _hint_budget(info: ValidationInfo | None) -> HintBudget | None:
+    """The closest-name searches left, when the caller passed a budget as validation context."""
+    context = info.context if info is not None else None
+    budget = context.get("hints") if isinstance(context, dict) else None
+    return budget if isinstance(budget, HintBudget) else None
+
+
 CONTAINER_NAME = r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # LXD's instance names
 
 
 def _container(value: str, info: ValidationInfo) -> str:
     why = _unsafe(value) or (None if re.fullmatch(CONTAINER_NAME, value) else "is not an LXD container name")
     if why:
-        raise ValueError(f"container {value!r} {why}{container_hint(value, _lab_containers(info))}")
+        hint = container_hint(value, _lab_containers(info), _serving(info), _hint_budget(info))
+        raise ValueError(f"container {value!r} {why}{hint}")
     return value
 
 
@@ -358,12 +448,6 @@ class AccessRule(BaseModel):
                                                          "allow: skip the rules below, then route.")
     if_: When | None = Field(None, alias="if", description="Which requests (default: every request).")
     status: ErrorCode | None = Field(None, description="With deny: the status answered (default 403).")
-
-    @model_validator(mode="after")
-    def _status_with_deny(self) -> AccessRule:
-        if self.action == "allow" and self.status is not None:
-            raise ValueError("`status` goes with action: deny (an allowed request is routed)")
-        return self
 
     @property
     def deny_status(self) -> int:
@@ -596,45 +680,57 @@ def _hint(name: str, known: set[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def validate_haproxy(section: dict[str, HAProxy], containers: set[str]) -> list[Problem]:
-    """Every cross-reference problem of the haproxy section, located inside it."""
-    return [((host, *loc), msg)
-            for host, spec in section.items() for loc, msg in _check(host, spec, containers)]
+def validate_haproxy(section: dict[str, HAProxy], containers: set[str], failed: PathSet = NO_PATHS,
+                     hints: HintBudget | None = None) -> list[Problem]:
+    """Every cross-reference problem of the haproxy section, located inside it.
+
+    `failed`: the places (HOST, ...) that failed the models' own checks and were left out or stood in
+    for (spec.py's salvage); nothing that depends on them is judged.  `hints`: how many unknown
+    containers get a closest-name search (default: all).
+    """
+    return [((host, *loc), msg) for host, spec in section.items()
+            for loc, msg in _check(host, spec, containers, failed.under((host,)), hints)]
 
 
-def _check(host: str, spec: HAProxy, containers: set[str]) -> list[Problem]:
+def _check(host: str, spec: HAProxy, containers: set[str], failed: PathSet, hints: HintBudget | None) -> list[Problem]:
     problems: list[Problem] = []
     if host not in containers:
         problems.append(((), f"HAProxy container {host!r} is not a lab container"
-                             + container_hint(host, containers)))
+                             + container_hint(host, containers, budget=hints)))
     if not spec.frontends:
         problems.append((("frontends",), "no frontends: HAProxy would accept no traffic"))
     for name, backend in spec.backends.items():
         problems += [(("backends", name, *loc), msg)
-                     for loc, msg in _check_backend(backend, containers)]
+                     for loc, msg in _check_backend(backend, containers, failed.under(("backends", name)), hints)]
+    # a failed backends: or conditions: is left out whole: the names in it are unknown, not absent
+    backends = None if failed.at(("backends",)) else set(spec.backends)
+    conditions = None if failed.at(("conditions",)) else set(spec.conditions)
     for name, frontend in spec.frontends.items():
         problems += [(("frontends", name, *loc), msg)
-                     for loc, msg in _check_frontend(frontend, set(spec.backends))]
+                     for loc, msg in _check_frontend(frontend, backends)]
         problems += [(("frontends", name, *loc), msg)
-                     for loc, msg in _check_conditions_used(frontend, set(spec.conditions))]
-        problems += [(("frontends", name, *loc), msg) for loc, msg in _check_reachable(frontend)]
+                     for loc, msg in _check_conditions_used(frontend, conditions)]
+        problems += [(("frontends", name, *loc), msg)
+                     for loc, msg in _check_reachable(frontend, failed.under(("frontends", name)))]
     problems += [(("conditions", name), f"{name!r} is the name of a route's own acl in haproxy.cfg: pick another")
                  for name in spec.conditions if _ROUTE_ACL.fullmatch(name)]
-    return problems + _check_binds(spec) + _check_stats(spec)
+    return problems + _check_binds(spec, failed) + _check_stats(spec)
 
 
 _ROUTE_ACL = re.compile(r"route[0-9]+_(?:host|path)")
 
 
-def _check_backend(backend: Backend, containers: set[str]) -> list[Problem]:
+def _check_backend(backend: Backend, containers: set[str], failed: PathSet, hints: HintBudget | None) -> list[Problem]:
     if not backend.servers:
         return [(("servers",), "backend has no servers")]
     problems: list[Problem] = []
     seen: set[str] = set()
     for i, server in enumerate(backend.servers):
+        if failed.at(("servers", i)):
+            continue  # a stand-in: its name is nobody's
         if server.container not in containers:
             problems.append((("servers", i, "container"), (f"{server.container!r} is not a lab "
-                             f"container{container_hint(server.container, containers)}")))
+                             f"container{container_hint(server.container, containers, budget=hints)}")))
         if server.label in seen:
             problems.append((("servers", i, "name"), (f"server name {server.label!r} is used "
                              "twice in this backend")))
@@ -642,16 +738,19 @@ def _check_backend(backend: Backend, containers: set[str]) -> list[Problem]:
     return problems
 
 
-def _check_frontend(frontend: Frontend, backends: set[str]) -> list[Problem]:
+def _check_frontend(frontend: Frontend, backends: set[str] | None) -> list[Problem]:
+    """Backends named are declared (when `backends` are known), and access rules are whole."""
     refs: list[tuple[tuple, str]] = [(("routes", i, "backend"), r.backend) for i, r in enumerate(frontend.routes)]
     if frontend.default_backend is not None:
         refs.append((("default_backend",), frontend.default_backend))
     problems: list[Problem] = [(loc, f"unknown backend {name!r}{_hint(name, backends)}")
-                for loc, name in refs if name not in backends]
+                               for loc, name in refs if backends is not None and name not in backends]
     if not refs:
         problems.append(((), ("frontend has no routes and no default_backend: it would answer "
                              "every request with 503")))
-    return problems
+    # a check here, not in the model: a rule with a stray status is still judged for reachability
+    return problems + [(("access", i, "status"), "`status` goes with action: deny (an allowed request is routed)")
+                       for i, rule in enumerate(frontend.access) if rule.action == "allow" and rule.status is not None]
 
 
 def _rules_with_conditions(frontend: Frontend) -> list[tuple[tuple, When]]:
@@ -660,12 +759,12 @@ def _rules_with_conditions(frontend: Frontend) -> list[tuple[tuple, When]]:
     return out + [(("routes", i, "if"), r.if_) for i, r in enumerate(frontend.routes) if r.if_ is not None]
 
 
-def _check_conditions_used(frontend: Frontend, known: set[str]) -> list[Problem]:
+def _check_conditions_used(frontend: Frontend, known: set[str] | None) -> list[Problem]:
     problems: list[Problem] = []
     for loc, when in _rules_with_conditions(frontend):
         tree = as_logic(when)
         problems += [(loc, f"unknown condition {name!r}{_hint(name, known)} (declare it under conditions:)")
-                     for name in logic.atoms(tree) if name not in known]
+                     for name in logic.atoms(tree) if known is not None and name not in known]
         try:
             logic.dnf(tree)
         except logic.TooComplex as err:
@@ -673,12 +772,15 @@ def _check_conditions_used(frontend: Frontend, known: set[str]) -> list[Problem]
     return problems
 
 
-def _check_reachable(frontend: Frontend) -> list[Problem]:
-    """A rule no request can reach is a mistake (first match wins): an error, not a warning."""
+def _check_reachable(frontend: Frontend, failed: PathSet) -> list[Problem]:
+    """A rule no request can reach is a mistake (first match wins): an error, not a warning.  Rules are
+    judged together, so a list with a rule stood in for is not judged."""
     access = [as_logic(r.if_) if r.if_ is not None else logic.TRUE for r in frontend.access]
     routes = [_route_logic(r) for r in frontend.routes]
     problems: list[Problem] = []
     for what, rules in (("access", access), ("routes", routes)):
+        if failed.within((what,)):
+            continue
         for found in logic.unreachable(rules):
             problems.append(((what, found.index), _unreachable_text(what, found, rules)))
     return problems
@@ -728,9 +830,9 @@ def listen_ports(spec: HAProxy) -> list[int]:
     return sorted({port for _, _, _, port in _listeners(spec)})
 
 
-def _check_binds(spec: HAProxy) -> list[Problem]:
+def _check_binds(spec: HAProxy, failed: PathSet) -> list[Problem]:
     problems: list[Problem] = []
-    listeners = _listeners(spec)
+    listeners = [listener for listener in _listeners(spec) if not failed.at(listener[0])]  # no stand-in's bind
     for j, (loc, _, addr, port) in enumerate(listeners):
         for _, other, oaddr, oport in listeners[:j]:
             if port == oport and (addr == oaddr or "*" in (addr, oaddr)):

@@ -20,6 +20,7 @@ from typing import Any
 from .kinds.file import UNKNOWN
 from .plan import SECRET, Action, Change, Origin, Plan
 from .render import safe
+from .source import field_path
 
 MAX_DIFF_LINES = 80  # per change, as in the text plan
 MAX_CHARS = 60_000  # GitHub refuses a comment over 65 536 characters
@@ -126,14 +127,15 @@ def _content_diff(data: dict[str, Any], secret: bool, lab_file: str) -> list[str
     return list(difflib.unified_diff(old, after.splitlines(), "live", lab_file, lineterm="", n=2))
 
 
-def _flat(body: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def _flat(body: dict[str, Any], prefix: tuple = ()) -> list[tuple[str, Any]]:
+    """Every setting of a body that has a value, by its field path."""
     out = []
     for key, value in body.items():
-        path = f"{prefix}.{key}" if prefix else key
+        path = (*prefix, key)
         if isinstance(value, dict) and value:
             out += _flat(value, path)
         elif value not in ({}, [], "", None):
-            out.append((path, value))
+            out.append((field_path(path), value))
     return out
 
 

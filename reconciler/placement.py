@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .address import Kind, instance
 from .plan import Action, Change, FieldChange, Origin, PlanError, Reason
+from .source import field_path
 from .state import LabState, Resource
 
 if TYPE_CHECKING:
@@ -99,11 +100,11 @@ def target_problems(lab: Lab, cluster: Cluster) -> list[str]:
         if not c.target or cluster.named(c.target):
             continue
         if c.target.startswith("@"):
-            out.append(f"containers.{cname}.target: no member of the cluster is in group {c.target[1:]!r}"
+            out.append(f"{field_path(('containers', cname, 'target'))}: no member of the cluster is in group {c.target[1:]!r}"
                        f"{_hint(c.target[1:], groups)} (groups: {', '.join(groups) or 'none'})")
         else:
-            out.append(f"containers.{cname}.target: no cluster member {c.target!r}{_hint(c.target, cluster.members)}"
-                       f" (members: {', '.join(sorted(cluster.members))})")
+            out.append(f"{field_path(('containers', cname, 'target'))}: no cluster member {c.target!r}"
+                       f"{_hint(c.target, cluster.members)} (members: {', '.join(sorted(cluster.members))})")
     return out
 
 

@@ -14,7 +14,6 @@ from pydantic import (
     ConfigDict,
     Field,
     field_validator,
-    model_validator,
 )
 
 from .source import as_written
@@ -93,15 +92,6 @@ class FileSpec(BaseModel):
                              " or control characters")
         return value
 
-    @model_validator(mode="after")
-    def _one_source(self) -> FileSpec:
-        given = [k for k in ("content", "source", "template") if getattr(self, k) is not None]
-        if self.type == "directory" and given:
-            raise ValueError("a directory has no content, source or template")
-        if self.type == "file" and len(given) != 1:
-            raise ValueError("give exactly one of content, source or template")
-        return self
-
     @property
     def wanted_mode(self) -> str:
         return self.mode or ("0755" if self.type == "directory" else "0644")
@@ -126,6 +116,18 @@ class ServiceSpec(BaseModel):
     @classmethod
     def _ports(cls, value: list[int]) -> list[int]:
         return sorted(set(value))
+
+
+def contents_problem(spec: FileSpec) -> str | None:
+    """Why a file's contents are not given as they must be, or None: a file has exactly one of content,
+    source or template, a directory none.  A check of its own rather than the model's, so that a
+    file with two of them still has its `source:` and template checked."""
+    given = [k for k in ("content", "source", "template") if getattr(spec, k) is not None]
+    if spec.type == "directory" and given:
+        return "a directory has no content, source or template"
+    if spec.type == "file" and len(given) != 1:
+        return "give exactly one of content, source or template"
+    return None
 
 
 def validate_path(path: str) -> str | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .kinds.file import UNKNOWN
 from .plan import SECRET, SECRET_CHANGED, Action, Change, Origin, Plan, redact
+from .source import field_path
 
 if TYPE_CHECKING:  # apply is only needed when applying: plan starts faster without it
     from .apply import Outcome, Report
@@ -107,14 +108,14 @@ def _details(change: Change, action: Action, paint: Painter, lab_file: str) -> l
     return lines
 
 
-def _flat(body: dict, prefix: str = "") -> list[tuple[str, Any]]:
+def _flat(body: dict, prefix: tuple = ()) -> list[tuple[str, Any]]:
     out = []
     for key, value in body.items():
-        path = f"{prefix}{key}" if not prefix else (f'{prefix}["{key}"]' if "." in key else f"{prefix}.{key}")
+        path = (*prefix, key)
         if isinstance(value, dict) and value:
             out += _flat(value, path)
         elif value not in ({}, [], "", None) and key != "sha256":
-            out.append((path, value))
+            out.append((field_path(path), value))
     return out
 
 

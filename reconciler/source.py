@@ -24,7 +24,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, cast
@@ -64,7 +64,7 @@ class Problem:
 
     def __str__(self) -> str:
         # One line whatever the input held: a key or value quoted in the message may carry a newline.
-        return f"{self.location}: {dotted(self.path) or '(top level)'}: {visible(self.message)}"
+        return f"{self.location}: {field_path(self.path) or '(top level)'}: {visible(self.message)}"
 
 
 class SourceError(Exception):
@@ -91,19 +91,50 @@ def _escape(char: str) -> str:
     return {9: "\\t", 10: "\\n", 13: "\\r"}.get(code) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
-def dotted(path: Path_) -> str:
-    """('containers', 'web1', 'profiles', 0) -> 'containers.web1.profiles[0]'."""
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a key written as .key in a field path; any other as ["key"]
+
+
+def field_path(path: Iterable[Any]) -> str:
+    """A field's path as every message writes it: ('containers', 'web1', 'files', '/x', 'template', 0) ->
+    'containers.web1.files["/x"].template[0]'; a key of other than letters, digits, '_' and '-' (a
+    config key such as limits.cpu, a file path) in brackets and double quotes, on one printable line."""
     out = ""
     for part in path:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
             continue
         text = str(part)
-        if "." in text or " " in text or '"' in text or not text or not text.isprintable():
-            out += '["' + visible(text).replace('"', '\\"') + '"]'  # a config key such as limits.cpu
-        else:
+        if PLAIN_KEY.fullmatch(text):
             out += f".{text}" if out else text
+        else:
+            out += '["' + visible(text).replace('"', '\\"') + '"]'
     return out
+
+
+class PathSet:
+    """Places in the data (paths), asked whether a path lies at or under one of them, or holds one."""
+
+    def __init__(self, paths: Iterable[Path_] = ()):
+        self.paths = frozenset(paths)
+        self._holding = {p[:end] for p in self.paths for end in range(len(p) + 1)}
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def at(self, path: Path_) -> bool:
+        """`path` is one of the places, or lies under one."""
+        return any(path[:end] in self.paths for end in range(len(path) + 1))
+
+    def within(self, path: Path_) -> bool:
+        """One of the places is `path` or lies under it."""
+        return path in self._holding
+
+    def under(self, prefix: Path_) -> PathSet:
+        """The places under `prefix`, as paths from it."""
+        return PathSet(p[len(prefix):] for p in self.paths if p[:len(prefix)] == prefix)
+
+
+NO_PATHS = PathSet()
 
 
 @dataclass
@@ -715,13 +746,14 @@ def override_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.override{path.suffix or '.yaml'}")
 
 
-def base_path(name: str) -> str:
-    """lab.override.yaml -> lab.yaml (an override is validated merged into its base); others as given."""
-    path = Path(name)
-    for suffix in (".yaml", ".yml"):
-        if path.name.endswith(".override" + suffix) and len(path.name) > len(".override" + suffix):
-            return str(path.with_name(path.name[:-len(".override" + suffix)] + suffix))
-    return name
+OVERRIDE_NAME = re.compile(r"(?P<lab>.+)\.override(?:\.[^/]+)?(?P<suffix>\.ya?ml)")
+
+
+def overridden(path: Path) -> Path | None:
+    """The lab file an override is named for, beside it: lab.override.yaml and lab.override.example.yaml
+    -> lab.yaml; None for a file not named NAME.override.yaml or NAME.override.SOMETHING.yaml."""
+    match = OVERRIDE_NAME.fullmatch(path.name)
+    return path.with_name(match["lab"] + match["suffix"]) if match else None
 
 
 def merge(base: Document, over: Document) -> Document:
@@ -758,16 +790,21 @@ def merge(base: Document, over: Document) -> Document:
     return Document(data, tables[0], tables[1], base.files + over.files, tables[2])
 
 
-def load_document(path: Path, env: Mapping[str, str] | None = None) -> Document:
-    """Read lab.yaml, merge its override file if present, then interpolate the environment.
-
-    Every problem at once: those of lab.yaml and of the override (both are read even when one
-    is bad), and those of interpolation.
-    """
-    files = [path]
+def lab_files(path: Path) -> list[Path]:
+    """lab.yaml, and lab.override.yaml beside it when there is one (a dangling symlink too: reported)."""
     extra = override_path(path)
-    if os.path.lexists(extra):  # a dangling symlink is reported, not ignored
-        files.append(extra)
+    return [path, extra] if os.path.lexists(extra) else [path]
+
+
+def read_documents(files: Sequence[Path], env: Mapping[str, str] | None = None) -> tuple[Document | None, list[Problem]]:
+    """Read each file, merge each onto the one before it (an override onto its base), then interpolate
+    the environment in the result.
+
+    Every problem at once: those of every file (each is read even when another is bad) and those of
+    interpolation.  The Document is None when a file could not be read at all; otherwise it is there
+    even with problems, its values at `unread(problems)` not as written (so that the rest can still
+    be checked).
+    """
     problems: list[Problem] = []
     docs: list[Document] = []
     for file in files:
@@ -778,12 +815,25 @@ def load_document(path: Path, env: Mapping[str, str] | None = None) -> Document:
         elif doc is not None:
             docs.append(doc)
     if not docs:
-        raise SourceError(problems)
+        return None, problems
     doc = docs[0]
     for other in docs[1:]:
         doc = merge(doc, other)
     problems += interpolate(doc, os.environ if env is None else env)
-    if problems:
+    return (doc if len(docs) == len(files) else None), problems  # without a file, another lab
+
+
+def unread(problems: Iterable[Problem]) -> PathSet:
+    """Where a Document read with these problems may hold other than what was written: a duplicate key's
+    second value is dropped, a value of a refused tag or alias is null, an unset variable is empty, and
+    a mapping with a bad merge key `<<` lacks what it would have merged."""
+    return PathSet(p.path[:p.path.index("<<")] if "<<" in p.path else p.path for p in problems)
+
+
+def load_document(path: Path, env: Mapping[str, str] | None = None) -> Document:
+    """Read lab.yaml, merge its override file if present, then interpolate the environment; raise
+    SourceError with every problem of them."""
+    doc, problems = read_documents(lab_files(path), env)
+    if problems or doc is None:
         raise SourceError(problems)
     return doc
-

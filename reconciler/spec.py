@@ -5,22 +5,26 @@ string form here, so that the rest of the program compares like with like.
 
 Loading checks in three passes, and reports all three together:
 1. types: each network, profile, container and haproxy entry is validated on its own, so one
-   bad entry hides nothing of the others;
-2. values: names, keys, paths, proxy addresses, bridge addresses, `source:` files of the
-   entries that passed 1;
-3. cross-references among the entries that passed 1, never calling "unknown" a name that is
-   declared but invalid (its own errors are already reported).
+   bad entry hides nothing of the others; in an entry that fails, each part that failed is left
+   out or stood in for (`_salvage`), so that one bad field hides nothing of its siblings;
+2. values: names, keys, paths, proxy addresses, bridge addresses, `source:` files of every entry;
+3. cross-references, never calling "unknown" a name that is declared but invalid (its own errors
+   are already reported).
+Passes 2 and 3 never judge a part that failed pass 1, nor what depends on it (Declared.failed).
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import difflib
+import functools
+import itertools
 import re
 import stat
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -47,10 +51,22 @@ from .provision import (
     SERVICE_NAME,
     FileSpec,
     ServiceSpec,
+    contents_problem,
     validate_path,
     validate_service_name,
 )
-from .source import Document, Problem, SourceError, as_written, load_document
+from .source import (
+    NO_PATHS,
+    Document,
+    PathSet,
+    Problem,
+    SourceError,
+    as_written,
+    field_path,
+    lab_files,
+    read_documents,
+    unread,
+)
 
 # The image servers `remote:alias` may name, as the lxc client knows them.
 REMOTES = {"images": "https://images.linuxcontainers.org",
@@ -366,19 +382,22 @@ class Found(NamedTuple):
 
 @dataclass(frozen=True)
 class Declared:
-    """Every name lab.yaml declares, valid or not; None where a section could not be read."""
+    """Every name lab.yaml declares, valid or not (None where a section could not be read), and the
+    parts of entries that failed pass 1 (left out, or stood in for: see `_salvage`)."""
 
     networks: frozenset[str] | None
     profiles: frozenset[str] | None
     containers: frozenset[str] | None
     acls: frozenset[str] | None = None
+    haproxy: frozenset[str] | None = None
+    failed: PathSet = NO_PATHS
 
     def broken_profiles(self, lab: Lab) -> frozenset[str]:
-        """Declared profiles that failed validation: their devices are unknown."""
-        return (self.profiles or frozenset()) - set(lab.profiles)
+        """Declared profiles whose devices are unknown: they failed validation, or some of their devices did."""
+        return (self.profiles or frozenset()) - {p for p in lab.profiles if not self.failed.within(("profiles", p, "devices"))}
 
 
-# --- Pass 2: names and values of the valid entries ------------------------------------------
+# --- Pass 2: names and values of every entry (what failed pass 1 left out) ------------------------
 
 def _name_problems(data: Mapping) -> list[Found]:
     """Names LXD would refuse, at the key itself (of every entry, valid or not)."""
@@ -490,7 +509,7 @@ def _acl_key_problems(where: tuple, settings: Mapping[str, str]) -> list[Found]:
                   and settings[key] not in network_acl.ACTIONS]
 
 
-def _acl_problems(name: str, acl: NetworkAcl) -> list[Found]:
+def _acl_problems(name: str, acl: NetworkAcl, failed: PathSet) -> list[Found]:
     """What LXD would refuse in an ACL's rules, at the field of the rule it is about."""
     out = []
     for direction in ("ingress", "egress"):
@@ -499,6 +518,8 @@ def _acl_problems(name: str, acl: NetworkAcl) -> list[Found]:
         unnamed = "destination" if direction == "ingress" else "source"
         for i, rule in enumerate(getattr(acl, direction)):
             where = ("acls", name, direction, i)
+            if failed.at(where):
+                continue  # a stand-in: its own problems are reported, and it is nobody's duplicate
             out += [Found(where + (key,), message) for key, message in network_acl.rule_problems(rule)]
             out += [Found(where + (key,), f"{item!r}: an ACL name or @internal/@external goes in the"
                           f" {'source' if direction == 'ingress' else 'destination'} of {direction} rules only")
@@ -510,7 +531,7 @@ def _acl_problems(name: str, acl: NetworkAcl) -> list[Found]:
     return out
 
 
-def _container_problems(name: str, container: Container, folder: Path) -> list[Found]:
+def _container_problems(name: str, container: Container, folder: Path, failed: PathSet) -> list[Found]:
     where = ("containers", name)
     out = _config_problems(where + ("config",), container.config, CONTAINER_BOOLS)
     out += _device_problems(where + ("devices",), container.devices)
@@ -518,6 +539,9 @@ def _container_problems(name: str, container: Container, folder: Path) -> list[F
         problem = validate_path(path)
         if problem:
             out.append(Found(where + ("files", path), f"path {path!r} {problem}", True))
+        problem = None if failed.within(where + ("files", path)) else contents_problem(spec)
+        if problem:
+            out.append(Found(where + ("files", path), problem))
         if spec.source is not None:
             problem = source_problem(folder, spec.source)
             if problem:
@@ -560,7 +584,7 @@ def read_source(folder: Path, source: str) -> bytes:
     return (folder / source).resolve(strict=True).read_bytes()
 
 
-def _value_problems(lab: Lab, folder: Path) -> list[Found]:
+def _value_problems(lab: Lab, folder: Path, failed: PathSet) -> list[Found]:
     out: list[Found] = []
     for name, network in lab.networks.items():
         out += _network_problems(name, network)
@@ -568,17 +592,17 @@ def _value_problems(lab: Lab, folder: Path) -> list[Found]:
         out += _config_problems(("profiles", name, "config"), profile.config)
         out += _device_problems(("profiles", name, "devices"), profile.devices)
     for name, container in lab.containers.items():
-        out += _container_problems(name, container, folder)
+        out += _container_problems(name, container, folder, failed)
     for name, acl in lab.acls.items():
-        out += _acl_problems(name, acl)
-    return out + _owned_project_problems(lab)
+        out += _acl_problems(name, acl, failed)
+    return out + _owned_project_problems(lab, failed)
 
 
-def _owned_project_problems(lab: Lab) -> list[Found]:
+def _owned_project_problems(lab: Lab, failed: PathSet) -> list[Found]:
     if lab.project is None:
         return []
     out = []
-    if lab.lxd.project == "default":
+    if lab.lxd.project == "default" and not failed.at(("lxd", "project")):
         out.append(Found(("project",), "the default project is LXD's own: name the lab's project in lxd.project",
                          True))
     out += _config_problems(("project", "config"), lab.project.config)
@@ -592,29 +616,37 @@ def _owned_project_problems(lab: Lab) -> list[Found]:
 
 # --- Pass 3: cross-references -------------------------------------------------------------------
 
-def _reference_problems(lab: Lab, declared: Declared, existing_known: bool) -> list[Found]:
-    out = (_template_problems(lab, declared) + _watch_problems(lab) + _after_problems(lab) + _rename_problems(lab)
-           + _proxy_listen_clashes(lab, declared) + _lab_subnet_overlaps(lab))
-    if existing_known:
-        out += (_profile_refs(lab, declared) + _network_refs(lab, declared) + _root_disks(lab, declared)
-                + _existing_overlaps(lab, declared) + _acl_refs(lab, declared))
+def _reference_problems(lab: Lab, valid: Lab, declared: Declared) -> list[Found]:
+    """Pass 3 over every entry, `lab` (what failed pass 1 left out or stood in for, and nothing judged that
+    depends on it), but the PROXY protocol pairs over `valid` entries only: a pair joins two entries'
+    settings, and a stand-in for either would make one up."""
+    out = (_template_problems(lab, declared) + _watch_problems(lab, declared) + _after_problems(lab, declared)
+           + _rename_problems(lab, declared) + _proxy_listen_clashes(lab, declared) + _lab_subnet_overlaps(lab))
+    out += (_profile_refs(lab, declared) + _network_refs(lab, declared) + _root_disks(lab, declared)
+            + _existing_overlaps(lab, declared) + _acl_refs(lab, declared))
     out += _adopt_refs(lab, declared)
     if declared.containers is not None:
-        out += _haproxy_refs(lab, declared.containers) + _proxy_protocol_pairs(lab, declared)
+        out += _haproxy_refs(lab, declared) + _proxy_protocol_pairs(valid, declared)
     return out
 
 
 # --- Network ACLs: who names them ---------------------------------------------------------------
 
+def _existing_known(declared: Declared, table: str) -> bool:
+    """Whether `existing.TABLE` passed pass 1 (else it is the default's, not lab.yaml's)."""
+    return not declared.failed.at(("existing", table))
+
+
 def _acl_refs(lab: Lab, declared: Declared) -> list[Found]:
-    if declared.acls is None:
-        return []
+    out = _nic_acl_problems(lab) if _existing_known(declared, "networks") else []
+    if declared.acls is None or not _existing_known(declared, "acls"):
+        return out
     known = declared.acls | set(lab.existing.acls)
-    out = [Found(where + ("security.acls",), f"unknown network ACL {name!r}{_suggest(name, known)}"
-                 " (declare it under acls:, or list it under existing.acls)")
-           for where, settings in _acl_users(lab) for name in network_acl.acl_names(settings.get("security.acls"))
-           if name not in known and re.fullmatch(ACL_NAME, name)]
-    return out + _nic_acl_problems(lab) + _acl_subject_problems(lab, known)
+    out += [Found(where + ("security.acls",), f"unknown network ACL {name!r}{_suggest(name, known)}"
+                  " (declare it under acls:, or list it under existing.acls)")
+            for where, settings in _acl_users(lab) for name in network_acl.acl_names(settings.get("security.acls"))
+            if name not in known and re.fullmatch(ACL_NAME, name)]
+    return out + _acl_subject_problems(lab, known)
 
 
 def _acl_users(lab: Lab):
@@ -734,22 +766,24 @@ def proxied_frontends(lab: Lab, cname: str) -> dict[str, list[str]]:
     return out
 
 
-def _watch_problems(lab: Lab) -> list[Found]:
+def _watch_problems(lab: Lab, declared: Declared) -> list[Found]:
     return [Found(("containers", cname, "services", sname, "watches", i),
                   f"{watched} is not one of this container's files{_suggest(watched, c.files)}")
-            for cname, c in lab.containers.items() for sname, service in c.services.items()
+            for cname, c in lab.containers.items() if not declared.failed.at(("containers", cname, "files"))
+            for sname, service in c.services.items()
             for i, watched in enumerate(service.watches) if watched not in c.files and not validate_path(watched)]
 
 
-def _after_problems(lab: Lab) -> list[Found]:
+def _after_problems(lab: Lab, declared: Declared) -> list[Found]:
     """A service waits only for services of its own container."""
     return [Found(("containers", cname, "services", sname, "after", i),
                   f"{other!r} is not one of this container's services{_suggest(other, c.services)}")
-            for cname, c in lab.containers.items() for sname, service in c.services.items()
+            for cname, c in lab.containers.items() if not declared.failed.at(("containers", cname, "services"))
+            for sname, service in c.services.items()
             for i, other in enumerate(service.after) if other not in c.services or other == sname]
 
 
-def _rename_problems(lab: Lab) -> list[Found]:
+def _rename_problems(lab: Lab, declared: Declared) -> list[Found]:
     out = []
     for cname, c in lab.containers.items():
         old = c.renamed_from
@@ -758,7 +792,7 @@ def _rename_problems(lab: Lab) -> list[Found]:
         where = ("containers", cname, "renamed_from")
         if not re.fullmatch(INSTANCE_NAME, old):
             out.append(Found(where, f"{old!r} is not a container name"))
-        elif old == cname or old in lab.containers:
+        elif old == cname or old in (declared.containers or lab.containers):
             out.append(Found(where, f"{old!r} is a container of this lab: renamed_from names the old name,"
                              " which lab.yaml no longer has"))
     return out
@@ -773,18 +807,21 @@ def _template_problems(lab: Lab, declared: Declared) -> list[Found]:
     from . import templates  # jinja2 only for labs with templates
     out = []
     for cname, c, path, text in templated:
-        known = templates.Known(declared.containers, frozenset(c.vars), frozenset(lab.haproxy))
+        own_vars = None if declared.failed.at(("containers", cname, "vars")) else frozenset(c.vars)
+        known = templates.Known(declared.containers, own_vars, declared.haproxy)
         out += [Found(("containers", cname, "files", path, "template"), p.message, line=p.line)
                 for p in templates.problems(text, known)]
     return out
 
 
 def _profile_refs(lab: Lab, declared: Declared) -> list[Found]:
-    if declared.profiles is None:
+    if declared.profiles is None or not _existing_known(declared, "profiles"):
         return []
     known = declared.profiles | set(lab.existing.profiles)
     out = []
     for cname, container in lab.containers.items():
+        if not _profiles_known(declared, cname):
+            continue
         for i, name in enumerate(container.profiles):
             if name not in known:
                 out.append(Found(("containers", cname, "profiles", i),
@@ -813,7 +850,7 @@ def _devices_everywhere(lab: Lab):
 
 
 def _network_refs(lab: Lab, declared: Declared) -> list[Found]:
-    if declared.networks is None:
+    if declared.networks is None or not _existing_known(declared, "networks"):
         return []
     known = declared.networks | set(lab.existing.networks)
     out = []
@@ -845,7 +882,7 @@ def _existing_overlaps(lab: Lab, declared: Declared) -> list[Found]:
                                    ("networks", declared.networks, lab.existing.networks),
                                    ("acls", declared.acls, lab.existing.acls)):
         implicit = table == "profiles" and table not in lab.existing.model_fields_set
-        for name in sorted((names or set()) & set(existing)):
+        for name in sorted((names or set()) & set(existing) if _existing_known(declared, table) else ()):
             if implicit and name == "default" and lab.project is not None:
                 continue  # an owned project's default profile is the lab's to declare
             where = "existing.profiles, which is [default] unless written" if implicit else f"existing.{table}"
@@ -862,13 +899,18 @@ def _complete(lab: Lab, declared: Declared, container: Container) -> bool:
     return not set(container.profiles) & declared.broken_profiles(lab)
 
 
+def _profiles_known(declared: Declared, cname: str) -> bool:
+    """Whether a container's list of profiles passed pass 1 (else the list is the default's, not lab.yaml's)."""
+    return not declared.failed.at(("containers", cname, "profiles"))
+
+
 def _proxy_listen_clashes(lab: Lab, declared: Declared) -> list[Found]:
     """Two proxy devices on one port (LXD checks this only when the second one starts).  Port ranges
     are intervals, so the check stays O(n log n) in listeners whatever ranges and counts it is fed."""
     seen = _Listeners()
     out = []
     for cname, container in lab.containers.items():
-        if not _complete(lab, declared, container):
+        if not (_complete(lab, declared, container) and _profiles_known(declared, cname)):
             continue
         for dname, device in expanded_devices(lab, container).items():
             listen = device.get("listen", "")
@@ -876,7 +918,7 @@ def _proxy_listen_clashes(lab: Lab, declared: Declared) -> list[Found]:
             if device.get("type") != "proxy" or parsed is None or values.proxy_address_problem(listen):
                 continue  # pass 2 reports a bad address
             proto, address, ports = parsed
-            clash = seen.add(proto, address, values.port_span(ports), f"containers.{cname}.devices.{dname}")
+            clash = seen.add(proto, address, values.port_span(ports), field_path(("containers", cname, "devices", dname)))
             if clash:
                 out.append(Found(_device_path(lab, container, cname, dname) + ("listen",),
                                  f"{listen} clashes with the listen address of {clash}"))
@@ -940,18 +982,23 @@ def _device_path(lab: Lab, container: Container, cname: str, dname: str) -> tupl
 
 
 def _root_disks(lab: Lab, declared: Declared) -> list[Found]:
+    if not _existing_known(declared, "profiles"):
+        return []
     out = []
     for cname, container in lab.containers.items():
         if any(p in lab.existing.profiles for p in container.profiles) or not _complete(lab, declared, container):
             continue  # an existing profile may carry it (checked against live state in the plan)
+        if not _profiles_known(declared, cname) or declared.failed.within(("containers", cname, "devices")):
+            continue  # a device that failed may be the root disk
         if declared.profiles is not None and not has_root_disk(expanded_devices(lab, container)):
             out.append(Found(("containers", cname, "profiles"),
                              "no root disk: none of these profiles, nor the container, has a disk with path /"))
     return out
 
 
-def _haproxy_refs(lab: Lab, containers: frozenset[str]) -> list[Found]:
-    found = haproxy_spec.validate_haproxy(dict(lab.haproxy), set(containers))
+def _haproxy_refs(lab: Lab, declared: Declared) -> list[Found]:
+    found = haproxy_spec.validate_haproxy(dict(lab.haproxy), set(declared.containers or ()),
+                                          declared.failed.under(("haproxy",)), haproxy_spec.HintBudget(COMPARED))
     return [Found(("haproxy", *loc), message) for loc, message in found]
 
 
@@ -1047,17 +1094,18 @@ def _problem(doc: Document, path: tuple, message: str, at_key: bool = False, lin
     place = doc.locate_line(path, line) if line else None
     if line and place is None:
         message = f"template line {line}: {message}"
-    return Problem(place or doc.locate(path, at_key), path, _printable(message))  # the path: escaped by dotted()
+    return Problem(place or doc.locate(path, at_key), path, _printable(message))  # the path: escaped by field_path()
 
 
 def _printable(text: str) -> str:
     return values.UNSAFE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-def _pydantic_problems(doc: Document, err: ValidationError, prefix: tuple, model: type[BaseModel]) -> list[Problem]:
+def _pydantic_problems(doc: Document, errors: list[Any], prefix: tuple, model: type[BaseModel]) -> list[Problem]:
+    """Pydantic's errors (a ValidationError's errors(), which it builds anew at each call) as Problems."""
     problems: list[Problem] = []
-    losing = _losing_branches(err.errors())
-    for item in err.errors():
+    losing = _losing_branches(errors)
+    for item in errors:
         if item in losing:
             continue
         path = _data_path(doc.data, prefix + tuple(item["loc"]))
@@ -1074,6 +1122,7 @@ def _pydantic_problems(doc: Document, err: ValidationError, prefix: tuple, model
 
 
 HINTED = 200  # problems that get a "did you mean": bounded time whatever the file
+COMPARED = 100_000  # names the "did you mean" of unknown containers may compare, per pass
 
 
 def _unknown_field_hint(model: type[BaseModel], prefix: tuple, path: tuple) -> str:
@@ -1130,17 +1179,65 @@ def _data_path(data: Any, loc: tuple) -> tuple:
 
 Entries = dict[str, dict[str, Any]]  # table -> name -> model
 
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+MAX_NAMED = 100_000  # (host, container) pairs files are read for: a hint, in bounded time and memory
 
-def _validate_entries(doc: Document, data: Mapping) -> tuple[Entries, Entries, list[Problem]]:
+
+def _hosts_served(data: Mapping, containers: set[str]) -> haproxy_spec.Serving:
+    """Who serves a host name, as lab.yaml (as read) says: the containers its routes lead to, else those
+    whose files name it.  For the hint of a server written as a host name; worked out when first asked."""
+    @functools.cache
+    def tables() -> tuple[dict[str, haproxy_spec.Served], dict[str, list[str]]]:
+        return haproxy_spec.routed_hosts(data.get("haproxy"), containers), _hosts_in_files(data.get("containers"))
+
+    def serving(host: str) -> haproxy_spec.Served | None:
+        routed, named = tables()
+        found = routed.get(host.lower())
+        if found is None and named.get(host.lower()):
+            found = haproxy_spec.Served(tuple(named[host.lower()]))
+        return found
+    return serving
+
+
+def _hosts_in_files(containers: Any) -> dict[str, list[str]]:
+    """host name (lowercase) -> the containers whose files' content or template names it (the first
+    MAX_NAMED pairs); a text repeated by YAML aliases is read once."""
+    hosts_of: dict[int, set[str]] = {}
+    out: dict[str, dict[str, None]] = {}
+    pairs = 0
+    for cname, text in _file_texts(containers):
+        if id(text) not in hosts_of:
+            hosts_of[id(text)] = {m.group().lower() for m in itertools.islice(HOST_NAME.finditer(text), MAX_NAMED)}
+        for host in itertools.islice(hosts_of[id(text)], MAX_NAMED - pairs):
+            out.setdefault(host, {})[cname] = None
+            pairs += 1
+        if pairs >= MAX_NAMED:
+            break
+    return {host: list(names) for host, names in out.items()}
+
+
+def _file_texts(containers: Any) -> Iterable[tuple[str, str]]:
+    """(container, text) of each file's content or template, in lab.yaml as read (not yet validated)."""
+    for cname, container in containers.items() if isinstance(containers, dict) else ():
+        files = container.get("files") if isinstance(container, dict) else None
+        for spec in files.values() if isinstance(files, dict) else ():
+            for text in (spec.get("content"), spec.get("template")) if isinstance(spec, dict) else ():
+                if isinstance(text, str):
+                    yield str(cname), text
+
+
+def _validate_entries(doc: Document, data: Mapping) -> tuple[Entries, Entries, PathSet, list[Problem]]:
     """Pass 1: each entry of each table on its own.
 
-    Returns the valid entries, the invalid ones salvaged (what failed left out, for pass 2 only),
+    Returns the valid entries, the invalid ones salvaged (`_salvage`), the parts that failed in them,
     and every problem of the invalid ones.
     """
     containers = data.get("containers")
-    context = {"containers": {str(k) for k in containers} if isinstance(containers, dict) else set()}
+    names = {str(k) for k in containers} if isinstance(containers, dict) else set()
+    context = {"containers": names, "serving": _hosts_served(data, names), "hints": haproxy_spec.HintBudget(COMPARED)}
     valid: Entries = {table: {} for table in TABLES}
     salvaged: Entries = {table: {} for table in TABLES}
+    failed: set[tuple] = set()
     problems: list[Problem] = []
     for table, model in TABLES.items():
         entries = data.get(table)
@@ -1148,82 +1245,198 @@ def _validate_entries(doc: Document, data: Mapping) -> tuple[Entries, Entries, l
             try:
                 valid[table][str(name)] = model.model_validate(entry, context=context)
             except ValidationError as err:
-                problems += _pydantic_problems(doc, err, (table, name), model)
-                rest = _salvage(model, entry, err, context)
-                if rest is not None:
-                    salvaged[table][str(name)] = rest
-    return valid, salvaged, problems
+                errors = err.errors()
+                problems += _pydantic_problems(doc, errors, (table, name), model)
+                salvage = _salvage(model, entry, errors, context, (table, str(name)))
+                if salvage is not None:
+                    salvaged[table][str(name)] = salvage.model
+                    failed |= salvage.failed
+    return valid, salvaged, PathSet(failed), problems
 
 
-PLACEHOLDERS = {"image": "invalid"}  # a required field that failed, for a salvaged entry
+# A part of an entry (or of the top level) that fails pass 1 is left out, or stood in for where its
+# place must stay, so that pass 2 and 3 check all the rest.  A pattern's step "*" is any key or index,
+# a tuple any of its keys.
+#
+# Parts whose fields are judged together (a device's keys, an ACL rule's, an access rule's): when
+# anything inside one fails, the whole part fails, so that no check sees it half there.
+WHOLE_PARTS: tuple[tuple, ...] = (
+    ("*", "*", "devices", "*"),
+    ("acls", "*", ("ingress", "egress"), "*"),
+    ("haproxy", "*", "frontends", "*", ("access", "routes"), "*"),
+    ("haproxy", "*", "backends", "*", "servers", "*"),
+    ("haproxy", "*", "frontends", "*", "tls"),
+    ("haproxy", "*", "conditions", "*"),
+    ("haproxy", "*", "stats"),
+)
+# Valid, harmless values that stand in for a failed part whose place must stay: the entry keeps its
+# names (a file's path, a config key, a backend's name) and its lists their indexes, for the checks of
+# everything else.  A failed part without one is left out: a field then has its default.
+STAND_INS: tuple[tuple[tuple, Any], ...] = (
+    (("lab",), "invalid"),
+    (("project", "config", "*"), "invalid"),
+    (("containers", "*", "image"), "invalid"),
+    (("*", "*", ("config", "vars"), "*"), "invalid"),
+    (("*", "*", "devices", "*"), {"type": "none"}),
+    (("containers", "*", "files", "*"), {"type": "directory"}),
+    (("containers", "*", "services", "*"), {}),
+    (("acls", "*", ("ingress", "egress"), "*"), {"action": "allow"}),
+    (("haproxy", "*", "frontends", "*"), {"bind": ":1"}),
+    (("haproxy", "*", "frontends", "*", "bind"), ":1"),
+    (("haproxy", "*", "frontends", "*", "access", "*"), {"action": "deny"}),
+    (("haproxy", "*", "frontends", "*", "routes", "*"), {"host": "invalid", "backend": "invalid"}),
+    (("haproxy", "*", "backends", "*"), {}),
+    (("haproxy", "*", "backends", "*", "servers", "*"), {"container": "invalid"}),
+    (("haproxy", "*", "conditions", "*"), {"method": "GET"}),
+)
+SALVAGE_ROUNDS = 8  # each round replaces what failed: a part, then what held it (nesting is shallow)
 
 
-def _salvage(model: type[BaseModel], entry: Any, err: ValidationError, context: dict) -> BaseModel | None:
-    """The entry without the fields (or mapping items) that failed, so that pass 2 can check the rest.
+class Salvaged(NamedTuple):
+    """An entry that failed pass 1, without what failed in it."""
 
-    Never used for cross-references: a default standing in for a failed field is no fact.
+    model: BaseModel
+    failed: frozenset[tuple]  # the parts left out or stood in for, from the top of the document
+
+
+def _salvage(model: type[BaseModel], entry: Any, errors: list[Any], context: dict,
+             where: tuple) -> Salvaged | None:
+    """The entry (at `where`) with each part that failed left out or stood in for, and those parts.
+
+    Checks never judge a failed part, nor what depends on it (Declared.failed says which): a stand-in
+    or a default is no fact.  None when the entry itself failed (not a mapping, say).
     """
     if not isinstance(entry, dict):
         return None
-    rest = {k: dict(v) if isinstance(v, dict) else v for k, v in entry.items()}
-    for loc in (e["loc"] for e in err.errors()):
-        if not loc or loc[0] not in rest:
-            continue
-        field = rest[loc[0]]
-        if len(loc) > 1 and isinstance(field, dict) and loc[1] in field:
-            del field[loc[1]]  # one bad file, service or device: keep the others
-        else:
-            del rest[loc[0]]
-    for key, placeholder in PLACEHOLDERS.items():
-        if key in model.model_fields and key not in rest:
-            rest[key] = placeholder
-    try:
-        return model.model_validate(rest, context=context)
-    except ValidationError:
-        return None
+    rest, copied, failed = dict(entry), set[int](), set[tuple]()
+    for _ in range(SALVAGE_ROUNDS):
+        found = [_failed_part(rest, where, _data_path(rest, tuple(e["loc"]))) for e in errors]
+        parts = {part for part in found if part is not None}
+        if len(parts) < len(set(found)) or not parts - failed:
+            return None  # the entry itself failed, or a stand-in did
+        for part in sorted(parts, key=len):  # a part inside another one replaced is gone with it
+            if not any(part[:end] in failed for end in range(len(part))):
+                _replace(rest, part[len(where):], _stand_in(part), copied)
+                failed.add(part)
+        try:
+            return Salvaged(model.model_validate(rest, context=context), frozenset(failed))
+        except ValidationError as again:
+            errors = again.errors()
+    return None
 
 
-def _validate_shell(doc: Document, data: Mapping) -> tuple[Lab, set[str], list[Problem]]:
-    """The top level without the tables' entries; on errors, a Lab of what did validate.
+def _matches(path: tuple, pattern: tuple) -> bool:
+    return len(path) == len(pattern) and all(
+        step == "*" or part == step or (isinstance(step, tuple) and part in step) for part, step in zip(path, pattern))
 
-    Returns the Lab, the top-level keys that failed (their names cannot be trusted), the problems.
+
+def _by_length(table: Iterable[Any], pattern: Callable[[Any], tuple]) -> dict[int, list[Any]]:
+    """A table of patterns by their length: a path is matched against those of its own length only."""
+    out: dict[int, list[Any]] = {}
+    for row in table:
+        out.setdefault(len(pattern(row)), []).append(row)
+    return out
+
+
+_WHOLE_PARTS = _by_length(WHOLE_PARTS, lambda pattern: pattern)
+_STAND_INS = _by_length(STAND_INS, lambda row: row[0])
+
+
+def _failed_part(entry: dict, where: tuple, path: tuple) -> tuple | None:
+    """What fails with an error at `path` in the entry: the whole part holding it, or else the deepest
+    mapping item (a field, a file, a config key) on its way that is written."""
+    node: Any = entry
+    deepest = None
+    for end, step in enumerate(path, start=1):
+        if isinstance(node, dict) and step in node:
+            deepest = where + path[:end]
+        elif not (isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)):
+            break
+        if any(_matches(where + path[:end], pattern) for pattern in _WHOLE_PARTS.get(len(where) + end, ())):
+            return where + path[:end]
+        node = node[step]
+    return deepest
+
+
+_LEAVE_OUT = object()
+
+
+def _stand_in(part: tuple) -> Any:
+    stand_ins = _STAND_INS.get(len(part), ())
+    return next((copy.deepcopy(value) for pattern, value in stand_ins if _matches(part, pattern)), _LEAVE_OUT)
+
+
+def _replace(entry: dict, path: tuple, value: Any, copied: set[int]) -> None:
+    """Put `value` at `path` in the entry (or delete it: _LEAVE_OUT), copying what holds it first: the
+    document's data is never changed, and a value repeated by YAML aliases is changed at one place."""
+    node: Any = entry
+    for step in path[:-1]:
+        child = node[step]
+        if id(child) not in copied:
+            child = dict(child) if isinstance(child, dict) else list(child)
+            node[step] = child
+            copied.add(id(child))
+        node = child
+    if value is _LEAVE_OUT:
+        if isinstance(node, dict):
+            del node[path[-1]]
+    else:
+        node[path[-1]] = value
+
+
+def _validate_shell(doc: Document, data: Mapping) -> tuple[Lab, PathSet, list[Problem]]:
+    """The top level without the tables' entries; on errors, a Lab of what did validate (`_salvage`).
+
+    Returns the Lab, the parts that failed (their values and names cannot be trusted), the problems.
     """
     shell = {k: ({} if k in TABLES and isinstance(v, dict) else v) for k, v in data.items()}
     try:
-        return Lab.model_validate(shell), set(), []
+        return Lab.model_validate(shell), NO_PATHS, []
     except ValidationError as err:
-        broken = {str(e["loc"][0]) for e in err.errors() if e["loc"]}
-        kept = {k: v for k, v in shell.items() if k not in broken}
-        kept.setdefault("lab", "invalid")
-        return Lab.model_validate(kept), broken, _pydantic_problems(doc, err, (), Lab)
+        errors = err.errors()
+        problems = _pydantic_problems(doc, errors, (), Lab)
+        salvage = _salvage(Lab, shell, errors, {}, ())
+        if salvage is None:  # never seen: every key then counts as failed
+            return Lab.model_validate({"lab": "invalid"}), PathSet((k,) for k in shell), problems
+        return typing.cast(Lab, salvage.model), PathSet(salvage.failed), problems
 
 
-def _names(data: Mapping, table: str, broken: set[str]) -> frozenset[str] | None:
+def _names(data: Mapping, table: str, failed: PathSet) -> frozenset[str] | None:
     entries = data.get(table, {})
-    return frozenset(map(str, entries)) if isinstance(entries, dict) and table not in broken else None
+    return frozenset(map(str, entries)) if isinstance(entries, dict) and not failed.at((table,)) else None
 
 
 def check_lab(doc: Document, folder: Path) -> tuple[Lab, list[Problem]]:
     """Every problem of the document (all three passes), and the Lab of its valid entries."""
     data = without_extensions(doc.data)
-    valid, salvaged, problems = _validate_entries(doc, data)
-    shell, broken, shell_problems = _validate_shell(doc, data)
+    valid, salvaged, failed_entries, problems = _validate_entries(doc, data)
+    shell, failed_shell, shell_problems = _validate_shell(doc, data)
+    failed = PathSet(failed_entries.paths | failed_shell.paths)
     lab = shell.model_copy(update=valid)
     everything = shell.model_copy(update={table: valid[table] | salvaged[table] for table in TABLES})
-    declared = Declared(*(_names(data, table, broken) for table in ("networks", "profiles", "containers", "acls")))
-    found = _name_problems(data) + _value_problems(everything, folder)
-    found += _reference_problems(lab, declared, existing_known="existing" not in broken)
+    declared = Declared(**{table: _names(data, table, failed) for table in TABLES}, failed=failed)
+    found = _name_problems(data) + _value_problems(everything, folder, failed)
+    found += _reference_problems(everything, lab, declared)
+    # What is said about a failed part (a stand-in's own values) is no fact; a bad name (a key) is.
+    found = [f for f in found if f.at_key or not failed.at(f.path)]
     return lab, shell_problems + problems + [_problem(doc, *f) for f in found]
 
 
-def load_lab(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[Lab, Document]:
-    """Load and validate lab.yaml (and its override); raise SourceError with every problem.
+def load_lab(path: str | Path, env: Mapping[str, str] | None = None,
+             override: str | Path | None = None) -> tuple[Lab, Document]:
+    """Load and validate lab.yaml and its override (lab.override.yaml beside it, or `override` instead);
+    raise SourceError with every problem.
 
-    `source:` files are read relative to the lab file's folder, as plan and apply read them.
+    A problem in reading (a duplicate key, an unset variable) stops nothing but the checks of the value
+    it is about.  `source:` files are read relative to the lab file's folder, as plan and apply read them.
     """
     path = Path(path)
-    doc = load_document(path, env)
-    lab, problems = check_lab(doc, path.resolve().parent)
+    doc, loaded = read_documents([path, Path(override)] if override else lab_files(path), env)
+    if doc is None:
+        raise SourceError(loaded)
+    lab, checked = check_lab(doc, path.resolve().parent)
+    unreliable = unread(loaded)  # a value not read as written: what the checks say of it is no news
+    problems = loaded + [p for p in checked if not unreliable.at(p.path)]
     if problems:
         raise SourceError(problems)
     return lab, doc

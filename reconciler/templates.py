@@ -207,8 +207,8 @@ class Known:
     """What a template may name in one container's file."""
 
     containers: frozenset[str] | None  # None: not known (containers: had problems of its own)
-    vars: frozenset[str]
-    haproxy: frozenset[str]
+    vars: frozenset[str] | None  # None: not known (the container's vars: had problems of their own)
+    haproxy: frozenset[str] | None
 
 
 def problems(text: str, known: Known) -> list[TemplateProblem]:
@@ -232,7 +232,7 @@ def _use_problem(use: Use, known: Known) -> str | None:
     shown = ".".join((use.root,) + use.chain)
     if use.chain and use.chain[0] in MAPPING_METHODS:
         return None  # vars.items(), containers.values(), ...
-    if use.root == "vars" and use.chain and use.chain[0] not in known.vars:
+    if use.root == "vars" and use.chain and known.vars is not None and use.chain[0] not in known.vars:
         return (f"unknown template value {{{{ {shown} }}}}: this container has no vars.{use.chain[0]}"
                 f"{_suggest(use.chain[0], known.vars)}")
     if use.root in ("lab", "container") and use.chain and use.chain[0] not in FIELDS[use.root]:
@@ -245,7 +245,7 @@ def _use_problem(use: Use, known: Known) -> str | None:
         if len(use.chain) > 1 and use.chain[1] not in FIELDS["containers.*"]:
             return (f"unknown template value {{{{ {shown} }}}} (a container has "
                     f"{', '.join(FIELDS['containers.*'])})")
-    if use.root == "haproxy" and use.chain and use.chain[0] not in known.haproxy:
+    if use.root == "haproxy" and use.chain and known.haproxy is not None and use.chain[0] not in known.haproxy:
         return f"unknown template value {{{{ {shown} }}}}: no haproxy section for {use.chain[0]!r}" + \
             _suggest(use.chain[0], known.haproxy)
     return None

@@ -91,10 +91,10 @@ def test_a_restart_key_brought_by_a_profile_restarts_the_running_container():
     privileged = instance_kind.boot_settings({"security.privileged": "true"}, {})
     want = Resource(want.address, want.body, want.depends_on, meta={
         "boot": digest(privileged), "boot_settings": privileged,
-        "boot_sources": {"config.security.privileged": "profile priv"}})
+        "boot_sources": {'config["security.privileged"]': "profile priv"}})
     [change] = diff_states(state(want), state(live(instance())))
     assert change.actions == (Action.RESTART,)
-    assert "config.security.privileged (profile priv) take effect only after a restart" in change.reasons[0].text
+    assert 'config["security.privileged"] (profile priv) take effect only after a restart' in change.reasons[0].text
 
 
 def test_a_restart_that_never_happened_is_planned_again():

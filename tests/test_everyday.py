@@ -125,7 +125,7 @@ def test_a_restart_key_set_on_a_profile_takes_effect(lab):
     lab.write(PRIV.replace("@PRIV@", "true"))
     plan = lab.run("plan")
     assert "~ profile.priv will be updated in place" in plan.out
-    assert "<> instance.c1 will be restarted (config.security.privileged (profile priv)" in plan.out, plan.out
+    assert '<> instance.c1 will be restarted (config["security.privileged"] (profile priv)' in plan.out, plan.out
     applied(lab, PRIV.replace("@PRIV@", "true"))
     assert uid_map(lab) == "0"
     assert no_changes(lab)

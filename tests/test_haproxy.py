@@ -21,11 +21,13 @@ from pydantic import ValidationError
 from reconciler.haproxy import (
     HAProxy,
     MissingAddress,
+    Served,
     backend_for,
     container_hint,
     error_page_files,
     parse_bind,
     render_config,
+    routed_hosts,
     rsyslog_files,
     server_containers,
     support_dirs,
@@ -33,6 +35,8 @@ from reconciler.haproxy import (
     unknown_field_hint,
     validate_haproxy,
 )
+from reconciler.source import SourceError
+from reconciler.spec import load_lab
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 CONTAINERS = {"web1", "web2", "proxyha"}
@@ -589,6 +593,56 @@ def test_a_host_name_where_a_container_belongs_suggests_the_container():
     assert container_hint("web2.testdomain.com", CONTAINERS).startswith("; did you mean 'web2'?")
     assert container_hint("wbe1", CONTAINERS) == "; did you mean 'web1'?"
     assert container_hint("db", CONTAINERS) == ""
+
+
+def test_the_containers_a_host_is_routed_to_are_read_from_the_section_as_written():
+    data = guide()
+    data["backends"]["subdomain1"]["servers"][0]["container"] = "site1.testdomain.com"
+    data["backends"]["subdomain2"]["servers"].append("server x 10.0.0.1:80")  # not a mapping: passed over
+    assert routed_hosts({"proxyha": data}, CONTAINERS) == {
+        "site1.testdomain.com": Served(("web2",), ("subdomain1",)),
+        "site2.testdomain.com": Served(("web2", "web1"), ("subdomain2",))}
+    assert routed_hosts({"proxyha": {"frontends": [1], "backends": "x"}}, CONTAINERS) == {}
+
+
+LAB_WITH_HOSTS = """\
+lab: demo
+containers:
+  proxy: {image: x}
+  web1:
+    image: x
+    files: {/etc/apache2/sites-enabled/one.conf: {content: "<VirtualHost *:80>\\n  ServerName One.Example.org\\n"}}
+  web2: {image: x}
+  web3: {image: x}
+haproxy:
+  proxy:
+    frontends:
+      f:
+        bind: "*:80"
+        routes: [{host: site1.testdomain.com, backend: pool}]
+        default_backend: pool
+    backends:
+      pool: {servers: [{container: site1.testdomain.com}, {container: web2}, {container: web3}]}
+      other: {servers: [{container: one.example.org}, {container: www.example.org}]}
+"""
+
+
+def test_a_host_name_where_a_container_belongs_suggests_who_serves_it(tmp_path):
+    """The guide's mistake (a server named by its host): the containers that host's routes lead to, else
+    the containers whose files name it, in the hint; no guess when lab.yaml says nothing of the host."""
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB_WITH_HOSTS)
+    with pytest.raises(SourceError) as caught:
+        load_lab(path, {})
+    assert [str(p).removeprefix(f"{tmp_path}/") for p in caught.value.problems] == [
+        "lab.yaml:17:36: haproxy.proxy.backends.pool.servers[0].container: container 'site1.testdomain.com' is"
+        " not an LXD container name; did you mean 'web2' or 'web3'? (servers name lab containers, not host names;"
+        " lab.yaml routes site1.testdomain.com to backend 'pool', served by 'web2' and 'web3')",
+        "lab.yaml:18:37: haproxy.proxy.backends.other.servers[0].container: container 'one.example.org' is not an"
+        " LXD container name; did you mean 'web1'? (servers name lab containers, not host names; the files of"
+        " 'web1' name one.example.org)",
+        "lab.yaml:18:67: haproxy.proxy.backends.other.servers[1].container: container 'www.example.org' is not an"
+        " LXD container name"]
 
 
 @pytest.mark.parametrize("loc, words", [

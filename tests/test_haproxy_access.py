@@ -33,6 +33,8 @@ from reconciler.haproxy import (
     validate_haproxy,
 )
 from reconciler.logic import All, AnyOf, Atom, Not
+from reconciler.source import SourceError
+from reconciler.spec import load_lab
 
 A, B, C = Atom("a"), Atom("b"), Atom("c")
 
@@ -152,6 +154,9 @@ VALIDATION = [
      ("backends", "stats"), "the stats page is the proxy 'stats'"),
     ("stats-port-taken", lambda d: d.update(stats={"port": 80}), ("stats", "port"),
      "port 80 is already bound by frontend 'http_frontend'"),
+    ("status-with-allow", lambda d: d["frontends"]["http_frontend"]["access"].insert(
+        0, {"action": "allow", "if": "debug", "status": 403}), ("frontends", "http_frontend", "access", 0, "status"),
+     "`status` goes with action: deny (an allowed request is routed)"),
 ]
 
 
@@ -174,7 +179,6 @@ BAD = [
     ("bad-network", {"conditions": {"x": {"src": "10.0.0.300/8"}}}, "not an IPv4 or IPv6"),
     ("injected-network", {"conditions": {"x": {"src": "10.0.0.0/8 || TRUE"}}}, "whitespace"),
     ("bad-name", {"conditions": {"x y": {"method": "GET"}}}, "whitespace"),
-    ("status-with-allow", {"rule": {"action": "allow", "status": 403}}, "`status` goes with action: deny"),
     ("unknown-status", {"rule": {"action": "deny", "status": 418}}, "HAProxy cannot answer 418"),
     ("bad-shape", {"rule": {"action": "deny", "if": {"all": ["a"], "any": ["b"]}}}, "a condition's name, or one of"),
     ("empty-all", {"rule": {"action": "deny", "if": {"all": []}}}, "at least 1 item"),
@@ -190,6 +194,36 @@ def test_bad_conditions_and_rules_are_refused_by_the_models(change, words):
     with pytest.raises(ValidationError) as caught:
         HAProxy.model_validate(data)
     assert words in str(caught.value)
+
+
+def test_a_status_on_an_allow_rule_hides_no_unreachable_rule(tmp_path):
+    """The stray status is validation's to say (not the model's): the rule is still judged with the others."""
+    path = tmp_path / "lab.yaml"
+    path.write_text("""\
+lab: demo
+containers:
+  proxy: {image: x}
+  web1: {image: x}
+haproxy:
+  proxy:
+    conditions: {lan: {src: 10.203.7.0/24}}
+    frontends:
+      f:
+        bind: "*:80"
+        access:
+          - {action: allow, status: 403}
+          - {action: deny, if: lan}
+        default_backend: pool
+    backends:
+      pool: {servers: [{container: web1}]}
+""")
+    with pytest.raises(SourceError) as caught:
+        load_lab(path, {})
+    assert [str(p).removeprefix(f"{tmp_path}/") for p in caught.value.problems] == [
+        "lab.yaml:12:37: haproxy.proxy.frontends.f.access[0].status: `status` goes with action: deny (an allowed"
+        " request is routed)",
+        "lab.yaml:13:13: haproxy.proxy.frontends.f.access[1]: unreachable: access rule 0 above has no `if` and takes"
+        " every request (first match wins): move this one above it, or drop it"]
 
 
 @pytest.mark.parametrize("request_, decision", [

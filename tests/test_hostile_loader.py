@@ -34,6 +34,7 @@ from reconciler.source import MAX_BYTES, MAX_DEPTH, MAX_NODES, override_path
 MEMORY_LIMIT = 1 << 30  # RLIMIT_AS of each child
 TIMEOUT = 10.0
 LAB = "lab: demo\n"
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 Content = str | bytes | Callable[[Path], Path]
 
@@ -227,7 +228,7 @@ for case_id, text, fragment in [
     ("alias-to-mapping", LAB + "x-a: &m {b: 1}\n*m : 2\n", "3:1: (top level): a key must be a string, not a mapping"),
     ("empty", LAB + "? \n: 1\n", "a key cannot be empty"),
     ("null-word", LAB + "null: 1\n", "2:1: null: unknown field"),
-    ("tilde", LAB + "~: 1\n", "2:1: ~: unknown field"),
+    ("tilde", LAB + "~: 1\n", '2:1: ["~"]: unknown field'),
     ("yes", LAB + "yes: 1\n", "2:1: yes: unknown field"),
     ("on-in-container", CONTAINER + "    on: 1\n", "5:5: containers.a.on: unknown field"),
     ("true", LAB + "true: 1\n", "2:1: true: unknown field"),
@@ -241,14 +242,14 @@ for case_id, text, fragment in [
 # --- Merge keys ---------------------------------------------------------------------------------------
 
 for case_id, text, fragment in [
-    ("scalar", CONTAINER + "    <<: x\n", "5:9: containers.a.<<: `<<` (a merge key) takes a mapping or a list"),
+    ("scalar", CONTAINER + "    <<: x\n", '5:9: containers.a["<<"]: `<<` (a merge key) takes a mapping or a list'),
     ("alias-to-scalar", LAB + "x-s: &s x\ncontainers:\n  a: {image: x, <<: *s}\n", "`<<` (a merge key) takes"),
     ("null", CONTAINER + "    <<:\n", "`<<` (a merge key) takes"),
     ("list-with-scalar", LAB + "x-c: &c {image: x}\ncontainers:\n  a: {<<: [*c, oops]}\n",
-     "4:16: containers.a.<<[1]: `<<` merges mappings, and this is a scalar"),
+     '4:16: containers.a["<<"][1]: `<<` merges mappings, and this is a scalar'),
     ("list-with-list", LAB + "x-c: &c {image: x}\ncontainers:\n  a: {<<: [*c, [y]]}\n", "and this is a sequence"),
     ("two-merge-keys", LAB + "x-c: &c {image: x}\ncontainers:\n  a: {<<: *c, <<: *c}\n",
-     "containers.a.<<: duplicate key (first defined at line 4)"),
+     'containers.a["<<"]: duplicate key (first defined at line 4)'),
     ("explicit-duplicate-beside-merge", LAB + "x-c: &c {image: x}\ncontainers:\n  a: {<<: *c, image: y, image: z}\n",
      "containers.a.image: duplicate key (first defined at line 4)"),
     ("override-of-merged-key-is-used", LAB + "x-c: &c {image: x}\ncontainers:\n  a: {<<: *c, image: 'bad:img'}\n",
@@ -374,7 +375,8 @@ def run_case(item: Case, directory: Path) -> Outcome:
         path = directory / "lab.yaml"
         path.write_bytes(item.content if isinstance(item.content, bytes) else item.content.encode())
     out, err, rss = directory / "child.stdout", directory / "child.stderr", directory / "child.rss"
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": str(CHECKOUT)}  # this checkout's reconciler, whatever the environment has installed
     argv = [sys.executable, "-c", CHILD, "validate", "-f", str(path)]
     if GNU_TIME:
         argv = [GNU_TIME, "-f", "%M %U %S", "-o", str(rss), *argv]
@@ -435,6 +437,15 @@ CASES.append(
          '      h: {type: proxy, listen: "tcp:127.0.0.1:1-1024", connect: "tcp:127.0.0.1:80"}\ncontainers:\n'
          + "".join(f"  c{i}: {{image: x, profiles: [p]}}\n" for i in range(20_000)),
          "clashes with the listen address of"))
+# 5000 servers that are not lab containers, half of them host names, among 3000 containers: a "did you
+# mean" compares a name with every container's, so only so many are searched (it took 25 s when all were).
+CASES.append(
+    Case("unknown-servers-among-many-containers", "schema",
+         LAB + "containers:\n" + "".join(f"  c{i}: {{image: x}}\n" for i in range(3000))
+         + "haproxy:\n  c0:\n    frontends: {f: {bind: '*:80', default_backend: b}}\n    backends:\n      b:\n"
+         "        servers:\n" + "".join(f"          - {{container: x{i}.nowhere.org}}\n          - {{container: y{i}}}\n"
+                                     for i in range(2500)),
+         ("'x0.nowhere.org' is not an LXD container name", "'y0' is not a lab container")))
 
 
 @pytest.mark.parametrize("item", CASES, ids=[c.case_id for c in CASES])

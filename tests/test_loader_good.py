@@ -22,7 +22,7 @@ from reconciler.source import (
     SourceError,
     YamlFloat,
     YamlInt,
-    dotted,
+    field_path,
     load_document,
     merge,
     read_yaml,
@@ -60,10 +60,65 @@ def test_the_c_parser_is_used_when_pyyaml_has_it():
     assert source.PARSER is (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
 
 
-def test_the_repository_labs_load_with_either_parser(each_parser):
-    for path in [ROOT / "lab.yaml", *sorted((ROOT / "examples").glob("*.yaml"))]:
-        if ".override" not in path.name:
-            load_lab(path, {})
+# Each lab the repository ships: its name, containers (with what anchors and merge keys gave them),
+# networks, and the hosts its HAProxy routes.
+SHIPPED_LABS = {
+    "lab.yaml": ("haproxy-lab", {"web1": ("reconciler-debian", ["default", "macvlan"], ["apache2"], "SITE1"),
+                                 "web2": ("reconciler-debian", ["default", "macvlan"], ["apache2"], "SITE2"),
+                                 "proxyha": ("reconciler-debian", ["default", "macvlan"], [], None)},
+                 ["lan0"], ["site1.testdomain.com", "site2.testdomain.com"]),
+    "examples/cluster.yaml": ("guide-cluster", {"web1": ("reconciler-debian", ["default"], ["apache2"], "SITE1"),
+                                                "web2": ("reconciler-debian", ["default"], ["apache2"], "SITE2"),
+                                                "proxyha": ("reconciler-debian", ["default"], [], None)},
+                              [], ["site1.testdomain.com", "site2.testdomain.com"]),
+    "examples/rocky.yaml": ("rocky-guide", {
+        "web1": ("images:rockylinux/8", ["default", "macvlan"], ["httpd", "cronie", "dhcp-client"], "SITE1"),
+        "web2": ("images:rockylinux/8", ["default", "macvlan"], ["httpd", "cronie", "dhcp-client"], "SITE2"),
+        "proxyha": ("images:rockylinux/8", ["default", "macvlan"], ["cronie", "dhcp-client"], None)},
+        [], ["site1.testdomain.com", "site2.testdomain.com"]),
+    "examples/tls-routes.yaml": ("tls-routes", {"app1": ("reconciler-debian", ["default", "lan"], ["apache2"], "SITE1"),
+                                                "app2": ("reconciler-debian", ["default", "lan"], ["apache2"], "SITE2"),
+                                                "api1": ("reconciler-debian", ["default", "lan"], ["apache2"], "SITEAPI"),
+                                                "edge": ("reconciler-debian", ["default", "lan"], [], None)},
+                                 ["tlsbr0"], ["www.example.test"] * 4),
+}
+
+
+def test_the_repository_labs_load_with_either_parser_as_written(each_parser):
+    assert set(SHIPPED_LABS) == {"lab.yaml"} | {f"examples/{p.name}" for p in (ROOT / "examples").glob("*.yaml")
+                                               if ".override" not in p.name}
+    for name, (lab_name, containers, networks, hosts) in SHIPPED_LABS.items():
+        lab, _ = load_lab(ROOT / name, {})
+        assert lab.lab == lab_name and list(lab.networks) == networks, name
+        assert {c: (spec.image, spec.profiles, spec.packages, spec.vars.get("marker"))
+                for c, spec in lab.containers.items()} == containers, name
+        assert [r.host for spec in lab.haproxy.values() for f in spec.frontends.values() for r in f.routes] == hosts
+    guide, _ = load_lab(ROOT / "lab.yaml", {})
+    assert set(guide.containers["web1"].files) == {"/etc/network/interfaces", "/var/www/html/index.html"}
+    assert guide.networks["lan0"].config["ipv4.nat"] == "false"  # YAML's false, in LXD's form
+    assert guide.containers["proxyha"].services["apache2"].enabled is False
+
+
+# What each example override adds, merged onto the guide's lab (as validate --base lab.yaml does).
+OVERRIDES = {
+    "client-ip.override.yaml": lambda lab: lab.haproxy["proxyha"].frontends["http_frontend"].accept_proxy
+    and lab.containers["proxyha"].devices["http"]["proxy_protocol"] == "true",
+    "access-rules.override.yaml": lambda lab: [r.deny_status for r in lab.haproxy["proxyha"].frontends[
+        "http_frontend"].access] == [403, 401] and "api" in lab.haproxy["proxyha"].backends,
+    "pools.override.yaml": lambda lab: lab.haproxy["proxyha"].stats.port == 8404
+    and [s.weight for s in lab.haproxy["proxyha"].backends["subdomain1"].servers] == [3, 1],
+    "network-acls.override.yaml": lambda lab: lab.networks["lan0"].config["security.acls"] == "lan-web"
+    and [r.destination_port for r in lab.acls["lan-web"].ingress] == [["80"], None],
+    "lab.override.example.yaml": lambda lab: lab.networks == {}
+    and lab.profiles["macvlan"].devices["eth0"]["parent"] == "eno1",
+}
+
+
+def test_the_example_overrides_load_onto_the_guide_s_lab_with_either_parser(each_parser):
+    assert set(OVERRIDES) == {p.name for p in (ROOT / "examples").glob("*.yaml") if ".override" in p.name}
+    for name, added in OVERRIDES.items():
+        lab, _ = load_lab(ROOT / "lab.yaml", {}, override=ROOT / "examples" / name)
+        assert added(lab), name
 
 
 # --- Merge keys --------------------------------------------------------------------------------------
@@ -264,7 +319,10 @@ def test_problems_of_both_files_are_reported_together(tmp_path, each_parser):
 def test_a_problem_prints_as_one_line_whatever_the_key_holds():
     problem = Problem(Location("f", 1, 2), ("containers", "a\nb", "x.y", 'q"'), "bad \x1b[2J value\n")
     assert str(problem) == 'f:1:2: containers["a\\nb"]["x.y"]["q\\""]: bad \\x1b[2J value\\n'
-    assert dotted(("containers", "web1", "config", "limits.cpu", 0)) == 'containers.web1.config["limits.cpu"][0]'
+    assert field_path(("containers", "web1", "config", "limits.cpu", 0)) == 'containers.web1.config["limits.cpu"][0]'
+    assert field_path(("containers", "web1", "files", "/var/www/html/index.html", "template")) == \
+        'containers.web1.files["/var/www/html/index.html"].template'  # the one form of docs/cli.md
+    assert field_path(("containers", "c", "services", "getty@tty1", "after", 0)) == 'containers.c.services["getty@tty1"].after[0]'
 
 
 def test_the_message_lists_at_most_1000_problems_then_their_count():

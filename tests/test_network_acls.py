@@ -121,6 +121,18 @@ def test_what_lxd_would_refuse_is_a_problem_at_its_line(tmp_path, old, new, expe
     assert any(expected in line for line in found), found
 
 
+def test_a_rule_the_models_refuse_hides_no_other_rule_s_problem(tmp_path):
+    """A bad port range in rule 0 (the models' check), ICMP with tcp in rule 1 (LXD's rules): one run says
+    both; the rule that failed is judged no further (no "needs a protocol", no duplicate of it)."""
+    text = LAB.replace("protocol: tcp, destination_port: 80}", "protocol: tcp, destination_port: 90-80}").replace(
+        "protocol: icmp4, icmp_type: 8", "protocol: tcp, icmp_type: 8").replace(
+        "    egress:\n", "      - {action: allow, source: 10.203.61.0/24, protocol: tcp}\n    egress:\n")
+    assert [p.removeprefix(f"{tmp_path}/") for p in problems(tmp_path, text)] == [
+        "lab.yaml:6:82: acls.web-only.ingress[0].destination_port: port range 90-80: LXD wants the first port lower"
+        " than the last",
+        "lab.yaml:7:51: acls.web-only.ingress[1].icmp_type: goes with protocol icmp4 or icmp6, not tcp"]
+
+
 def test_an_acl_on_an_existing_network_may_name_acls_and_network_selectors(tmp_path):
     text = LAB.replace("lab: acls\n", "lab: acls\nexisting: {networks: [ovn0], acls: [ops]}\n").replace(
         "security.acls: web-only,", "security.acls: ops,").replace(

@@ -1,6 +1,6 @@
 """The pre-commit hook (.pre-commit-hooks.yaml) with the real pre-commit, in a throwaway git
 repository: pre-commit builds the hook's own Python environment from this repository (PyPI for the
-dependencies), then validates changed lab files, an override through its base.  No LXD."""
+dependencies), then validates changed lab files, an override merged onto its base.  No LXD."""
 
 from __future__ import annotations
 
@@ -55,6 +55,17 @@ def test_a_bad_override_fails_through_its_base_with_the_line(repo):
         assert "lab.override.yaml:3:5: containers.web1.imgae: unknown field; did you mean 'image'?" in done.stdout
     finally:
         (path / "lab.override.yaml").unlink()
+
+
+def test_an_override_named_for_its_base_is_validated_merged_onto_it(repo):
+    path, _ = repo
+    (path / "lab.override.example.yaml").write_text(BAD_OVERRIDE.replace("imgae", "colour"))
+    try:
+        done = try_repo(repo, "lab.override.example.yaml")
+        assert done.returncode == 1 and "Failed" in done.stdout, done.stdout
+        assert "lab.override.example.yaml:3:5: containers.web1.colour: unknown field" in done.stdout
+    finally:
+        (path / "lab.override.example.yaml").unlink()
 
 
 def test_files_that_are_not_labs_are_not_validated(repo):

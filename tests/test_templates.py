@@ -133,11 +133,11 @@ def test_unknown_names_are_located_at_their_line_in_lab_yaml(tmp_path):
     found = problems(tmp_path, LAB.replace("{{ vars.marker }} on", "{{ vars.markr }} on").replace(
         "peer {{ containers.web2.address }}", "peer {{ containers.web3.address }} {{ contianer.name }}"))
     assert found == [
-        "lab.yaml:9:11: containers.web1.files./srv/page.template: unknown template value {{ vars.markr }}:"
+        "lab.yaml:9:11: containers.web1.files[\"/srv/page\"].template: unknown template value {{ vars.markr }}:"
         " this container has no vars.markr; did you mean 'marker'?",
-        "lab.yaml:10:11: containers.web1.files./srv/page.template: unknown template value {{ contianer }};"
+        "lab.yaml:10:11: containers.web1.files[\"/srv/page\"].template: unknown template value {{ contianer }};"
         " did you mean 'container'? (known: lab, container, containers, vars, haproxy)",
-        "lab.yaml:10:11: containers.web1.files./srv/page.template: unknown template value"
+        "lab.yaml:10:11: containers.web1.files[\"/srv/page\"].template: unknown template value"
         " {{ containers.web3.address }}: 'web3' is not a lab container; did you mean 'web2'?",
     ]
 
@@ -157,8 +157,19 @@ def test_a_quoted_template_names_its_own_line(tmp_path):
             files:
               /f: {template: "ok\\n{{ lab.nam }}\\n"}
         """)
-    assert found == ['lab.yaml:6:22: containers.c1.files./f.template: template line 2: unknown template value'
+    assert found == ['lab.yaml:6:22: containers.c1.files["/f"].template: template line 2: unknown template value'
                      " {{ lab.nam }} (known: lab.name)"]
+
+
+def test_an_override_s_template_error_names_the_field_as_render_errors_and_docs_do(tmp_path):
+    write(tmp_path, "containers:\n  web1:\n    files:\n      /srv/page:\n        template: '{{ vars.markr }}'\n"
+                    "      /srv/other: {template: '{{ lab.nam }}'}\n", "lab.override.yaml")
+    found = problems(tmp_path, LAB)
+    assert found == [
+        'lab.override.yaml:5:19: containers.web1.files["/srv/page"].template: template line 1: unknown template'
+        " value {{ vars.markr }}: this container has no vars.markr; did you mean 'marker'?",
+        'lab.override.yaml:6:30: containers.web1.files["/srv/other"].template: template line 1: unknown'
+        " template value {{ lab.nam }} (known: lab.name)"]
 
 
 @pytest.mark.parametrize("template, message", [
@@ -178,7 +189,7 @@ def test_template_mistakes_are_validation_errors_with_their_line(tmp_path, templ
     text = LAB.replace("/srv/servers:\n        template: |\n", "/srv/servers:\n        template: |\n"
                        f"          first line\n          {template}\n")
     found = problems(tmp_path, text)
-    assert len(found) == 1 and found[0].startswith('lab.yaml:20:11: containers.proxy.files./srv/servers.template: ')
+    assert len(found) == 1 and found[0].startswith('lab.yaml:20:11: containers.proxy.files["/srv/servers"].template: ')
     assert message in found[0], found[0]
 
 

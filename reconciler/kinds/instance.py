@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..address import Kind, acl, instance, network, profile
 from ..errors import LxdError
 from ..plan import Action, Change, FieldChange, Reason
+from ..source import field_path
 from ..state import (
     APPLIED_KEY,
     BOOT_KEY,
@@ -75,12 +76,12 @@ def _expanded_boot(lab: Lab, c: Container, live_profiles: Mapping[str, Mapping[s
             p_config, p_devices = own_config(raw.get("config") or {}), devices_of(raw.get("devices"))
         config.update(p_config)
         devices.update(p_devices)
-        sources.update({f"config.{k}": f"profile {name}" for k in p_config})
-        sources.update({f"devices.{d}": f"profile {name}" for d in p_devices})
+        sources.update({field_path(("config", k)): f"profile {name}" for k in p_config})
+        sources.update({field_path(("devices", d)): f"profile {name}" for d in p_devices})
     config.update(c.config)
     devices.update(c.devices)
-    sources.update({f"config.{k}": "the container" for k in c.config})
-    sources.update({f"devices.{d}": "the container" for d in c.devices})
+    sources.update({field_path(("config", k)): "the container" for k in c.config})
+    sources.update({field_path(("devices", d)): "the container" for d in c.devices})
     return boot_settings(config, devices), sources
 
 
@@ -135,9 +136,9 @@ def changes(want: Resource, have: Resource, fields: tuple[FieldChange, ...], ori
 def restart_reason(want: Resource, have: Resource) -> Reason | None:
     """Why a running container must restart for its settings to take effect, or None."""
     new, live = want.meta["boot_settings"], have.meta.get("boot_live") or {}
-    moved = [f"config.{k}" for k in sorted(set(new["config"]) | set(live.get("config", {})))
+    moved = [field_path(("config", k)) for k in sorted(set(new["config"]) | set(live.get("config", {})))
              if new["config"].get(k) != live.get("config", {}).get(k)]
-    moved += [f"devices.{d}" for d in sorted(set(new["nics"]) | set(live.get("nics", {})))
+    moved += [field_path(("devices", d)) for d in sorted(set(new["nics"]) | set(live.get("nics", {})))
               if new["nics"].get(d) != live.get("nics", {}).get(d)]
     if moved:
         sources = want.meta.get("boot_sources", {})
