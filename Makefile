@@ -29,9 +29,11 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@python3 -c "import ensurepip, venv" 2>/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv python3-pip; }
 	@# The tests check rendered configs with the real haproxy -c, make a TLS certificate with openssl,
-	@# and render `reconcile graph` with Graphviz's dot; git for pre-commit's hook test.
+	@# and render `reconcile graph` with Graphviz's dot; git for pre-commit's hook test; tmux is the
+	@# real terminal whose screen the colour tests read.
 	@command -v haproxy >/dev/null && command -v openssl >/dev/null && command -v dot >/dev/null && command -v git >/dev/null \
-		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy openssl graphviz git; }
+		&& command -v tmux >/dev/null \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy openssl graphviz git tmux; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'

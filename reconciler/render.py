@@ -73,9 +73,10 @@ def _change_text(change: Change, paint: Painter, lab_file: str) -> str:
     lines = []
     for i, action in enumerate(change.actions):
         reason = change.reasons[i].text
-        head = paint(COLOURS[action], f"{action.symbol:>3} {change.address}")
+        # Escaped before it is painted: the colour's own codes must reach the terminal intact.
+        head = paint(COLOURS[action], safe(f"{action.symbol:>3} {change.address}"))
         tag = _origin_tag(change, action) if i == 0 else ""
-        lines.append(safe(f"{head} {action.phrase}" + (f" ({reason})" if reason else "") + tag))
+        lines.append(f"{head} {action.phrase}" + safe((f" ({reason})" if reason else "") + tag))
         if i == 0:
             lines += _details(change, action, paint, lab_file)
     return "\n".join(lines)
@@ -163,6 +164,7 @@ PAST = {Action.ADOPT: "adopted", Action.CREATE: "created", Action.UPDATE: "updat
 
 def progress_line(event: str, outcome: Outcome | None, step_text: str, action: Action, colour: bool) -> str:
     paint = Painter(colour)
+    step_text = safe(step_text)
     if event == "start" or outcome is None:
         return f"{step_text}: {action.word} ..."
     if outcome.status == "done":
@@ -178,7 +180,7 @@ def report_text(report: Report, colour: bool = False) -> str:
     failed, skipped, waiting = (report.with_status(s) for s in ("failed", "skipped", "not started"))
     lines = []
     for o in failed:
-        lines.append(paint("31", f"Error: {o.step.address} ({o.step.action.word}): ") + safe(o.message, True))
+        lines.append(paint("31", safe(f"Error: {o.step.address} ({o.step.action.word}): ")) + safe(o.message, True))
     for o in skipped:
         lines.append(safe(f"Skipped: {o.step.address} ({o.step.action.word}): {o.message}"))
     for o in waiting:
