@@ -233,7 +233,7 @@ def _plan(lab, base: Path, lxd, targets: list[str], destroy: bool = False):
         raise Refused(str(err)) from None
     if targets:
         try:
-            plan = plan.targeted([Address.parse(t) for t in targets])
+            plan = plan.targeted([Address.parse(t) for t in targets], ctx.addresses)
         except ValueError as err:
             raise Refused(f"--target {err}") from None
     _stats(lxd)

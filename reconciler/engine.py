@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import placement
-from .address import Kind, instance, network, profile
+from .address import Address, Kind, instance, network, profile
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
 from .errors import LxdError
@@ -53,6 +53,7 @@ class Context:
     base_dir: Path
     live: Live
     facts: dict[str, Facts]
+    addresses: frozenset[Address] = frozenset()  # what lab.yaml declares and what the lab has in LXD
 
 
 def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tuple[Plan, Context]:
@@ -84,7 +85,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     plan = make_plan(lab.lab, objects + inside, users_of(live.owned), notes,
                      objects=len(live.owned), frontends=wanted.haproxy)
     plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
-    return plan, Context(lab, base_dir, live, facts)
+    return plan, Context(lab, base_dir, live, facts, frozenset(desired.keys() | owned.keys()))
 
 
 def _nothing(lab: Lab) -> Lab:

@@ -316,3 +316,14 @@ def test_the_repository_lab_plans_without_a_cycle_and_haproxy_waits_for_rsyslog(
 def test_every_action_has_a_colour_and_a_past_tense():
     from reconciler.render import COLOURS, PAST
     assert set(COLOURS) == set(Action) and set(PAST) == set(Action)
+
+
+def test_a_target_that_names_nothing_is_an_error_with_the_closest_addresses():
+    plan = make_plan("l", diff_states(state(instance("web1"), instance("web2")), {}), {})
+    known = {a.instance("web1"), a.instance("web2"), a.profile("p")}
+    assert [str(c.address) for c in plan.targeted([a.instance("web1")], known).changes] == ["instance.web1"]
+    with pytest.raises(ValueError, match=r"^instance\.web3 is neither in lab.yaml nor one of the lab's objects in LXD;"
+                       r" did you mean instance\.web1 or instance\.web2\?$"):
+        plan.targeted([a.instance("web3")], known)
+    with pytest.raises(ValueError, match=r"the lab's addresses: profile\.p, instance\.web1, instance\.web2$"):
+        plan.targeted([a.network("zzz")], known)
