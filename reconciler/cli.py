@@ -11,6 +11,7 @@ import os
 import random
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_ERROR
 
 
-def _at_least(low: float, kind: type = int):
+def _at_least(low: float, kind: type = int, most: Callable[[], int] | None = None):
+    """A number of at least `low` (and at most `most()`): anything else is a usage error, never changed."""
     def check(text: str):
         try:
             value = kind(text)
@@ -60,8 +62,15 @@ def _at_least(low: float, kind: type = int):
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        if most is not None and value > most():
+            raise argparse.ArgumentTypeError(f"must be at most {most()}, not {value}")
         return value
     return check
+
+
+def _check_requests_bound() -> int:
+    from .check import MAX_REQUESTS  # imported only when --requests is given: check is a heavy import
+    return MAX_REQUESTS
 
 
 COMMANDS = {
@@ -127,8 +136,8 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--format", choices=("dot", "svg", "png"), default="dot", help="default dot")
         p.add_argument("-o", "--output", type=Path, help="write to this file (default: standard output)")
     if name == "check":
-        p.add_argument("--requests", type=_at_least(1), default=6,
-                       help="requests per host (default 6, at most 100; at least one per server)")
+        p.add_argument("--requests", type=_at_least(1, most=_check_requests_bound), default=6, metavar="N",
+                       help="requests per host (default 6, at most 100; at least one round of the servers)")
     if name == "import":
         p.add_argument("names", nargs="*", metavar="NAME", help="instances to import (default: every instance"
                        " no lab owns)")
