@@ -290,7 +290,7 @@ def cmd_apply(args, destroy: bool = False) -> int:
             plan, ctx = _plan(lab, base, lxd, getattr(args, "target", []), destroy)
             if saved is not None:
                 _unmoved(saved.plan, plan, args.planfile)
-            sys.stdout.write(plan_text(plan, colour, _lab_file(args)))
+            sys.stdout.write(plan_text(plan, colour, _lab_file(args), destroy))
             _reviewed(args, plan)
             if plan.empty:
                 return EXIT_OK
@@ -299,7 +299,7 @@ def cmd_apply(args, destroy: bool = False) -> int:
                 _restarts_allowed(args, plan)
             if not _confirmed(args, "destroy" if destroy else "apply"):
                 return EXIT_ERROR
-            return _run(plan, ctx, lxd, args.parallelism, colour)
+            return _run(plan, ctx, lxd, args.parallelism, colour, "Destroy" if destroy else "Apply")
     except LockHeld as err:
         raise Refused(str(err)) from None
 
@@ -383,7 +383,7 @@ def _settle(lxd, lab) -> None:
             lxd.wait_operation(op.id)
 
 
-def _run(plan, ctx, lxd, parallelism: int, colour: bool) -> int:
+def _run(plan, ctx, lxd, parallelism: int, colour: bool, verb: str) -> int:
     from .apply import apply_plan
     from .progress import apply_progress
     from .render import report_text
@@ -399,7 +399,7 @@ def _run(plan, ctx, lxd, parallelism: int, colour: bool) -> int:
         return EXIT_ERROR
     if report.interrupted:
         print("Interrupted: waited for the running steps; nothing else was started.", file=sys.stderr)
-    sys.stdout.write(report_text(report, colour))
+    sys.stdout.write(report_text(report, colour, verb))
     _stats(lxd)
     return EXIT_OK if report.ok else EXIT_ERROR
 
@@ -414,8 +414,9 @@ def _confirmed(args, verb: str) -> bool:
         return True
     if not sys.stdin.isatty():
         raise Refused(f"refusing to {verb} without --yes when standard input is not a terminal")
+    question = "destroy everything above" if verb == "destroy" else f"{verb} these changes"
     try:
-        answer = input(f"Do you want to {verb} these changes? Only 'yes' will be accepted: ")
+        answer = input(f"Do you want to {question}? Only 'yes' will be accepted: ")
     except (EOFError, KeyboardInterrupt):
         answer = ""
         print()

@@ -73,7 +73,7 @@ class Origin(Enum):
 class Reason:
     """Why a step is planned, for people (`text`) and programs (`code`)."""
 
-    code: str  # e.g. absent, drift, not-in-lab, replace, restart-keys, watched-file, unseen
+    code: str  # e.g. absent, drift, not-in-lab, replace, restart-keys, watched-file, unseen, destroy
     text: str
 
     def as_json(self) -> dict[str, str]:
