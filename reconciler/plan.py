@@ -293,7 +293,7 @@ MAX_LISTED = 12
 def no_such_address(target: Address, known: Collection[Address]) -> str:
     """`target` is nowhere: the closest addresses, or (none close) the lab's LXD objects."""
     names = [str(a) for a in sorted(known)]
-    close = difflib.get_close_matches(str(target), names, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(str(target), names, n=3, cutoff=0.8)
     if close:
         hint = f"did you mean {' or '.join(sorted(close))}?"
     else:
