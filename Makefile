@@ -83,7 +83,9 @@ clean:
 docs-graph: setup
 	$(RECONCILE) graph -f lab.yaml --format svg -o docs/lab-graph.svg
 
-# Rewrites the command outputs in docs/tutorial.md from a real run (the lab is brought up from nothing).
+# Rewrites the command outputs shown in README.md, docs/tutorial.md and docs/cli.md from real runs (the
+# guide's lab is brought up from nothing, and left up; `scripts/docs-outputs.py --offline` writes only
+# those that need no LXD). tests/test_guide_lab.py and tests/test_docs_agree.py fail when they drift.
 docs-outputs: setup lxd lan image-debian
 	$(PY) scripts/docs-outputs.py
 

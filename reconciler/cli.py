@@ -114,13 +114,15 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
         shape.add_argument("--markdown", action="store_true", help="print the plan as markdown for a pull-request"
                            " comment (secrets never shown)")
         p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
-        p.add_argument("-o", "--out", metavar="FILE", help="also save the plan to FILE, for `reconcile apply FILE`")
+        p.add_argument("-o", "--out", metavar="PLANFILE", help="also save the plan to PLANFILE, for"
+                       " `reconcile apply PLANFILE`")
     if name == "apply":
-        p.add_argument("planfile", nargs="?", help="a plan saved by `plan -o`: applied exactly, or refused")
+        p.add_argument("planfile", nargs="?", metavar="PLANFILE", help="a plan saved by `plan -o`: applied exactly,"
+                       " or refused")
     if name in ("apply", "destroy"):
         p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
-        p.add_argument("--parallelism", type=_at_least(1), default=4, help="steps at once (default 4)")
-        p.add_argument("--fingerprint", help="apply only if the plan is still the one reviewed"
+        p.add_argument("--parallelism", type=_at_least(1), default=4, metavar="N", help="steps at once (default 4)")
+        p.add_argument("--fingerprint", metavar="FINGERPRINT", help="apply only if the plan is still the one reviewed"
                        " (the fingerprint plan printed); refuse a plan that moved on")
         p.add_argument("--lock-timeout", type=_at_least(0, float), default=0.0, metavar="SECONDS",
                        help="wait this long for another apply of the lab to finish (default: refuse at once)")
@@ -134,15 +136,15 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
                        " NAME.override.yaml validates NAME.yaml with it merged")
     if name == "graph":
         p.add_argument("--format", choices=("dot", "svg", "png"), default="dot", help="default dot")
-        p.add_argument("-o", "--output", type=Path, help="write to this file (default: standard output)")
+        p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to this file (default: standard output)")
     if name == "check":
         p.add_argument("--requests", type=_at_least(1, most=_check_requests_bound), default=6, metavar="N",
                        help="requests per host (default 6, at most 100; at least one round of the servers)")
     if name == "import":
         p.add_argument("names", nargs="*", metavar="NAME", help="instances to import (default: every instance"
                        " no lab owns)")
-        p.add_argument("--project", default="default", help="the LXD project (default: default)")
-        p.add_argument("--lab", help="the lab's name (default: the project's)")
+        p.add_argument("--project", default="default", metavar="P", help="the LXD project (default: default)")
+        p.add_argument("--lab", metavar="NAME", help="the lab's name (default: the project's)")
         p.add_argument("-o", "--out", metavar="FILE", help="write the lab there (default: print it)")
 
 
