@@ -10,6 +10,12 @@ import os
 import pytest
 from conftest import RUN_KEY, LabDir, new_project, next_tag, sh
 
+from reconciler.address import instance, network, profile, project
+from reconciler.engine import build_plan
+from reconciler.lxd import Lxd
+from reconciler.plan import Action, Step
+from reconciler.spec import load_lab
+
 OWNED = """\
 lab: @TAG@
 lxd: {project: @PROJECT@}
@@ -209,6 +215,12 @@ profiles:
 """)
 
 
+def destroy_plan(lab: LabDir):
+    spec, _ = load_lab(lab.file)
+    plan, _ = build_plan(spec, lab.dir, Lxd(None, lab.project), destroy=True)
+    return plan
+
+
 def network_exists(name: str) -> bool:
     return sh("lxc", "query", f"/1.0/networks/{name}", check=False).returncode == 0
 
@@ -229,6 +241,10 @@ def test_destroy_takes_the_labs_nic_out_of_the_default_profile_before_its_networ
         assert f'      devices.eth0: {{"name": "eth0", "network": "{owned.tag}b", "type": "nic"}} -> (none)' in plan.out
         assert "devices.root" not in plan.out and "renamed_from" not in plan.out and "[your change]" not in plan.out
         assert "      it is RUNNING: its root filesystem is lost\n" in plan.out
+        graph = destroy_plan(owned).graph  # the order is the graph's, not the luck of parallel steps
+        emptied, bridge = Step(profile("default"), Action.UPDATE), Step(network(f"{owned.tag}b"), Action.DELETE)
+        assert Step(instance("c1"), Action.DELETE) in graph[emptied] and emptied in graph[bridge]
+        assert bridge in graph[Step(project(owned.project), Action.DELETE)]
         gone = owned.run("destroy", "--yes")
         assert gone.code == 0, gone.out + gone.err
         done = [line.split(":")[0] for line in gone.out.splitlines() if line.endswith("s]")]
