@@ -2,7 +2,7 @@
 shows) is the parser's, with the same arguments, and every parser option is listed; the exit-code
 table is what the documented steps exit with; the command outputs that need no LXD are what the
 commands print; the counts in the prose are those of the generated outputs; every YAML block that
-presents itself as a whole lab validates.  No LXD (the guide's steps on LXD: tests/test_guide_lab.py)."""
+presents itself as a whole lab validates; the tutorial's picture is lab.yaml's graph.  No LXD (the guide's steps on LXD: tests/test_guide_lab.py)."""
 
 from __future__ import annotations
 
@@ -268,3 +268,22 @@ def test_every_whole_lab_in_the_docs_validates_as_it_stands(where, text, tmp_pat
     done = subprocess.run([sys.executable, "-m", "reconciler.cli", "validate"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and ": valid (lab " in done.stdout, f"{where}:\n{done.stderr}"
+
+
+def test_the_tutorials_picture_is_the_graph_lab_yaml_makes_now():
+    """docs/lab-graph.svg (`make docs-graph`) has the nodes and arrows `reconcile graph` finds in lab.yaml."""
+    import html
+
+    import pydot
+    dot = subprocess.run([sys.executable, "-m", "reconciler.cli", "graph", "-f", "lab.yaml"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    [graph] = pydot.graph_from_dot_data(dot)
+
+    def names(g) -> set[str]:
+        found = {g.get_name().strip('"')} | {n.get_name().strip('"') for n in g.get_nodes()
+                                             if n.get_name() not in ("node", "edge", "graph")}
+        found |= {f"{e.get_source().strip(chr(34))}->{e.get_destination().strip(chr(34))}" for e in g.get_edges()}
+        return found.union(*(names(s) for s in g.get_subgraphs()))
+
+    drawn = {html.unescape(t) for t in re.findall(r"<title>(.*?)</title>", (ROOT / "docs" / "lab-graph.svg").read_text())}
+    assert names(graph) == drawn, "docs/lab-graph.svg is not lab.yaml's graph any more: run `make docs-graph`"
