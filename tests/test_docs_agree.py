@@ -2,7 +2,8 @@
 shows) is the parser's, with the same arguments, and every parser option is listed; the exit-code
 table is what the documented steps exit with; the command outputs that need no LXD are what the
 commands print; the counts in the prose are those of the generated outputs; every YAML block that
-presents itself as a whole lab validates; the tutorial's picture is lab.yaml's graph.  No LXD (the guide's steps on LXD: tests/test_guide_lab.py)."""
+presents itself as a whole lab validates; the tutorial's picture is lab.yaml's graph.  No LXD (the
+guide's steps on LXD: tests/test_guide_lab.py)."""
 
 from __future__ import annotations
 

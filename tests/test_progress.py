@@ -49,6 +49,18 @@ def test_away_from_a_terminal_apply_prints_the_same_plain_lines_as_ever():
     assert out.getvalue() == "instance.c1: created [1.2s]\n"
 
 
+def test_an_escape_in_an_address_is_shown_never_obeyed_in_the_live_line_and_the_step_lines():
+    from reconciler.address import file
+    from reconciler.progress import _running_text
+    step = Step(file("c1", "/srv/a\x1b[2J"), Action.CREATE)
+    assert _running_text({step: 0.0}).startswith("Running file.c1:/srv/a\\x1b[2J (create, ")
+    change = Change(step.address, (Action.CREATE,), (Reason("absent", "absent"),), None, {})
+    out = io.StringIO()
+    with apply_progress(make_plan("l", [change], {}), colour=True, stream=out) as progress:
+        progress("end", step, change, Outcome(step, change, "done", 0.5))
+    assert out.getvalue() == "\x1b[32mfile.c1:/srv/a\\x1b[2J: created\x1b[0m [0.5s]\n"
+
+
 def reconcile(lab, *argv: str, no_color: bool) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | ({"NO_COLOR": "1"} if no_color else {})
     code, out = run_in_terminal([sys.executable, "-m", "reconciler.cli", *argv, "-f", str(lab.file)], env)
