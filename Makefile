@@ -29,9 +29,11 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@python3 -c "import ensurepip, venv" 2>/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv python3-pip; }
 	@# The tests check rendered configs with the real haproxy -c, make a TLS certificate with openssl,
-	@# and render `reconcile graph` with Graphviz's dot; git for pre-commit's hook test.
+	@# and render `reconcile graph` with Graphviz's dot; git for pre-commit's hook test; tmux is the
+	@# real terminal whose screen the colour tests read.
 	@command -v haproxy >/dev/null && command -v openssl >/dev/null && command -v dot >/dev/null && command -v git >/dev/null \
-		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy openssl graphviz git; }
+		&& command -v tmux >/dev/null \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy openssl graphviz git tmux; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
@@ -81,7 +83,9 @@ clean:
 docs-graph: setup
 	$(RECONCILE) graph -f lab.yaml --format svg -o docs/lab-graph.svg
 
-# Rewrites the command outputs in docs/tutorial.md from a real run (the lab is brought up from nothing).
+# Rewrites the command outputs shown in README.md, docs/tutorial.md and docs/cli.md from real runs (the
+# guide's lab is brought up from nothing, and left up; `scripts/docs-outputs.py --offline` writes only
+# those that need no LXD). tests/test_guide_lab.py and tests/test_docs_agree.py fail when they drift.
 docs-outputs: setup lxd lan image-debian
 	$(PY) scripts/docs-outputs.py
 

@@ -27,7 +27,7 @@ from .values import TRUE_WORDS
 
 TIMEOUT = 5.0
 WARM_UP_SECONDS = 15.0
-MAX_REQUESTS = 100
+MAX_REQUESTS = 100  # per Host; `--requests` above it is a usage error (every request loop bounded)
 MARKER = re.compile(r"\b(SITE\w+)\b")
 CLIENT = "127.0.0.2"  # check's own address on loopback: not the 127.0.0.1 a proxy device connects from
 
@@ -174,6 +174,8 @@ def running_containers(lxd: Lxd) -> set[str]:
 
 def run_check(lab: Lab, lxd: Lxd, requests: int) -> int:
     """Print who answered each request; 0 only if every host answers and round robin spreads."""
+    if not 1 <= requests <= MAX_REQUESTS:
+        raise ValueError(f"requests must be 1 to {MAX_REQUESTS}, not {requests}")  # the CLI refuses it first
     # A remote on another machine: its proxy devices listen there. One on loopback is taken as this machine.
     elsewhere = lxd.remote.host if lxd.remote and not lxd.remote.loopback else None
     found, skipped = targets(lab, elsewhere)
@@ -187,7 +189,7 @@ def run_check(lab: Lab, lxd: Lxd, requests: int) -> int:
     if too_few:
         for t in too_few:
             print(f"Error: --requests {requests} cannot show round robin reaching the {_servers(t.backend)}"
-                  f" of backend {t.backend_name} ({t.host}): use --requests {cycle(t.backend)} or more")
+                  f" of backend {t.backend_name} ({t.host}): use --requests {min(cycle(t.backend), MAX_REQUESTS)} or more")
         return 1
     running = running_containers(lxd)
     ok = True

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_ERROR
 
 
-def _at_least(low: float, kind: type = int):
+def _at_least(low: float, kind: type = int, most: Callable[[], int] | None = None):
+    """A number of at least `low` (and at most `most()`): anything else is a usage error, never changed."""
     def check(text: str):
         try:
             value = kind(text)
@@ -60,8 +62,15 @@ def _at_least(low: float, kind: type = int):
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        if most is not None and value > most():
+            raise argparse.ArgumentTypeError(f"must be at most {most()}, not {value}")
         return value
     return check
+
+
+def _check_requests_bound() -> int:
+    from .check import MAX_REQUESTS  # imported only when --requests is given: check is a heavy import
+    return MAX_REQUESTS
 
 
 COMMANDS = {
@@ -105,13 +114,15 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
         shape.add_argument("--markdown", action="store_true", help="print the plan as markdown for a pull-request"
                            " comment (secrets never shown)")
         p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
-        p.add_argument("-o", "--out", metavar="FILE", help="also save the plan to FILE, for `reconcile apply FILE`")
+        p.add_argument("-o", "--out", metavar="PLANFILE", help="also save the plan to PLANFILE, for"
+                       " `reconcile apply PLANFILE`")
     if name == "apply":
-        p.add_argument("planfile", nargs="?", help="a plan saved by `plan -o`: applied exactly, or refused")
+        p.add_argument("planfile", nargs="?", metavar="PLANFILE", help="a plan saved by `plan -o`: applied exactly,"
+                       " or refused")
     if name in ("apply", "destroy"):
         p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
-        p.add_argument("--parallelism", type=_at_least(1), default=4, help="steps at once (default 4)")
-        p.add_argument("--fingerprint", help="apply only if the plan is still the one reviewed"
+        p.add_argument("--parallelism", type=_at_least(1), default=4, metavar="N", help="steps at once (default 4)")
+        p.add_argument("--fingerprint", metavar="FINGERPRINT", help="apply only if the plan is still the one reviewed"
                        " (the fingerprint plan printed); refuse a plan that moved on")
         p.add_argument("--lock-timeout", type=_at_least(0, float), default=0.0, metavar="SECONDS",
                        help="wait this long for another apply of the lab to finish (default: refuse at once)")
@@ -128,15 +139,15 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
                        " is not beside it")
     if name == "graph":
         p.add_argument("--format", choices=("dot", "svg", "png"), default="dot", help="default dot")
-        p.add_argument("-o", "--output", type=Path, help="write to this file (default: standard output)")
+        p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to this file (default: standard output)")
     if name == "check":
-        p.add_argument("--requests", type=_at_least(1), default=6,
-                       help="requests per host (default 6, at most 100; at least one per server)")
+        p.add_argument("--requests", type=_at_least(1, most=_check_requests_bound), default=6, metavar="N",
+                       help="requests per host (default 6, at most 100; at least one round of the servers)")
     if name == "import":
         p.add_argument("names", nargs="*", metavar="NAME", help="instances to import (default: every instance"
                        " no lab owns)")
-        p.add_argument("--project", default="default", help="the LXD project (default: default)")
-        p.add_argument("--lab", help="the lab's name (default: the project's)")
+        p.add_argument("--project", default="default", metavar="P", help="the LXD project (default: default)")
+        p.add_argument("--lab", metavar="NAME", help="the lab's name (default: the project's)")
         p.add_argument("-o", "--out", metavar="FILE", help="write the lab there (default: print it)")
 
 
@@ -272,7 +283,7 @@ def _plan(lab, base: Path, lxd, targets: list[str], destroy: bool = False):
         raise Refused(str(err)) from None
     if targets:
         try:
-            plan = plan.targeted([Address.parse(t) for t in targets])
+            plan = plan.targeted([Address.parse(t) for t in targets], ctx.addresses)
         except ValueError as err:
             raise Refused(f"--target {err}") from None
     _stats(lxd)
@@ -320,7 +331,7 @@ def cmd_apply(args, destroy: bool = False) -> int:
             plan, ctx = _plan(lab, base, lxd, getattr(args, "target", []), destroy)
             if saved is not None:
                 _unmoved(saved.plan, plan, args.planfile)
-            sys.stdout.write(plan_text(plan, colour, _lab_file(args)))
+            sys.stdout.write(plan_text(plan, colour, _lab_file(args), destroy))
             _reviewed(args, plan)
             if plan.empty:
                 return EXIT_OK
@@ -329,7 +340,7 @@ def cmd_apply(args, destroy: bool = False) -> int:
                 _restarts_allowed(args, plan)
             if not _confirmed(args, "destroy" if destroy else "apply"):
                 return EXIT_ERROR
-            return _run(plan, ctx, lxd, args.parallelism, colour)
+            return _run(plan, ctx, lxd, args.parallelism, colour, "Destroy" if destroy else "Apply")
     except LockHeld as err:
         raise Refused(str(err)) from None
 
@@ -413,7 +424,7 @@ def _settle(lxd, lab) -> None:
             lxd.wait_operation(op.id)
 
 
-def _run(plan, ctx, lxd, parallelism: int, colour: bool) -> int:
+def _run(plan, ctx, lxd, parallelism: int, colour: bool, verb: str) -> int:
     from .apply import apply_plan
     from .progress import apply_progress
     from .render import report_text
@@ -429,7 +440,7 @@ def _run(plan, ctx, lxd, parallelism: int, colour: bool) -> int:
         return EXIT_ERROR
     if report.interrupted:
         print("Interrupted: waited for the running steps; nothing else was started.", file=sys.stderr)
-    sys.stdout.write(report_text(report, colour))
+    sys.stdout.write(report_text(report, colour, verb))
     _stats(lxd)
     return EXIT_OK if report.ok else EXIT_ERROR
 
@@ -444,8 +455,9 @@ def _confirmed(args, verb: str) -> bool:
         return True
     if not sys.stdin.isatty():
         raise Refused(f"refusing to {verb} without --yes when standard input is not a terminal")
+    question = "destroy everything above" if verb == "destroy" else f"{verb} these changes"
     try:
-        answer = input(f"Do you want to {verb} these changes? Only 'yes' will be accepted: ")
+        answer = input(f"Do you want to {question}? Only 'yes' will be accepted: ")
     except (EOFError, KeyboardInterrupt):
         answer = ""
         print()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import placement
-from .address import Kind, instance, network, profile
+from .address import Address, Kind, instance, network, profile
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
 from .errors import LxdError
@@ -54,6 +54,7 @@ class Context:
     base_dir: Path
     live: Live
     facts: dict[str, Facts]
+    addresses: frozenset[Address] = frozenset()  # what lab.yaml declares and what the lab has in LXD
 
 
 def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tuple[Plan, Context]:
@@ -67,6 +68,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     places = placement.decide(wanted, live.owned, placement.read(lxd, wanted))
     addresses = {c: a for c, a in live.addresses().items() if c not in placement.restarting(places)}
     desired = desired_state(wanted, base_dir, addresses, live.profiles)
+    if destroy:
+        desired.update({r.address: r for r in project_kind.emptied_default_profile(live)})
     adopted = _adoptions(wanted, desired, live)
     _check_conflicts(desired, live, {c.address for c in adopted})
     owned = {**live.owned, **{c.address: _as_adopted(live.untagged[c.address], desired[c.address])
@@ -82,15 +85,25 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     _same_content(owned, desired)
     inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts)
     notes = project_notes + placement.notes(places) + _notes(wanted, sight)
-    plan = make_plan(lab.lab, objects + inside, users_of(live.owned), notes,
-                     objects=len(live.owned), frontends=wanted.haproxy)
+    changes = [_destroying(c, lab.lab) for c in objects + inside] if destroy else objects + inside
+    plan = make_plan(lab.lab, changes, users_of(live.owned), notes, objects=len(live.owned),
+                     frontends=wanted.haproxy)
     plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
-    return plan, Context(lab, base_dir, live, facts)
+    return plan, Context(lab, base_dir, live, facts, frozenset(desired.keys() | owned.keys()))
 
 
 def _nothing(lab: Lab) -> Lab:
     return Lab.model_construct(**{**dict(lab), "acls": {}, "networks": {}, "profiles": {}, "containers": {}, "haproxy": {},
                                   "project": None})
+
+
+def _destroying(change: Change, lab_name: str) -> Change:
+    """A destroy plan says why in destroy's words: not "not in lab.yaml", but whose it is."""
+    if change.actions == (Action.DELETE,):
+        why = f"destroy: lab {lab_name!r} owns it"
+    else:  # a default profile, which LXD never deletes: the lab's devices leave it
+        why = "destroy: the lab's devices leave it; LXD never deletes a default profile"
+    return replace(change, reasons=(Reason("destroy", why),) * len(change.actions), origin=Origin.LAB)
 
 
 def _objects(state: LabState) -> LabState:

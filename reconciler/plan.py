@@ -7,10 +7,11 @@ action), so apply can run independent steps at once and a failed one stops only 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from graphlib import CycleError, TopologicalSorter
@@ -72,7 +73,7 @@ class Origin(Enum):
 class Reason:
     """Why a step is planned, for people (`text`) and programs (`code`)."""
 
-    code: str  # e.g. absent, drift, not-in-lab, replace, restart-keys, watched-file, unseen
+    code: str  # e.g. absent, drift, not-in-lab, replace, restart-keys, watched-file, unseen, destroy
     text: str
 
     def as_json(self) -> dict[str, str]:
@@ -209,9 +210,14 @@ class Plan:
         return [c.address.name for c in self.changes if Action.MOVE in c.actions
                 and (c.before or {}).get("state") == "running" and (c.after or {}).get("state") == "running"]
 
-    def targeted(self, targets: Iterable[Address]) -> Plan:
-        """Only the changes to `targets` (a container's with what runs inside it) and what they wait for."""
+    def targeted(self, targets: Iterable[Address], known: Collection[Address]) -> Plan:
+        """Only the changes to `targets` (a container's with what runs inside it) and what they wait for.
+        A target that is not among `known` (what lab.yaml declares and what the lab has in LXD) is a
+        ValueError naming the addresses closest to it: a typo must not read as "No changes"."""
         wanted = set(targets)
+        missing = [no_such_address(t, known) for t in sorted(wanted) if t not in known]
+        if missing:
+            raise ValueError("; ".join(missing))
         keep = {s for s in self.graph if s.address in wanted or s.address.kind.inside and s.address.instance in wanted}
         todo = list(keep)
         while todo:
@@ -279,6 +285,22 @@ def plan_from_json(data: Mapping[str, Any]) -> Plan:
     graph = {Step.parse(s): frozenset(Step.parse(w) for w in waits) for s, waits in data["graph"].items()}
     return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()), int(data.get("objects") or 0),
                 tuple(data.get("frontends") or ()), int(data.get("unchanged") or 0))
+
+
+MAX_LISTED = 12
+
+
+def no_such_address(target: Address, known: Collection[Address]) -> str:
+    """`target` is nowhere: the closest addresses, or (none close) the lab's LXD objects."""
+    names = [str(a) for a in sorted(known)]
+    close = difflib.get_close_matches(str(target), names, n=3, cutoff=0.8)
+    if close:
+        hint = f"did you mean {' or '.join(sorted(close))}?"
+    else:
+        listed = [str(a) for a in sorted(known) if not a.kind.inside] or names
+        more = f" and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else ""
+        hint = f"the lab's addresses: {', '.join(listed[:MAX_LISTED])}{more}" if listed else "the lab has no addresses"
+    return f"{target} is neither in lab.yaml nor one of the lab's objects in LXD; {hint}"
 
 
 # --- the graph ------------------------------------------------------------------------------

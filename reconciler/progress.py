@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .render import progress_line
+from .render import progress_line, safe
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -55,7 +55,7 @@ def _running_text(running: dict[Any, float]) -> str:
     if not running:
         return "Applying"
     now = time.monotonic()
-    shown = [f"{step.address} ({step.action.word}, {now - start:.0f}s)" for step, start in
+    shown = [f"{safe(str(step.address))} ({step.action.word}, {now - start:.0f}s)" for step, start in
              sorted(running.items(), key=lambda kv: kv[1])[:3]]
     more = f" +{len(running) - 3}" if len(running) > 3 else ""
     return "Running " + ", ".join(shown) + more

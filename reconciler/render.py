@@ -52,9 +52,11 @@ class Painter:
         return f"\033[{code}m{text}\033[0m" if self.colour else text
 
 
-def plan_text(plan: Plan, colour: bool = False, lab_file: str = "lab.yaml") -> str:
+def plan_text(plan: Plan, colour: bool = False, lab_file: str = "lab.yaml", destroy: bool = False) -> str:
     paint = Painter(colour)
     notes = "".join(f"Note: {safe(n)}\n" for n in plan.notes)
+    if plan.empty and destroy:
+        return notes + f"Nothing to destroy: lab {plan.lab!r} owns nothing in LXD.\n"
     if plan.empty:
         return notes + f"No changes. Lab {plan.lab!r} matches {safe(lab_file)}.\n"
     blocks = [_change_text(c, paint, lab_file) for c in plan.changes]
@@ -74,15 +76,18 @@ def _change_text(change: Change, paint: Painter, lab_file: str) -> str:
     lines = []
     for i, action in enumerate(change.actions):
         reason = change.reasons[i].text
-        head = paint(COLOURS[action], f"{action.symbol:>3} {change.address}")
+        # Escaped before it is painted: the colour's own codes must reach the terminal intact.
+        head = paint(COLOURS[action], safe(f"{action.symbol:>3} {change.address}"))
         tag = _origin_tag(change, action) if i == 0 else ""
-        lines.append(safe(f"{head} {action.phrase}" + (f" ({reason})" if reason else "") + tag))
+        lines.append(f"{head} {action.phrase}" + safe((f" ({reason})" if reason else "") + tag))
         if i == 0:
             lines += _details(change, action, paint, lab_file)
     return "\n".join(lines)
 
 
 def _origin_tag(change: Change, action: Action) -> str:
+    if change.reasons[0].code == "destroy":  # nobody moved: the lab goes
+        return ""
     if change.origin in (Origin.OUTSIDE, Origin.BOTH) or (
             change.origin == Origin.LAB and action in (Action.UPDATE, Action.REPLACE, Action.START, Action.STOP)):
         return f" [{change.origin.phrase}]"
@@ -96,8 +101,9 @@ def _details(change: Change, action: Action, paint: Painter, lab_file: str) -> l
         lines += [safe(f"      {k}: {_short(v)}") for k, v in _flat(after) if k != "content"]
         lines += _content_lines(None, after.get("content"), paint, after, lab_file)
     if action == Action.DELETE and (change.before or {}).get("state") == "running":
-        lines.append(paint("31;1", "      it is RUNNING: its root filesystem is lost. If it was renamed in"
-                           " lab.yaml, declare renamed_from on the new name instead"))
+        renamed = change.reasons[0].code == "not-in-lab"  # gone from lab.yaml: perhaps only renamed there
+        lines.append(paint("31;1", "      it is RUNNING: its root filesystem is lost" + (
+            ". If it was renamed in lab.yaml, declare renamed_from on the new name instead" if renamed else "")))
     for field in change.diff:
         if field.path == "content":
             lines += _content_lines(field.before, after.get("content"), paint, after, lab_file)
@@ -164,6 +170,7 @@ PAST = {Action.ADOPT: "adopted", Action.CREATE: "created", Action.UPDATE: "updat
 
 def progress_line(event: str, outcome: Outcome | None, step_text: str, action: Action, colour: bool) -> str:
     paint = Painter(colour)
+    step_text = safe(step_text)
     if event == "start" or outcome is None:
         return f"{step_text}: {action.word} ..."
     if outcome.status == "done":
@@ -173,25 +180,25 @@ def progress_line(event: str, outcome: Outcome | None, step_text: str, action: A
     return paint("31", f"{step_text}: {action.word} FAILED") + f" [{outcome.seconds:.1f}s]"
 
 
-def report_text(report: Report, colour: bool = False) -> str:
+def report_text(report: Report, colour: bool = False, verb: str = "Apply") -> str:
     paint = Painter(colour)
     done, unchanged = report.with_status("done"), report.with_status("unchanged")
     failed, skipped, waiting = (report.with_status(s) for s in ("failed", "skipped", "not started"))
     lines = []
     for o in failed:
-        lines.append(paint("31", f"Error: {o.step.address} ({o.step.action.word}): ") + safe(o.message, True))
+        lines.append(paint("31", safe(f"Error: {o.step.address} ({o.step.action.word}): ")) + safe(o.message, True))
     for o in skipped:
         lines.append(safe(f"Skipped: {o.step.address} ({o.step.action.word}): {o.message}"))
     for o in waiting:
         lines.append(safe(f"Not started: {o.step.address} ({o.step.action.word})"))
     lines += [safe(f"Warning: {w}") for w in report.warnings]
     if report.interrupted:
-        verdict = "Apply interrupted."
+        verdict = f"{verb} interrupted."
     else:
-        verdict = "Apply complete!" if report.ok else "Apply failed."
+        verdict = f"{verb} complete!" if report.ok else f"{verb} failed."
     counts = f"{len(done)} done, " + (f"{len(unchanged)} unchanged, " if unchanged else "")
     counts += f"{len(failed)} failed, {len(skipped)} skipped" + (f", {len(waiting)} not started" if waiting else "")
     lines.append(paint("1", f"{verdict} {counts}."))
     if not report.ok:
-        lines.append("What was done stays done; fix the cause and run apply again to finish.")
+        lines.append(f"What was done stays done; fix the cause and run {verb.lower()} again to finish.")
     return "\n".join(lines) + "\n"

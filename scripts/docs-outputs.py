@@ -1,36 +1,44 @@
-"""Write the command outputs in docs/tutorial.md from a real run of the guide's lab.
+"""Write the command outputs shown in README.md and docs/*.md from real runs.
 
-Brings the repository's lab.yaml up from nothing (`reconcile destroy --yes` first), runs the
-tutorial's steps (tests/docs_scenario.py) and replaces each `<!-- output: NAME -->` block with
-what the commands printed.  tests/test_guide_lab.py runs the same steps and fails when the
-documented outputs no longer match.  Needs what `make lab` needs: run `make docs-outputs`.
+Brings the repository's lab.yaml up from nothing (`reconcile destroy --yes` first), runs the guide's
+steps (tests/docs_scenario.py: GUIDE) and the steps that need no LXD (OFFLINE, in a scratch folder
+holding a copy of lab.yaml), and replaces each `<!-- output: NAME -->` block with what the commands
+printed.  Each step must end with the exit code the docs give it, or nothing is written.
+`--offline` writes only the outputs that need no LXD.
+tests/test_guide_lab.py and tests/test_docs_agree.py run the same steps and fail when the documented
+outputs no longer match.  Needs what `make lab` needs: run `make docs-outputs` (and `reconcile destroy
+--yes` afterwards: the lab is left up).
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from docs_scenario import TUTORIAL, rewritten, run_scenario  # noqa: E402
+from docs_scenario import DOCS, GUIDE, OFFLINE, Step, rewritten, run_scenario, wrong_exit_codes  # noqa: E402
 
 RECONCILE = str(ROOT / ".venv" / "bin" / "reconcile")
 
 
-def reconcile(argv: list[str]) -> str:
-    done = subprocess.run([RECONCILE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        sys.exit(f"reconcile {' '.join(argv)} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr}")
-    return done.stdout
+def runner(cwd: Path):
+    def reconcile(argv: list[str]) -> tuple[int, str]:
+        done = subprocess.run([RECONCILE, *argv], cwd=cwd, capture_output=True, text=True, timeout=900,
+                              stdin=subprocess.DEVNULL)
+        return done.returncode, done.stdout + done.stderr
+    return reconcile
 
 
-def shell(command: str) -> None:
-    subprocess.run(command, shell=True, cwd=ROOT, check=True, timeout=120)
+def shell(cwd: Path):
+    def run(command: str) -> None:
+        subprocess.run(command, shell=True, cwd=cwd, check=True, timeout=120)
+    return run
 
 
 def serving() -> None:
@@ -41,12 +49,24 @@ def serving() -> None:
         time.sleep(2)
 
 
-def main() -> None:
-    subprocess.run([RECONCILE, "destroy", "--yes"], cwd=ROOT, check=True, capture_output=True, timeout=600)
-    outputs = run_scenario(reconcile, shell, serving)
-    TUTORIAL.write_text(rewritten(TUTORIAL.read_text(), outputs))
-    print(f"wrote {len(outputs)} blocks into {TUTORIAL.relative_to(ROOT)}")
+def main(offline_only: bool) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copy(ROOT / "lab.yaml", scratch)
+        ran = run_scenario(OFFLINE, runner(Path(scratch)), shell(Path(scratch)))
+    steps: tuple[Step, ...] = OFFLINE
+    if not offline_only:
+        subprocess.run([RECONCILE, "destroy", "--yes"], cwd=ROOT, check=True, capture_output=True, timeout=600)
+        ran |= run_scenario(GUIDE, runner(ROOT), shell(ROOT), serving)
+        steps += GUIDE
+    wrong = wrong_exit_codes(steps, ran)
+    if wrong:
+        sys.exit("docs-outputs: nothing written; " + "\n".join(wrong))
+    outputs = {name: r.text for name, r in ran.items()}
+    for doc in DOCS:
+        doc.write_text(rewritten(doc.read_text(), outputs, steps))
+    shown = [s.name for s in steps if s.doc]
+    print(f"wrote {len(shown)} blocks into {', '.join(str(d.relative_to(ROOT)) for d in DOCS)}")
 
 
 if __name__ == "__main__":
-    main()
+    main(offline_only=sys.argv[1:] == ["--offline"])  # --offline: only the outputs that need no LXD

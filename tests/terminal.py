@@ -1,14 +1,20 @@
-"""Run a command on a real pseudo-terminal, as a person at a terminal would, and read what it drew."""
+"""Run a command on a real pseudo-terminal, as a person at a terminal would, and read what it drew: the
+bytes it wrote (`run_in_terminal`), or the screen a real terminal emulator shows (`run_in_tmux`)."""
 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import select
+import shlex
 import struct
 import subprocess
+import tempfile
 import termios
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 
 def run_in_terminal(argv: list[str], env: dict[str, str], stdin_data: bytes = b"", timeout: float = 300,
@@ -41,3 +47,39 @@ def run_in_terminal(argv: list[str], env: dict[str, str], stdin_data: bytes = b"
         proc.kill()
     os.close(master)
     return proc.wait(timeout=30), bytes(out)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What a real terminal (tmux) shows once a command has ended."""
+
+    code: int
+    text: str  # the characters on the screen and in its scrollback, one line per row (no blank rows at the end)
+    styled: str  # the same, with the terminal's own SGR sequences for the colours it displays
+
+
+_sessions = itertools.count(1)
+
+
+def run_in_tmux(argv: list[str], env: dict[str, str], timeout: float = 300, columns: int = 200,
+                rows: int = 50) -> Screen:
+    """Run `argv` in a tmux of its own (a real terminal emulator) and read its screen back.
+
+    The pane's shell signals a tmux channel once the command has ended, then waits on another that
+    nobody signals, so the pane stays open until it is read; the test waits on the first channel
+    (bounded), never for a time."""
+    tmux = ["tmux", "-L", f"reconciler-test-{os.getpid()}-{next(_sessions)}", "-f", "/dev/null"]
+    with tempfile.TemporaryDirectory() as tmp:
+        code_file = Path(tmp) / "code"
+        script = (f"{shlex.join(argv)}; echo $? > {shlex.quote(str(code_file))};"
+                  f" {shlex.join(tmux)} wait-for -S ended; {shlex.join(tmux)} wait-for never")
+        subprocess.run(tmux + ["new-session", "-d", "-x", str(columns), "-y", str(rows), "sh", "-c", script],
+                       env=env, check=True, timeout=30)
+        try:
+            subprocess.run(tmux + ["wait-for", "ended"], check=True, timeout=timeout)
+            capture = tmux + ["capture-pane", "-p", "-J", "-S", "-", "-E", "-"]
+            text = subprocess.run(capture, check=True, capture_output=True, text=True, timeout=30).stdout
+            styled = subprocess.run(capture + ["-e"], check=True, capture_output=True, text=True, timeout=30).stdout
+            return Screen(int(code_file.read_text()), text.rstrip("\n") + "\n", styled.rstrip("\n") + "\n")
+        finally:
+            subprocess.run(tmux + ["kill-server"], check=False, capture_output=True, timeout=30)

@@ -16,7 +16,7 @@ from reconciler.address import Address, Kind
 from reconciler.desired import desired_state
 from reconciler.diff import diff_states
 from reconciler.kinds import instance as instance_kind
-from reconciler.plan import Action, Change, Origin, Plan, PlanError, Reason, Step, make_plan, plan_from_json
+from reconciler.plan import Action, Change, FieldChange, Origin, Plan, PlanError, Reason, Step, make_plan, plan_from_json
 from reconciler.render import plan_json, plan_text, safe
 from reconciler.spec import Lab
 from reconciler.state import Resource, digest
@@ -185,6 +185,21 @@ def test_control_characters_never_reach_the_terminal():
     assert safe("line\nnext", keep_newlines=True) == "line\nnext"
 
 
+def test_on_a_terminal_each_first_line_is_coloured_and_only_what_came_from_outside_is_escaped():
+    hostile = "/srv/a\x1bb"  # an escape in a path LXD or a container reported
+    change = Change(Address(Kind.FILE, "c", hostile), (Action.UPDATE, Action.RESTART),
+                    (Reason("drift", "differs: content\x07"), Reason("r", "because\x1b[2J")), {"content": "x\x1b[31m\n"},
+                    {"content": "y\n"}, (FieldChange("content", "x\x1b[31m\n", "y\n"),), Origin.OUTSIDE)
+    lines = plan_text(make_plan("l", [change], {}), colour=True).splitlines()
+    assert lines[0] == ("\x1b[33m  ~ file.c:/srv/a\\x1bb\x1b[0m will be updated in place (differs: content\\x07)"
+                        " [changed outside lab.yaml]")
+    assert "\x1b[36m <> file.c:/srv/a\\x1bb\x1b[0m will be restarted (because\\x1b[2J)" in lines
+    assert "      \x1b[31m-x\\x1b[31m\x1b[0m" in lines
+    assert all(line.count("\x1b") == 2 * line.count("\x1b[0m") for line in lines)  # every code is one of ours
+    plain = plan_text(make_plan("l", [change], {}), colour=False)
+    assert "\x1b" not in plain and "  ~ file.c:/srv/a\\x1bb will be updated in place" in plain
+
+
 def test_json_rendering_is_deterministic():
     changes = diff_states(state(instance(), profile()), {})
     one, two = plan_json(make_plan("l", changes, {})), plan_json(make_plan("l", list(reversed(changes)), {}))
@@ -301,3 +316,14 @@ def test_the_repository_lab_plans_without_a_cycle_and_haproxy_waits_for_rsyslog(
 def test_every_action_has_a_colour_and_a_past_tense():
     from reconciler.render import COLOURS, PAST
     assert set(COLOURS) == set(Action) and set(PAST) == set(Action)
+
+
+def test_a_target_that_names_nothing_is_an_error_with_the_closest_addresses():
+    plan = make_plan("l", diff_states(state(instance("web1"), instance("web2")), {}), {})
+    known = {a.instance("web1"), a.instance("web2"), a.profile("p")}
+    assert [str(c.address) for c in plan.targeted([a.instance("web1")], known).changes] == ["instance.web1"]
+    with pytest.raises(ValueError, match=r"^instance\.web3 is neither in lab.yaml nor one of the lab's objects in LXD;"
+                       r" did you mean instance\.web1 or instance\.web2\?$"):
+        plan.targeted([a.instance("web3")], known)
+    with pytest.raises(ValueError, match=r"the lab's addresses: profile\.p, instance\.web1, instance\.web2$"):
+        plan.targeted([a.network("zzz")], known)

@@ -198,6 +198,9 @@ def test_usage_errors_exit_1_never_2(lab):
         done = sh(str(_cli()), *argv, "-f", str(lab.file), check=False)
         assert done.returncode == 1, (argv, done.returncode, done.stderr)
         assert f"reconcile {argv[0]}" in done.stderr  # the subcommand's own usage
+    too_many = sh(str(_cli()), "check", "--requests", "100000", "-f", str(lab.file), check=False)
+    assert too_many.returncode == 1 and too_many.stdout == ""  # refused, never quietly sent as 100
+    assert "reconcile check: error: argument --requests: must be at most 100, not 100000" in too_many.stderr
     assert sh(str(_cli()), "--version").stdout.startswith("reconcile ")
 
 

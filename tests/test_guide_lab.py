@@ -8,15 +8,17 @@ meets the lab `make lab` brings up."""
 from __future__ import annotations
 
 import contextlib
+import io
 import shlex
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, LabDir, drop_project, new_project, next_tag, sh
-from docs_scenario import documented, masked, run_scenario
+from docs_scenario import GUIDE, documented, masked, run_scenario, shown_in_docs, wrong_exit_codes
 
 from reconciler.check import ask
 
@@ -98,18 +100,22 @@ class Guide(LabDir):
         assert result.code == 0, result.out[-3000:] + result.err
         return result
 
-    def tutorial_run(self, argv: list[str]) -> str:
-        """What `reconcile ARGV` prints, in the names the tutorial uses (those of `make lab`)."""
-        result = self.run(*argv)
-        assert result.code == 0, result.out[-3000:] + result.err
+    def tutorial_run(self, argv: list[str]) -> tuple[int, str]:
+        """How `reconcile ARGV` exits and what it prints (standard output, then error), in the names the
+        docs use (those of `make lab`).  Standard input is not a terminal, as in scripts/docs-outputs.py."""
+        stdin, sys.stdin = sys.stdin, io.StringIO()
+        try:
+            result = self.run(*argv)
+        finally:
+            sys.stdin = stdin
         names = [(f" (with {self.dir / 'lab.override.yaml'} merged)", ""), (" (with lab.override.yaml merged)", ""),
                  (str(self.file), "lab.yaml"), (self.parent, "labnet0"), (self.peer, "labnet1"),
                  (f"{self.tag}lan", "lan0"), (self.tag, "haproxy-lab"), (str(HTTP_PORT + 1), "443"),
                  (str(HTTP_PORT), "80")]
-        out = result.out
+        out = result.out + result.err
         for old, new in names:
             out = out.replace(old, new)
-        return out
+        return result.code, out
 
     def serving(self) -> bool:
         return all(a.status == 200 for a in self.answers("site1.testdomain.com", 2))
@@ -158,7 +164,7 @@ def guide_lab(tmp_path_factory, name: str, kind: type = Guide):
 @pytest.fixture(scope="module")
 def guide(lxd_ready, tmp_path_factory):
     with guide_lab(tmp_path_factory, "guide") as lab:
-        lab.scenario = run_scenario(lab.tutorial_run,
+        lab.scenario = run_scenario(GUIDE, lab.tutorial_run,
                                     lambda command: sh(*shlex.split(_in_project(command, lab.tag))),
                                     lambda: until(lab.serving, 30))
         yield lab
@@ -169,18 +175,20 @@ def _in_project(command: str, project: str) -> str:
     return command.replace("lxc ", f"lxc --project {project} ", 1)
 
 
-def test_the_tutorials_outputs_are_what_the_commands_print(guide):
-    """docs/tutorial.md's output blocks come from a real run (scripts/docs-outputs.py writes them)."""
-    documented_blocks = documented()
-    assert set(documented_blocks) == set(guide.scenario), "a block in docs/tutorial.md has no step, or the reverse"
-    for name, printed in guide.scenario.items():
+def test_the_docs_outputs_are_what_the_commands_print_and_exit_with(guide):
+    """The guide's output blocks in docs/tutorial.md and docs/cli.md come from a real run
+    (scripts/docs-outputs.py writes them); each step ended with the exit code the docs give it."""
+    assert not wrong_exit_codes(GUIDE, guide.scenario)
+    documented_blocks = documented(GUIDE)
+    for name, step in shown_in_docs(GUIDE).items():
+        printed = guide.scenario[name].text
         assert masked(printed) == masked(documented_blocks[name]), (
-            f"docs/tutorial.md block {name!r} no longer matches what the command prints; run"
+            f"{step.doc.name} block {name!r} no longer matches what the command prints; run"
             f" `make docs-outputs`. Printed now:\n{printed}")
 
 
 def test_from_empty_the_check_alternates_both_sites_and_a_second_plan_is_empty(guide):
-    assert "Apply complete!" in guide.scenario["apply-from-nothing"]
+    assert "Apply complete!" in guide.scenario["apply-from-nothing"].text
     serving = lambda: all(a.status == 200 for a in guide.answers("site1.testdomain.com", 2))
     assert until(serving, 15)  # HAProxy's reload and first health checks finish just after apply
     for host in ("site1.testdomain.com", "site2.testdomain.com"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import RUN, sh
+from conftest import ROOT, RUN, sh
 
 from reconciler.lxd import Lxd
 from reconciler.remote import load
@@ -229,9 +229,18 @@ def test_a_server_without_the_pinned_certificate_is_refused_before_any_request(l
     assert str(pinned) in refused.err and f"remote {REMOTE!r}" in refused.err
     presented = hashlib.sha256(ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", 8443))))
     assert f"the server presents sha256 {presented.hexdigest()}" in refused.err
+    assert as_in_the_docs(refused.err, conf) in (ROOT / "docs" / "cli.md").read_text()  # the docs show this message
     assert log.by(tls_remote.client, until=after_refusal) == []  # not a request, not even our certificate
     assert any("TLS handshake error from 127.0.0.1" in line for line in log.before(after_refusal))
     assert any("protocol=tls" in line for line in log.by(tls_remote.client))
+
+
+def as_in_the_docs(message: str, conf: Path) -> str:
+    """The refusal as docs/cli.md shows it: its remote, address and folder, each fingerprint cut short."""
+    for real, shown in ((str(conf), "/root/.config/lxc"), (HTTPS_ADDRESS, "192.0.2.10:8443"), (REMOTE, "lab-server")):
+        message = message.replace(real, shown)
+    hashes = iter(("3a92", "58c6"))
+    return re.sub(r"\b[0-9a-f]{64}\b", lambda _: next(hashes) + "…", message)
 
 
 def test_insecure_skip_verify_connects_to_any_certificate_and_says_so(lab, conf):

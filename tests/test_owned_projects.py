@@ -10,6 +10,12 @@ import os
 import pytest
 from conftest import RUN_KEY, LabDir, new_project, next_tag, sh
 
+from reconciler.address import instance, network, profile, project
+from reconciler.engine import build_plan
+from reconciler.lxd import Lxd
+from reconciler.plan import Action, Step
+from reconciler.spec import load_lab
+
 OWNED = """\
 lab: @TAG@
 lxd: {project: @PROJECT@}
@@ -190,3 +196,63 @@ def test_check_on_an_owned_project_not_made_yet_says_apply_makes_it(owned):
     done = owned.run("check")
     assert done.code == 1 and done.err == (f"Error: LXD project {owned.project!r} does not exist yet: lab.yaml owns it"
                                            " (project:), and `reconcile apply` creates it\n")
+
+
+BRIDGED = OWNED.replace("""profiles:
+  default:
+    description: the project's own default
+    devices:
+      root: {type: disk, path: /, pool: default}
+""", """networks:
+  @TAG@b:
+    config: {ipv4.address: 10.203.57.1/24, ipv4.nat: false, ipv6.address: none}
+profiles:
+  default:
+    description: the project's own default, with the lab's NIC
+    devices:
+      root: {type: disk, path: /, pool: default}
+      eth0: {type: nic, network: @TAG@b, name: eth0}
+""")
+
+
+def destroy_plan(lab: LabDir):
+    spec, _ = load_lab(lab.file)
+    plan, _ = build_plan(spec, lab.dir, Lxd(None, lab.project), destroy=True)
+    return plan
+
+
+def network_exists(name: str) -> bool:
+    return sh("lxc", "query", f"/1.0/networks/{name}", check=False).returncode == 0
+
+
+def test_destroy_takes_the_labs_nic_out_of_the_default_profile_before_its_network_goes(owned):
+    owned.write(BRIDGED.replace("@RUN_KEY@", RUN_KEY).replace("@PID@", str(os.getpid())))
+    try:
+        applied(owned)
+        plan = owned.run("destroy")  # no --yes, no terminal: shows the plan, refuses
+        assert plan.code == 1 and "refusing to destroy without --yes" in plan.err, plan.err
+        heads = [line for line in plan.out.splitlines() if line[:4].strip() in ("-", "~")]
+        assert heads == [
+            f"  - project.{owned.project} will be deleted (destroy: lab {owned.tag!r} owns it)",
+            f"  - network.{owned.tag}b will be deleted (destroy: lab {owned.tag!r} owns it)",
+            "  ~ profile.default will be updated in place (destroy: the lab's devices leave it; LXD never deletes a"
+            " default profile)",
+            f"  - instance.c1 will be deleted (destroy: lab {owned.tag!r} owns it)"], plan.out
+        assert f'      devices.eth0: {{"name": "eth0", "network": "{owned.tag}b", "type": "nic"}} -> (none)' in plan.out
+        assert "devices.root" not in plan.out and "renamed_from" not in plan.out and "[your change]" not in plan.out
+        assert "      it is RUNNING: its root filesystem is lost\n" in plan.out
+        graph = destroy_plan(owned).graph  # the order is the graph's, not the luck of parallel steps
+        emptied, bridge = Step(profile("default"), Action.UPDATE), Step(network(f"{owned.tag}b"), Action.DELETE)
+        assert Step(instance("c1"), Action.DELETE) in graph[emptied] and emptied in graph[bridge]
+        assert bridge in graph[Step(project(owned.project), Action.DELETE)]
+        gone = owned.run("destroy", "--yes")
+        assert gone.code == 0, gone.out + gone.err
+        done = [line.split(":")[0] for line in gone.out.splitlines() if line.endswith("s]")]
+        assert done.index("profile.default") < done.index(f"network.{owned.tag}b") < done.index(
+            f"project.{owned.project}"), gone.out  # by the plan's graph: the NIC leaves, then its network goes
+        assert gone.out.rstrip().endswith("Destroy complete! 4 done, 0 failed, 0 skipped.")
+        assert project_of(owned.project) is None and not network_exists(f"{owned.tag}b")
+        nothing = owned.run("destroy", "--yes")
+        assert nothing.code == 0 and nothing.out == f"Nothing to destroy: lab {owned.tag!r} owns nothing in LXD.\n"
+    finally:
+        sh("lxc", "network", "delete", f"{owned.tag}b", check=False)

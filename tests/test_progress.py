@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from terminal import run_in_terminal
+from terminal import run_in_terminal, run_in_tmux
 
 from reconciler.address import instance
 from reconciler.apply import Outcome
@@ -49,6 +49,18 @@ def test_away_from_a_terminal_apply_prints_the_same_plain_lines_as_ever():
     assert out.getvalue() == "instance.c1: created [1.2s]\n"
 
 
+def test_an_escape_in_an_address_is_shown_never_obeyed_in_the_live_line_and_the_step_lines():
+    from reconciler.address import file
+    from reconciler.progress import _running_text
+    step = Step(file("c1", "/srv/a\x1b[2J"), Action.CREATE)
+    assert _running_text({step: 0.0}).startswith("Running file.c1:/srv/a\\x1b[2J (create, ")
+    change = Change(step.address, (Action.CREATE,), (Reason("absent", "absent"),), None, {})
+    out = io.StringIO()
+    with apply_progress(make_plan("l", [change], {}), colour=True, stream=out) as progress:
+        progress("end", step, change, Outcome(step, change, "done", 0.5))
+    assert out.getvalue() == "\x1b[32mfile.c1:/srv/a\\x1b[2J: created\x1b[0m [0.5s]\n"
+
+
 def reconcile(lab, *argv: str, no_color: bool) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | ({"NO_COLOR": "1"} if no_color else {})
     code, out = run_in_terminal([sys.executable, "-m", "reconciler.cli", *argv, "-f", str(lab.file)], env)
@@ -62,7 +74,7 @@ def test_apply_on_a_terminal_shows_what_runs_done_of_total_and_time(lab):
     assert code == 0, text[-2000:]
     assert re.search(r"0:00:\d\d .* [0-6]/7 Running instance\.c\d \(create, \d+s\)", text), text[-2000:]
     assert "instance.c5: created [" in text and "Apply complete! 7 done, 0 failed, 0 skipped." in text
-    assert COLOUR.search(raw)
+    assert COLOUR.search(raw) and "\\x1b" not in text  # coloured, and no code shown as text
 
     lab.lxc("config", "set", "c1", "user.x", "1")
     code, raw = reconcile(lab, "apply", "--yes", no_color=True)
@@ -87,3 +99,33 @@ def test_debootstraps_stages_live_on_a_terminal(tmp_path):
         assert "W: a warning kept as it was" in text
         assert bool(COLOUR.search(raw)) != no_color
 
+
+
+MOTD = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+containers:
+  c1:
+    image: reconciler-tiny
+    files:
+      /etc/motd: {content: "hello\\n"}
+"""
+SGR_YELLOW = re.compile(r"\x1b\[(?:[0-9;]*;)?33(?:;[0-9;]*)?m")
+
+
+def test_a_plan_on_a_real_terminal_is_coloured_and_shows_no_escape_code_but_those_it_was_sent(lab):
+    """tmux is the terminal: what it displays, not the bytes sent to it.  The plan's colours are
+    displayed as colours; an escape sequence inside a container's file is shown as text, not obeyed."""
+    lab.write(MOTD)
+    assert lab.run("apply", "--yes").code == 0
+    lab.lxc("exec", "c1", "--", "sh", "-c", r"printf 'bye\033[2J\033]0;pwned\007\n' > /etc/motd")
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TMUX")}
+    screen = run_in_tmux([sys.executable, "-m", "reconciler.cli", "plan", "-f", str(lab.file)], env)
+    lines = screen.text.splitlines()
+    assert screen.code == 0, screen.text
+    first = "  ~ file.c1:/etc/motd will be updated in place (differs: content) [changed outside lab.yaml]"
+    assert lines[0] == first, screen.text
+    assert [line for line in lines if "\\x" in line] == ["      -bye\\x1b[2J\\x1b]0;pwned\\x07"], screen.text
+    assert "      +hello" in lines and lines[-1].startswith("Plan: 1 to update, and 1 unchanged.")  # the screen was never cleared
+    styled = screen.styled.splitlines()
+    assert SGR_YELLOW.match(styled[0]) and "~ file.c1:/etc/motd" in styled[0], styled[0]  # colour is really on

@@ -149,6 +149,14 @@ def test_target_plans_and_applies_a_subset_with_what_it_depends_on(lab):
     assert [i["name"] for i in json.loads(lab.lxc("list", "--format=json"))] == ["c2"]
     bad = lab.run("plan", "--target", "instanse.c2")
     assert bad.code == 1 and "unknown kind 'instanse'" in bad.err
+    for command in (["plan"], ["apply", "--yes"]):  # a typo is an error, never "No changes"
+        typo = lab.run(*command, "--target", "instance.c3")
+        assert typo.code == 1 and typo.out == "", typo.out
+        assert typo.err == ("Error: --target instance.c3 is neither in lab.yaml nor one of the lab's objects in LXD;"
+                            " did you mean instance.c1 or instance.c2?\n"), typo.err
+    nothing_close = lab.run("plan", "--target", "file.c9:/etc/nope")
+    assert nothing_close.code == 1 and (f"the lab's addresses: network.{lab.tag}b, profile.net, instance.c1,"
+                                        " instance.c2\n") in nothing_close.err, nothing_close.err
 
 
 def test_apply_waits_for_an_operation_a_killed_run_left(lab):

@@ -5,8 +5,9 @@ refuses every read in it, so plan reads only what is global (networks, ACLs) and
 will share with the default project (images; profiles when it keeps none of its own), and plans
 everything as created.  In a project the lab owns, the `default` profile LXD made with it is the
 lab's when lab.yaml declares it (root disk, NICs): plan updates it, and it is never deleted (LXD
-refuses; it goes with the project).  Destroy deletes the project only when nothing but the lab's is
-in it.  Without `project:` the project must exist and is only used, whatever tag it carries.
+refuses; it goes with the project).  Destroy takes the lab's devices but the root disk out of it
+(a NIC would keep the lab's network in use), then deletes the project, only when nothing but the
+lab's is in it.  Without `project:` the project must exist and is only used, whatever tag it carries.
 """
 
 from __future__ import annotations
@@ -95,6 +96,17 @@ def claim(live: Live, lab: Lab, found: dict | None, destroy: bool) -> list[str]:
     live.owned[here.address] = here
     live.owned.update(within(live.owned, name))
     return []
+
+
+def emptied_default_profile(live: Live) -> list[Resource]:
+    """Destroy: a default profile the lab owns is never deleted (LXD refuses), but the lab's devices leave
+    it, or a NIC in it would keep the lab's network in use.  Its root disk stays: it uses no network, and
+    LXD wants one while anything still uses the profile (a project the lab leaves behind)."""
+    have = live.owned.get(profile(DEFAULT_PROFILE))
+    if have is None:
+        return []
+    devices = {name: d for name, d in have.body["devices"].items() if d.get("type") == "disk" and d.get("path") == "/"}
+    return [Resource(have.address, {**have.body, "devices": devices})]
 
 
 def _take_default_profile(live: Live, lab_name: str) -> None:
