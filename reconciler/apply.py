@@ -12,10 +12,12 @@ a missing edge in the graph fails deterministically instead of hiding behind tim
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 from typing import Any
@@ -97,6 +99,13 @@ class Scheduler:
         self.recorded: set[RecordStep] = set()
 
     def run(self) -> Report:
+        with first_interrupt_only_stops_starting(self._interrupted):
+            return self._run()
+
+    def _interrupted(self) -> None:
+        self.report.interrupted = True
+
+    def _run(self) -> Report:
         sorter = TopologicalSorter(self.graph)
         sorter.prepare()
         ready: list[Hashable] = []
@@ -115,13 +124,7 @@ class Scheduler:
                     if self.report.interrupted or not sorter.is_active():
                         break
                     continue
-                try:
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                except KeyboardInterrupt:
-                    if self.report.interrupted:
-                        raise  # the second Ctrl-C: abandon what runs
-                    self.report.interrupted = True
-                    continue
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)  # a first Ctrl-C lets it go on
                 for future in finished:
                     item = running.pop(future)
                     sorter.done(item)
@@ -177,6 +180,29 @@ class Scheduler:
         for item in sorted((i for i in items if isinstance(i, Step)), key=_key):
             self.report.outcomes.append(Outcome(item, self.changes[item], "not started",
                                                 message="apply was interrupted"))
+
+
+@contextmanager
+def first_interrupt_only_stops_starting(on_first: Callable[[], None]) -> Iterator[None]:
+    """While apply runs, a first Ctrl-C (SIGINT) only marks the run interrupted, wherever it lands: the
+    scheduler starts nothing more and waits for the running steps.  A second one abandons them
+    (KeyboardInterrupt).  Only the main thread can own the handler; elsewhere Python's stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if seen:
+            raise KeyboardInterrupt
+        seen.append(signum)
+        on_first()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _key(item: Hashable) -> tuple:
@@ -309,7 +335,7 @@ class Runner:
             key = record_key(change.address)
             if not succeeded:
                 continue
-            if Action.DELETE in change.actions:
+            if Action.DELETE in change.actions or change.after is None:  # deleted, or converged away
                 record.pop(key, None)
             elif change.after is not None:
                 record[key] = digest(self.applied.get(change.address, change.after))

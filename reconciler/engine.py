@@ -22,9 +22,9 @@ from .address import Address, Kind, instance, network, profile
 from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
 from .diff import diff_states
 from .errors import LxdError
-from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, facts_argv, parse_facts, record_path
+from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, facts_argv, parse_facts, parse_record, record_path
 from .kinds import project as project_kind
-from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, users_of
+from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, recorded_files, users_of
 from .plan import Action, Change, Origin, Plan, PlanError, Reason, make_plan
 from .source import field_path
 from .spec import REMOTES, Lab, network_overlaps
@@ -82,6 +82,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     facts = read_facts(lxd, wanted, _readable(wanted, owned, renames, sight), desired)
     for cname, found in facts.items():
         owned.update(provisioned(cname, found, provisioning_of(wanted, cname)))
+    for cname, record in _unseen_records(lxd, wanted, owned, renames, sight).items():
+        owned.update(recorded_files(cname, record))
     _same_content(owned, desired)
     inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts)
     notes = project_notes + placement.notes(places) + _notes(wanted, sight)
@@ -240,9 +242,11 @@ def _seen_inside(changes: list[Change], sight: Mapping[str, Sight], facts: Mappi
             change = replace(change, reasons=(Reason("new-container", f"{cname} is new: set up once it runs"),)
                              * len(change.actions))
         elif seen == Sight.UNSEEN:
-            change = replace(change, actions=(Action.CONVERGE,), reasons=(Reason(
-                "unseen", f"{cname} is stopped: read and converged once apply has started it"),),
-                before=None, origin=Origin.UNKNOWN)
+            why = (f"not in lab.yaml, written by an earlier apply; {cname} is stopped: deleted once apply has"
+                   " started it, if still there" if change.after is None else
+                   f"{cname} is stopped: read and converged once apply has started it")
+            change = replace(change, actions=(Action.CONVERGE,), reasons=(Reason("unseen", why),),
+                             before=None, origin=Origin.UNKNOWN if change.after is not None else Origin.LAB)
         elif Action.CREATE in change.actions and record_key(change.address) in (facts[cname].record or {}):
             change = replace(change, origin=Origin.OUTSIDE)  # an earlier apply made it: removed by hand
         out.append(change)
@@ -271,16 +275,37 @@ def _same_content(owned: LabState, desired: LabState) -> None:
                                    have.owner, have.applied, have.meta)
 
 
+def _live_names(renames: list[Change]) -> dict[str, str]:
+    """Containers whose rename is pending: lab.yaml's name -> the live one."""
+    return {c.address.name: c.meta["renamed_from"] for c in renames if Action.RENAME in c.actions}
+
+
 def _readable(lab: Lab, owned: LabState, renames: list[Change], sight: Mapping[str, Sight]) -> dict[str, str]:
     """Containers to read, by their live name (the old one while a rename is pending): those seen
     running with something to manage, or a record of what an earlier apply wrote there."""
-    old_names = {c.address.name: c.meta["renamed_from"] for c in renames if Action.RENAME in c.actions}
+    old_names = _live_names(renames)
     out = {}
     for cname, seen in sight.items():
         have = owned.get(instance(cname))
         if seen == Sight.KNOWN and have is not None and (
                 not provisioning_of(lab, cname).empty or have.meta.get("has_record")):
             out[cname] = old_names.get(cname, cname)
+    return out
+
+
+def _unseen_records(lxd: Lxd, lab: Lab, owned: LabState, renames: list[Change],
+                    sight: Mapping[str, Sight]) -> dict[str, dict[str, str]]:
+    """What an earlier apply recorded inside each container apply is to start, read through LXD's file
+    API (it works on a stopped container, no exec): what lab.yaml dropped meanwhile is the lab's to
+    delete once the container runs, in the same apply.  One GET, only for such containers."""
+    old_names = _live_names(renames)
+    out = {}
+    for cname, seen in sight.items():
+        have = owned.get(instance(cname))
+        if seen == Sight.UNSEEN and have is not None and have.meta.get("has_record"):
+            data = lxd.read_file(old_names.get(cname, cname), record_path(lab.lab))
+            if data is not None:
+                out[cname] = parse_record(data.decode("utf-8", "replace"))
     return out
 
 

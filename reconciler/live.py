@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .address import Address, Kind, instance
+from .address import file as file_address
 from .desired import Provisioning
 from .facts import Facts
 from .kinds import acl as acl_kind
@@ -111,6 +112,19 @@ def provisioned(cname: str, facts: Facts, want: Provisioning) -> LabState:
         applied = (facts.record or {}).get(record_key(res.address))
         add(out, Resource(res.address, res.body, res.depends_on, applied=applied))
     return out
+
+
+def recorded_files(cname: str, record: Mapping[str, str]) -> LabState:
+    """The files an earlier apply recorded inside a container plan cannot look into yet (stopped, to be
+    started): known to be the lab's, their state unseen until apply has started it."""
+    out: LabState = {}
+    for key, applied in record.items():
+        if key.startswith("file:/"):
+            add(out, Resource(file_address(cname, key.removeprefix("file:")), {"type": UNSEEN_TYPE}, applied=applied))
+    return out
+
+
+UNSEEN_TYPE = "(unseen)"
 
 
 def record_key(addr: Address) -> str:

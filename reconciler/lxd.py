@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,15 @@ OPERATION_TIMEOUT = 300
 # LXD 5.0 answers a wait at once, still "Running", for an operation on another cluster member than the one
 # asked: the next wait is paced, from the first pause doubling up to the last.
 POLL_PAUSES = (0.05, 1.0)
+# LXD 5.0's exec sometimes fails before the command exists ("Failed to retrieve PID of executing child
+# process": the attach never produced a process).  Only that is tried again, and every exec goes through
+# a guard that marks, inside the container, that this attempt's command started: a second attempt with
+# the same mark refuses to run it (exit 199), so a command never runs twice, whatever LXD said.
+NEVER_STARTED = ("Failed to retrieve PID of executing child process",)
+EXEC_ATTEMPTS = 3
+EXEC_GUARD = ('d=/run/reconciler-exec; mkdir -p "$d" && mkdir "$d/$1" 2>/dev/null'
+              ' || { echo "reconciler: this command already ran once ($1)" >&2; exit 199; }; shift; exec "$@"')
+ALREADY_RAN = 199
 
 
 
@@ -257,8 +267,27 @@ class Lxd:
         self._call("post", self.api.instances[name].files, params={"path": path},
                    data=b"" if directory else data, headers=headers)
 
+    def read_file(self, name: str, path: str) -> bytes | None:
+        """A file's bytes, or None if it is not there; works on a stopped instance (no exec)."""
+        try:
+            return self._call("get", self.api.instances[name].files, params={"path": path}, is_api=False).content
+        except LxdNotFound:
+            return None
+
     def execute(self, name: str, argv: list[str], timeout: int = 600) -> tuple[int, str, str]:
-        """Run argv in the instance; (exit code, stdout, stderr).  No websockets: output is recorded."""
+        """Run argv in the instance; (exit code, stdout, stderr).  No websockets: output is recorded.
+        Tried again only when LXD says the command never started (NEVER_STARTED), never otherwise."""
+        guarded = guard(argv, uuid.uuid4().hex)
+        for attempt in range(1, EXEC_ATTEMPTS + 1):
+            try:
+                return self.execute_once(name, guarded, timeout)
+            except LxdError as err:
+                if attempt == EXEC_ATTEMPTS or not never_started(err):
+                    raise
+        raise AssertionError("unreachable")
+
+    def execute_once(self, name: str, argv: list[str], timeout: int = 600) -> tuple[int, str, str]:
+        """One attempt, as it is (`execute` guards and retries)."""
         body = {"command": argv, "record-output": True, "interactive": False,
                 "wait-for-websocket": False, "environment": {"LANG": "C.UTF-8"}}
         meta = self._wait(self._call("post", self.api.instances[name].exec, json=body), timeout)
@@ -337,6 +366,16 @@ def _message(err: lxd_errors.LXDAPIException) -> str:
         return data.get("error") or str(err)
     except ValueError:
         return str(err) or f"HTTP {err.response.status_code}"
+
+
+def guard(argv: list[str], mark: str) -> list[str]:
+    """argv run through EXEC_GUARD under `mark`: it runs at most once per mark (values stay arguments)."""
+    return ["sh", "-c", EXEC_GUARD, "reconciler-exec", mark, *argv]
+
+
+def never_started(err: LxdError) -> bool:
+    """LXD says the command was never started: the one exec failure it is safe to try again."""
+    return any(text in str(err) for text in NEVER_STARTED)
 
 
 def wait_for_address(lxd: Lxd, name: str, nic: str, timeout: float) -> str:

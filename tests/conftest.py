@@ -15,6 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis: CI replays a fixed set (derandomized: the same examples on every run and machine, plus the
+# explicit @example cases found earlier); `make fuzz` explores new ones and prints each failure as an
+# @example to paste in (tests/fuzz.py).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=False, deadline=None)
+settings.register_profile("fuzz", derandomize=False, database=None, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("RECONCILER_HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = secrets.token_hex(2)  # this run's mark in every global name (networks are not per project)
@@ -27,6 +35,38 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "lxd_ready" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.lxd)
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under `make fuzz`, a falsifying example is printed as the @example line that replays it in CI."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and os.environ.get("RECONCILER_HYPOTHESIS_PROFILE") == "fuzz":
+        found = as_example(report.longreprtext, item.name.split("[")[0])
+        if found:
+            report.sections.append(("Paste above the test to replay it in CI", found))
+
+
+def as_example(text: str, test: str) -> str | None:
+    """Hypothesis's `Falsifying example: test(fixture=..., x=...)` as `@example(x=...)`."""
+    start = text.find(f"Falsifying example: {test}(")
+    if start < 0:
+        return None
+    lines = text[start:].split("\n")[1:]
+    body = []
+    for line in lines:
+        stripped = line.lstrip("E ").rstrip()
+        if stripped == ")":
+            break
+        if stripped and stripped.split("=")[0] not in FIXTURE_ARGS:
+            body.append("    " + stripped)
+    return "@example(\n" + "\n".join(body) + "\n)"
+
+
+FIXTURE_ARGS = {"prop_lab", "tmp_path", "loader", "lab"}
 
 
 MODULE_LOCKS = Path("/tmp/reconciler-test-locks")

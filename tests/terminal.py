@@ -1,5 +1,6 @@
 """Run a command on a real pseudo-terminal, as a person at a terminal would, and read what it drew: the
-bytes it wrote (`run_in_terminal`), or the screen a real terminal emulator shows (`run_in_tmux`)."""
+bytes it wrote (`run_in_terminal`), the screen a real terminal emulator shows (`run_in_tmux`), or a
+conversation with it (`Terminal`: read until it shows something, answer)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,44 @@ def run_in_tmux(argv: list[str], env: dict[str, str], timeout: float = 300, colu
             return Screen(int(code_file.read_text()), text.rstrip("\n") + "\n", styled.rstrip("\n") + "\n")
         finally:
             subprocess.run(tmux + ["kill-server"], check=False, capture_output=True, timeout=30)
+class Terminal:
+    """A command on a pseudo-terminal that a test talks to: read until it shows something, answer."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, columns: int = 140):
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                                     env={**(env or os.environ), "TERM": "xterm-256color", "COLUMNS": str(columns)})
+        os.close(slave)
+        self.out = bytearray()
+
+    def read_until(self, marker: bytes, timeout: float = 120) -> bytes:
+        """Everything drawn so far, once `marker` is among it; AssertionError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while marker not in self.out:
+            assert time.monotonic() < deadline, f"no {marker!r} after {timeout}s:\n{self.out[-2000:]!r}"
+            if not self._read(0.5) and self.proc.poll() is not None:
+                raise AssertionError(f"exited ({self.proc.returncode}) without {marker!r}:\n{self.out[-2000:]!r}")
+        return bytes(self.out)
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def finish(self, timeout: float = 300) -> tuple[int, bytes]:
+        """Its exit code and all it drew, once it ends (bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._read(0.5) is not None:
+            pass
+        os.close(self.master)
+        return self.proc.wait(timeout=max(1.0, deadline - time.monotonic())), bytes(self.out)
+
+    def _read(self, wait: float) -> bytes | None:
+        """What arrived within `wait` (b"" if nothing yet); None once the terminal's other end closed."""
+        if not select.select([self.master], [], [], wait)[0]:
+            return b""
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:  # EIO: the other end closed
+            return None
+        self.out += chunk
+        return chunk or None

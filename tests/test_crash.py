@@ -1,8 +1,10 @@
 """Convergence after any crash, on a real LXD: the guide's lab brought up from nothing while
-`reconcile apply` is SIGKILLed at points spread over the whole run (several while containers are
-being created), and while the LXD daemon itself is killed and restarted.  Each time the next apply
-converges: plan is empty, `reconcile check` passes, nothing the lab owns is duplicated or lost, and
-what it does not own is untouched."""
+`reconcile apply` is SIGKILLed at points spread over the whole run (after its k-th step, read from
+its output: an event, not a timer), and while the LXD daemon itself is killed and restarted (while
+an operation of the apply is running in LXD, seen in LXD's own list).  Each time: the killed run
+ends as it should, and the next apply converges: it redoes nothing the killed run reported done,
+plan is empty, `reconcile check` passes, nothing the lab owns is duplicated or lost, and what it
+does not own is untouched."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from conftest import ROOT, sh
 from test_guide_lab import guide_lab, until
 
 CLI = str(ROOT / ".venv" / "bin" / "reconcile")
-KILL_AFTER = [0.5, 1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 12.0, 16.0, 21.0]  # seconds into an apply from nothing
-DAEMON_KILL_AFTER = [2.0, 6.0, 12.0]
+KILL_AFTER_STEPS = [0, 1, 2, 3, 5, 8, 12, 17, 23, 29]  # of the ~34 steps of the guide's lab from nothing
+# (what LXD's operation list says, on which container): a create, a start, an exec inside
+DAEMON_KILL_DURING = [("Creating instance", "web1"), ("Starting instance", "proxyha"), ("Executing command", "web2")]
+LXD_LOST = ("lost the connection to LXD", "did not answer", "not found")
 RESULTS: list[str] = []
 
 
@@ -48,12 +52,15 @@ def _start_apply(lab) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _converges(lab, what: str) -> None:
-    """The next apply finishes the job, and the lab is exactly the lab."""
+def _converges(lab, what: str, done_before: set[str]) -> None:
+    """The next apply finishes the job without redoing what the killed run reported done, and the
+    lab is exactly the lab."""
     started = time.monotonic()
     result = lab.run("apply", "--yes")
     errors = "\n".join(line for line in result.out.splitlines() if line.startswith("Error"))
     assert result.code == 0, f"{what}: the next apply failed:\n{errors}\n{result.out[-1500:]}{result.err}"
+    redone = done_before & _created(result.out)
+    assert not redone, f"{what}: the next apply created again what the killed run had made: {sorted(redone)}"
     assert lab.run("plan", "--detailed-exitcode").code == 0, f"{what}: plan not empty after the next apply"
     assert until(lambda: lab.run("check").code == 0, 60, step=2), f"{what}: {lab.run('check').out}"
     names = sorted(i["name"] for i in json.loads(lab.lxc("list", "--format=json")))
@@ -64,20 +71,37 @@ def _converges(lab, what: str) -> None:
     waited = "waited for LXD" if "Waiting for LXD to finish" in result.err else ""
     took = "took over the lock" if "Took over the lock" in result.err else ""
     remade = f"made {result.out.count('made again')} half-made container(s) again" if "made again" in result.out else ""
-    RESULTS.append(f"{what}: converged in {time.monotonic() - started:.1f}s {waited} {took} {remade}".rstrip())
+    steps = len(_finished(result.out))
+    RESULTS.append(f"{what}: converged in {time.monotonic() - started:.1f}s ({steps} steps) {waited} {took}"
+                   f" {remade}".rstrip())
 
 
-@pytest.mark.parametrize("seconds", KILL_AFTER)
-def test_a_killed_apply_converges_on_the_next(crashed, seconds):
+def _finished(out: str) -> list[str]:
+    """`address: past-tense` of every step an apply's plain progress reported done."""
+    return [line.rsplit(" [", 1)[0] for line in out.splitlines() if line.endswith("s]") and ": " in line]
+
+
+def _created(out: str) -> set[str]:
+    return {line.split(": ")[0] for line in _finished(out) if line.endswith(": created")}
+
+
+@pytest.mark.parametrize("steps", KILL_AFTER_STEPS)
+def test_a_killed_apply_converges_on_the_next(crashed, steps):
     assert crashed.run("destroy", "--yes").code == 0
     apply = _start_apply(crashed)
-    time.sleep(seconds)
-    finished = apply.poll() is not None
+    assert apply.stdout is not None
+    seen: list[str] = []
+    for line in apply.stdout:  # bounded: the apply ends by itself
+        seen.append(line)
+        if (steps == 0 and line.startswith("Plan: ")) or (steps and len(_finished("".join(seen))) == steps):
+            break
     os.killpg(apply.pid, signal.SIGKILL)
     out, _ = apply.communicate(timeout=60)
-    assert not finished, f"the apply ended before {seconds}s: move the kill earlier\n{out}"
-    done = [line.split(":")[0] + ":" + line.split(":")[1] for line in out.splitlines() if line.endswith("s]")]
-    _converges(crashed, f"SIGKILL after {seconds}s ({len(done)} steps done, the last {done[-1] if done else 'none'})")
+    out = "".join(seen) + out
+    assert "Apply complete" not in out, f"the apply ended before its step {steps}: move the kill earlier\n{out}"
+    done = _finished(out)
+    assert len(done) >= steps, out
+    _converges(crashed, f"SIGKILL after step {steps} ({done[-1] if done else 'none done'})", _created(out))
 
 
 def _host_lxd_pids() -> list[int]:
@@ -93,12 +117,23 @@ def _host_lxd_pids() -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("seconds", DAEMON_KILL_AFTER)
-def test_an_apply_whose_lxd_daemon_is_killed_converges_once_it_is_back(crashed, seconds):
+def _running_operation(lab, description: str, name: str) -> bool:
+    found = sh("lxc", "query", f"/1.0/operations?recursion=1&project={lab.project}", check=False)
+    if found.returncode != 0:
+        return False
+    ops = (json.loads(found.stdout) or {}).get("running") or []
+    return any(op.get("description") == description
+               and f"/1.0/instances/{name}" in " ".join((op.get("resources") or {}).get("instances") or [])
+               for op in ops)
+
+
+@pytest.mark.parametrize("description, name", DAEMON_KILL_DURING)
+def test_an_apply_whose_lxd_daemon_is_killed_fails_clearly_and_converges_once_it_is_back(crashed, description, name):
     assert crashed.run("destroy", "--yes").code == 0
     apply = _start_apply(crashed)
     try:
-        time.sleep(seconds)
+        assert until(lambda: _running_operation(crashed, description, name), 300, step=0.05), \
+            f"never saw {description!r} on {name} running"
         pids = _host_lxd_pids()
         assert pids, "no LXD daemon of this host found"
         for pid in pids:
@@ -110,5 +145,10 @@ def test_an_apply_whose_lxd_daemon_is_killed_converges_once_it_is_back(crashed, 
         if apply.poll() is None:  # never leave an apply running into the next test
             os.killpg(apply.pid, signal.SIGKILL)
             apply.wait(timeout=60)
-    assert apply.returncode != 0 or "Apply complete" in out
-    _converges(crashed, f"LXD daemon killed after {seconds}s (that apply exited {apply.returncode})")
+    # An operation of the apply was running when LXD died, and steps remained: the run cannot have
+    # completed; it says which steps failed, in LXD's terms, and never with a traceback.
+    errors = [line for line in out.splitlines() if line.startswith("Error: ")]
+    assert apply.returncode == 1 and "Apply failed." in out and "Traceback" not in out, out[-3000:]
+    assert errors and any(lost in line for line in errors for lost in LXD_LOST), "\n".join(errors) or out[-3000:]
+    _converges(crashed, f"LXD daemon killed during {description!r} on {name} ({len(errors)} steps failed)",
+               _created(out))

@@ -59,6 +59,22 @@ def test_a_container_stopped_by_hand_plans_no_creates_and_one_apply_converges(la
     assert no_changes(lab)
 
 
+def test_files_dropped_while_a_container_was_stopped_are_deleted_by_the_apply_that_starts_it(lab):
+    """The case the property test found: files an earlier apply wrote, dropped from lab.yaml while
+    the container was stopped, are the lab's to delete once it runs again, in the same apply."""
+    applied(lab, with_state("running"))
+    applied(lab, with_state("stopped"))
+    lab.write(with_state("running").replace('    files:\n      /etc/keep.txt: {content: "keep me\\n"}\n', ""))
+    plan = json.loads(lab.run("plan", "--json").out)
+    by_address = {c["address"]: c for c in plan["changes"]}
+    assert by_address["file.c1:/etc/keep.txt"]["actions"] == ["converge"], plan["changes"]
+    assert by_address["file.c1:/etc/keep.txt"]["after"] is None
+    result = lab.run("apply", "--yes")
+    assert result.code == 0 and "file.c1:/etc/keep.txt: converged" in result.out, result.out + result.err
+    assert lab.lxc("exec", "c1", "--", "ls", "/etc/keep.txt", check=False) == ""
+    assert no_changes(lab)
+
+
 def test_an_image_change_converges_in_one_apply_with_the_files_in_the_new_container(lab):
     applied(lab, with_state("running"))
     fingerprint = json.loads(lab.lxc("image", "list", "reconciler-tiny", "--format=json"))[0]["fingerprint"]

@@ -1,7 +1,10 @@
-"""The property that matters, on a real LXD: for random labs and random live states, apply and
-then plan is empty.  Hypothesis draws a lab, hand edits made behind reconcile's back, and a second
-lab; the real apply code runs against the real daemon (tiny busybox containers, a project of its
-own), so the number of examples is kept small."""
+"""The property that matters, on a real LXD: whatever the lab and the live state, one apply is enough
+(apply, then plan is empty).  Each example is a sequence of two or three labs, with hand edits made
+behind reconcile's back between them, applied from nothing; the real apply code runs against the
+real daemon (tiny busybox containers, a project of its own), so the number of examples is small.
+
+CI replays a fixed set: the derandomized examples (the same on every run) and the @example cases
+exploration found.  `make fuzz` explores new ones and prints each failure as an @example to paste."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import json
 
 import pytest
 from conftest import LabDir, drop_project, new_project, next_tag
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 NAMES = ["c0", "c1", "c2"]
@@ -65,16 +68,43 @@ def by_hand(lab: LabDir, edits_: list[tuple[str, str]]) -> None:
         lab.lxc(*argv, check=False)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
-@given(first=labs, hand=edits, second=labs)
-def test_apply_then_plan_is_empty_whatever_the_lab_and_the_live_state(prop_lab, first, hand, second):
-    for lab, then in ((first, hand), (second, [])):
+def _clean(lab: LabDir) -> None:
+    """Every example starts from nothing: its outcome never depends on the examples run before it."""
+    lab.write(render(lab.tag, {"extra": "one", "containers": {}}))
+    result = lab.run("destroy", "--yes")
+    assert result.code == 0, result.out[-2000:] + result.err
+    assert json.loads(lab.lxc("list", "--format=json")) == []
+
+
+def _lab(containers: dict, extra: str = "one") -> dict:
+    return {"extra": extra, "containers": containers}
+
+
+def _c(state: str = "running", files: dict | None = None, **more) -> dict:
+    return {"state": state, "a": "one", "memory": "64MB", "extra": False, "proxy": False, "files": files or {},
+            **more}
+
+
+FILES = {"/etc/a.txt": ("one", "0644"), "/etc/b.txt": ("two", "0600")}
+
+
+@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(sequence=st.lists(st.tuples(labs, edits), min_size=2, max_size=3))
+# Found by exploration (the seed 262099542805491870799606219221280622868): files an earlier apply wrote,
+# dropped from lab.yaml while their container was stopped, were deleted only by a second apply.
+@example(sequence=[(_lab({"c2": _c("running", FILES)}), []), (_lab({"c2": _c("stopped", FILES)}), []),
+                   (_lab({"c2": _c("running")}), [])])
+@example(sequence=[(_lab({"c2": _c("running", FILES)}), [("stop", "c2")]), (_lab({"c2": _c("running")}), [])])
+def test_apply_then_plan_is_empty_whatever_the_lab_and_the_live_state(prop_lab, sequence):
+    """Each lab of the sequence is applied once, then plan must be empty; hand edits come between."""
+    _clean(prop_lab)
+    for i, (lab, hand) in enumerate(sequence):
         prop_lab.write(render(prop_lab.tag, lab))
         result = prop_lab.run("apply", "--yes", "--force")
-        assert result.code == 0, result.out[-3000:] + result.err
+        assert result.code == 0, f"lab {i}: " + result.out[-3000:] + result.err
         plan = prop_lab.run("plan", "--detailed-exitcode")
-        assert plan.code == 0, f"not converged:\n{plan.out}"
-        by_hand(prop_lab, then)
+        assert plan.code == 0, f"lab {i}: not converged by one apply:\n{plan.out}"
+        if i < len(sequence) - 1:
+            by_hand(prop_lab, hand)
     live = {i["name"] for i in json.loads(prop_lab.lxc("list", "--format=json"))}
-    assert live == set(second["containers"])
+    assert live == set(sequence[-1][0]["containers"])

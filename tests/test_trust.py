@@ -11,6 +11,8 @@ import subprocess
 import time
 
 from conftest import ROOT, sh
+from terminal import Terminal
+from test_guide_lab import until
 from test_lxd_core import HEADER, TINY, applied, no_changes
 
 from reconciler.lock import BEAT, COMMAND, HOLDER, MARK, STARTED, lock_name
@@ -119,13 +121,16 @@ def test_a_lock_on_another_host_is_taken_over_only_after_its_lease(lab):
 
 
 def test_two_applies_at_once_one_runs(lab):
+    """The first apply holds the lock while it asks for confirmation on its terminal: the second is
+    refused then, whatever the timing; answered, the first goes on."""
     lab.write(TINY)
-    argv = [CLI, "apply", "--yes", "-f", str(lab.file)]
-    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.8)
-    second = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    out, err = first.communicate(timeout=300)
-    assert first.returncode == 0, out + err
+    first = Terminal([CLI, "apply", "-f", str(lab.file)])
+    first.read_until(b"Only 'yes' will be accepted")
+    second = subprocess.run([CLI, "apply", "--yes", "-f", str(lab.file)], capture_output=True, text=True,
+                            timeout=120)
+    first.write(b"yes\n")
+    code, out = first.finish()
+    assert code == 0 and b"Apply complete!" in out, out[-2000:]
     assert second.returncode == 1 and "is locked: apply by process" in second.stderr, second.stderr
 
 
@@ -160,17 +165,31 @@ def test_target_plans_and_applies_a_subset_with_what_it_depends_on(lab):
 
 
 def test_apply_waits_for_an_operation_a_killed_run_left(lab):
+    """An exec left running (it waits for a line on its stdin) is seen by LXD; apply waits for it, and
+    goes on once it ends: each side moves on an event the other can see, never on a timer."""
     applied(lab)
     lab.lxc("config", "set", "c1", "user.note", "moved")
-    sleeper = subprocess.Popen(["lxc", "--project", lab.project, "exec", "c1", "--", "sleep", "3"])
-    time.sleep(0.5)
+    left = subprocess.Popen(["lxc", "--project", lab.project, "exec", "c1", "--", "sh", "-c", "read line"],
+                            stdin=subprocess.PIPE, text=True)
+    apply = None
     try:
-        result = lab.run("apply", "--yes")
-        assert result.code == 0
-        assert "Waiting for LXD to finish 'Executing command' on c1" in result.err, result.err
+        assert until(lambda: _executing_on(lab, "c1"), 30, step=0.1), "the exec never showed in LXD"
+        apply = subprocess.Popen([CLI, "apply", "--yes", "-f", str(lab.file)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        assert apply.stderr is not None
+        said = apply.stderr.readline()  # bounded: apply says it or goes on, and ends either way
+        assert "Waiting for LXD to finish 'Executing command' on c1" in said, said
     finally:
-        sleeper.wait(timeout=30)
+        left.communicate("done\n", timeout=30)  # the exec ends: apply goes on
+    out, err = apply.communicate(timeout=120)
+    assert apply.returncode == 0, out + err
     assert no_changes(lab)
+
+
+def _executing_on(lab, name: str) -> bool:
+    ops = json.loads(sh("lxc", "query", f"/1.0/operations?recursion=1&project={lab.project}").stdout)
+    return any(f"/1.0/instances/{name}" in " ".join((op.get("resources") or {}).get("instances") or [])
+               for op in ops.get("running") or [])
 
 
 def test_a_lab_built_by_hand_is_imported_and_adopted_as_it_is(lab, tmp_path):

@@ -92,6 +92,8 @@ def apply(run: Runner, change: Change, action: Action) -> bool:
     if action == Action.DELETE:
         run.check_unmoved(change)
         return delete(run, container, path, (change.before or {}).get("type", "file"))
+    if action == Action.CONVERGE and change.after is None:
+        return _converge_deleted(run, container, path)
     want = change.after or {}
     if action == Action.UPDATE:
         run.check_unmoved(change)
@@ -102,6 +104,14 @@ def apply(run: Runner, change: Change, action: Action) -> bool:
         return False
     write(run, container, path, want, data, change.meta.get("check"))
     return True
+
+
+def _converge_deleted(run: Runner, container: str, path: str) -> bool:
+    """A recorded file lab.yaml dropped while its container was stopped: deleted if still there."""
+    found = run.read(container, files=(path,)).files.get(path)
+    if not found or found.get("type") not in ("file", "directory"):
+        return False
+    return delete(run, container, path, found["type"])
 
 
 def _same(run: Runner, container: str, path: str, want: Body, data: bytes) -> bool:

@@ -1,0 +1,75 @@
+"""LXD 5.0's exec flake ("Failed to retrieve PID of executing child process") is retried only where
+it is safe: when LXD says the command never started, and nowhere else; and a retried command runs
+exactly once, whatever LXD said, because every exec is guarded by a mark made inside the container."""
+
+from __future__ import annotations
+
+import pytest
+from test_lxd_core import applied
+
+from reconciler.errors import LxdError
+from reconciler.lxd import ALREADY_RAN, EXEC_ATTEMPTS, Lxd, guard
+
+FLAKE = "Failed to retrieve PID of executing child process"
+
+
+def scripted(*answers):
+    """An Lxd whose single attempts answer in turn (raise an LxdError, or return a result)."""
+    lxd = object.__new__(Lxd)
+    tried: list[list[str]] = []
+
+    def once(name, argv, timeout=600):
+        tried.append(argv)
+        answer = answers[len(tried) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    lxd.execute_once = once  # type: ignore[method-assign]
+    return lxd, tried
+
+
+def test_a_command_lxd_never_started_is_tried_again_under_the_same_mark():
+    lxd, tried = scripted(LxdError(FLAKE), (0, "ok", ""))
+    assert lxd.execute("c1", ["true"]) == (0, "ok", "")
+    assert len(tried) == 2 and tried[0] == tried[1]  # the same guarded argv: the same mark
+    assert tried[0][-1] == "true"
+
+
+@pytest.mark.parametrize("error", ["Instance is not running", "Command not found", "websocket: close 1006"])
+def test_any_other_exec_failure_is_not_tried_again(error):
+    lxd, tried = scripted(LxdError(error), (0, "", ""))
+    with pytest.raises(LxdError, match=error):
+        lxd.execute("c1", ["true"])
+    assert len(tried) == 1
+
+
+def test_the_flake_is_given_up_on_after_a_bounded_number_of_attempts():
+    lxd, tried = scripted(*[LxdError(FLAKE)] * EXEC_ATTEMPTS)
+    with pytest.raises(LxdError, match="Failed to retrieve PID"):
+        lxd.execute("c1", ["true"])
+    assert len(tried) == EXEC_ATTEMPTS
+
+
+def test_a_command_whose_attempt_did_start_never_runs_a_second_time(lab):
+    """On the real daemon: a second attempt under the same mark (as a retry would be, had LXD wrongly
+    said the first never started) refuses to run the command; it ran exactly once."""
+    applied(lab)
+    lxd = Lxd(None, lab.project)
+    argv = guard(["sh", "-c", "echo ran >> /root/count"], "test-mark-1")
+    assert lxd.execute_once("c2", argv)[0] == 0
+    code, _, err = lxd.execute_once("c2", argv)
+    assert code == ALREADY_RAN and "already ran once" in err
+    assert lab.lxc("exec", "c2", "--", "cat", "/root/count") == "ran\n"
+    assert lxd.execute("c2", ["sh", "-c", "echo ran >> /root/count"])[0] == 0  # a new exec: a new mark
+    assert lab.lxc("exec", "c2", "--", "cat", "/root/count") == "ran\nran\n"
+
+
+def test_the_guard_keeps_arguments_as_data_and_exit_codes_as_they_are(lab):
+    applied(lab)
+    lxd = Lxd(None, lab.project)
+    code, out, _ = lxd.execute("c2", ["printf", "%s|", "$(id)", "a b", "; rm -rf /"])
+    assert (code, out) == (0, "$(id)|a b|; rm -rf /|")
+    assert lxd.execute("c2", ["sh", "-c", "exit 7"])[0] == 7
+    with pytest.raises(LxdError, match="Command not found"):  # LXD 5.0 turns exit 127 into a failed operation
+        lxd.execute("c2", ["no-such-command"])
