@@ -448,6 +448,9 @@ CASES.append(
          ("'x0.nowhere.org' is not an LXD container name", "'y0' is not a lab container")))
 
 
+CPU_BOUND = 10.0  # seconds of CPU per case
+
+
 @pytest.mark.parametrize("item", CASES, ids=[c.case_id for c in CASES])
 def test_a_hostile_file_ends_in_clear_problems(item: Case, tmp_path: Path):
     outcome = run_case(item, tmp_path)
@@ -455,9 +458,10 @@ def test_a_hostile_file_ends_in_clear_problems(item: Case, tmp_path: Path):
     wrong = failures(item, outcome)
     assert not wrong, f"{wrong}\nstderr:\n{outcome.stderr[:3000]}"
     # CPU time, not wall time: other work on the machine must not fail the test (the wall clock
-    # is bounded by TIMEOUT above).
+    # is bounded by TIMEOUT above). A bound against runaway work, not a speed goal: the slowest case
+    # (90,000 unknown fields) takes about 3.5 s alone and more with test workers beside it.
     if outcome.cpu_seconds is not None:
-        assert outcome.cpu_seconds < 4, f"took {outcome.cpu_seconds:.1f}s of CPU"
+        assert outcome.cpu_seconds < CPU_BOUND, f"took {outcome.cpu_seconds:.1f}s of CPU"
     assert outcome.max_rss_kib < 512 * 1024, f"max RSS {outcome.max_rss_kib // 1024} MiB"
 
 

@@ -94,15 +94,17 @@ def test_the_repository_labs_load_with_either_parser_as_written(each_parser):
                 for c, spec in lab.containers.items()} == containers, name
         assert [r.host for spec in lab.haproxy.values() for f in spec.frontends.values() for r in f.routes] == hosts
     guide, _ = load_lab(ROOT / "lab.yaml", {})
-    assert set(guide.containers["web1"].files) == {"/etc/network/interfaces", "/var/www/html/index.html"}
+    assert set(guide.containers["web1"].files) == {"/etc/network/interfaces", "/var/www/html/index.html",
+                                                   "/etc/apache2/conf-enabled/client-ip.conf"}
     assert guide.networks["lan0"].config["ipv4.nat"] == "false"  # YAML's false, in LXD's form
     assert guide.containers["proxyha"].services["apache2"].enabled is False
+    # The guide's defect fixed in the lab itself: the client's address survives the proxy device.
+    assert guide.haproxy["proxyha"].frontends["http_frontend"].accept_proxy
+    assert guide.containers["proxyha"].devices["http"]["proxy_protocol"] == "true"
 
 
 # What each example override adds, merged onto the guide's lab (as validate --base lab.yaml does).
 OVERRIDES = {
-    "client-ip.override.yaml": lambda lab: lab.haproxy["proxyha"].frontends["http_frontend"].accept_proxy
-    and lab.containers["proxyha"].devices["http"]["proxy_protocol"] == "true",
     "access-rules.override.yaml": lambda lab: [r.deny_status for r in lab.haproxy["proxyha"].frontends[
         "http_frontend"].access] == [403, 401] and "api" in lab.haproxy["proxyha"].backends,
     "pools.override.yaml": lambda lab: lab.haproxy["proxyha"].stats.port == 8404

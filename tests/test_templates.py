@@ -256,7 +256,7 @@ def test_validate_reads_a_hostile_template_without_rendering_it(tmp_path):
     path = write(tmp_path, LAB.replace("{{ vars.marker }} on", hostile + " on"))
     started = time.monotonic()
     load_lab(path, {})
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 20  # rendering it would take minutes
     deep = write(tmp_path, LAB.replace("{{ vars.marker }} on", "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }} on"))
     found = problems(tmp_path, deep.read_text())
     assert len(found) == 1 and "template" in found[0], found
