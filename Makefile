@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine (as root):
 #   make lab   - install the tool and LXD, build the Debian image, bring up the guide's lab, check it by HTTP
 #   make test  - the whole test suite, against a real LXD daemon this starts if needed
+#   make unit  - the tests that need no LXD; make fuzz - Hypothesis exploring new examples
 #   make cluster / make cluster-down - a three-member LXD cluster in containers, remote `labcluster`
 #   make cluster-test - labs on that cluster (tests/test_cluster_lab.py)
 SHELL := /bin/bash
@@ -8,21 +9,31 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RECONCILE := $(VENV)/bin/reconcile
 
-.PHONY: docs-outputs docs-graph lint schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down cluster-test
+.PHONY: fuzz docs-outputs docs-graph lint schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down cluster-test
 
 lab: setup lxd lan image-debian
 	$(RECONCILE) apply --yes
 	$(RECONCILE) check
 
+# Tests run in pytest-xdist workers: unit tests spread one by one, LXD test modules each in a worker
+# of their own (modules that share a subnet or the cluster together: tests/conftest.py SHARED).
+WORKERS ?= 3
 test: setup lxd image-tiny image-debian lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --durations=25
 
 lint: setup
 	$(PY) -m ruff check reconciler tests scripts
 	$(PY) -m mypy reconciler
 
 unit: setup
-	$(PY) -m pytest -q -m "not lxd"
+	$(PY) -m pytest -q -m "not lxd" -n 2 --dist loadgroup --durations=10
+
+# Hypothesis explores new examples (CI replays a fixed set) for FUZZ_MINUTES, and prints each failure
+# as the @example to paste above its test. FUZZ_TESTS narrows it (e.g. tests/test_loader_fuzz.py).
+FUZZ_MINUTES ?= 10
+FUZZ_TESTS ?= tests
+fuzz: setup lxd image-tiny
+	FUZZ_MINUTES=$(FUZZ_MINUTES) bash scripts/fuzz.sh $(FUZZ_TESTS)
 
 setup: $(VENV)/.installed
 

@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import os
+import re
 import secrets
 import subprocess
 from dataclasses import dataclass
@@ -31,10 +32,22 @@ PREFIXES = ("rx", "rt")  # leftovers of earlier runs: rt was the prefix of an ol
 _counter = itertools.count(1)
 
 
+# LXD test modules that share something global on the daemon (a subnet, a lab's network names, the
+# cluster) run in one pytest-xdist worker, one after the other; every other LXD module is a group of its
+# own (its module fixtures are set up once), and unit tests are spread test by test.
+SHARED = {
+    "test_lxd_core": "core", "test_everyday": "core", "test_trust": "core", "test_exec": "core",
+    "test_guide_lab": "guide", "test_crash": "guide", "test_guide_examples": "guide", "test_shuffled": "guide",
+    "test_cluster_infra": "cluster", "test_cluster_lab": "cluster",
+}
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "lxd_ready" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.lxd)
+            module = item.module.__name__
+            item.add_marker(pytest.mark.xdist_group(SHARED.get(module, module)))
         if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
             item.add_marker(pytest.mark.property)
 
@@ -51,18 +64,17 @@ def pytest_runtest_makereport(item, call):
 
 
 def as_example(text: str, test: str) -> str | None:
-    """Hypothesis's `Falsifying example: test(fixture=..., x=...)` as `@example(x=...)`."""
-    start = text.find(f"Falsifying example: {test}(")
-    if start < 0:
+    """Hypothesis's report of a failure (`Failing test case: test(x=...)`, or `Falsifying example:` in
+    older versions) as the `@example(x=...)` that replays it, fixtures left out."""
+    found = re.search(rf"(?:Failing test case|Falsifying example): {re.escape(test)}\(\n(.*?)\n(?:E\s*)?\)",
+                      text, flags=re.S)
+    if not found:
         return None
-    lines = text[start:].split("\n")[1:]
     body = []
-    for line in lines:
-        stripped = line.lstrip("E ").rstrip()
-        if stripped == ")":
-            break
-        if stripped and stripped.split("=")[0] not in FIXTURE_ARGS:
-            body.append("    " + stripped)
+    for line in found.group(1).splitlines():
+        argument = re.sub(r"^E?\s*", "", line).split("  # ")[0].rstrip()
+        if argument and argument.split("=")[0] not in FIXTURE_ARGS:
+            body.append("    " + argument)
     return "@example(\n" + "\n".join(body) + "\n)"
 
 
@@ -74,15 +86,16 @@ MODULE_LOCKS = Path("/tmp/reconciler-test-locks")
 
 @pytest.fixture(scope="module", autouse=True)
 def one_run_per_module(request):
-    """Two test runs on one daemon (two checkouts, or parallel workers) never run the same LXD test
-    module at once: its fixed subnets and global names would clash.  The second waits for the lock
-    (an event both can see), never for a time."""
+    """Two test runs on one daemon (two checkouts) never run the same LXD test module, or two modules
+    that share something global (SHARED), at once: their fixed subnets and global names would clash.
+    The second waits for the lock (an event both can see), never for a time."""
     if not any(item.get_closest_marker("lxd") for item in request.session.items
                if getattr(item, "module", None) is request.module):
         yield
         return
     MODULE_LOCKS.mkdir(exist_ok=True)
-    with open(MODULE_LOCKS / f"{request.module.__name__}.lock", "w") as held:
+    module = request.module.__name__
+    with open(MODULE_LOCKS / f"{SHARED.get(module, module)}.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         yield
 
