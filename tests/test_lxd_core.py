@@ -168,18 +168,24 @@ def test_a_name_taken_by_an_object_the_lab_does_not_own_is_refused(lab):
 
 
 def test_a_failed_step_stops_its_dependants_and_a_rerun_converges(lab):
-    # Something the lab does not own already listens on c1's port: c1 fails, c2 goes on.
+    # Something the lab does not own already listens on c1's port: c1 fails, so its file (which
+    # waits for c1) is skipped, and c2, which does not depend on c1, goes on.
     lab.lxc("init", "reconciler-tiny", "squatter")
     lab.lxc("config", "device", "add", "squatter", "p", "proxy", "listen=tcp:127.0.0.1:18301",
             "connect=tcp:127.0.0.1:80")
     lab.lxc("start", "squatter")
-    lab.write(TINY)
+    with_file = TINY.replace("    config: {limits.memory: 64MB, user.note: first}\n",
+                             "    config: {limits.memory: 64MB, user.note: first}\n"
+                             "    files:\n      /etc/motd: {content: \"c1\\n\"}\n")
+    lab.write(with_file)
     result = lab.run("apply", "--yes")
     assert result.code == 1
     assert "Error: instance.c1 (create):" in result.out and "instance.c2: created" in result.out
-    assert "Apply failed." in result.out
+    assert "Skipped: file.c1:/etc/motd (create): instance.c1" in result.out, result.out
+    assert "Apply failed." in result.out and ", 1 failed, 1 skipped" in result.out
     lab.lxc("delete", "--force", "squatter")
-    applied(lab)
+    applied(lab, with_file)
+    assert lab.lxc("file", "pull", "c1/etc/motd", "-") == "c1\n"
     assert no_changes(lab)
 
 
