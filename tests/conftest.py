@@ -42,6 +42,7 @@ SHARED = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
         if "lxd_ready" in getattr(item, "fixturenames", ()):
