@@ -86,14 +86,29 @@ MODULE_LOCKS = Path("/tmp/reconciler-test-locks")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_run_per_module(request):
+def one_run_per_group_from_the_start(request):
+    """The group's lock before the module's own fixtures (a lab brought up once for the module), when
+    the module's first test here needs LXD."""
+    first = getattr(request, "_pyfuncitem", None)
+    if first is not None and first.get_closest_marker("lxd"):
+        request.getfixturevalue("group_lock")
+    yield
+
+
+@pytest.fixture(autouse=True)
+def one_run_per_group(request):
+    """An LXD test holds its group's lock (below) for the rest of its module; other tests take none, so
+    the unit tests of a module that also has LXD tests run in any worker."""
+    if request.node.get_closest_marker("lxd"):
+        request.getfixturevalue("group_lock")
+    yield
+
+
+@pytest.fixture(scope="module")
+def group_lock(request):
     """Two test runs on one daemon (two checkouts) never run the same LXD test module, or two modules
     that share something global (SHARED), at once: their fixed subnets and global names would clash.
     The second waits for the lock (an event both can see), never for a time."""
-    if not any(item.get_closest_marker("lxd") for item in request.session.items
-               if getattr(item, "module", None) is request.module):
-        yield
-        return
     MODULE_LOCKS.mkdir(exist_ok=True)
     module = request.module.__name__
     with open(MODULE_LOCKS / f"{SHARED.get(module, module)}.lock", "w") as held:
