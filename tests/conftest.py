@@ -165,10 +165,21 @@ def remove_leftovers(only_run: str | None = None) -> None:
         if net["name"].startswith(prefix) and net.get("managed") and not net["name"].startswith(tuple(alive) or ("-",)):
             sh("lxc", "network", "delete", net["name"], check=False)
     delete_acls(prefix)
+    _stop_orphan_dnsmasq(prefix)
     for link in json.loads(sh("ip", "-j", "link", "show", "type", "veth").stdout or "[]"):
         if (link["ifname"].startswith(prefix) and link["ifname"].endswith("v0")  # a test LAN's veth pair
                 and not link["ifname"].startswith(tuple(alive) or ("-",))):
             sh("ip", "link", "delete", link["ifname"], check=False)
+
+
+def _stop_orphan_dnsmasq(prefix: str | tuple[str, ...]) -> None:
+    """A test bridge's dnsmasq that outlived its bridge (its LXD was killed meanwhile) keeps the bridge's
+    address bound, and the next bridge on that subnet cannot start its own: stop it."""
+    for line in sh("pgrep", "-a", "dnsmasq", check=False).stdout.splitlines():
+        pid, _, command = line.partition(" ")
+        interface = next((arg.split("=", 1)[1] for arg in command.split() if arg.startswith("--interface=")), "")
+        if interface.startswith(prefix) and sh("ip", "link", "show", interface, check=False).returncode != 0:
+            sh("kill", pid, check=False)
 
 
 def _alive(pid: str | None) -> bool:
