@@ -15,11 +15,12 @@ lab: setup lxd lan image-debian
 	$(RECONCILE) apply --yes
 	$(RECONCILE) check
 
-# Tests run in pytest-xdist workers: unit tests spread one by one, LXD test modules each in a worker
-# of their own (modules that share a subnet or the cluster together: tests/conftest.py SHARED).
+# Tests run in pytest-xdist workers, each module whole in one worker (modules that share a subnet or
+# the cluster together: tests/conftest.py SHARED); then, alone, the tests that kill the LXD daemon.
 WORKERS ?= 3
 test: setup lxd image-tiny image-debian lint
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --durations=25
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --durations=25 -m "not daemon_exclusive"
+	$(PY) -m pytest -q --durations=5 -m daemon_exclusive
 
 lint: setup
 	$(PY) -m ruff check reconciler tests scripts

@@ -29,15 +29,33 @@ OPERATION_TIMEOUT = 300
 # LXD 5.0 answers a wait at once, still "Running", for an operation on another cluster member than the one
 # asked: the next wait is paced, from the first pause doubling up to the last.
 POLL_PAUSES = (0.05, 1.0)
-# LXD 5.0's exec sometimes fails before the command exists ("Failed to retrieve PID of executing child
-# process": the attach never produced a process).  Only that is tried again, and every exec goes through
-# a guard that marks, inside the container, that this attempt's command started: a second attempt with
-# the same mark refuses to run it (exit 199), so a command never runs twice, whatever LXD said.
+# LXD 5.0's exec sometimes fails with "Failed to retrieve PID of executing child process". Only that is
+# tried again; and since the command may have started all the same (seen in the test suite), every exec
+# goes through a guard that runs it once per mark, keeping its output and exit code in the container
+# (/run/reconciler-exec/MARK): a second attempt with the same mark waits for the first and replays what
+# it printed and how it exited. Records older than an hour are pruned (the mark starts with its time).
 NEVER_STARTED = ("Failed to retrieve PID of executing child process",)
 EXEC_ATTEMPTS = 3
-EXEC_GUARD = ('d=/run/reconciler-exec; mkdir -p "$d" && mkdir "$d/$1" 2>/dev/null'
-              ' || { echo "reconciler: this command already ran once ($1)" >&2; exit 199; }; shift; exec "$@"')
-ALREADY_RAN = 199
+EXEC_GUARD = r"""
+top=/run/reconciler-exec; d=$top/$1; shift
+mkdir -p "$top" || exit 199
+now=$(date +%s)
+for old in "$top"/*; do
+    t=${old##*/}; t=${t%%-*}
+    [ "$t" -lt $((now - 3600)) ] 2>/dev/null && rm -rf "$old"
+done
+if mkdir "$d" 2>/dev/null; then
+    "$@" >"$d/out" 2>"$d/err"; echo $? >"$d/code.new"; mv "$d/code.new" "$d/code"
+else
+    i=0
+    while [ ! -e "$d/code" ]; do
+        i=$((i + 1)); [ "$i" -gt 600 ] && { echo "reconciler: the first run of this command ($d) never ended" >&2; exit 199; }
+        sleep 1
+    done
+fi
+cat "$d/out"; cat "$d/err" >&2; exit "$(cat "$d/code")"
+"""
+ALREADY_RAN = 199  # the guard's own failure: its record could not be made, or the first run never ended
 
 
 
@@ -277,7 +295,7 @@ class Lxd:
     def execute(self, name: str, argv: list[str], timeout: int = 600) -> tuple[int, str, str]:
         """Run argv in the instance; (exit code, stdout, stderr).  No websockets: output is recorded.
         Tried again only when LXD says the command never started (NEVER_STARTED), never otherwise."""
-        guarded = guard(argv, uuid.uuid4().hex)
+        guarded = guard(argv, f"{int(time.time())}-{uuid.uuid4().hex}")
         for attempt in range(1, EXEC_ATTEMPTS + 1):
             try:
                 return self.execute_once(name, guarded, timeout)
@@ -369,7 +387,8 @@ def _message(err: lxd_errors.LXDAPIException) -> str:
 
 
 def guard(argv: list[str], mark: str) -> list[str]:
-    """argv run through EXEC_GUARD under `mark`: it runs at most once per mark (values stay arguments)."""
+    """argv run through EXEC_GUARD under `mark` (`TIME-ID`): it runs at most once per mark, a second
+    attempt replaying the first's output and exit code (values stay arguments)."""
     return ["sh", "-c", EXEC_GUARD, "reconciler-exec", mark, *argv]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from xdist.scheduler import LoadFileScheduling
 
 # Hypothesis: CI replays a fixed set (derandomized: the same examples on every run and machine, plus the
 # explicit @example cases found earlier); `make fuzz` explores new ones and prints each failure as an
@@ -33,8 +34,9 @@ _counter = itertools.count(1)
 
 
 # LXD test modules that share something global on the daemon (a subnet, a lab's network names, the
-# cluster) run in one pytest-xdist worker, one after the other; every other LXD module is a group of its
-# own (its module fixtures are set up once), and unit tests are spread test by test.
+# cluster) run in one pytest-xdist worker, one after the other; every other module is a unit of its own
+# (its module fixtures are set up once). `--dist loadgroup` schedules by these groups (SharedScheduling
+# below: pytest-xdist's own loadgroup does not group under pytest 9).
 SHARED = {
     "test_lxd_core": "core", "test_everyday": "core", "test_trust": "core", "test_exec": "core",
     "test_guide_lab": "guide", "test_crash": "guide", "test_guide_examples": "guide", "test_shuffled": "guide",
@@ -42,12 +44,23 @@ SHARED = {
 }
 
 
+class SharedScheduling(LoadFileScheduling):
+    """pytest-xdist's load-by-file, with the modules of one SHARED group as one unit."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        return SHARED.get(Path(path).stem, path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    return SharedScheduling(config, log) if config.getoption("dist") == "loadgroup" else None
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
         if "lxd_ready" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.lxd)
-            module = item.module.__name__
-            item.add_marker(pytest.mark.xdist_group(SHARED.get(module, module)))
         if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
             item.add_marker(pytest.mark.property)
 
@@ -85,14 +98,29 @@ MODULE_LOCKS = Path("/tmp/reconciler-test-locks")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_run_per_module(request):
+def one_run_per_group_from_the_start(request):
+    """The group's lock before the module's own fixtures (a lab brought up once for the module), when
+    the module's first test here needs LXD."""
+    first = getattr(request, "_pyfuncitem", None)
+    if first is not None and first.get_closest_marker("lxd"):
+        request.getfixturevalue("group_lock")
+    yield
+
+
+@pytest.fixture(autouse=True)
+def one_run_per_group(request):
+    """An LXD test holds its group's lock (below) for the rest of its module; other tests take none, so
+    the unit tests of a module that also has LXD tests run in any worker."""
+    if request.node.get_closest_marker("lxd"):
+        request.getfixturevalue("group_lock")
+    yield
+
+
+@pytest.fixture(scope="module")
+def group_lock(request):
     """Two test runs on one daemon (two checkouts) never run the same LXD test module, or two modules
     that share something global (SHARED), at once: their fixed subnets and global names would clash.
     The second waits for the lock (an event both can see), never for a time."""
-    if not any(item.get_closest_marker("lxd") for item in request.session.items
-               if getattr(item, "module", None) is request.module):
-        yield
-        return
     MODULE_LOCKS.mkdir(exist_ok=True)
     module = request.module.__name__
     with open(MODULE_LOCKS / f"{SHARED.get(module, module)}.lock", "w") as held:

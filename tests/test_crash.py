@@ -127,6 +127,7 @@ def _running_operation(lab, description: str, name: str) -> bool:
                for op in ops)
 
 
+@pytest.mark.daemon_exclusive  # kills the daemon: run alone, after the parallel tests (Makefile)
 @pytest.mark.parametrize("description, name", DAEMON_KILL_DURING)
 def test_an_apply_whose_lxd_daemon_is_killed_fails_clearly_and_converges_once_it_is_back(crashed, description, name):
     assert crashed.run("destroy", "--yes").code == 0

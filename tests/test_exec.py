@@ -1,14 +1,17 @@
 """LXD 5.0's exec flake ("Failed to retrieve PID of executing child process") is retried only where
 it is safe: when LXD says the command never started, and nowhere else; and a retried command runs
-exactly once, whatever LXD said, because every exec is guarded by a mark made inside the container."""
+exactly once, whatever LXD said, because every exec is guarded by a mark made inside the container
+(a second attempt replays the first's output and exit code)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from test_lxd_core import applied
 
 from reconciler.errors import LxdError
-from reconciler.lxd import ALREADY_RAN, EXEC_ATTEMPTS, Lxd, guard
+from reconciler.lxd import EXEC_ATTEMPTS, Lxd, guard
 
 FLAKE = "Failed to retrieve PID of executing child process"
 
@@ -52,17 +55,31 @@ def test_the_flake_is_given_up_on_after_a_bounded_number_of_attempts():
 
 
 def test_a_command_whose_attempt_did_start_never_runs_a_second_time(lab):
-    """On the real daemon: a second attempt under the same mark (as a retry would be, had LXD wrongly
-    said the first never started) refuses to run the command; it ran exactly once."""
+    """On the real daemon: a second attempt under the same mark (as a retry is, when LXD said the first
+    failed though it started) does not run the command again: it replays the first's output and exit
+    code. The command ran exactly once."""
     applied(lab)
     lxd = Lxd(None, lab.project)
-    argv = guard(["sh", "-c", "echo ran >> /root/count"], "test-mark-1")
-    assert lxd.execute_once("c2", argv)[0] == 0
-    code, _, err = lxd.execute_once("c2", argv)
-    assert code == ALREADY_RAN and "already ran once" in err
+    mark = f"{int(time.time())}-test-mark-1"
+    argv = guard(["sh", "-c", "echo ran >> /root/count; echo out; echo err >&2; exit 3"], mark)
+    first = lxd.execute_once("c2", argv)
+    assert first == (3, "out\n", "err\n")
+    assert lxd.execute_once("c2", argv) == first
     assert lab.lxc("exec", "c2", "--", "cat", "/root/count") == "ran\n"
     assert lxd.execute("c2", ["sh", "-c", "echo ran >> /root/count"])[0] == 0  # a new exec: a new mark
     assert lab.lxc("exec", "c2", "--", "cat", "/root/count") == "ran\nran\n"
+
+
+def test_records_older_than_an_hour_are_pruned_and_newer_ones_kept(lab):
+    applied(lab)
+    lxd = Lxd(None, lab.project)
+    now = int(time.time())
+    old, recent = f"{now - 7200}-old", f"{now - 60}-recent"
+    for mark in (old, recent):
+        assert lxd.execute_once("c2", guard(["true"], mark))[0] == 0
+    assert lxd.execute_once("c2", guard(["true"], f"{now}-new"))[0] == 0
+    kept = lab.lxc("exec", "c2", "--", "ls", "/run/reconciler-exec").split()
+    assert old not in kept and recent in kept and f"{now}-new" in kept
 
 
 def test_the_guard_keeps_arguments_as_data_and_exit_codes_as_they_are(lab):

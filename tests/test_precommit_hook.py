@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.xdist_group("pre-commit")  # one worker builds the hook's environment once
-
 ROOT = Path(__file__).resolve().parent.parent
 BAD_OVERRIDE = "containers:\n  web1:\n    imgae: x\n"
 
