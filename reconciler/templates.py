@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from jinja2 import nodes
     from jinja2.sandbox import SandboxedEnvironment
 
-    from .spec import Lab
+    from .spec.models import Lab
 
 NAMES = ("lab", "container", "containers", "vars", "haproxy")
 FIELDS = {"lab": ("name",), "container": ("name", "address", "state"),
