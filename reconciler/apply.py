@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from typing import Any
 
@@ -31,33 +31,11 @@ from .kinds import file as file_kind
 from .kinds import network as network_kind
 from .live import record_key
 from .lxd import Lxd, LxdError, StaleState, wait_for_address
+from .outcome import Outcome, Report, Status
 from .plan import Action, Change, Plan, Step, redact
 from .state import RECORD_TAG, Body, digest
 
 ADDRESS_TIMEOUT = 90.0
-
-
-@dataclass
-class Outcome:
-    step: Step
-    change: Change
-    status: str  # done | unchanged | failed | skipped | not started
-    seconds: float = 0.0
-    message: str = ""
-
-
-@dataclass
-class Report:
-    outcomes: list[Outcome] = field(default_factory=list)
-    interrupted: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    def with_status(self, *statuses: str) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status in statuses]
-
-    @property
-    def ok(self) -> bool:
-        return not self.interrupted and not self.with_status("failed", "skipped", "not started")
 
 
 class StepError(Exception):
@@ -148,7 +126,7 @@ class Scheduler:
         blocked = [d for d in self.graph[step] if d in self.failed]
         if blocked:
             self.failed.add(step)
-            self.report.outcomes.append(Outcome(step, self.changes[step], "skipped",
+            self.report.outcomes.append(Outcome(step, self.changes[step], Status.SKIPPED,
                                                 message=f"{blocked[0]} did not succeed"))
             sorter.done(step)
             return None
@@ -164,7 +142,7 @@ class Scheduler:
             return
         assert isinstance(outcome, Outcome)
         self.report.outcomes.append(outcome)
-        (self.succeeded if outcome.status in ("done", "unchanged") else self.failed).add(item)
+        (self.succeeded if outcome.status.succeeded else self.failed).add(item)
         if self.progress:
             self.progress("end", outcome.step, outcome.change, outcome)
 
@@ -178,7 +156,7 @@ class Scheduler:
 
     def _not_started(self, items: Iterable[Hashable]) -> None:
         for item in sorted((i for i in items if isinstance(i, Step)), key=_key):
-            self.report.outcomes.append(Outcome(item, self.changes[item], "not started",
+            self.report.outcomes.append(Outcome(item, self.changes[item], Status.NOT_STARTED,
                                                 message="apply was interrupted"))
 
 
@@ -241,10 +219,10 @@ class Runner:
             if changed and step.address.kind.inside:
                 with self._lock:
                     self.changed.add(step.address)
-            status = "unchanged" if changed is False and step.action == Action.CONVERGE else "done"
+            status = Status.UNCHANGED if changed is False and step.action == Action.CONVERGE else Status.DONE
             return Outcome(step, change, status, time.monotonic() - start)
         except (LxdError, StepError, MissingAddress, OSError, ValueError) as err:
-            return Outcome(step, change, "failed", time.monotonic() - start, str(err) or type(err).__name__)
+            return Outcome(step, change, Status.FAILED, time.monotonic() - start, str(err) or type(err).__name__)
 
     # --- LXD objects ----------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from .errors import LxdError
 from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, facts_argv, parse_facts, parse_record, record_path
 from .kinds import project as project_kind
 from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, recorded_files, users_of
-from .plan import Action, Change, Origin, Plan, PlanError, Reason, make_plan
+from .plan import Action, Change, Code, Origin, Plan, PlanError, Reason, make_plan
 from .source import field_path
 from .spec import REMOTES, Lab, network_overlaps
 from .state import LabState, Resource
@@ -105,7 +105,7 @@ def _destroying(change: Change, lab_name: str) -> Change:
         why = f"destroy: lab {lab_name!r} owns it"
     else:  # a default profile, which LXD never deletes: the lab's devices leave it
         why = "destroy: the lab's devices leave it; LXD never deletes a default profile"
-    return replace(change, reasons=(Reason("destroy", why),) * len(change.actions), origin=Origin.LAB)
+    return replace(change, reasons=(Reason(Code.DESTROY, why),) * len(change.actions), origin=Origin.LAB)
 
 
 def _objects(state: LabState) -> LabState:
@@ -133,7 +133,7 @@ def _adoptions(lab: Lab, desired: LabState, live: Live) -> list[Change]:
             if addr in live.untagged and addr in desired:
                 want = desired[addr]
                 found = _as_adopted(live.untagged[addr], want)
-                out.append(Change(addr, (Action.ADOPT,), (Reason("adopt", "lab.yaml adopts it: it gets this lab's"
+                out.append(Change(addr, (Action.ADOPT,), (Reason(Code.ADOPT, "lab.yaml adopts it: it gets this lab's"
                                   " tag"),), found.body, want.body, origin=Origin.LAB,
                                   meta=want.meta, depends_on=want.depends_on))
     return out
@@ -158,7 +158,7 @@ def _renames(desired: LabState, owned: LabState) -> list[Change]:
         if found is None:
             continue  # nothing to rename: created as new
         owned[addr] = Resource(addr, found.body, found.depends_on, found.owner, found.applied, found.meta)
-        out.append(Change(addr, (Action.RENAME,), (Reason("renamed", f"renamed from {old} in lab.yaml"),),
+        out.append(Change(addr, (Action.RENAME,), (Reason(Code.RENAMED, f"renamed from {old} in lab.yaml"),),
                           None, None, origin=Origin.LAB, meta=want.meta, depends_on=want.depends_on))
     return out
 
@@ -239,13 +239,13 @@ def _seen_inside(changes: list[Change], sight: Mapping[str, Sight], facts: Mappi
         if seen == Sight.HELD:
             continue  # what runs inside is seen again once its member is restored
         if seen == Sight.NEW:
-            change = replace(change, reasons=(Reason("new-container", f"{cname} is new: set up once it runs"),)
+            change = replace(change, reasons=(Reason(Code.NEW_CONTAINER, f"{cname} is new: set up once it runs"),)
                              * len(change.actions))
         elif seen == Sight.UNSEEN:
             why = (f"not in lab.yaml, written by an earlier apply; {cname} is stopped: deleted once apply has"
                    " started it, if still there" if change.after is None else
                    f"{cname} is stopped: read and converged once apply has started it")
-            change = replace(change, actions=(Action.CONVERGE,), reasons=(Reason("unseen", why),),
+            change = replace(change, actions=(Action.CONVERGE,), reasons=(Reason(Code.UNSEEN, why),),
                              before=None, origin=Origin.UNKNOWN if change.after is not None else Origin.LAB)
         elif Action.CREATE in change.actions and record_key(change.address) in (facts[cname].record or {}):
             change = replace(change, origin=Origin.OUTSIDE)  # an earlier apply made it: removed by hand

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .address import Kind, instance
-from .plan import Action, Change, FieldChange, Origin, PlanError, Reason
+from .plan import Action, Change, Code, FieldChange, Origin, PlanError, Reason
 from .source import field_path
 from .state import LabState, Resource
 
@@ -227,7 +227,7 @@ def move(decision: Decision, want: Resource, have: Resource) -> Change:
     where = f"{decision.target} ({decision.move_to})" if decision.target != decision.move_to else decision.target
     recorded = have.meta.get("placed")
     origin = Origin.UNKNOWN if not recorded else Origin.OUTSIDE if recorded == decision.target else Origin.LAB
-    return Change(want.address, (Action.MOVE,), (Reason("placement", f"on {decision.location}, lab.yaml says {where}"),),
+    return Change(want.address, (Action.MOVE,), (Reason(Code.PLACEMENT, f"on {decision.location}, lab.yaml says {where}"),),
                   have.body, want.body, (FieldChange("location", decision.location, decision.move_to),), origin,
                   {**want.meta, "member": decision.move_to, "target": decision.target}, want.depends_on)
 

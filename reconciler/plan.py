@@ -13,7 +13,7 @@ import json
 import random
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import Enum, StrEnum
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
@@ -69,15 +69,43 @@ class Origin(Enum):
                 Origin.BOTH: "lab.yaml changed and the live object moved", Origin.UNKNOWN: ""}[self]
 
 
+class Code(StrEnum):
+    """Why a step is planned, for programs: the `code` of a reason in `plan --json`."""
+
+    ABSENT = "absent"  # lab.yaml declares it, LXD (or the container) has none
+    ADOPT = "adopt"  # lab.yaml adopts an object that belongs to no lab
+    DESTROY = "destroy"  # `reconcile destroy`
+    DRIFT = "drift"  # the live object differs from lab.yaml
+    NEW_CONTAINER = "new-container"  # inside a container that does not exist yet
+    NOT_IN_LAB = "not-in-lab"  # the lab's, and gone from lab.yaml
+    PLACEMENT = "placement"  # on another cluster member than lab.yaml says
+    RENAMED = "renamed"  # lab.yaml renamed it
+    REPLACE = "replace"  # a field that only a new object can change
+    RESTART_PENDING = "restart-pending"  # settings applied earlier wait for a restart
+    RESTART_SETTINGS = "restart-settings"  # settings that take effect only after a restart
+    STATE = "state"  # running or stopped, not as lab.yaml says
+    UNSEEN = "unseen"  # inside a container that cannot be read now
+    WATCHED_FILE = "watched-file"  # a file a service watches changed
+
+    @classmethod
+    def of(cls, text: str) -> Code:
+        """A code read back from a saved plan; an unknown one is a ValueError naming the known ones."""
+        try:
+            return cls(text)
+        except ValueError:
+            known = ", ".join(c.value for c in cls)
+            raise ValueError(f"unknown reason code {text!r} (known: {known})") from None
+
+
 @dataclass(frozen=True)
 class Reason:
     """Why a step is planned, for people (`text`) and programs (`code`)."""
 
-    code: str  # e.g. absent, drift, not-in-lab, replace, restart-keys, watched-file, unseen, destroy
+    code: Code
     text: str
 
     def as_json(self) -> dict[str, str]:
-        return {"code": self.code, "text": self.text}
+        return {"code": self.code.value, "text": self.text}
 
 
 @dataclass(frozen=True)
@@ -156,7 +184,7 @@ class Change:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Change:
         return cls(Address.parse(data["address"]), tuple(Action.of(a) for a in data["actions"]),
-                   tuple(Reason(r["code"], r["text"]) for r in data["reasons"]), data["before"], data["after"],
+                   tuple(Reason(Code.of(r["code"]), r["text"]) for r in data["reasons"]), data["before"], data["after"],
                    tuple(FieldChange(d["path"], d["before"], d["after"]) for d in data["diff"]),
                    Origin(data["origin"]), dict(data.get("meta") or {}),
                    tuple(Address.parse(a) for a in data.get("depends_on") or ()))

@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler import address as a
+from reconciler import planfile
 from reconciler.address import Address, Kind
 from reconciler.desired import desired_state
 from reconciler.diff import diff_states
 from reconciler.kinds import instance as instance_kind
-from reconciler.plan import Action, Change, FieldChange, Origin, Plan, PlanError, Reason, Step, make_plan, plan_from_json
+from reconciler.plan import Action, Change, Code, FieldChange, Origin, Plan, PlanError, Reason, Step, make_plan, plan_from_json
 from reconciler.render import plan_json, plan_text, safe
 from reconciler.spec import Lab
 from reconciler.state import Resource, digest
@@ -102,7 +103,7 @@ def test_a_restart_that_never_happened_is_planned_again():
     have = live(instance())
     have = Resource(have.address, have.body, have.depends_on, meta={**have.meta, "boot_tag": "0000000000000000"})
     [change] = diff_states(state(instance()), state(have))
-    assert change.actions == (Action.RESTART,) and change.reasons[0].code == "restart-pending"
+    assert change.actions == (Action.RESTART,) and change.reasons[0].code == Code.RESTART_PENDING
 
 
 @pytest.mark.parametrize("applied, origin", [
@@ -135,7 +136,7 @@ def test_creates_follow_dependencies_and_deletes_go_in_reverse():
 
 
 def test_a_dependency_cycle_is_a_plan_error():
-    reason = (Reason("absent", "absent"),)
+    reason = (Reason(Code.ABSENT, "absent"),)
     x = Change(a.profile("a"), (Action.CREATE,), reason, None, {}, depends_on=(a.profile("b"),))
     y = Change(a.profile("b"), (Action.CREATE,), reason, None, {}, depends_on=(a.profile("a"),))
     with pytest.raises(PlanError, match="cycle"):
@@ -188,7 +189,8 @@ def test_control_characters_never_reach_the_terminal():
 def test_on_a_terminal_each_first_line_is_coloured_and_only_what_came_from_outside_is_escaped():
     hostile = "/srv/a\x1bb"  # an escape in a path LXD or a container reported
     change = Change(Address(Kind.FILE, "c", hostile), (Action.UPDATE, Action.RESTART),
-                    (Reason("drift", "differs: content\x07"), Reason("r", "because\x1b[2J")), {"content": "x\x1b[31m\n"},
+                    (Reason(Code.DRIFT, "differs: content\x07"), Reason(Code.RESTART_SETTINGS, "because\x1b[2J")),
+                    {"content": "x\x1b[31m\n"},
                     {"content": "y\n"}, (FieldChange("content", "x\x1b[31m\n", "y\n"),), Origin.OUTSIDE)
     lines = plan_text(make_plan("l", [change], {}), colour=True).splitlines()
     assert lines[0] == ("\x1b[33m  ~ file.c:/srv/a\\x1bb\x1b[0m will be updated in place (differs: content\\x07)"
@@ -231,6 +233,28 @@ def test_a_plan_is_data_that_survives_json():
     again = plan_from_json(json.loads(plan_json(plan)))
     assert again.fingerprint() == plan.fingerprint() and again.graph == plan.graph
     assert again.changes == plan.changes and again.notes == plan.notes
+    assert all(type(r.code) is Code for c in again.changes for r in c.reasons)
+
+
+def test_reason_codes_are_plain_strings_in_json_and_an_unknown_one_is_refused_by_name():
+    svc, new, old = watcher()
+    plan = make_plan("l", diff_states(state(svc, new), state(Resource(svc.address, svc.body), old)), {})
+    data = json.loads(plan_json(plan))
+    assert [r["code"] for c in data["changes"] for r in c["reasons"]] == ["drift", "watched-file"]
+    data["changes"][0]["reasons"][0]["code"] = "drfit"
+    with pytest.raises(ValueError, match=r"unknown reason code 'drfit' \(known: absent, adopt, "):
+        plan_from_json(data)
+
+
+def test_a_saved_plan_with_an_unknown_reason_code_is_refused_with_one_line(tmp_path):
+    svc, new, old = watcher()
+    plan = make_plan("l", diff_states(state(svc, new), state(Resource(svc.address, svc.body), old)), {})
+    saved = tmp_path / "plan.json"
+    planfile.write(saved, plan, "lab.yaml", "d")
+    assert planfile.read(saved).plan.changes == plan.changes
+    saved.write_text(saved.read_text().replace('"code": "drift"', '"code": "dirft"'))
+    with pytest.raises(planfile.PlanFileError, match=r"plan.json: unknown reason code 'dirft' \(known: absent,"):
+        planfile.read(saved)
 
 
 def test_addresses_parse_and_print_the_same():
@@ -327,3 +351,9 @@ def test_a_target_that_names_nothing_is_an_error_with_the_closest_addresses():
         plan.targeted([a.instance("web3")], known)
     with pytest.raises(ValueError, match=r"the lab's addresses: profile\.p, instance\.web1, instance\.web2$"):
         plan.targeted([a.network("zzz")], known)
+
+
+def test_docs_list_every_reason_code():
+    listed = (Path(__file__).parent.parent / "docs" / "cli.md").read_text().split("The codes are a fixed set:")[1]
+    listed = listed.split(";")[0].replace("\n", " ")
+    assert [c.strip(" `") for c in listed.split(",")] == [c.value for c in Code]

@@ -10,7 +10,7 @@ import pytest
 
 from reconciler import address as a
 from reconciler import placement
-from reconciler.plan import Action, Change, FieldChange, Origin, Plan, Reason, make_plan
+from reconciler.plan import Action, Change, Code, FieldChange, Origin, Plan, Reason, make_plan
 from reconciler.source import SourceError
 from reconciler.spec import load_lab
 from reconciler.state import Resource
@@ -140,10 +140,10 @@ def test_creates_carry_their_target_a_held_container_is_not_started_and_a_move_r
     found = owned(live("web1", "lxdm2"), live("web2", "lxdm2", state="stopped"))
     decisions = placement.decide(lab(tmp_path, THREE), found, cluster(evacuated=("lxdm2",)))
     desired = owned(_want("web1"), _want("web2"), _want("any"))
-    restart = Change(a.instance("web1"), (Action.UPDATE, Action.RESTART), (Reason("drift", "x"), Reason("r", "y")),
-                     None, None)
-    start = Change(a.instance("web2"), (Action.START,), (Reason("state", "is stopped"),), None, None)
-    create = Change(a.instance("any"), (Action.CREATE,), (Reason("absent", "not in LXD"),), None, None)
+    restart = Change(a.instance("web1"), (Action.UPDATE, Action.RESTART),
+                     (Reason(Code.DRIFT, "x"), Reason(Code.RESTART_SETTINGS, "y")), None, None)
+    start = Change(a.instance("web2"), (Action.START,), (Reason(Code.STATE, "is stopped"),), None, None)
+    create = Change(a.instance("any"), (Action.CREATE,), (Reason(Code.ABSENT, "not in LXD"),), None, None)
     changes = [(c.address.name, c.actions) for c in placement.placed([restart, start, create], decisions, desired,
                                                                       found)]
     # the move starts web1 again with its new settings: no restart of its own; web2 is held: its start is dropped
@@ -154,7 +154,7 @@ def test_creates_carry_their_target_a_held_container_is_not_started_and_a_move_r
 
 def test_a_plan_names_the_running_containers_a_move_restarts():
     def moved(name, before, after):
-        return Change(a.instance(name), (Action.MOVE,), (Reason("placement", "x"),), {"state": before},
+        return Change(a.instance(name), (Action.MOVE,), (Reason(Code.PLACEMENT, "x"),), {"state": before},
                       {"state": after})
     plan = make_plan("t", [moved("a", "running", "running"), moved("b", "stopped", "running"),
                            moved("c", "running", "stopped")], {})
@@ -163,9 +163,9 @@ def test_a_plan_names_the_running_containers_a_move_restarts():
 
 
 def test_update_and_move_merge_into_one_change_with_both_field_diffs():
-    update = Change(a.instance("a"), (Action.UPDATE,), (Reason("drift", "x"),), {}, {},
+    update = Change(a.instance("a"), (Action.UPDATE,), (Reason(Code.DRIFT, "x"),), {}, {},
                     (FieldChange("config", 1, 2),))
-    move = Change(a.instance("a"), (Action.MOVE,), (Reason("placement", "y"),), {}, {},
+    move = Change(a.instance("a"), (Action.MOVE,), (Reason(Code.PLACEMENT, "y"),), {}, {},
                   (FieldChange("location", "m1", "m2"),))
     merged = make_plan("t", [move, update], {}).changes[0]
     assert merged.actions == (Action.UPDATE, Action.MOVE)

@@ -20,11 +20,11 @@ from reconciler.engine import Context
 from reconciler.facts import parse_record, record_path
 from reconciler.kinds import file as file_kind
 from reconciler.live import Live
-from reconciler.plan import Action, Change, Plan, Reason, Step, make_plan
+from reconciler.plan import Action, Change, Code, Plan, Reason, Step, make_plan
 from reconciler.spec import Lab
 
 LAB = "t"
-ABSENT = (Reason("absent", "not in LXD"),)
+ABSENT = (Reason(Code.ABSENT, "not in LXD"),)
 
 
 def net(name: str) -> Change:
@@ -47,7 +47,7 @@ def inst(name: str, *profiles: str) -> Change:
 def a_file(container: str, path: str, text: str = "hi\n") -> Change:
     body = {"type": "file", "mode": "0644", "owner": "root", "group": "root",
             "sha256": file_kind.sha256(text.encode()), "content": text}
-    return Change(file(container, path), (Action.CREATE,), (Reason("absent", "absent"),), None, body)
+    return Change(file(container, path), (Action.CREATE,), (Reason(Code.ABSENT, "absent"),), None, body)
 
 
 def run(changes: list[Change], fake: FakeLxd, parallelism: int = 4, progress=None,
@@ -81,9 +81,9 @@ def test_a_failed_step_skips_its_dependants_and_only_them():
 def test_steps_follow_the_graph_in_every_order_it_allows():
     """Whatever a seeded shuffle picks among ready steps, creates go network -> profile -> instance ->
     its file, and a delete waits for the live users of what it deletes."""
-    deletes = [Change(instance("old"), (Action.DELETE,), (Reason("not-in-lab", "not in lab.yaml"),),
+    deletes = [Change(instance("old"), (Action.DELETE,), (Reason(Code.NOT_IN_LAB, "not in lab.yaml"),),
                       {"state": "stopped"}, None, depends_on=(profile("gone"),)),
-               Change(profile("gone"), (Action.DELETE,), (Reason("not-in-lab", "not in lab.yaml"),),
+               Change(profile("gone"), (Action.DELETE,), (Reason(Code.NOT_IN_LAB, "not in lab.yaml"),),
                       {"description": "", "config": {}, "devices": {}}, None)]
     orders = set()
     for seed in range(25):

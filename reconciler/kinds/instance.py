@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..address import Kind, acl, instance, network, profile
 from ..errors import LxdError
-from ..plan import Action, Change, FieldChange, Reason
+from ..plan import Action, Change, Code, FieldChange, Reason
 from ..source import field_path
 from ..state import (
     APPLIED_KEY,
@@ -118,11 +118,11 @@ def changes(want: Resource, have: Resource, fields: tuple[FieldChange, ...], ori
     actions: list[tuple[Action, Reason]] = []
     settings = tuple(f for f in fields if f.path != "state")
     if settings:
-        actions.append((Action.UPDATE, Reason("drift", "differs: " + ", ".join(f.path for f in settings))))
+        actions.append((Action.UPDATE, Reason(Code.DRIFT, "differs: " + ", ".join(f.path for f in settings))))
     wanted, found = want.body["state"], have.body["state"]
     if wanted != found:
         action = Action.START if wanted == "running" else Action.STOP
-        actions.append((action, Reason("state", f"is {found}, lab.yaml says {wanted}")))
+        actions.append((action, Reason(Code.STATE, f"is {found}, lab.yaml says {wanted}")))
     elif wanted == "running":
         why = restart_reason(want, have)
         if why:
@@ -143,10 +143,10 @@ def restart_reason(want: Resource, have: Resource) -> Reason | None:
     if moved:
         sources = want.meta.get("boot_sources", {})
         named = ", ".join(f"{m} ({sources[m]})" if m in sources else m for m in moved)
-        return Reason("restart-settings", f"{named} take effect only after a restart")
+        return Reason(Code.RESTART_SETTINGS, f"{named} take effect only after a restart")
     tag = have.meta.get("boot_tag")
     if tag and tag != want.meta["boot"]:
-        return Reason("restart-pending", "settings applied earlier take effect only after a restart,"
+        return Reason(Code.RESTART_PENDING, "settings applied earlier take effect only after a restart,"
                       " and it has not restarted since")
     return None
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, file, service
 from ..facts import Facts
-from ..plan import Action, Change, Origin, Reason
+from ..plan import Action, Change, Code, Origin, Reason
 from ..state import Body, LabState, Resource
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def triggers(desired: LabState, changes: Iterable[Change]) -> list[Change]:
         if hits:
             action = Action.RELOAD if res.meta.get("on_change") == "reload" else Action.RESTART
             origins = {c.origin for c in hits}
-            out.append(Change(res.address, (action,), (Reason("watched-file", ", ".join(
+            out.append(Change(res.address, (action,), (Reason(Code.WATCHED_FILE, ", ".join(
                 c.address.key for c in hits) + " changed"),), None, res.body,
                 origin=origins.pop() if len(origins) == 1 else Origin.BOTH, meta=res.meta,
                 depends_on=tuple(dict.fromkeys(res.depends_on + tuple(c.address for c in hits)))))
