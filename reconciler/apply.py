@@ -23,13 +23,13 @@ from graphlib import TopologicalSorter
 from typing import Any
 
 from .address import Address, Kind
-from .desired import MissingAddress, Provisioning, render_file
-from .engine import Context, container_facts
+from .context import Context
 from .facts import BOOTED_ARGV, Facts, record_path, record_text
+from .inside import MissingAddress, Provisioning, container_facts, record_key, render_file
 from .kinds import REGISTRY
 from .kinds import file as file_kind
 from .kinds import network as network_kind
-from .live import record_key
+from .kinds.runner import Runner
 from .lxd import Lxd, LxdError, StaleState, wait_for_address
 from .outcome import Outcome, Report, Status
 from .plan import Action, Change, Plan, Step, redact
@@ -56,14 +56,14 @@ def apply_plan(plan: Plan, ctx: Context, lxd: Lxd, parallelism: int = 4, progres
                shuffle: random.Random | None = None) -> Report:
     """Run every step as soon as what it waits for is done; at most `parallelism` at once.
     Ctrl-C stops starting steps and waits for the running ones; a second Ctrl-C abandons them."""
-    runner = Runner(ctx, lxd, plan)
+    runner = StepRunner(ctx, lxd, plan)
     report = Scheduler(plan, runner, max(1, parallelism), progress, shuffle).run()
     report.warnings = runner.warnings + report.warnings
     return report
 
 
 class Scheduler:
-    def __init__(self, plan: Plan, runner: Runner, parallelism: int, progress: Progress | None,
+    def __init__(self, plan: Plan, runner: StepRunner, parallelism: int, progress: Progress | None,
                  shuffle: random.Random | None):
         self.plan, self.runner, self.parallelism = plan, runner, parallelism
         self.progress, self.shuffle = progress, shuffle
@@ -199,8 +199,9 @@ def _record_steps(plan: Plan) -> dict[Hashable, frozenset]:
     return {RecordStep(c): frozenset(steps) for c, steps in inside.items()}
 
 
-class Runner:
-    """What a kind's apply function may use: LXD, the container's facts, the lab's file contents."""
+class StepRunner:
+    """Runs one step through its kind's apply function, and is what that function may use (the
+    `Runner` of kinds/runner.py): LXD, the container's facts, the lab's file contents."""
 
     def __init__(self, ctx: Context, lxd: Lxd, plan: Plan):
         self.ctx, self.lxd, self.plan = ctx, lxd, plan
@@ -215,7 +216,8 @@ class Runner:
     def timed(self, step: Step, change: Change) -> Outcome:
         start = time.monotonic()
         try:
-            changed = REGISTRY[step.address.kind].apply(self, change, step.action)
+            run: Runner = self  # mypy holds StepRunner to what kinds may use
+            changed = REGISTRY[step.address.kind].apply(run, change, step.action)
             if changed and step.address.kind.inside:
                 with self._lock:
                     self.changed.add(step.address)
@@ -319,8 +321,7 @@ class Runner:
                 record[key] = digest(self.applied.get(change.address, change.after))
         self.exec(container, ["mkdir", "-p", "--", path.rsplit("/", 1)[0]], "creating the record's folder")
         self.lxd.push_file(container, path, record_text(self.lab_name, record).encode(), "0600", 0, 0)
-        owned = self.ctx.live.instance(container)
-        if not (owned and owned.meta.get("has_record")):
+        if container not in self.ctx.recorded:
             raw, _ = self.lxd.get("instance", container)
             self.lxd.patch("instance", container, {"config": {RECORD_TAG: "true"},
                                                    "description": raw.get("description", "")})

@@ -12,19 +12,21 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import placement
-from .address import Address, Kind, instance, network, profile
-from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
+from .address import Kind, instance, network, profile
+from .context import Context
+from .desired import desired_state, root_disk_problems
 from .diff import diff_states
 from .errors import LxdError
-from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, facts_argv, parse_facts, parse_record, record_path
+from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, parse_facts, parse_record, record_path
+from .inside import container_facts, provisioning_of, record_key
 from .kinds import project as project_kind
-from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, recorded_files, users_of
+from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, recorded_files, users_of
 from .plan import Action, Change, Code, Origin, Plan, PlanError, Reason, make_plan
 from .source import field_path
 from .spec import REMOTES, Lab, network_overlaps
@@ -44,17 +46,6 @@ class Sight(Enum):
     UNSEEN = "unseen"  # stopped, and lab.yaml wants it running: converged once started
     STOPPED = "stopped"  # lab.yaml wants it stopped: its contents are not managed meanwhile
     HELD = "held"  # stopped on a cluster member that cannot start it (evacuated): left until it is restored
-
-
-@dataclass
-class Context:
-    """What a plan was made from; apply needs it again."""
-
-    lab: Lab
-    base_dir: Path
-    live: Live
-    facts: dict[str, Facts]
-    addresses: frozenset[Address] = frozenset()  # what lab.yaml declares and what the lab has in LXD
 
 
 def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tuple[Plan, Context]:
@@ -91,7 +82,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     plan = make_plan(lab.lab, changes, users_of(live.owned), notes, objects=len(live.owned),
                      frontends=wanted.haproxy)
     plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
-    return plan, Context(lab, base_dir, live, facts, frozenset(desired.keys() | owned.keys()))
+    recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.get("has_record"))
+    return plan, Context(lab, base_dir, recorded, facts, frozenset(desired.keys() | owned.keys()))
 
 
 def _nothing(lab: Lab) -> Lab:
@@ -345,25 +337,6 @@ def with_contents(lxd: Lxd, name: str, facts: Facts, paths: list[str]) -> Facts:
         return parse_facts(out, into=facts)
     except FactsError as bad:
         raise LxdError(f"instance {name}: its files could not be read: {bad}") from None
-
-
-def container_facts(lxd: Lxd, name: str, want: Provisioning, record: str | None = None,
-                    **only: Any) -> Facts:
-    """The facts of one container: what `want` manages (or only the `files`, `packages`, ... given)."""
-    if only:
-        argv = facts_argv(record=record, **only)
-    else:
-        secret = want.secret_paths()
-        argv = facts_argv([p for p, s in secret.items() if not s], [p for p, s in secret.items() if s],
-                          want.packages, want.services, record,
-                          {n: s.listens for n, s in want.services.items() if s.listens})
-    code, out, err = lxd.execute(name, argv)
-    if code != 0:
-        raise LxdError(f"instance {name}: reading its files, packages and services failed: {err.strip()}")
-    try:
-        return parse_facts(out)
-    except FactsError as bad:
-        raise LxdError(f"instance {name}: its facts could not be read: {bad}") from None
 
 
 # --- Checks against LXD's state ------------------------------------------------------------------

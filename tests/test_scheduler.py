@@ -16,10 +16,9 @@ from fake_lxd import Call, FakeLxd
 
 from reconciler.address import file, instance, network, profile
 from reconciler.apply import Report, apply_plan
-from reconciler.engine import Context
+from reconciler.context import Context
 from reconciler.facts import parse_record, record_path
 from reconciler.kinds import file as file_kind
-from reconciler.live import Live
 from reconciler.plan import Action, Change, Code, Plan, Reason, Step, make_plan
 from reconciler.spec import Lab
 
@@ -53,7 +52,7 @@ def a_file(container: str, path: str, text: str = "hi\n") -> Change:
 def run(changes: list[Change], fake: FakeLxd, parallelism: int = 4, progress=None,
         shuffle: random.Random | None = None, live_users=None) -> tuple[Plan, Report]:
     plan = make_plan(LAB, changes, live_users or {})
-    ctx = Context(Lab.model_construct(lab=LAB), Path("."), Live({}, {}, {}, {}), {})
+    ctx = Context(Lab.model_construct(lab=LAB), Path("."), frozenset(), {})
     return plan, apply_plan(plan, ctx, fake, parallelism, progress, shuffle)  # type: ignore[arg-type]
 
 

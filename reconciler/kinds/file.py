@@ -17,8 +17,8 @@ from ..plan import Action, Change
 from ..state import Body, Resource
 
 if TYPE_CHECKING:
-    from ..apply import Runner
     from ..provision import FileSpec
+    from .runner import Runner
 
 KIND = Kind.FILE
 REPLACE_FIELDS = ("type",)

@@ -33,8 +33,8 @@ from ..state import (
 )
 
 if TYPE_CHECKING:
-    from ..apply import Runner
     from ..spec import Container, Lab
+    from .runner import Runner
 
 KIND = Kind.INSTANCE
 REPLACE_FIELDS = ("type", "image")

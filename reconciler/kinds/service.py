@@ -17,8 +17,8 @@ from ..plan import Action, Change, Code, Origin, Reason
 from ..state import Body, LabState, Resource
 
 if TYPE_CHECKING:
-    from ..apply import Runner
     from ..provision import ServiceSpec
+    from .runner import Runner
 
 KIND = Kind.SERVICE
 REPLACE_FIELDS: tuple[str, ...] = ()
