@@ -293,7 +293,7 @@ class StepRunner:
         content = after.get("content")
         if isinstance(content, str) and content != file_kind.UNKNOWN and not change.secret:
             return content.encode()
-        waits = change.meta.get("waits_for") or []
+        waits = change.meta.waits_for
         data = render_file(self.ctx.lab, self.ctx.base_dir, change.address.name, change.address.key,
                            self.addresses(waits))
         planned = after.get("sha256")

@@ -26,7 +26,7 @@ from .kinds import service as service_kind
 from .plan import PlanError
 from .source import field_path
 from .spec import Lab, has_root_disk
-from .state import LabState, Resource, add
+from .state import LabState, Meta, Resource, add
 
 UNKNOWN = file_kind.UNKNOWN
 Rendered = Mapping[tuple[str, str], bytes]  # (container, path) -> a template's bytes, rendered ahead
@@ -76,7 +76,7 @@ def _files(lab: Lab, cname: str, want: Provisioning, base_dir: Path, addresses: 
         data = rendered.get((cname, path))
         if data is None and spec.type == "file" and not (set(waits) - set(addresses)):
             data = render_file(lab, base_dir, cname, path, addresses)
-        meta = {"check": spec.check, "secret": spec.secret, "waits_for": waits}
+        meta = Meta(waits_for=tuple(waits), secret=spec.secret, payload={"check": spec.check})
         out.append(Resource(file(cname, path), file_kind.body(spec, data), deps + extra, meta=meta))
     return out
 

@@ -82,7 +82,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     plan = make_plan(lab.lab, changes, users_of(live.owned), notes, objects=len(live.owned),
                      frontends=wanted.haproxy)
     plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
-    recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.get("has_record"))
+    recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.has_record)
     return plan, Context(lab, base_dir, recorded, facts, frozenset(desired.keys() | owned.keys()))
 
 
@@ -143,14 +143,14 @@ def _renames(desired: LabState, owned: LabState) -> list[Change]:
     """A container declared `renamed_from: OLD` takes over the live OLD, renamed in place."""
     out = []
     for addr, want in desired.items():
-        old = want.meta.get("renamed_from")
-        if addr.kind != Kind.INSTANCE or not old or addr in owned:
+        prev = want.meta.prev_address
+        if prev is None or addr in owned:
             continue
-        found = owned.pop(instance(old), None)
+        found = owned.pop(prev, None)
         if found is None:
             continue  # nothing to rename: created as new
         owned[addr] = Resource(addr, found.body, found.depends_on, found.owner, found.applied, found.meta)
-        out.append(Change(addr, (Action.RENAME,), (Reason(Code.RENAMED, f"renamed from {old} in lab.yaml"),),
+        out.append(Change(addr, (Action.RENAME,), (Reason(Code.RENAMED, f"renamed from {prev.name} in lab.yaml"),),
                           None, None, origin=Origin.LAB, meta=want.meta, depends_on=want.depends_on))
     return out
 
@@ -164,12 +164,12 @@ def _with_sources(changes: list[Change], images: list[dict[str, Any]], owned: La
     out, problems = [], []
     for change in changes:
         have = owned.get(change.address)
-        unborn = Action.START in change.actions and have is not None and bool(have.meta.get("never_started"))
+        unborn = Action.START in change.actions and have is not None and have.meta.never_started
         made = {Action.CREATE, Action.REPLACE} & set(change.actions)
         if change.address.kind == Kind.INSTANCE and (made or unborn):
             try:
                 source = image_source((change.after or {})["image"], images)
-                change = replace(change, meta={**change.meta, "source": source})
+                change = replace(change, meta=change.meta.with_payload(source=source))
             except LookupError as err:
                 if made:
                     problems.append(f"{field_path(('containers', change.address.name, 'image'))}: {err}")
@@ -269,7 +269,8 @@ def _same_content(owned: LabState, desired: LabState) -> None:
 
 def _live_names(renames: list[Change]) -> dict[str, str]:
     """Containers whose rename is pending: lab.yaml's name -> the live one."""
-    return {c.address.name: c.meta["renamed_from"] for c in renames if Action.RENAME in c.actions}
+    return {c.address.name: c.meta.prev_address.name for c in renames
+            if Action.RENAME in c.actions and c.meta.prev_address is not None}
 
 
 def _readable(lab: Lab, owned: LabState, renames: list[Change], sight: Mapping[str, Sight]) -> dict[str, str]:
@@ -280,7 +281,7 @@ def _readable(lab: Lab, owned: LabState, renames: list[Change], sight: Mapping[s
     for cname, seen in sight.items():
         have = owned.get(instance(cname))
         if seen == Sight.KNOWN and have is not None and (
-                not provisioning_of(lab, cname).empty or have.meta.get("has_record")):
+                not provisioning_of(lab, cname).empty or have.meta.has_record):
             out[cname] = old_names.get(cname, cname)
     return out
 
@@ -294,7 +295,7 @@ def _unseen_records(lxd: Lxd, lab: Lab, owned: LabState, renames: list[Change],
     out = {}
     for cname, seen in sight.items():
         have = owned.get(instance(cname))
-        if seen == Sight.UNSEEN and have is not None and have.meta.get("has_record"):
+        if seen == Sight.UNSEEN and have is not None and have.meta.has_record:
             data = lxd.read_file(old_names.get(cname, cname), record_path(lab.lab))
             if data is not None:
                 out[cname] = parse_record(data.decode("utf-8", "replace"))
@@ -322,7 +323,7 @@ def _differing(cname: str, facts: Facts, desired: LabState) -> list[str]:
     for addr, want in desired.items():
         found = facts.files.get(addr.key) if addr.kind == Kind.FILE and addr.name == cname else None
         if (found and found.get("type") == "file" and want.body.get("sha256") != found.get("sha256")
-                and not want.meta.get("secret") and found.get("size", 0) <= MAX_SHOWN_BYTES):
+                and not want.meta.secret and found.get("size", 0) <= MAX_SHOWN_BYTES):
             out.append(addr.key)
     return out
 
@@ -385,9 +386,9 @@ def _check_conflicts(desired: LabState, live: Live, adopted: set) -> None:
         problems.append(f"{addr} already exists in LXD and belongs to {whose}; reconciler will not"
                         f" take it over unasked: {how}, or delete it by hand")
     for addr, want in desired.items():
-        old = want.meta.get("renamed_from")
-        if addr.kind == Kind.INSTANCE and old and addr in live.owned and instance(old) in live.owned:
-            problems.append(f"{addr} is declared renamed_from {old}, but both exist: delete one by hand,"
+        prev = want.meta.prev_address
+        if prev is not None and addr in live.owned and prev in live.owned:
+            problems.append(f"{addr} is declared renamed_from {prev.name}, but both exist: delete one by hand,"
                             " or drop renamed_from")
     if problems:
         raise PlanError("\n".join(problems))

@@ -20,7 +20,7 @@ from reconciler.kinds import instance as instance_kind
 from reconciler.plan import Action, Change, Code, FieldChange, Origin, Plan, PlanError, Reason, Step, make_plan, plan_from_json
 from reconciler.render import plan_json, plan_text, safe
 from reconciler.spec import Lab
-from reconciler.state import Resource, digest
+from reconciler.state import Meta, Resource, digest
 
 
 def instance(name="web1", applied=None, live=False, **over) -> Resource:
@@ -28,7 +28,7 @@ def instance(name="web1", applied=None, live=False, **over) -> Resource:
             "config": {}, "devices": {}, "state": "running"}
     body.update(over)
     boot = instance_kind.boot_settings(body["config"], body["devices"])
-    meta = {"boot_live": boot} if live else {"boot": digest(boot), "boot_settings": boot}
+    meta = Meta(payload={"boot_live": boot} if live else {"boot": digest(boot), "boot_settings": boot})
     return Resource(a.instance(name), body, tuple(a.profile(p) for p in body["profiles"]), applied=applied,
                     meta=meta)
 
@@ -90,9 +90,9 @@ def test_field_level_diff_and_reason():
 def test_a_restart_key_brought_by_a_profile_restarts_the_running_container():
     want = instance()
     privileged = instance_kind.boot_settings({"security.privileged": "true"}, {})
-    want = Resource(want.address, want.body, want.depends_on, meta={
+    want = Resource(want.address, want.body, want.depends_on, meta=Meta(payload={
         "boot": digest(privileged), "boot_settings": privileged,
-        "boot_sources": {'config["security.privileged"]': "profile priv"}})
+        "boot_sources": {'config["security.privileged"]': "profile priv"}}))
     [change] = diff_states(state(want), state(live(instance())))
     assert change.actions == (Action.RESTART,)
     assert 'config["security.privileged"] (profile priv) take effect only after a restart' in change.reasons[0].text
@@ -101,7 +101,7 @@ def test_a_restart_key_brought_by_a_profile_restarts_the_running_container():
 def test_a_restart_that_never_happened_is_planned_again():
     """The boot digest on the container says it still runs with older settings (a crash, a failed step)."""
     have = live(instance())
-    have = Resource(have.address, have.body, have.depends_on, meta={**have.meta, "boot_tag": "0000000000000000"})
+    have = Resource(have.address, have.body, have.depends_on, meta=have.meta.with_payload(boot_tag="0000000000000000"))
     [change] = diff_states(state(instance()), state(have))
     assert change.actions == (Action.RESTART,) and change.reasons[0].code == Code.RESTART_PENDING
 
@@ -145,7 +145,7 @@ def test_a_dependency_cycle_is_a_plan_error():
 
 def watcher() -> tuple[Resource, Resource, Resource]:
     svc = Resource(a.service("p", "haproxy"), {"enabled": True, "running": True},
-                   meta={"watches": ["/etc/haproxy/haproxy.cfg"], "on_change": "reload"})
+                   meta=Meta(payload={"watches": ["/etc/haproxy/haproxy.cfg"], "on_change": "reload"}))
     new = Resource(a.file("p", "/etc/haproxy/haproxy.cfg"), {"type": "file", "sha256": "b", "content": "b"})
     old = Resource(a.file("p", "/etc/haproxy/haproxy.cfg"), {"type": "file", "sha256": "a", "content": "a"})
     return svc, new, old
@@ -357,3 +357,33 @@ def test_docs_list_every_reason_code():
     listed = (Path(__file__).parent.parent / "docs" / "cli.md").read_text().split("The codes are a fixed set:")[1]
     listed = listed.split(";")[0].replace("\n", " ")
     assert [c.strip(" `") for c in listed.split(",")] == [c.value for c in Code]
+
+
+def test_meta_keeps_its_typed_fields_apart_from_the_kinds_payload_through_json():
+    meta = Meta(prev_address=a.instance("web0"), waits_for=("web1", "web2"), secret=True, payload={"check": ["true"]})
+    change = Change(a.instance("web1"), (Action.RENAME,), (Reason(Code.RENAMED, "renamed"),), None, None, meta=meta)
+    data = change.as_json()
+    assert data["meta"] == {"check": ["true"], "prev_address": "instance.web0", "waits_for": ["web1", "web2"],
+                            "secret": True}
+    again = Change.from_json(json.loads(json.dumps(data)))
+    assert again.meta == meta and again.meta.prev_address == a.instance("web0") and again.secret
+
+
+def test_merged_meta_takes_each_typed_field_where_it_is_set():
+    first = Meta(waits_for=("web1",), payload={"a": 1, "b": 1})
+    other = Meta(secret=True, location="m1", payload={"b": 2, "c": 2})
+    assert first.merged(other) == Meta(location="m1", waits_for=("web1",), secret=True, payload={"a": 1, "b": 1, "c": 2})
+
+
+def test_a_plan_of_an_older_format_version_is_refused_by_name(tmp_path):
+    svc, new, old = watcher()
+    plan = make_plan("l", diff_states(state(svc, new), state(Resource(svc.address, svc.body), old)), {})
+    data = json.loads(plan_json(plan))
+    data["format_version"] = 2
+    with pytest.raises(ValueError, match=r"^plan format_version 2; this reconcile reads format_version 3: make the plan"):
+        plan_from_json(data)
+    saved = tmp_path / "plan.json"
+    planfile.write(saved, plan, "lab.yaml", "d")
+    saved.write_text(saved.read_text().replace('"format_version": 3', '"format_version": 2'))
+    with pytest.raises(planfile.PlanFileError, match=r"plan.json: plan format_version 2; this reconcile reads"):
+        planfile.read(saved)

@@ -13,7 +13,7 @@ from reconciler import placement
 from reconciler.plan import Action, Change, Code, FieldChange, Origin, Plan, Reason, make_plan
 from reconciler.source import SourceError
 from reconciler.spec import load_lab
-from reconciler.state import Resource
+from reconciler.state import Meta, Resource
 
 MEMBERS = [{"server_name": "lxdm1", "status": "Online", "groups": ["default", "g1"]},
            {"server_name": "lxdm2", "status": "Online", "groups": ["default", "g2", "pair"]},
@@ -42,7 +42,7 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 def live(name: str, location: str, state: str = "running", placed: str | None = None) -> Resource:
     body = {"type": "container", "image": "img", "description": "", "profiles": ["default"], "config": {},
             "devices": {}, "state": state}
-    return Resource(a.instance(name), body, meta={"location": location, "placed": placed})
+    return Resource(a.instance(name), body, meta=Meta(location=location, payload={"placed": placed}))
 
 
 def owned(*resources: Resource) -> dict:
@@ -119,7 +119,7 @@ def test_unknown_members_and_groups_are_named_with_a_hint(tmp_path):
 
 def _want(name: str) -> Resource:
     have = live(name, "")
-    return Resource(have.address, have.body, meta={"boot": "b"})
+    return Resource(have.address, have.body, meta=Meta(payload={"boot": "b"}))
 
 
 def test_a_move_is_its_own_action_with_the_reason_and_who_moved(tmp_path):
@@ -129,7 +129,7 @@ def test_a_move_is_its_own_action_with_the_reason_and_who_moved(tmp_path):
     changes = {c.address.name: c for c in placement.placed([], decisions, desired, found)}
     web1 = changes["web1"]
     assert web1.actions == (Action.MOVE,) and web1.reasons[0].text == "on lxdm3, lab.yaml says lxdm1"
-    assert web1.diff == (FieldChange("location", "lxdm3", "lxdm1"),) and web1.meta["member"] == "lxdm1"
+    assert web1.diff == (FieldChange("location", "lxdm3", "lxdm1"),) and web1.meta.payload["member"] == "lxdm1"
     assert web1.origin == Origin.OUTSIDE  # it was placed at lxdm1 by apply: someone moved it
     assert changes["any"].reasons[0].text == "on lxdm1, lab.yaml says @pair (lxdm2)"
     assert changes["any"].origin == Origin.LAB  # apply placed it by @g1: lab.yaml's target changed
@@ -149,7 +149,7 @@ def test_creates_carry_their_target_a_held_container_is_not_started_and_a_move_r
     # the move starts web1 again with its new settings: no restart of its own; web2 is held: its start is dropped
     assert changes == [("web1", (Action.UPDATE,)), ("any", (Action.CREATE,)), ("web1", (Action.MOVE,))]
     made = placement.placed([create], decisions, desired, found)[0]
-    assert made.meta["target"] == "@pair"
+    assert made.meta.payload["target"] == "@pair"
 
 
 def test_a_plan_names_the_running_containers_a_move_restarts():

@@ -21,6 +21,7 @@ from reconciler.facts import parse_record, record_path
 from reconciler.kinds import file as file_kind
 from reconciler.plan import Action, Change, Code, Plan, Reason, Step, make_plan
 from reconciler.spec import Lab
+from reconciler.state import Meta
 
 LAB = "t"
 ABSENT = (Reason(Code.ABSENT, "not in LXD"),)
@@ -39,7 +40,7 @@ def inst(name: str, *profiles: str) -> Change:
     body = {"type": "container", "image": "img", "description": "", "profiles": list(profiles), "config": {},
             "devices": {}, "state": "running"}
     return Change(instance(name), (Action.CREATE,), ABSENT, None, body,
-                  meta={"source": {"type": "image", "alias": "img"}, "boot": "b"},
+                  meta=Meta(payload={"source": {"type": "image", "alias": "img"}, "boot": "b"}),
                   depends_on=tuple(profile(p) for p in profiles))
 
 
