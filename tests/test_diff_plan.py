@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler import address as a
-from reconciler import planfile
+from reconciler import engine, planfile
 from reconciler.address import Address, Kind
 from reconciler.desired import desired_state
 from reconciler.diff import diff_states
@@ -387,3 +388,12 @@ def test_a_plan_of_an_older_format_version_is_refused_by_name(tmp_path):
     saved.write_text(saved.read_text().replace('"format_version": 3', '"format_version": 2'))
     with pytest.raises(planfile.PlanFileError, match=r"plan.json: plan format_version 2; this reconcile reads"):
         planfile.read(saved)
+
+
+def test_a_container_declared_renamed_takes_over_its_previous_address():
+    want = instance("web9")
+    want = Resource(want.address, want.body, want.depends_on, meta=replace(want.meta, prev_address=a.instance("web0")))
+    owned = {a.instance("web0"): live(instance("web0"))}
+    [change] = engine._renames({want.address: want}, owned)
+    assert change.actions == (Action.RENAME,) and change.reasons[0].text == "renamed from web0 in lab.yaml"
+    assert change.meta.prev_address == a.instance("web0") and set(owned) == {a.instance("web9")}

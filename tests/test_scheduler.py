@@ -5,6 +5,7 @@ written after its steps.  What LXD itself does is tested against the real daemon
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -19,7 +20,7 @@ from reconciler.apply import Report, apply_plan
 from reconciler.context import Context
 from reconciler.facts import parse_record, record_path
 from reconciler.kinds import file as file_kind
-from reconciler.plan import Action, Change, Code, Plan, Reason, Step, make_plan
+from reconciler.plan import Action, Change, Code, Plan, Reason, Step, make_plan, plan_from_json
 from reconciler.spec import Lab
 from reconciler.state import Meta
 
@@ -182,3 +183,15 @@ def test_an_interrupted_apply_still_records_what_it_did_inside():
     _, report = run(changes, fake, parallelism=1)
     assert report.interrupted and statuses(report)["file.c1:/etc/y#create"] == "not started"
     assert set(parse_record(fake.files[("c1", record_path(LAB))].decode())) == {"file:/etc/x"}
+
+
+def test_a_rename_read_back_from_a_saved_plan_renames_its_previous_address():
+    fake = FakeLxd()
+    fake.objects[("instance", "c0")] = {"name": "c0", "status": "Stopped"}
+    change = Change(instance("c9"), (Action.RENAME,), (Reason(Code.RENAMED, "renamed from c0 in lab.yaml"),),
+                    None, None, meta=Meta(prev_address=instance("c0")))
+    saved = plan_from_json(json.loads(json.dumps(make_plan(LAB, [change], {}).as_json())))
+    ctx = Context(Lab.model_construct(lab=LAB), Path("."), frozenset(), {})
+    report = apply_plan(saved, ctx, fake)  # type: ignore[arg-type]
+    assert report.ok and fake.did("rename") == ["rename instance c0"]
+    assert ("instance", "c9") in fake.objects and ("instance", "c0") not in fake.objects
