@@ -225,7 +225,7 @@ def _with_decision(change: Change, decision: Decision) -> Change | None:
 
 def move(decision: Decision, want: Resource, have: Resource) -> Change:
     where = f"{decision.target} ({decision.move_to})" if decision.target != decision.move_to else decision.target
-    recorded = have.meta.payload.get("placed")
+    recorded = have.meta.placed
     origin = Origin.UNKNOWN if not recorded else Origin.OUTSIDE if recorded == decision.target else Origin.LAB
     return Change(want.address, (Action.MOVE,), (Reason(Code.PLACEMENT, f"on {decision.location}, lab.yaml says {where}"),),
                   have.body, want.body, (FieldChange("location", decision.location, decision.move_to),), origin,

@@ -34,6 +34,7 @@ class Meta:
 
     prev_address: Address | None = None  # lab.yaml renamed it from this address (Terraform's PrevRunAddr)
     location: str = ""  # live: the cluster member it is on
+    placed: str = ""  # live: the target (member or @group) apply last placed it by
     waits_for: tuple[str, ...] = ()  # the containers whose live address its content needs
     never_started: bool = False  # live: a container that never ran (its creation may have been cut short)
     has_record: bool = False  # live: a container that holds the record of what apply wrote inside it

@@ -42,7 +42,7 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 def live(name: str, location: str, state: str = "running", placed: str | None = None) -> Resource:
     body = {"type": "container", "image": "img", "description": "", "profiles": ["default"], "config": {},
             "devices": {}, "state": state}
-    return Resource(a.instance(name), body, meta=Meta(location=location, payload={"placed": placed}))
+    return Resource(a.instance(name), body, meta=Meta(location=location, placed=placed or ""))
 
 
 def owned(*resources: Resource) -> dict:

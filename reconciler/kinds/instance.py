@@ -103,9 +103,9 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
             "state": "running" if raw.get("status") == "Running" else "stopped"}
     deps = [profile(p) for p in body["profiles"]] + [network(n) for n in sorted(referenced_networks(devices))]
     deps += [acl(n) for n in sorted(nic_acls(devices))]
-    meta = Meta(location=raw.get("location") or "", has_record=config.get(RECORD_TAG) == "true",
-                never_started=never_started(raw),
-                payload={"boot_tag": config.get(BOOT_KEY), "placed": config.get(TARGET_KEY),
+    meta = Meta(location=raw.get("location") or "", placed=config.get(TARGET_KEY) or "",
+                has_record=config.get(RECORD_TAG) == "true", never_started=never_started(raw),
+                payload={"boot_tag": config.get(BOOT_KEY),
                          "boot_live": boot_settings(raw.get("expanded_config") or {}, raw.get("expanded_devices") or {})})
     return Resource(instance(raw["name"]), body, tuple(deps), owner=config.get(OWNER_KEY),
                     applied=config.get(APPLIED_KEY), meta=meta)
