@@ -18,46 +18,24 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from typing import Any
 
 from .address import Address, Kind
-from .desired import MissingAddress, Provisioning, render_file
-from .engine import Context, container_facts
+from .context import Context
 from .facts import BOOTED_ARGV, Facts, record_path, record_text
+from .inside import MissingAddress, Provisioning, container_facts, record_key, render_file
 from .kinds import REGISTRY
 from .kinds import file as file_kind
 from .kinds import network as network_kind
-from .live import record_key
+from .kinds.runner import Runner
 from .lxd import Lxd, LxdError, StaleState, wait_for_address
+from .outcome import Outcome, Report, Status
 from .plan import Action, Change, Plan, Step, redact
 from .state import RECORD_TAG, Body, digest
 
 ADDRESS_TIMEOUT = 90.0
-
-
-@dataclass
-class Outcome:
-    step: Step
-    change: Change
-    status: str  # done | unchanged | failed | skipped | not started
-    seconds: float = 0.0
-    message: str = ""
-
-
-@dataclass
-class Report:
-    outcomes: list[Outcome] = field(default_factory=list)
-    interrupted: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    def with_status(self, *statuses: str) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status in statuses]
-
-    @property
-    def ok(self) -> bool:
-        return not self.interrupted and not self.with_status("failed", "skipped", "not started")
 
 
 class StepError(Exception):
@@ -78,14 +56,14 @@ def apply_plan(plan: Plan, ctx: Context, lxd: Lxd, parallelism: int = 4, progres
                shuffle: random.Random | None = None) -> Report:
     """Run every step as soon as what it waits for is done; at most `parallelism` at once.
     Ctrl-C stops starting steps and waits for the running ones; a second Ctrl-C abandons them."""
-    runner = Runner(ctx, lxd, plan)
+    runner = StepRunner(ctx, lxd, plan)
     report = Scheduler(plan, runner, max(1, parallelism), progress, shuffle).run()
     report.warnings = runner.warnings + report.warnings
     return report
 
 
 class Scheduler:
-    def __init__(self, plan: Plan, runner: Runner, parallelism: int, progress: Progress | None,
+    def __init__(self, plan: Plan, runner: StepRunner, parallelism: int, progress: Progress | None,
                  shuffle: random.Random | None):
         self.plan, self.runner, self.parallelism = plan, runner, parallelism
         self.progress, self.shuffle = progress, shuffle
@@ -148,7 +126,7 @@ class Scheduler:
         blocked = [d for d in self.graph[step] if d in self.failed]
         if blocked:
             self.failed.add(step)
-            self.report.outcomes.append(Outcome(step, self.changes[step], "skipped",
+            self.report.outcomes.append(Outcome(step, self.changes[step], Status.SKIPPED,
                                                 message=f"{blocked[0]} did not succeed"))
             sorter.done(step)
             return None
@@ -164,7 +142,7 @@ class Scheduler:
             return
         assert isinstance(outcome, Outcome)
         self.report.outcomes.append(outcome)
-        (self.succeeded if outcome.status in ("done", "unchanged") else self.failed).add(item)
+        (self.succeeded if outcome.status.succeeded else self.failed).add(item)
         if self.progress:
             self.progress("end", outcome.step, outcome.change, outcome)
 
@@ -178,7 +156,7 @@ class Scheduler:
 
     def _not_started(self, items: Iterable[Hashable]) -> None:
         for item in sorted((i for i in items if isinstance(i, Step)), key=_key):
-            self.report.outcomes.append(Outcome(item, self.changes[item], "not started",
+            self.report.outcomes.append(Outcome(item, self.changes[item], Status.NOT_STARTED,
                                                 message="apply was interrupted"))
 
 
@@ -221,8 +199,9 @@ def _record_steps(plan: Plan) -> dict[Hashable, frozenset]:
     return {RecordStep(c): frozenset(steps) for c, steps in inside.items()}
 
 
-class Runner:
-    """What a kind's apply function may use: LXD, the container's facts, the lab's file contents."""
+class StepRunner:
+    """Runs one step through its kind's apply function, and is what that function may use (the
+    `Runner` of kinds/runner.py): LXD, the container's facts, the lab's file contents."""
 
     def __init__(self, ctx: Context, lxd: Lxd, plan: Plan):
         self.ctx, self.lxd, self.plan = ctx, lxd, plan
@@ -237,14 +216,15 @@ class Runner:
     def timed(self, step: Step, change: Change) -> Outcome:
         start = time.monotonic()
         try:
-            changed = REGISTRY[step.address.kind].apply(self, change, step.action)
+            run: Runner = self  # mypy holds StepRunner to what kinds may use
+            changed = REGISTRY[step.address.kind].apply(run, change, step.action)
             if changed and step.address.kind.inside:
                 with self._lock:
                     self.changed.add(step.address)
-            status = "unchanged" if changed is False and step.action == Action.CONVERGE else "done"
+            status = Status.UNCHANGED if changed is False and step.action == Action.CONVERGE else Status.DONE
             return Outcome(step, change, status, time.monotonic() - start)
         except (LxdError, StepError, MissingAddress, OSError, ValueError) as err:
-            return Outcome(step, change, "failed", time.monotonic() - start, str(err) or type(err).__name__)
+            return Outcome(step, change, Status.FAILED, time.monotonic() - start, str(err) or type(err).__name__)
 
     # --- LXD objects ----------------------------------------------------------------------------
 
@@ -313,7 +293,7 @@ class Runner:
         content = after.get("content")
         if isinstance(content, str) and content != file_kind.UNKNOWN and not change.secret:
             return content.encode()
-        waits = change.meta.get("waits_for") or []
+        waits = change.meta.waits_for
         data = render_file(self.ctx.lab, self.ctx.base_dir, change.address.name, change.address.key,
                            self.addresses(waits))
         planned = after.get("sha256")
@@ -341,8 +321,7 @@ class Runner:
                 record[key] = digest(self.applied.get(change.address, change.after))
         self.exec(container, ["mkdir", "-p", "--", path.rsplit("/", 1)[0]], "creating the record's folder")
         self.lxd.push_file(container, path, record_text(self.lab_name, record).encode(), "0600", 0, 0)
-        owned = self.ctx.live.instance(container)
-        if not (owned and owned.meta.get("has_record")):
+        if container not in self.ctx.recorded:
             raw, _ = self.lxd.get("instance", container)
             self.lxd.patch("instance", container, {"config": {RECORD_TAG: "true"},
                                                    "description": raw.get("description", "")})

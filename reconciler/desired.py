@@ -10,12 +10,11 @@ renders it from the lab with the addresses it then has (`render_file`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import haproxy
 from .address import file, instance, service
+from .inside import Provisioning, provisioning_of, render_file, waits_for
 from .kinds import acl as acl_kind
 from .kinds import file as file_kind
 from .kinds import instance as instance_kind
@@ -25,30 +24,12 @@ from .kinds import profile as profile_kind
 from .kinds import project as project_kind
 from .kinds import service as service_kind
 from .plan import PlanError
-from .provision import FileSpec, ServiceSpec
 from .source import field_path
-from .spec import Lab, has_root_disk, proxied_frontends, read_source
-from .state import LabState, Resource, add
+from .spec import Lab, has_root_disk
+from .state import LabState, Meta, Resource, add
 
 UNKNOWN = file_kind.UNKNOWN
 Rendered = Mapping[tuple[str, str], bytes]  # (container, path) -> a template's bytes, rendered ahead
-
-
-@dataclass(frozen=True)
-class Provisioning:
-    """Everything wanted inside one container."""
-
-    packages: tuple[str, ...] = ()
-    files: Mapping[str, FileSpec] = field(default_factory=dict)
-    services: Mapping[str, ServiceSpec] = field(default_factory=dict)
-    generated: frozenset[str] = frozenset()  # paths rendered from the haproxy section
-
-    @property
-    def empty(self) -> bool:
-        return not (self.packages or self.files or self.services)
-
-    def secret_paths(self) -> dict[str, bool]:
-        return {p: s.secret for p, s in self.files.items()}
 
 
 def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
@@ -68,17 +49,6 @@ def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
 
 
 # --- Inside a container ---------------------------------------------------------------------
-
-def provisioning_of(lab: Lab, name: str) -> Provisioning:
-    """What the container's own section and any HAProxy section ask for inside it."""
-    c = lab.containers[name]
-    if name not in lab.haproxy:
-        return Provisioning(tuple(c.packages), dict(c.files), dict(c.services))
-    extra = haproxy_provisioning(lab, name)
-    packages = list(c.packages) + [p for p in extra.packages if p not in c.packages]
-    return Provisioning(tuple(packages), {**extra.files, **c.files}, {**extra.services, **c.services},
-                        extra.generated)
-
 
 def inside(lab: Lab, cname: str, want: Provisioning, base_dir: Path, addresses: Mapping[str, str],
            rendered: Rendered | None = None) -> list[Resource]:
@@ -106,7 +76,7 @@ def _files(lab: Lab, cname: str, want: Provisioning, base_dir: Path, addresses: 
         data = rendered.get((cname, path))
         if data is None and spec.type == "file" and not (set(waits) - set(addresses)):
             data = render_file(lab, base_dir, cname, path, addresses)
-        meta = {"check": spec.check, "secret": spec.secret, "waits_for": waits}
+        meta = Meta(waits_for=tuple(waits), secret=spec.secret, payload={"check": spec.check})
         out.append(Resource(file(cname, path), file_kind.body(spec, data), deps + extra, meta=meta))
     return out
 
@@ -134,32 +104,6 @@ def _parents(cname: str, path: str, want: Provisioning) -> tuple:
 
 # --- Content -----------------------------------------------------------------------------------
 
-def waits_for(lab: Lab, cname: str, path: str, want: Provisioning) -> set[str]:
-    """Containers whose live address the file's content needs (a template's, from its syntax tree)."""
-    if path in want.generated:
-        return haproxy.server_containers(lab.haproxy[cname])
-    text = want.files[path].template
-    if text is None:
-        return set()
-    from . import templates
-    needs = templates.needs(text)
-    out = set(needs.containers) | ({cname} if needs.own else set())
-    if needs.every_container:
-        out |= {n for n, c in lab.containers.items() if c.state == "running"}
-    if needs.servers:
-        out |= {s for spec in lab.haproxy.values() for s in haproxy.server_containers(spec)
-                if s in lab.containers and lab.containers[s].state == "running"}
-    return out & set(lab.containers)
-
-
-class MissingAddress(LookupError):
-    """A template needs the address of containers whose address is not known yet."""
-
-    def __init__(self, containers: list[str]):
-        super().__init__(f"no address yet for {', '.join(containers)}")
-        self.containers = containers
-
-
 def render_templates(lab: Lab, addresses: Mapping[str, str]) -> dict[tuple[str, str], bytes]:
     """Every template whose addresses are known, rendered at once (one bounded child process);
     PlanError naming each that fails."""
@@ -178,47 +122,6 @@ def render_templates(lab: Lab, addresses: Mapping[str, str]) -> dict[tuple[str, 
     if failed:
         raise PlanError("\n".join(failed))
     return {(cname, path): str(result).encode() for (cname, path, _), result in zip(jobs, results)}
-
-
-def render_file(lab: Lab, base_dir: Path, cname: str, path: str, addresses: Mapping[str, str]) -> bytes:
-    """A file's bytes from the lab: content, source, template or generated; MissingAddress if the
-    addresses it needs are not all known, TemplateProblem (a ValueError) if its template fails."""
-    want = provisioning_of(lab, cname)
-    missing = sorted(waits_for(lab, cname, path, want) - set(addresses))
-    if missing:
-        raise MissingAddress(missing)
-    if path in want.generated:
-        return haproxy.render_config(lab.haproxy[cname], dict(addresses), proxied=proxied_frontends(lab, cname)).encode()
-    spec = want.files[path]
-    if spec.content is not None:
-        return spec.content.encode()
-    if spec.source is not None:
-        return read_source(base_dir.resolve(), spec.source)  # checked again: it may have moved since validate
-    from . import templates
-    return templates.render(spec.template or "", templates.context(lab, cname, addresses)).encode()
-
-
-def haproxy_provisioning(lab: Lab, cname: str) -> Provisioning:
-    """HAProxy as packages, files and services: checked with `haproxy -c`, reloaded on change."""
-    spec = lab.haproxy[cname]
-    dirs = {d: FileSpec(type="directory") for d in haproxy.support_dirs(spec)}
-    run_dir = spec.global_.stats_socket.rsplit("/", 1)[0]  # as its tmpfiles.d rule recreates it at boot
-    dirs[run_dir] = FileSpec(type="directory", owner=spec.global_.user, group=spec.global_.group)
-    support = {path: FileSpec(content=text) for path, text in haproxy.support_files(spec).items()}
-    config = FileSpec(content="", check=["haproxy", "-c", "-f", "{}"])
-    watched = [haproxy.CONFIG_PATH] + sorted(haproxy.error_page_files(spec))
-    ports = haproxy.listen_ports(spec)
-    packages = ["haproxy"]
-    services = {}
-    logs = sorted(haproxy.rsyslog_files(spec))
-    if logs:
-        # HAProxy's unit bind-mounts rsyslog's socket in its chroot: rsyslog must have made it first.
-        packages.append("rsyslog")
-        services["rsyslog"] = ServiceSpec(watches=logs, on_change="restart")
-    services["haproxy"] = ServiceSpec(watches=watched + logs, on_change="reload", listens=ports,
-                                      after=["rsyslog"] if logs else [])
-    return Provisioning(tuple(packages), {**dirs, **support, haproxy.CONFIG_PATH: config}, services,
-                        frozenset({haproxy.CONFIG_PATH}))
 
 
 def root_disk_problems(lab: Lab, existing_profiles: Mapping[str, Mapping]) -> list[str]:

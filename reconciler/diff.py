@@ -14,7 +14,7 @@ from .address import Address, Kind
 from .kinds import REGISTRY
 from .kinds import instance as instance_kind
 from .kinds import service as service_kind
-from .plan import Action, Change, FieldChange, Origin, Reason
+from .plan import Action, Change, Code, FieldChange, Origin, Reason
 from .source import field_path
 from .state import LabState, Resource, digest
 
@@ -33,7 +33,7 @@ def diff_states(desired: LabState, live: LabState) -> list[Change]:
             changes.append(create(want))
         elif want is None and have is not None:
             if deletable(addr):
-                changes.append(Change(addr, (Action.DELETE,), (Reason("not-in-lab", "not in lab.yaml"),),
+                changes.append(Change(addr, (Action.DELETE,), (Reason(Code.NOT_IN_LAB, "not in lab.yaml"),),
                                       have.body, None, origin=Origin.LAB, depends_on=have.depends_on))
         elif want is not None and have is not None and want.body != have.body:
             changes.extend(modify(want, have))
@@ -49,7 +49,7 @@ def deletable(addr: Address) -> bool:
 
 
 def create(want: Resource) -> Change:
-    return Change(want.address, (Action.CREATE,), (Reason("absent", ABSENT_REASON[want.address.kind]),),
+    return Change(want.address, (Action.CREATE,), (Reason(Code.ABSENT, ABSENT_REASON[want.address.kind]),),
                   None, want.body, origin=Origin.LAB, meta=want.meta, depends_on=want.depends_on)
 
 
@@ -71,12 +71,12 @@ def modify(want: Resource, have: Resource) -> list[Change]:
     replaced = [f for f in kind.REPLACE_FIELDS if want.body.get(f) != have.body.get(f)]
     if replaced:
         why = ", ".join(f"{f} {have.body.get(f)!r} -> {want.body.get(f)!r}" for f in replaced)
-        return [Change(want.address, (Action.REPLACE,), (Reason("replace", f"replace because {why}"),),
+        return [Change(want.address, (Action.REPLACE,), (Reason(Code.REPLACE, f"replace because {why}"),),
                        have.body, want.body, fields, origin, want.meta, want.depends_on)]
     if want.address.kind == Kind.INSTANCE:
         return instance_kind.changes(want, have, fields, origin)
     shown = [f.path for f in fields if not (f.path == "sha256" and any(g.path == "content" for g in fields))]
-    return [Change(want.address, (Action.UPDATE,), (Reason("drift", "differs: " + ", ".join(shown)),),
+    return [Change(want.address, (Action.UPDATE,), (Reason(Code.DRIFT, "differs: " + ", ".join(shown)),),
                    have.body, want.body, fields, origin, want.meta, want.depends_on)]
 
 

@@ -12,20 +12,22 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import placement
-from .address import Address, Kind, instance, network, profile
-from .desired import Provisioning, desired_state, provisioning_of, root_disk_problems
+from .address import Kind, instance, network, profile
+from .context import Context
+from .desired import desired_state, root_disk_problems
 from .diff import diff_states
 from .errors import LxdError
-from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, facts_argv, parse_facts, parse_record, record_path
+from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, parse_facts, parse_record, record_path
+from .inside import container_facts, provisioning_of, record_key
 from .kinds import project as project_kind
-from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, record_key, recorded_files, users_of
-from .plan import Action, Change, Origin, Plan, PlanError, Reason, make_plan
+from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, recorded_files, users_of
+from .plan import Action, Change, Code, Origin, Plan, PlanError, Reason, make_plan
 from .source import field_path
 from .spec import REMOTES, Lab, network_overlaps
 from .state import LabState, Resource
@@ -44,17 +46,6 @@ class Sight(Enum):
     UNSEEN = "unseen"  # stopped, and lab.yaml wants it running: converged once started
     STOPPED = "stopped"  # lab.yaml wants it stopped: its contents are not managed meanwhile
     HELD = "held"  # stopped on a cluster member that cannot start it (evacuated): left until it is restored
-
-
-@dataclass
-class Context:
-    """What a plan was made from; apply needs it again."""
-
-    lab: Lab
-    base_dir: Path
-    live: Live
-    facts: dict[str, Facts]
-    addresses: frozenset[Address] = frozenset()  # what lab.yaml declares and what the lab has in LXD
 
 
 def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tuple[Plan, Context]:
@@ -91,7 +82,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     plan = make_plan(lab.lab, changes, users_of(live.owned), notes, objects=len(live.owned),
                      frontends=wanted.haproxy)
     plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
-    return plan, Context(lab, base_dir, live, facts, frozenset(desired.keys() | owned.keys()))
+    recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.has_record)
+    return plan, Context(lab, base_dir, recorded, facts, frozenset(desired.keys() | owned.keys()))
 
 
 def _nothing(lab: Lab) -> Lab:
@@ -105,7 +97,7 @@ def _destroying(change: Change, lab_name: str) -> Change:
         why = f"destroy: lab {lab_name!r} owns it"
     else:  # a default profile, which LXD never deletes: the lab's devices leave it
         why = "destroy: the lab's devices leave it; LXD never deletes a default profile"
-    return replace(change, reasons=(Reason("destroy", why),) * len(change.actions), origin=Origin.LAB)
+    return replace(change, reasons=(Reason(Code.DESTROY, why),) * len(change.actions), origin=Origin.LAB)
 
 
 def _objects(state: LabState) -> LabState:
@@ -133,7 +125,7 @@ def _adoptions(lab: Lab, desired: LabState, live: Live) -> list[Change]:
             if addr in live.untagged and addr in desired:
                 want = desired[addr]
                 found = _as_adopted(live.untagged[addr], want)
-                out.append(Change(addr, (Action.ADOPT,), (Reason("adopt", "lab.yaml adopts it: it gets this lab's"
+                out.append(Change(addr, (Action.ADOPT,), (Reason(Code.ADOPT, "lab.yaml adopts it: it gets this lab's"
                                   " tag"),), found.body, want.body, origin=Origin.LAB,
                                   meta=want.meta, depends_on=want.depends_on))
     return out
@@ -151,14 +143,14 @@ def _renames(desired: LabState, owned: LabState) -> list[Change]:
     """A container declared `renamed_from: OLD` takes over the live OLD, renamed in place."""
     out = []
     for addr, want in desired.items():
-        old = want.meta.get("renamed_from")
-        if addr.kind != Kind.INSTANCE or not old or addr in owned:
+        prev = want.meta.prev_address
+        if prev is None or addr in owned:
             continue
-        found = owned.pop(instance(old), None)
+        found = owned.pop(prev, None)
         if found is None:
             continue  # nothing to rename: created as new
         owned[addr] = Resource(addr, found.body, found.depends_on, found.owner, found.applied, found.meta)
-        out.append(Change(addr, (Action.RENAME,), (Reason("renamed", f"renamed from {old} in lab.yaml"),),
+        out.append(Change(addr, (Action.RENAME,), (Reason(Code.RENAMED, f"renamed from {prev.name} in lab.yaml"),),
                           None, None, origin=Origin.LAB, meta=want.meta, depends_on=want.depends_on))
     return out
 
@@ -172,12 +164,12 @@ def _with_sources(changes: list[Change], images: list[dict[str, Any]], owned: La
     out, problems = [], []
     for change in changes:
         have = owned.get(change.address)
-        unborn = Action.START in change.actions and have is not None and bool(have.meta.get("never_started"))
+        unborn = Action.START in change.actions and have is not None and have.meta.never_started
         made = {Action.CREATE, Action.REPLACE} & set(change.actions)
         if change.address.kind == Kind.INSTANCE and (made or unborn):
             try:
                 source = image_source((change.after or {})["image"], images)
-                change = replace(change, meta={**change.meta, "source": source})
+                change = replace(change, meta=change.meta.with_payload(source=source))
             except LookupError as err:
                 if made:
                     problems.append(f"{field_path(('containers', change.address.name, 'image'))}: {err}")
@@ -239,13 +231,13 @@ def _seen_inside(changes: list[Change], sight: Mapping[str, Sight], facts: Mappi
         if seen == Sight.HELD:
             continue  # what runs inside is seen again once its member is restored
         if seen == Sight.NEW:
-            change = replace(change, reasons=(Reason("new-container", f"{cname} is new: set up once it runs"),)
+            change = replace(change, reasons=(Reason(Code.NEW_CONTAINER, f"{cname} is new: set up once it runs"),)
                              * len(change.actions))
         elif seen == Sight.UNSEEN:
             why = (f"not in lab.yaml, written by an earlier apply; {cname} is stopped: deleted once apply has"
                    " started it, if still there" if change.after is None else
                    f"{cname} is stopped: read and converged once apply has started it")
-            change = replace(change, actions=(Action.CONVERGE,), reasons=(Reason("unseen", why),),
+            change = replace(change, actions=(Action.CONVERGE,), reasons=(Reason(Code.UNSEEN, why),),
                              before=None, origin=Origin.UNKNOWN if change.after is not None else Origin.LAB)
         elif Action.CREATE in change.actions and record_key(change.address) in (facts[cname].record or {}):
             change = replace(change, origin=Origin.OUTSIDE)  # an earlier apply made it: removed by hand
@@ -277,7 +269,8 @@ def _same_content(owned: LabState, desired: LabState) -> None:
 
 def _live_names(renames: list[Change]) -> dict[str, str]:
     """Containers whose rename is pending: lab.yaml's name -> the live one."""
-    return {c.address.name: c.meta["renamed_from"] for c in renames if Action.RENAME in c.actions}
+    return {c.address.name: c.meta.prev_address.name for c in renames
+            if Action.RENAME in c.actions and c.meta.prev_address is not None}
 
 
 def _readable(lab: Lab, owned: LabState, renames: list[Change], sight: Mapping[str, Sight]) -> dict[str, str]:
@@ -288,7 +281,7 @@ def _readable(lab: Lab, owned: LabState, renames: list[Change], sight: Mapping[s
     for cname, seen in sight.items():
         have = owned.get(instance(cname))
         if seen == Sight.KNOWN and have is not None and (
-                not provisioning_of(lab, cname).empty or have.meta.get("has_record")):
+                not provisioning_of(lab, cname).empty or have.meta.has_record):
             out[cname] = old_names.get(cname, cname)
     return out
 
@@ -302,7 +295,7 @@ def _unseen_records(lxd: Lxd, lab: Lab, owned: LabState, renames: list[Change],
     out = {}
     for cname, seen in sight.items():
         have = owned.get(instance(cname))
-        if seen == Sight.UNSEEN and have is not None and have.meta.get("has_record"):
+        if seen == Sight.UNSEEN and have is not None and have.meta.has_record:
             data = lxd.read_file(old_names.get(cname, cname), record_path(lab.lab))
             if data is not None:
                 out[cname] = parse_record(data.decode("utf-8", "replace"))
@@ -330,7 +323,7 @@ def _differing(cname: str, facts: Facts, desired: LabState) -> list[str]:
     for addr, want in desired.items():
         found = facts.files.get(addr.key) if addr.kind == Kind.FILE and addr.name == cname else None
         if (found and found.get("type") == "file" and want.body.get("sha256") != found.get("sha256")
-                and not want.meta.get("secret") and found.get("size", 0) <= MAX_SHOWN_BYTES):
+                and not want.meta.secret and found.get("size", 0) <= MAX_SHOWN_BYTES):
             out.append(addr.key)
     return out
 
@@ -345,25 +338,6 @@ def with_contents(lxd: Lxd, name: str, facts: Facts, paths: list[str]) -> Facts:
         return parse_facts(out, into=facts)
     except FactsError as bad:
         raise LxdError(f"instance {name}: its files could not be read: {bad}") from None
-
-
-def container_facts(lxd: Lxd, name: str, want: Provisioning, record: str | None = None,
-                    **only: Any) -> Facts:
-    """The facts of one container: what `want` manages (or only the `files`, `packages`, ... given)."""
-    if only:
-        argv = facts_argv(record=record, **only)
-    else:
-        secret = want.secret_paths()
-        argv = facts_argv([p for p, s in secret.items() if not s], [p for p, s in secret.items() if s],
-                          want.packages, want.services, record,
-                          {n: s.listens for n, s in want.services.items() if s.listens})
-    code, out, err = lxd.execute(name, argv)
-    if code != 0:
-        raise LxdError(f"instance {name}: reading its files, packages and services failed: {err.strip()}")
-    try:
-        return parse_facts(out)
-    except FactsError as bad:
-        raise LxdError(f"instance {name}: its facts could not be read: {bad}") from None
 
 
 # --- Checks against LXD's state ------------------------------------------------------------------
@@ -412,9 +386,9 @@ def _check_conflicts(desired: LabState, live: Live, adopted: set) -> None:
         problems.append(f"{addr} already exists in LXD and belongs to {whose}; reconciler will not"
                         f" take it over unasked: {how}, or delete it by hand")
     for addr, want in desired.items():
-        old = want.meta.get("renamed_from")
-        if addr.kind == Kind.INSTANCE and old and addr in live.owned and instance(old) in live.owned:
-            problems.append(f"{addr} is declared renamed_from {old}, but both exist: delete one by hand,"
+        prev = want.meta.prev_address
+        if prev is not None and addr in live.owned and prev in live.owned:
+            problems.append(f"{addr} is declared renamed_from {prev.name}, but both exist: delete one by hand,"
                             " or drop renamed_from")
     if problems:
         raise PlanError("\n".join(problems))

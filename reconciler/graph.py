@@ -48,15 +48,15 @@ def lab_graph(lab_name: str, desired: LabState) -> Graph:
     """The desired state's dependencies, reduced to those no other path implies."""
     nodes = tuple(sorted(desired))
     waits = {a: {d for d in r.depends_on if d in desired and d != a} for a, r in desired.items()}
-    by_address = {a: _address_deps(r.address, r.meta) for a, r in desired.items()}
+    by_address = {a: _address_deps(r.address, r.meta.waits_for) for a, r in desired.items()}
     kept = _reduced(waits)
     edges = {Edge(d, a, d in by_address[a]) for a in nodes for d in kept[a] | (by_address[a] & waits[a])}
     return Graph(lab_name, nodes, tuple(sorted(edges, key=lambda e: (e.then.sort_key(), e.first.sort_key()))))
 
 
-def _address_deps(addr: Address, meta: Mapping) -> set[Address]:
+def _address_deps(addr: Address, waits_for: tuple[str, ...]) -> set[Address]:
     """The instances whose address a file waits for (not its own container's)."""
-    return {Address(Kind.INSTANCE, c) for c in meta.get("waits_for") or () if c != addr.name}
+    return {Address(Kind.INSTANCE, c) for c in waits_for if c != addr.name}
 
 
 def _reduced(waits: Mapping[Address, set[Address]]) -> dict[Address, set[Address]]:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from .address import Address, Kind, instance
 from .address import file as file_address
-from .desired import Provisioning
 from .facts import Facts
+from .inside import Provisioning, record_key
 from .kinds import acl as acl_kind
 from .kinds import file as file_kind
 from .kinds import instance as instance_kind
@@ -125,11 +125,6 @@ def recorded_files(cname: str, record: Mapping[str, str]) -> LabState:
 
 
 UNSEEN_TYPE = "(unseen)"
-
-
-def record_key(addr: Address) -> str:
-    """How the record inside a container names one of its things: `file:/etc/motd`."""
-    return f"{addr.kind.value}:{addr.key}"
 
 
 def host_routes(text: str) -> list[str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .address import Kind, instance
-from .plan import Action, Change, FieldChange, Origin, PlanError, Reason
+from .plan import Action, Change, Code, FieldChange, Origin, PlanError, Reason
 from .source import field_path
 from .state import LabState, Resource
 
@@ -145,7 +145,7 @@ def decide(lab: Lab, owned: LabState, cluster: Cluster | None) -> dict[str, Deci
                                      f" a plan after `lxc cluster restore` moves it to {c.target}")
             out[cname] = Decision(cname, c.target, create_at, note=note)
             continue
-        location, running = have.meta.get("location") or "", have.body["state"] == "running"
+        location, running = have.meta.location, have.body["state"] == "running"
         if location in cluster.named(c.target):
             out[cname] = _in_place(cname, c.target, c.state == "running", running, location, cluster, create_at)
         elif not open_:
@@ -171,7 +171,7 @@ def _in_place(cname: str, target: str, wanted: bool, running: bool, location: st
 
 def _least_used(members: list[str], owned: LabState) -> str:
     """For @GROUP: the member of the group holding fewest of the lab's containers (then by name)."""
-    used = Counter(r.meta.get("location") for r in owned.values() if r.address.kind == Kind.INSTANCE)
+    used = Counter(r.meta.location for r in owned.values() if r.address.kind == Kind.INSTANCE)
     return min(members, key=lambda m: (used[m], m))
 
 
@@ -211,7 +211,7 @@ def placed(changes: list[Change], decisions: Mapping[str, Decision], desired: La
 
 def _with_decision(change: Change, decision: Decision) -> Change | None:
     if {Action.CREATE, Action.REPLACE} & set(change.actions):
-        return replace(change, meta={**change.meta, "target": decision.create_at})
+        return replace(change, meta=change.meta.with_payload(target=decision.create_at))
     drop = set()
     if decision.held:
         drop.add(Action.START)
@@ -225,9 +225,9 @@ def _with_decision(change: Change, decision: Decision) -> Change | None:
 
 def move(decision: Decision, want: Resource, have: Resource) -> Change:
     where = f"{decision.target} ({decision.move_to})" if decision.target != decision.move_to else decision.target
-    recorded = have.meta.get("placed")
+    recorded = have.meta.placed
     origin = Origin.UNKNOWN if not recorded else Origin.OUTSIDE if recorded == decision.target else Origin.LAB
-    return Change(want.address, (Action.MOVE,), (Reason("placement", f"on {decision.location}, lab.yaml says {where}"),),
+    return Change(want.address, (Action.MOVE,), (Reason(Code.PLACEMENT, f"on {decision.location}, lab.yaml says {where}"),),
                   have.body, want.body, (FieldChange("location", decision.location, decision.move_to),), origin,
-                  {**want.meta, "member": decision.move_to, "target": decision.target}, want.depends_on)
+                  want.meta.with_payload(member=decision.move_to, target=decision.target), want.depends_on)
 

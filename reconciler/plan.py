@@ -13,16 +13,17 @@ import json
 import random
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import Enum, StrEnum
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from .address import Address, Kind
+from .state import Meta
 
 Body = dict[str, Any]
 SECRET = "(secret)"
 SECRET_CHANGED = "(secret changed)"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: meta's typed fields (prev_address, was renamed_from)
 
 
 class Action(Enum):
@@ -69,15 +70,43 @@ class Origin(Enum):
                 Origin.BOTH: "lab.yaml changed and the live object moved", Origin.UNKNOWN: ""}[self]
 
 
+class Code(StrEnum):
+    """Why a step is planned, for programs: the `code` of a reason in `plan --json`."""
+
+    ABSENT = "absent"  # lab.yaml declares it, LXD (or the container) has none
+    ADOPT = "adopt"  # lab.yaml adopts an object that belongs to no lab
+    DESTROY = "destroy"  # `reconcile destroy`
+    DRIFT = "drift"  # the live object differs from lab.yaml
+    NEW_CONTAINER = "new-container"  # inside a container that does not exist yet
+    NOT_IN_LAB = "not-in-lab"  # the lab's, and gone from lab.yaml
+    PLACEMENT = "placement"  # on another cluster member than lab.yaml says
+    RENAMED = "renamed"  # lab.yaml renamed it
+    REPLACE = "replace"  # a field that only a new object can change
+    RESTART_PENDING = "restart-pending"  # settings applied earlier wait for a restart
+    RESTART_SETTINGS = "restart-settings"  # settings that take effect only after a restart
+    STATE = "state"  # running or stopped, not as lab.yaml says
+    UNSEEN = "unseen"  # inside a container that cannot be read now
+    WATCHED_FILE = "watched-file"  # a file a service watches changed
+
+    @classmethod
+    def of(cls, text: str) -> Code:
+        """A code read back from a saved plan; an unknown one is a ValueError naming the known ones."""
+        try:
+            return cls(text)
+        except ValueError:
+            known = ", ".join(c.value for c in cls)
+            raise ValueError(f"unknown reason code {text!r} (known: {known})") from None
+
+
 @dataclass(frozen=True)
 class Reason:
     """Why a step is planned, for people (`text`) and programs (`code`)."""
 
-    code: str  # e.g. absent, drift, not-in-lab, replace, restart-keys, watched-file, unseen, destroy
+    code: Code
     text: str
 
     def as_json(self) -> dict[str, str]:
-        return {"code": self.code, "text": self.text}
+        return {"code": self.code.value, "text": self.text}
 
 
 @dataclass(frozen=True)
@@ -117,7 +146,7 @@ class Change:
     after: Body | None
     diff: tuple[FieldChange, ...] = ()
     origin: Origin = Origin.LAB
-    meta: Mapping[str, Any] = field(default_factory=dict)  # how to act: secret, check, watches, ...
+    meta: Meta = field(default_factory=Meta)
     depends_on: tuple[Address, ...] = ()  # what must be done first (desired edges; deletes: live users)
 
     @property
@@ -126,7 +155,7 @@ class Change:
 
     @property
     def secret(self) -> bool:
-        return bool(self.meta.get("secret"))
+        return self.meta.secret
 
     def reason_for(self, action: Action) -> Reason:
         return self.reasons[self.actions.index(action)]
@@ -139,7 +168,7 @@ class Change:
                        before=self.before if self.before is not None else other.before,
                        after=self.after if self.after is not None else other.after,
                        diff=self.diff + tuple(f for f in other.diff if f not in self.diff),
-                       meta={**other.meta, **self.meta},
+                       meta=self.meta.merged(other.meta),
                        depends_on=tuple(dict.fromkeys(self.depends_on + other.depends_on)))
 
     # --- as data ----------------------------------------------------------------------------
@@ -151,14 +180,14 @@ class Change:
                 "before": redact(self.before, self.secret), "after": redact(self.after, self.secret),
                 "diff": [{"path": f.path, "before": _redact_value(f, "before", self.secret),
                           "after": _redact_value(f, "after", self.secret)} for f in self.diff],
-                "meta": dict(self.meta), "depends_on": [str(a) for a in self.depends_on]}
+                "meta": self.meta.as_json(), "depends_on": [str(a) for a in self.depends_on]}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Change:
         return cls(Address.parse(data["address"]), tuple(Action.of(a) for a in data["actions"]),
-                   tuple(Reason(r["code"], r["text"]) for r in data["reasons"]), data["before"], data["after"],
+                   tuple(Reason(Code.of(r["code"]), r["text"]) for r in data["reasons"]), data["before"], data["after"],
                    tuple(FieldChange(d["path"], d["before"], d["after"]) for d in data["diff"]),
-                   Origin(data["origin"]), dict(data.get("meta") or {}),
+                   Origin(data["origin"]), Meta.from_json(data.get("meta") or {}),
                    tuple(Address.parse(a) for a in data.get("depends_on") or ()))
 
 
@@ -281,6 +310,9 @@ class Plan:
 
 def plan_from_json(data: Mapping[str, Any]) -> Plan:
     """The inverse of Plan.as_json (the graph is rebuilt from the changes, then must match)."""
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"plan format_version {data.get('format_version')!r}; this reconcile reads format_version"
+                         f" {FORMAT_VERSION}: make the plan again")
     changes = tuple(Change.from_json(c) for c in data["changes"])
     graph = {Step.parse(s): frozenset(Step.parse(w) for w in waits) for s, waits in data["graph"].items()}
     return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()), int(data.get("objects") or 0),

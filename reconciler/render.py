@@ -10,14 +10,12 @@ import difflib
 import json
 import os
 import unicodedata
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from .kinds.file import UNKNOWN
-from .plan import SECRET, SECRET_CHANGED, Action, Change, Origin, Plan, redact
+from .outcome import Outcome, Report, Status
+from .plan import SECRET, SECRET_CHANGED, Action, Change, Code, Origin, Plan, redact
 from .source import field_path
-
-if TYPE_CHECKING:  # apply is only needed when applying: plan starts faster without it
-    from .apply import Outcome, Report
 
 COLOURS = {Action.ADOPT: "35", Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31",
            Action.RENAME: "35", Action.MOVE: "35", Action.START: "36", Action.STOP: "36", Action.RESTART: "36",
@@ -86,7 +84,7 @@ def _change_text(change: Change, paint: Painter, lab_file: str) -> str:
 
 
 def _origin_tag(change: Change, action: Action) -> str:
-    if change.reasons[0].code == "destroy":  # nobody moved: the lab goes
+    if change.reasons[0].code == Code.DESTROY:  # nobody moved: the lab goes
         return ""
     if change.origin in (Origin.OUTSIDE, Origin.BOTH) or (
             change.origin == Origin.LAB and action in (Action.UPDATE, Action.REPLACE, Action.START, Action.STOP)):
@@ -101,7 +99,7 @@ def _details(change: Change, action: Action, paint: Painter, lab_file: str) -> l
         lines += [safe(f"      {k}: {_short(v)}") for k, v in _flat(after) if k != "content"]
         lines += _content_lines(None, after.get("content"), paint, after, lab_file)
     if action == Action.DELETE and (change.before or {}).get("state") == "running":
-        renamed = change.reasons[0].code == "not-in-lab"  # gone from lab.yaml: perhaps only renamed there
+        renamed = change.reasons[0].code == Code.NOT_IN_LAB  # gone from lab.yaml: perhaps only renamed there
         lines.append(paint("31;1", "      it is RUNNING: its root filesystem is lost" + (
             ". If it was renamed in lab.yaml, declare renamed_from on the new name instead" if renamed else "")))
     for field in change.diff:
@@ -173,17 +171,17 @@ def progress_line(event: str, outcome: Outcome | None, step_text: str, action: A
     step_text = safe(step_text)
     if event == "start" or outcome is None:
         return f"{step_text}: {action.word} ..."
-    if outcome.status == "done":
+    if outcome.status == Status.DONE:
         return paint("32", f"{step_text}: {PAST[action]}") + f" [{outcome.seconds:.1f}s]"
-    if outcome.status == "unchanged":
+    if outcome.status == Status.UNCHANGED:
         return f"{step_text}: already as lab.yaml says [{outcome.seconds:.1f}s]"
     return paint("31", f"{step_text}: {action.word} FAILED") + f" [{outcome.seconds:.1f}s]"
 
 
 def report_text(report: Report, colour: bool = False, verb: str = "Apply") -> str:
     paint = Painter(colour)
-    done, unchanged = report.with_status("done"), report.with_status("unchanged")
-    failed, skipped, waiting = (report.with_status(s) for s in ("failed", "skipped", "not started"))
+    done, unchanged = report.with_status(Status.DONE), report.with_status(Status.UNCHANGED)
+    failed, skipped, waiting = (report.with_status(s) for s in (Status.FAILED, Status.SKIPPED, Status.NOT_STARTED))
     lines = []
     for o in failed:
         lines.append(paint("31", safe(f"Error: {o.step.address} ({o.step.action.word}): ")) + safe(o.message, True))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .address import Address
@@ -28,6 +28,48 @@ Body = dict[str, Any]
 
 
 @dataclass(frozen=True)
+class Meta:
+    """How to act on a thing, not what it is: the fields any layer may read, and `payload`, which only
+    the thing's kind reads (an instance's boot digest, a file's check command, a service's triggers)."""
+
+    prev_address: Address | None = None  # lab.yaml renamed it from this address (Terraform's PrevRunAddr)
+    location: str = ""  # live: the cluster member it is on
+    placed: str = ""  # live: the target (member or @group) apply last placed it by
+    waits_for: tuple[str, ...] = ()  # the containers whose live address its content needs
+    never_started: bool = False  # live: a container that never ran (its creation may have been cut short)
+    has_record: bool = False  # live: a container that holds the record of what apply wrote inside it
+    secret: bool = False  # its content and its digest are never shown
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    def with_payload(self, **more: Any) -> Meta:
+        return replace(self, payload={**self.payload, **more})
+
+    def merged(self, other: Meta) -> Meta:
+        """Both as one: this one's fields where set, else the other's."""
+        typed = {f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self) if f.name != "payload"}
+        return Meta(**typed, payload={**other.payload, **self.payload})
+
+    def as_json(self) -> dict[str, Any]:
+        """The payload with the typed fields that are set beside it."""
+        typed = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "payload" and getattr(self, f.name)}
+        if self.prev_address is not None:
+            typed["prev_address"] = str(self.prev_address)
+        if self.waits_for:
+            typed["waits_for"] = list(self.waits_for)
+        return {**self.payload, **typed}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Meta:
+        names = {f.name for f in fields(cls)} - {"payload"}
+        typed = {k: v for k, v in data.items() if k in names}
+        if "prev_address" in typed:
+            typed["prev_address"] = Address.parse(typed["prev_address"])
+        if "waits_for" in typed:
+            typed["waits_for"] = tuple(typed["waits_for"])
+        return cls(**typed, payload={k: v for k, v in data.items() if k not in names})
+
+
+@dataclass(frozen=True)
 class Resource:
     """One thing the lab manages.  `body` is the comparable essence, plain JSON-able data."""
 
@@ -36,7 +78,7 @@ class Resource:
     depends_on: tuple[Address, ...] = ()
     owner: str | None = None  # live only: the lab named by its ownership tag
     applied: str | None = None  # live only: the digest recorded when it was last applied
-    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)  # how to act, not what is
+    meta: Meta = field(default_factory=Meta, compare=False)
 
 
 LabState = dict[Address, Resource]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler import address as a
+from reconciler import engine, planfile
 from reconciler.address import Address, Kind
 from reconciler.desired import desired_state
 from reconciler.diff import diff_states
 from reconciler.kinds import instance as instance_kind
-from reconciler.plan import Action, Change, FieldChange, Origin, Plan, PlanError, Reason, Step, make_plan, plan_from_json
+from reconciler.plan import Action, Change, Code, FieldChange, Origin, Plan, PlanError, Reason, Step, make_plan, plan_from_json
 from reconciler.render import plan_json, plan_text, safe
 from reconciler.spec import Lab
-from reconciler.state import Resource, digest
+from reconciler.state import Meta, Resource, digest
 
 
 def instance(name="web1", applied=None, live=False, **over) -> Resource:
@@ -27,7 +29,7 @@ def instance(name="web1", applied=None, live=False, **over) -> Resource:
             "config": {}, "devices": {}, "state": "running"}
     body.update(over)
     boot = instance_kind.boot_settings(body["config"], body["devices"])
-    meta = {"boot_live": boot} if live else {"boot": digest(boot), "boot_settings": boot}
+    meta = Meta(payload={"boot_live": boot} if live else {"boot": digest(boot), "boot_settings": boot})
     return Resource(a.instance(name), body, tuple(a.profile(p) for p in body["profiles"]), applied=applied,
                     meta=meta)
 
@@ -89,9 +91,9 @@ def test_field_level_diff_and_reason():
 def test_a_restart_key_brought_by_a_profile_restarts_the_running_container():
     want = instance()
     privileged = instance_kind.boot_settings({"security.privileged": "true"}, {})
-    want = Resource(want.address, want.body, want.depends_on, meta={
+    want = Resource(want.address, want.body, want.depends_on, meta=Meta(payload={
         "boot": digest(privileged), "boot_settings": privileged,
-        "boot_sources": {'config["security.privileged"]': "profile priv"}})
+        "boot_sources": {'config["security.privileged"]': "profile priv"}}))
     [change] = diff_states(state(want), state(live(instance())))
     assert change.actions == (Action.RESTART,)
     assert 'config["security.privileged"] (profile priv) take effect only after a restart' in change.reasons[0].text
@@ -100,9 +102,9 @@ def test_a_restart_key_brought_by_a_profile_restarts_the_running_container():
 def test_a_restart_that_never_happened_is_planned_again():
     """The boot digest on the container says it still runs with older settings (a crash, a failed step)."""
     have = live(instance())
-    have = Resource(have.address, have.body, have.depends_on, meta={**have.meta, "boot_tag": "0000000000000000"})
+    have = Resource(have.address, have.body, have.depends_on, meta=have.meta.with_payload(boot_tag="0000000000000000"))
     [change] = diff_states(state(instance()), state(have))
-    assert change.actions == (Action.RESTART,) and change.reasons[0].code == "restart-pending"
+    assert change.actions == (Action.RESTART,) and change.reasons[0].code == Code.RESTART_PENDING
 
 
 @pytest.mark.parametrize("applied, origin", [
@@ -135,7 +137,7 @@ def test_creates_follow_dependencies_and_deletes_go_in_reverse():
 
 
 def test_a_dependency_cycle_is_a_plan_error():
-    reason = (Reason("absent", "absent"),)
+    reason = (Reason(Code.ABSENT, "absent"),)
     x = Change(a.profile("a"), (Action.CREATE,), reason, None, {}, depends_on=(a.profile("b"),))
     y = Change(a.profile("b"), (Action.CREATE,), reason, None, {}, depends_on=(a.profile("a"),))
     with pytest.raises(PlanError, match="cycle"):
@@ -144,7 +146,7 @@ def test_a_dependency_cycle_is_a_plan_error():
 
 def watcher() -> tuple[Resource, Resource, Resource]:
     svc = Resource(a.service("p", "haproxy"), {"enabled": True, "running": True},
-                   meta={"watches": ["/etc/haproxy/haproxy.cfg"], "on_change": "reload"})
+                   meta=Meta(payload={"watches": ["/etc/haproxy/haproxy.cfg"], "on_change": "reload"}))
     new = Resource(a.file("p", "/etc/haproxy/haproxy.cfg"), {"type": "file", "sha256": "b", "content": "b"})
     old = Resource(a.file("p", "/etc/haproxy/haproxy.cfg"), {"type": "file", "sha256": "a", "content": "a"})
     return svc, new, old
@@ -188,7 +190,8 @@ def test_control_characters_never_reach_the_terminal():
 def test_on_a_terminal_each_first_line_is_coloured_and_only_what_came_from_outside_is_escaped():
     hostile = "/srv/a\x1bb"  # an escape in a path LXD or a container reported
     change = Change(Address(Kind.FILE, "c", hostile), (Action.UPDATE, Action.RESTART),
-                    (Reason("drift", "differs: content\x07"), Reason("r", "because\x1b[2J")), {"content": "x\x1b[31m\n"},
+                    (Reason(Code.DRIFT, "differs: content\x07"), Reason(Code.RESTART_SETTINGS, "because\x1b[2J")),
+                    {"content": "x\x1b[31m\n"},
                     {"content": "y\n"}, (FieldChange("content", "x\x1b[31m\n", "y\n"),), Origin.OUTSIDE)
     lines = plan_text(make_plan("l", [change], {}), colour=True).splitlines()
     assert lines[0] == ("\x1b[33m  ~ file.c:/srv/a\\x1bb\x1b[0m will be updated in place (differs: content\\x07)"
@@ -231,6 +234,28 @@ def test_a_plan_is_data_that_survives_json():
     again = plan_from_json(json.loads(plan_json(plan)))
     assert again.fingerprint() == plan.fingerprint() and again.graph == plan.graph
     assert again.changes == plan.changes and again.notes == plan.notes
+    assert all(type(r.code) is Code for c in again.changes for r in c.reasons)
+
+
+def test_reason_codes_are_plain_strings_in_json_and_an_unknown_one_is_refused_by_name():
+    svc, new, old = watcher()
+    plan = make_plan("l", diff_states(state(svc, new), state(Resource(svc.address, svc.body), old)), {})
+    data = json.loads(plan_json(plan))
+    assert [r["code"] for c in data["changes"] for r in c["reasons"]] == ["drift", "watched-file"]
+    data["changes"][0]["reasons"][0]["code"] = "drfit"
+    with pytest.raises(ValueError, match=r"unknown reason code 'drfit' \(known: absent, adopt, "):
+        plan_from_json(data)
+
+
+def test_a_saved_plan_with_an_unknown_reason_code_is_refused_with_one_line(tmp_path):
+    svc, new, old = watcher()
+    plan = make_plan("l", diff_states(state(svc, new), state(Resource(svc.address, svc.body), old)), {})
+    saved = tmp_path / "plan.json"
+    planfile.write(saved, plan, "lab.yaml", "d")
+    assert planfile.read(saved).plan.changes == plan.changes
+    saved.write_text(saved.read_text().replace('"code": "drift"', '"code": "dirft"'))
+    with pytest.raises(planfile.PlanFileError, match=r"plan.json: unknown reason code 'dirft' \(known: absent,"):
+        planfile.read(saved)
 
 
 def test_addresses_parse_and_print_the_same():
@@ -327,3 +352,48 @@ def test_a_target_that_names_nothing_is_an_error_with_the_closest_addresses():
         plan.targeted([a.instance("web3")], known)
     with pytest.raises(ValueError, match=r"the lab's addresses: profile\.p, instance\.web1, instance\.web2$"):
         plan.targeted([a.network("zzz")], known)
+
+
+def test_docs_list_every_reason_code():
+    listed = (Path(__file__).parent.parent / "docs" / "cli.md").read_text().split("The codes are a fixed set:")[1]
+    listed = listed.split(";")[0].replace("\n", " ")
+    assert [c.strip(" `") for c in listed.split(",")] == [c.value for c in Code]
+
+
+def test_meta_keeps_its_typed_fields_apart_from_the_kinds_payload_through_json():
+    meta = Meta(prev_address=a.instance("web0"), waits_for=("web1", "web2"), secret=True, payload={"check": ["true"]})
+    change = Change(a.instance("web1"), (Action.RENAME,), (Reason(Code.RENAMED, "renamed"),), None, None, meta=meta)
+    data = change.as_json()
+    assert data["meta"] == {"check": ["true"], "prev_address": "instance.web0", "waits_for": ["web1", "web2"],
+                            "secret": True}
+    again = Change.from_json(json.loads(json.dumps(data)))
+    assert again.meta == meta and again.meta.prev_address == a.instance("web0") and again.secret
+
+
+def test_merged_meta_takes_each_typed_field_where_it_is_set():
+    first = Meta(waits_for=("web1",), payload={"a": 1, "b": 1})
+    other = Meta(secret=True, location="m1", payload={"b": 2, "c": 2})
+    assert first.merged(other) == Meta(location="m1", waits_for=("web1",), secret=True, payload={"a": 1, "b": 1, "c": 2})
+
+
+def test_a_plan_of_an_older_format_version_is_refused_by_name(tmp_path):
+    svc, new, old = watcher()
+    plan = make_plan("l", diff_states(state(svc, new), state(Resource(svc.address, svc.body), old)), {})
+    data = json.loads(plan_json(plan))
+    data["format_version"] = 2
+    with pytest.raises(ValueError, match=r"^plan format_version 2; this reconcile reads format_version 3: make the plan"):
+        plan_from_json(data)
+    saved = tmp_path / "plan.json"
+    planfile.write(saved, plan, "lab.yaml", "d")
+    saved.write_text(saved.read_text().replace('"format_version": 3', '"format_version": 2'))
+    with pytest.raises(planfile.PlanFileError, match=r"plan.json: plan format_version 2; this reconcile reads"):
+        planfile.read(saved)
+
+
+def test_a_container_declared_renamed_takes_over_its_previous_address():
+    want = instance("web9")
+    want = Resource(want.address, want.body, want.depends_on, meta=replace(want.meta, prev_address=a.instance("web0")))
+    owned = {a.instance("web0"): live(instance("web0"))}
+    [change] = engine._renames({want.address: want}, owned)
+    assert change.actions == (Action.RENAME,) and change.reasons[0].text == "renamed from web0 in lab.yaml"
+    assert change.meta.prev_address == a.instance("web0") and set(owned) == {a.instance("web9")}

@@ -66,7 +66,7 @@ def test_plan_json_has_the_documented_shape(lab):
     lab.write(TINY)
     result = lab.run("plan", "--json")
     data = json.loads(result.out)
-    assert data["format_version"] == 2
+    assert data["format_version"] == 3
     assert [c["address"] for c in data["changes"]] == [f"network.{lab.tag}b", "profile.net", "instance.c1",
                                                         "instance.c2"]
     assert data["summary"]["create"] == 4 and set(data["changes"][0]) == {

@@ -10,10 +10,10 @@ import pytest
 
 from reconciler import address as a
 from reconciler import placement
-from reconciler.plan import Action, Change, FieldChange, Origin, Plan, Reason, make_plan
+from reconciler.plan import Action, Change, Code, FieldChange, Origin, Plan, Reason, make_plan
 from reconciler.source import SourceError
 from reconciler.spec import load_lab
-from reconciler.state import Resource
+from reconciler.state import Meta, Resource
 
 MEMBERS = [{"server_name": "lxdm1", "status": "Online", "groups": ["default", "g1"]},
            {"server_name": "lxdm2", "status": "Online", "groups": ["default", "g2", "pair"]},
@@ -42,7 +42,7 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 def live(name: str, location: str, state: str = "running", placed: str | None = None) -> Resource:
     body = {"type": "container", "image": "img", "description": "", "profiles": ["default"], "config": {},
             "devices": {}, "state": state}
-    return Resource(a.instance(name), body, meta={"location": location, "placed": placed})
+    return Resource(a.instance(name), body, meta=Meta(location=location, placed=placed or ""))
 
 
 def owned(*resources: Resource) -> dict:
@@ -119,7 +119,7 @@ def test_unknown_members_and_groups_are_named_with_a_hint(tmp_path):
 
 def _want(name: str) -> Resource:
     have = live(name, "")
-    return Resource(have.address, have.body, meta={"boot": "b"})
+    return Resource(have.address, have.body, meta=Meta(payload={"boot": "b"}))
 
 
 def test_a_move_is_its_own_action_with_the_reason_and_who_moved(tmp_path):
@@ -129,7 +129,7 @@ def test_a_move_is_its_own_action_with_the_reason_and_who_moved(tmp_path):
     changes = {c.address.name: c for c in placement.placed([], decisions, desired, found)}
     web1 = changes["web1"]
     assert web1.actions == (Action.MOVE,) and web1.reasons[0].text == "on lxdm3, lab.yaml says lxdm1"
-    assert web1.diff == (FieldChange("location", "lxdm3", "lxdm1"),) and web1.meta["member"] == "lxdm1"
+    assert web1.diff == (FieldChange("location", "lxdm3", "lxdm1"),) and web1.meta.payload["member"] == "lxdm1"
     assert web1.origin == Origin.OUTSIDE  # it was placed at lxdm1 by apply: someone moved it
     assert changes["any"].reasons[0].text == "on lxdm1, lab.yaml says @pair (lxdm2)"
     assert changes["any"].origin == Origin.LAB  # apply placed it by @g1: lab.yaml's target changed
@@ -140,21 +140,21 @@ def test_creates_carry_their_target_a_held_container_is_not_started_and_a_move_r
     found = owned(live("web1", "lxdm2"), live("web2", "lxdm2", state="stopped"))
     decisions = placement.decide(lab(tmp_path, THREE), found, cluster(evacuated=("lxdm2",)))
     desired = owned(_want("web1"), _want("web2"), _want("any"))
-    restart = Change(a.instance("web1"), (Action.UPDATE, Action.RESTART), (Reason("drift", "x"), Reason("r", "y")),
-                     None, None)
-    start = Change(a.instance("web2"), (Action.START,), (Reason("state", "is stopped"),), None, None)
-    create = Change(a.instance("any"), (Action.CREATE,), (Reason("absent", "not in LXD"),), None, None)
+    restart = Change(a.instance("web1"), (Action.UPDATE, Action.RESTART),
+                     (Reason(Code.DRIFT, "x"), Reason(Code.RESTART_SETTINGS, "y")), None, None)
+    start = Change(a.instance("web2"), (Action.START,), (Reason(Code.STATE, "is stopped"),), None, None)
+    create = Change(a.instance("any"), (Action.CREATE,), (Reason(Code.ABSENT, "not in LXD"),), None, None)
     changes = [(c.address.name, c.actions) for c in placement.placed([restart, start, create], decisions, desired,
                                                                       found)]
     # the move starts web1 again with its new settings: no restart of its own; web2 is held: its start is dropped
     assert changes == [("web1", (Action.UPDATE,)), ("any", (Action.CREATE,)), ("web1", (Action.MOVE,))]
     made = placement.placed([create], decisions, desired, found)[0]
-    assert made.meta["target"] == "@pair"
+    assert made.meta.payload["target"] == "@pair"
 
 
 def test_a_plan_names_the_running_containers_a_move_restarts():
     def moved(name, before, after):
-        return Change(a.instance(name), (Action.MOVE,), (Reason("placement", "x"),), {"state": before},
+        return Change(a.instance(name), (Action.MOVE,), (Reason(Code.PLACEMENT, "x"),), {"state": before},
                       {"state": after})
     plan = make_plan("t", [moved("a", "running", "running"), moved("b", "stopped", "running"),
                            moved("c", "running", "stopped")], {})
@@ -163,9 +163,9 @@ def test_a_plan_names_the_running_containers_a_move_restarts():
 
 
 def test_update_and_move_merge_into_one_change_with_both_field_diffs():
-    update = Change(a.instance("a"), (Action.UPDATE,), (Reason("drift", "x"),), {}, {},
+    update = Change(a.instance("a"), (Action.UPDATE,), (Reason(Code.DRIFT, "x"),), {}, {},
                     (FieldChange("config", 1, 2),))
-    move = Change(a.instance("a"), (Action.MOVE,), (Reason("placement", "y"),), {}, {},
+    move = Change(a.instance("a"), (Action.MOVE,), (Reason(Code.PLACEMENT, "y"),), {}, {},
                   (FieldChange("location", "m1", "m2"),))
     merged = make_plan("t", [move, update], {}).changes[0]
     assert merged.actions == (Action.UPDATE, Action.MOVE)

@@ -13,8 +13,8 @@ from pathlib import Path
 from terminal import run_in_terminal, run_in_tmux
 
 from reconciler.address import instance
-from reconciler.apply import Outcome
-from reconciler.plan import Action, Change, Reason, Step, make_plan
+from reconciler.outcome import Outcome, Status
+from reconciler.plan import Action, Change, Code, Reason, Step, make_plan
 from reconciler.progress import apply_progress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,13 +39,13 @@ DEBOOTSTRAP += ["I: Extracting base-files...", "I: Extracting bash...", "W: a wa
 
 
 def test_away_from_a_terminal_apply_prints_the_same_plain_lines_as_ever():
-    change = Change(instance("c1"), (Action.CREATE,), (Reason("absent", "absent"),), None, {"state": "running"})
+    change = Change(instance("c1"), (Action.CREATE,), (Reason(Code.ABSENT, "absent"),), None, {"state": "running"})
     plan = make_plan("l", [change], {})
     step = Step(change.address, Action.CREATE)
     out = io.StringIO()
     with apply_progress(plan, colour=False, stream=out) as progress:
         progress("start", step, change, None)
-        progress("end", step, change, Outcome(step, change, "done", 1.25))
+        progress("end", step, change, Outcome(step, change, Status.DONE, 1.25))
     assert out.getvalue() == "instance.c1: created [1.2s]\n"
 
 
@@ -54,10 +54,10 @@ def test_an_escape_in_an_address_is_shown_never_obeyed_in_the_live_line_and_the_
     from reconciler.progress import _running_text
     step = Step(file("c1", "/srv/a\x1b[2J"), Action.CREATE)
     assert _running_text({step: 0.0}).startswith("Running file.c1:/srv/a\\x1b[2J (create, ")
-    change = Change(step.address, (Action.CREATE,), (Reason("absent", "absent"),), None, {})
+    change = Change(step.address, (Action.CREATE,), (Reason(Code.ABSENT, "absent"),), None, {})
     out = io.StringIO()
     with apply_progress(make_plan("l", [change], {}), colour=True, stream=out) as progress:
-        progress("end", step, change, Outcome(step, change, "done", 0.5))
+        progress("end", step, change, Outcome(step, change, Status.DONE, 0.5))
     assert out.getvalue() == "\x1b[32mfile.c1:/srv/a\\x1b[2J: created\x1b[0m [0.5s]\n"
 
 

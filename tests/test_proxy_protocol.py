@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired import render_file
 from reconciler.haproxy import CONFIG_PATH
+from reconciler.inside import render_file
 from reconciler.source import SourceError
 from reconciler.spec import load_lab, proxy_reaches
 

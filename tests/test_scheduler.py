@@ -5,6 +5,7 @@ written after its steps.  What LXD itself does is tested against the real daemon
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -16,15 +17,15 @@ from fake_lxd import Call, FakeLxd
 
 from reconciler.address import file, instance, network, profile
 from reconciler.apply import Report, apply_plan
-from reconciler.engine import Context
+from reconciler.context import Context
 from reconciler.facts import parse_record, record_path
 from reconciler.kinds import file as file_kind
-from reconciler.live import Live
-from reconciler.plan import Action, Change, Plan, Reason, Step, make_plan
+from reconciler.plan import Action, Change, Code, Plan, Reason, Step, make_plan, plan_from_json
 from reconciler.spec import Lab
+from reconciler.state import Meta
 
 LAB = "t"
-ABSENT = (Reason("absent", "not in LXD"),)
+ABSENT = (Reason(Code.ABSENT, "not in LXD"),)
 
 
 def net(name: str) -> Change:
@@ -40,20 +41,20 @@ def inst(name: str, *profiles: str) -> Change:
     body = {"type": "container", "image": "img", "description": "", "profiles": list(profiles), "config": {},
             "devices": {}, "state": "running"}
     return Change(instance(name), (Action.CREATE,), ABSENT, None, body,
-                  meta={"source": {"type": "image", "alias": "img"}, "boot": "b"},
+                  meta=Meta(payload={"source": {"type": "image", "alias": "img"}, "boot": "b"}),
                   depends_on=tuple(profile(p) for p in profiles))
 
 
 def a_file(container: str, path: str, text: str = "hi\n") -> Change:
     body = {"type": "file", "mode": "0644", "owner": "root", "group": "root",
             "sha256": file_kind.sha256(text.encode()), "content": text}
-    return Change(file(container, path), (Action.CREATE,), (Reason("absent", "absent"),), None, body)
+    return Change(file(container, path), (Action.CREATE,), (Reason(Code.ABSENT, "absent"),), None, body)
 
 
 def run(changes: list[Change], fake: FakeLxd, parallelism: int = 4, progress=None,
         shuffle: random.Random | None = None, live_users=None) -> tuple[Plan, Report]:
     plan = make_plan(LAB, changes, live_users or {})
-    ctx = Context(Lab.model_construct(lab=LAB), Path("."), Live({}, {}, {}, {}), {})
+    ctx = Context(Lab.model_construct(lab=LAB), Path("."), frozenset(), {})
     return plan, apply_plan(plan, ctx, fake, parallelism, progress, shuffle)  # type: ignore[arg-type]
 
 
@@ -81,9 +82,9 @@ def test_a_failed_step_skips_its_dependants_and_only_them():
 def test_steps_follow_the_graph_in_every_order_it_allows():
     """Whatever a seeded shuffle picks among ready steps, creates go network -> profile -> instance ->
     its file, and a delete waits for the live users of what it deletes."""
-    deletes = [Change(instance("old"), (Action.DELETE,), (Reason("not-in-lab", "not in lab.yaml"),),
+    deletes = [Change(instance("old"), (Action.DELETE,), (Reason(Code.NOT_IN_LAB, "not in lab.yaml"),),
                       {"state": "stopped"}, None, depends_on=(profile("gone"),)),
-               Change(profile("gone"), (Action.DELETE,), (Reason("not-in-lab", "not in lab.yaml"),),
+               Change(profile("gone"), (Action.DELETE,), (Reason(Code.NOT_IN_LAB, "not in lab.yaml"),),
                       {"description": "", "config": {}, "devices": {}}, None)]
     orders = set()
     for seed in range(25):
@@ -182,3 +183,15 @@ def test_an_interrupted_apply_still_records_what_it_did_inside():
     _, report = run(changes, fake, parallelism=1)
     assert report.interrupted and statuses(report)["file.c1:/etc/y#create"] == "not started"
     assert set(parse_record(fake.files[("c1", record_path(LAB))].decode())) == {"file:/etc/x"}
+
+
+def test_a_rename_read_back_from_a_saved_plan_renames_its_previous_address():
+    fake = FakeLxd()
+    fake.objects[("instance", "c0")] = {"name": "c0", "status": "Stopped"}
+    change = Change(instance("c9"), (Action.RENAME,), (Reason(Code.RENAMED, "renamed from c0 in lab.yaml"),),
+                    None, None, meta=Meta(prev_address=instance("c0")))
+    saved = plan_from_json(json.loads(json.dumps(make_plan(LAB, [change], {}).as_json())))
+    ctx = Context(Lab.model_construct(lab=LAB), Path("."), frozenset(), {})
+    report = apply_plan(saved, ctx, fake)  # type: ignore[arg-type]
+    assert report.ok and fake.did("rename") == ["rename instance c0"]
+    assert ("instance", "c9") in fake.objects and ("instance", "c0") not in fake.objects

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from reconciler import templates
-from reconciler.desired import desired_state, render_file, waits_for
-from reconciler.desired import provisioning_of as want_of
+from reconciler.desired import desired_state
+from reconciler.inside import provisioning_of as want_of
+from reconciler.inside import render_file, waits_for
 from reconciler.plan import PlanError
 from reconciler.source import SourceError
 from reconciler.spec import load_lab

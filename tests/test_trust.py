@@ -26,7 +26,7 @@ def test_a_saved_plan_is_applied_exactly(lab, tmp_path):
     planned = lab.run("plan", "-o", str(saved))
     assert planned.code == 0 and saved.exists()
     data = json.loads(saved.read_text())
-    assert data["kind"] == "reconciler-plan" and data["plan"]["format_version"] == 2
+    assert data["kind"] == "reconciler-plan" and data["plan"]["format_version"] == 3
     assert data["lab_file"] == str(lab.file) and len(data["lab_digest"]) == 64
     result = lab.run("apply", str(saved), "--yes")
     assert result.code == 0 and "Apply complete! 4 done" in result.out, result.out + result.err

@@ -19,8 +19,8 @@ from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, own_config
 
 if TYPE_CHECKING:
-    from ..apply import Runner
     from ..spec import Lab
+    from .runner import Runner
 
 KIND = Kind.ACL
 REPLACE_FIELDS: tuple[str, ...] = ()

@@ -17,8 +17,8 @@ from ..plan import Action, Change
 from ..state import Body, Resource
 
 if TYPE_CHECKING:
-    from ..apply import Runner
     from ..provision import FileSpec
+    from .runner import Runner
 
 KIND = Kind.FILE
 REPLACE_FIELDS = ("type",)
@@ -102,7 +102,7 @@ def apply(run: Runner, change: Change, action: Action) -> bool:
     data = run.file_bytes(change)
     if action == Action.CONVERGE and _same(run, container, path, want, data):
         return False
-    write(run, container, path, want, data, change.meta.get("check"))
+    write(run, container, path, want, data, change.meta.payload.get("check"))
     return True
 
 

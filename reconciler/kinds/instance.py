@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..address import Kind, acl, instance, network, profile
 from ..errors import LxdError
-from ..plan import Action, Change, FieldChange, Reason
+from ..plan import Action, Change, Code, FieldChange, Reason
 from ..source import field_path
 from ..state import (
     APPLIED_KEY,
@@ -23,6 +23,7 @@ from ..state import (
     OWNER_KEY,
     RECORD_TAG,
     TARGET_KEY,
+    Meta,
     Resource,
     devices_of,
     digest,
@@ -33,8 +34,8 @@ from ..state import (
 )
 
 if TYPE_CHECKING:
-    from ..apply import Runner
     from ..spec import Container, Lab
+    from .runner import Runner
 
 KIND = Kind.INSTANCE
 REPLACE_FIELDS = ("type", "image")
@@ -56,9 +57,8 @@ def desired(lab: Lab, name: str, c: Container, live_profiles: Mapping[str, Mappi
     deps += [network(n) for n in sorted(referenced_networks(devices) | set(lab.networks)) if n in lab.networks]
     deps += [acl(n) for n in sorted(nic_acls(devices)) if n in lab.acls]
     settings, sources = _expanded_boot(lab, c, live_profiles)
-    meta = {"boot": digest(settings), "boot_settings": settings, "boot_sources": sources}
-    if c.renamed_from:
-        meta["renamed_from"] = c.renamed_from
+    meta = Meta(prev_address=instance(c.renamed_from) if c.renamed_from else None,
+                payload={"boot": digest(settings), "boot_settings": settings, "boot_sources": sources})
     return Resource(instance(name), body, tuple(dict.fromkeys(deps)), meta=meta)
 
 
@@ -103,10 +103,10 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
             "state": "running" if raw.get("status") == "Running" else "stopped"}
     deps = [profile(p) for p in body["profiles"]] + [network(n) for n in sorted(referenced_networks(devices))]
     deps += [acl(n) for n in sorted(nic_acls(devices))]
-    meta = {"boot_tag": config.get(BOOT_KEY),
-            "boot_live": boot_settings(raw.get("expanded_config") or {}, raw.get("expanded_devices") or {}),
-            "location": raw.get("location") or "", "placed": config.get(TARGET_KEY),
-            "has_record": config.get(RECORD_TAG) == "true", "never_started": never_started(raw)}
+    meta = Meta(location=raw.get("location") or "", placed=config.get(TARGET_KEY) or "",
+                has_record=config.get(RECORD_TAG) == "true", never_started=never_started(raw),
+                payload={"boot_tag": config.get(BOOT_KEY),
+                         "boot_live": boot_settings(raw.get("expanded_config") or {}, raw.get("expanded_devices") or {})})
     return Resource(instance(raw["name"]), body, tuple(deps), owner=config.get(OWNER_KEY),
                     applied=config.get(APPLIED_KEY), meta=meta)
 
@@ -118,11 +118,11 @@ def changes(want: Resource, have: Resource, fields: tuple[FieldChange, ...], ori
     actions: list[tuple[Action, Reason]] = []
     settings = tuple(f for f in fields if f.path != "state")
     if settings:
-        actions.append((Action.UPDATE, Reason("drift", "differs: " + ", ".join(f.path for f in settings))))
+        actions.append((Action.UPDATE, Reason(Code.DRIFT, "differs: " + ", ".join(f.path for f in settings))))
     wanted, found = want.body["state"], have.body["state"]
     if wanted != found:
         action = Action.START if wanted == "running" else Action.STOP
-        actions.append((action, Reason("state", f"is {found}, lab.yaml says {wanted}")))
+        actions.append((action, Reason(Code.STATE, f"is {found}, lab.yaml says {wanted}")))
     elif wanted == "running":
         why = restart_reason(want, have)
         if why:
@@ -135,18 +135,18 @@ def changes(want: Resource, have: Resource, fields: tuple[FieldChange, ...], ori
 
 def restart_reason(want: Resource, have: Resource) -> Reason | None:
     """Why a running container must restart for its settings to take effect, or None."""
-    new, live = want.meta["boot_settings"], have.meta.get("boot_live") or {}
+    new, live = want.meta.payload["boot_settings"], have.meta.payload.get("boot_live") or {}
     moved = [field_path(("config", k)) for k in sorted(set(new["config"]) | set(live.get("config", {})))
              if new["config"].get(k) != live.get("config", {}).get(k)]
     moved += [field_path(("devices", d)) for d in sorted(set(new["nics"]) | set(live.get("nics", {})))
               if new["nics"].get(d) != live.get("nics", {}).get(d)]
     if moved:
-        sources = want.meta.get("boot_sources", {})
+        sources = want.meta.payload.get("boot_sources", {})
         named = ", ".join(f"{m} ({sources[m]})" if m in sources else m for m in moved)
-        return Reason("restart-settings", f"{named} take effect only after a restart")
-    tag = have.meta.get("boot_tag")
-    if tag and tag != want.meta["boot"]:
-        return Reason("restart-pending", "settings applied earlier take effect only after a restart,"
+        return Reason(Code.RESTART_SETTINGS, f"{named} take effect only after a restart")
+    tag = have.meta.payload.get("boot_tag")
+    if tag and tag != want.meta.payload["boot"]:
+        return Reason(Code.RESTART_PENDING, "settings applied earlier take effect only after a restart,"
                       " and it has not restarted since")
     return None
 
@@ -158,7 +158,7 @@ def apply(run: Runner, change: Change, action: Action) -> None:
     if action == Action.DELETE:
         return remove(run, name)
     if action == Action.RENAME:
-        return rename(run, change.meta["renamed_from"], name)
+        return rename(run, _previous_name(change), name)
     if action == Action.ADOPT:
         return adopt(run, name, change)
     if action == Action.REPLACE:
@@ -191,7 +191,7 @@ def start(run: Runner, name: str, change: Change) -> None:
         run.lxd.set_state(name, "start")
     except LxdError as err:
         raw, _ = run.lxd.get("instance", name)
-        if not (never_started(raw) and change.meta.get("source")):
+        if not (never_started(raw) and change.meta.payload.get("source")):
             raise
         run.warn(f"instance.{name}: it never ran and does not start ({err}): its creation was cut short"
                  " (a crash?); made again")
@@ -201,10 +201,10 @@ def start(run: Runner, name: str, change: Change) -> None:
 
 def create(run: Runner, name: str, change: Change) -> None:
     want = change.after or {}
-    target = change.meta.get("target")  # None: where LXD places it (not a cluster, or its target is away)
+    target = change.meta.payload.get("target")  # None: where LXD places it (not a cluster, or its target is away)
     placed = {TARGET_KEY: target} if target else {}
-    config = {**want["config"], **tags(run, want), BOOT_KEY: change.meta["boot"], **placed}
-    run.lxd.create("instance", {"name": name, "type": want["type"], "source": change.meta["source"],
+    config = {**want["config"], **tags(run, want), BOOT_KEY: change.meta.payload["boot"], **placed}
+    run.lxd.create("instance", {"name": name, "type": want["type"], "source": change.meta.payload["source"],
                                 "profiles": want["profiles"], "config": config,
                                 "devices": want["devices"], "description": want["description"]}, target)
     if want["state"] == "running":
@@ -229,21 +229,21 @@ def adopt(run: Runner, name: str, change: Change) -> None:
     """Tag it as the lab's, as it is: the settings it runs with count as the ones it started with."""
     raw, _ = run.fresh(change)
     want = change.after or {}
-    run.lxd.patch("instance", name, {"config": {**tags(run, want), BOOT_KEY: change.meta["boot"]},
+    run.lxd.patch("instance", name, {"config": {**tags(run, want), BOOT_KEY: change.meta.payload["boot"]},
                                      "description": raw.get("description", "")})
 
 
 def record(run: Runner, name: str, change: Change, booted: bool) -> None:
     """After a start, stop or restart: what was applied, and what it now runs with."""
     want = change.after or {}
-    config = {APPLIED_KEY: digest(want), **({BOOT_KEY: change.meta["boot"]} if booted else {})}
+    config = {APPLIED_KEY: digest(want), **({BOOT_KEY: change.meta.payload["boot"]} if booted else {})}
     run.lxd.patch("instance", name, {"config": config, "description": want.get("description", "")})
 
 
 def move(run: Runner, name: str, change: Change) -> None:
     """To another cluster member, cold as LXD 5.0 moves containers: stopped, moved, started again if it ran."""
     raw, _ = run.lxd.get("instance", name)
-    member = change.meta["member"]
+    member = change.meta.payload["member"]
     running = raw.get("status") == "Running"
     if raw.get("location") != member:
         if running:
@@ -251,8 +251,8 @@ def move(run: Runner, name: str, change: Change) -> None:
         run.lxd.move(name, member)
         if running:
             run.lxd.set_state(name, "start")
-    booted = {BOOT_KEY: change.meta["boot"]} if running else {}  # it started with what lab.yaml says now
-    run.lxd.patch("instance", name, {"config": {TARGET_KEY: change.meta["target"], **booted},
+    booted = {BOOT_KEY: change.meta.payload["boot"]} if running else {}  # it started with what lab.yaml says now
+    run.lxd.patch("instance", name, {"config": {TARGET_KEY: change.meta.payload["target"], **booted},
                                      "description": raw.get("description", "")})
 
 
@@ -261,6 +261,13 @@ def remove(run: Runner, name: str) -> None:
     if raw.get("status") == "Running":
         run.lxd.set_state(name, "stop", force=True)
     run.lxd.delete("instance", name)
+
+
+def _previous_name(change: Change) -> str:
+    prev = change.meta.prev_address
+    if prev is None:
+        raise ValueError(f"{change.address}: a rename with no previous address")
+    return prev.name
 
 
 def rename(run: Runner, old: str, new: str) -> None:

@@ -10,8 +10,8 @@ from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, acls_named, digest, own_config
 
 if TYPE_CHECKING:
-    from ..apply import Runner
     from ..spec import Lab
+    from .runner import Runner
 
 KIND = Kind.NETWORK
 REPLACE_FIELDS = ("type",)

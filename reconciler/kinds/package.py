@@ -14,7 +14,7 @@ from ..plan import Action, Change
 from ..state import Resource
 
 if TYPE_CHECKING:
-    from ..apply import Runner
+    from .runner import Runner
 
 KIND = Kind.PACKAGE
 REPLACE_FIELDS: tuple[str, ...] = ()

@@ -10,8 +10,8 @@ from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, nic_acls, own_config, referenced_networks
 
 if TYPE_CHECKING:
-    from ..apply import Runner
     from ..spec import Lab
+    from .runner import Runner
 
 KIND = Kind.PROFILE
 REPLACE_FIELDS: tuple[str, ...] = ()

@@ -21,10 +21,10 @@ from ..plan import Action, Change, PlanError
 from ..state import APPLIED_KEY, OWNER_KEY, Body, LabState, Resource, digest, own_config
 
 if TYPE_CHECKING:
-    from ..apply import Runner
     from ..live import Live
     from ..lxd import Lxd, RawState
     from ..spec import Lab, OwnedProject
+    from .runner import Runner
 
 KIND = Kind.PROJECT
 REPLACE_FIELDS: tuple[str, ...] = ()

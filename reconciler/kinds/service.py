@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..address import Address, Kind, file, service
 from ..facts import Facts
-from ..plan import Action, Change, Origin, Reason
-from ..state import Body, LabState, Resource
+from ..plan import Action, Change, Code, Origin, Reason
+from ..state import Body, LabState, Meta, Resource
 
 if TYPE_CHECKING:
-    from ..apply import Runner
     from ..provision import ServiceSpec
+    from .runner import Runner
 
 KIND = Kind.SERVICE
 REPLACE_FIELDS: tuple[str, ...] = ()
@@ -33,8 +33,8 @@ def body(spec: ServiceSpec) -> Body:
     return out
 
 
-def meta(spec: ServiceSpec) -> dict[str, Any]:
-    return {"watches": list(spec.watches), "on_change": spec.on_change}
+def meta(spec: ServiceSpec) -> Meta:
+    return Meta(payload={"watches": list(spec.watches), "on_change": spec.on_change})
 
 
 def from_facts(container: str, facts: Facts, specs: Mapping[str, ServiceSpec]) -> list[Resource]:
@@ -58,9 +58,9 @@ def triggers(desired: LabState, changes: Iterable[Change]) -> list[Change]:
         hits = [by_address[a] for a in watched(res) if a in by_address
                 and Action.CONVERGE not in by_address[a].actions]
         if hits:
-            action = Action.RELOAD if res.meta.get("on_change") == "reload" else Action.RESTART
+            action = Action.RELOAD if res.meta.payload.get("on_change") == "reload" else Action.RESTART
             origins = {c.origin for c in hits}
-            out.append(Change(res.address, (action,), (Reason("watched-file", ", ".join(
+            out.append(Change(res.address, (action,), (Reason(Code.WATCHED_FILE, ", ".join(
                 c.address.key for c in hits) + " changed"),), None, res.body,
                 origin=origins.pop() if len(origins) == 1 else Origin.BOTH, meta=res.meta,
                 depends_on=tuple(dict.fromkeys(res.depends_on + tuple(c.address for c in hits)))))
@@ -68,7 +68,7 @@ def triggers(desired: LabState, changes: Iterable[Change]) -> list[Change]:
 
 
 def watched(res: Resource) -> list[Address]:
-    return [file(res.address.name, path) for path in res.meta.get("watches", [])]
+    return [file(res.address.name, path) for path in res.meta.payload.get("watches", [])]
 
 
 # --- applied ----------------------------------------------------------------------------------
@@ -80,9 +80,9 @@ def apply(run: Runner, change: Change, action: Action) -> bool:
     have = state(run, container, name, ports)
     trigger = action.word if action in (Action.RELOAD, Action.RESTART) else None
     if action == Action.CONVERGE and any(a in run.changed for a in watched_addresses(change)):
-        trigger = change.meta.get("on_change", "restart")  # a watched file was written in this run
+        trigger = change.meta.payload.get("on_change", "restart")  # a watched file was written in this run
     if have and have.get("running") and have.get("listening", ports) != ports:
-        trigger = trigger or change.meta.get("on_change", "restart")  # running, but not on its ports
+        trigger = trigger or change.meta.payload.get("on_change", "restart")  # running, but not on its ports
     argvs = argvs_for(name, want, have, trigger)
     for argv in argvs:
         run.exec(container, argv, " ".join(argv))
@@ -92,7 +92,7 @@ def apply(run: Runner, change: Change, action: Action) -> bool:
 
 
 def watched_addresses(change: Change) -> list[Address]:
-    return [file(change.address.name, path) for path in change.meta.get("watches", [])]
+    return [file(change.address.name, path) for path in change.meta.payload.get("watches", [])]
 
 
 def argvs_for(name: str, want: Body, have: Body | None, trigger: str | None) -> list[list[str]]:
