@@ -39,7 +39,6 @@ _counter = itertools.count(1)
 # below: pytest-xdist's own loadgroup does not group under pytest 9).
 SHARED = {
     "test_lxd_core": "core", "test_everyday": "core", "test_trust": "core", "test_exec": "core",
-    "test_guide_lab": "guide", "test_crash": "guide", "test_guide_examples": "guide", "test_shuffled": "guide",
     "test_cluster_infra": "cluster", "test_cluster_lab": "cluster",
 }
 
@@ -166,6 +165,7 @@ def remove_leftovers(only_run: str | None = None) -> None:
             sh("lxc", "network", "delete", net["name"], check=False)
     delete_acls(prefix)
     _stop_orphan_dnsmasq(prefix)
+    _stop_orphan_forkproxies()
     for link in json.loads(sh("ip", "-j", "link", "show", "type", "veth").stdout or "[]"):
         if (link["ifname"].startswith(prefix) and link["ifname"].endswith("v0")  # a test LAN's veth pair
                 and not link["ifname"].startswith(tuple(alive) or ("-",))):
@@ -180,6 +180,18 @@ def _stop_orphan_dnsmasq(prefix: str | tuple[str, ...]) -> None:
         interface = next((arg.split("=", 1)[1] for arg in command.split() if arg.startswith("--interface=")), "")
         if interface.startswith(prefix) and sh("ip", "link", "show", interface, check=False).returncode != 0:
             sh("kill", pid, check=False)
+
+
+def _stop_orphan_forkproxies() -> None:
+    """A proxy device's `lxd forkproxy` whose container is gone (its LXD was killed meanwhile) still holds
+    the listening port, and the next lab with that port cannot start: stop it. Its arguments are
+    `-- LXD_PID FD LISTEN CONTAINER_PID FD CONNECT ...`."""
+    for line in sh("pgrep", "-a", "-f", "lxd forkproxy", check=False).stdout.splitlines():
+        pid, *args = line.split()
+        if "--" in args and len(args) > args.index("--") + 4:
+            container = args[args.index("--") + 4]
+            if container.isdigit() and not Path(f"/proc/{container}").exists():
+                sh("kill", pid, check=False)
 
 
 def _alive(pid: str | None) -> bool:

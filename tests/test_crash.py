@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, sh
-from test_guide_lab import guide_lab, until
+from test_guide_lab import Guide, guide_lab, until
 
 CLI = str(ROOT / ".venv" / "bin" / "reconcile")
 KILL_AFTER_STEPS = [0, 1, 2, 3, 5, 8, 12, 17, 23, 29]  # of the ~34 steps of the guide's lab from nothing
@@ -27,9 +27,13 @@ LXD_LOST = ("lost the connection to LXD", "did not answer", "not found")
 RESULTS: list[str] = []
 
 
+class CrashGuide(Guide):
+    lan_host, http_port = "10.203.42.1", 18490  # its own LAN and ports: it may run beside test_guide_lab
+
+
 @pytest.fixture(scope="module")
 def crashed(lxd_ready, tmp_path_factory):
-    with guide_lab(tmp_path_factory, "crash") as lab:
+    with guide_lab(tmp_path_factory, "crash", CrashGuide) as lab:
         lab.lxc("profile", "create", "handmade")  # not the lab's: must stay as it is
         lab.lxc("init", "reconciler-tiny", "bystander", "-c", "user.note=mine")
         lab.untouched = _etags(lab)

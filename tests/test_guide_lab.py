@@ -26,7 +26,8 @@ HTTP_PORT = 18480
 LAN_HOST = "10.203.41.1"  # the host's address on the test's LAN bridge
 
 
-def override(tag: str, parent: str, peer: str, extra: str = "") -> str:
+def override(tag: str, parent: str, peer: str, extra: str = "", lan_host: str = LAN_HOST,
+             http_port: int = HTTP_PORT) -> str:
     return f"""\
 lab: {tag}
 lxd: {{project: {tag}}}
@@ -34,7 +35,7 @@ networks:
   lan0: null
   {tag}lan:
     description: the guide's LAN, simulated (DHCP for the macvlan NICs)
-    config: {{ipv4.address: {LAN_HOST}/24, ipv4.nat: false, ipv4.dhcp: true, ipv6.address: none,
+    config: {{ipv4.address: {lan_host}/24, ipv4.nat: false, ipv4.dhcp: true, ipv6.address: none,
              bridge.external_interfaces: {peer}}}
 profiles:
   macvlan:
@@ -43,8 +44,8 @@ profiles:
 containers:
   proxyha:
     devices:
-      http: {{listen: "tcp:127.0.0.1:{HTTP_PORT}"}}
-      https: {{listen: "tcp:127.0.0.1:{HTTP_PORT + 1}"}}
+      http: {{listen: "tcp:127.0.0.1:{http_port}"}}
+      https: {{listen: "tcp:127.0.0.1:{http_port + 1}"}}
 {extra}"""
 
 
@@ -86,6 +87,10 @@ haproxy:
 
 
 class Guide(LabDir):
+    # The host's address on the lab's simulated LAN and the proxy devices' ports: a module whose lab may
+    # be up at the same time as another's (another pytest-xdist worker) sets its own.
+    lan_host, http_port = LAN_HOST, HTTP_PORT
+
     def __init__(self, path: Path, tag: str, parent: str, peer: str):
         super().__init__(path, tag, tag)
         self.parent, self.peer = parent, peer
@@ -93,7 +98,8 @@ class Guide(LabDir):
         self.set_override()
 
     def set_override(self, extra: str = "") -> None:
-        (self.dir / "lab.override.yaml").write_text(override(self.tag, self.parent, self.peer, extra))
+        (self.dir / "lab.override.yaml").write_text(override(self.tag, self.parent, self.peer, extra, self.lan_host,
+                                                             self.http_port))
 
     def apply(self):
         result = self.run("apply", "--yes")
@@ -110,8 +116,8 @@ class Guide(LabDir):
             sys.stdin = stdin
         names = [(f" (with {self.dir / 'lab.override.yaml'} merged)", ""), (" (with lab.override.yaml merged)", ""),
                  (str(self.file), "lab.yaml"), (self.parent, "labnet0"), (self.peer, "labnet1"),
-                 (f"{self.tag}lan", "lan0"), (self.tag, "haproxy-lab"), (str(HTTP_PORT + 1), "443"),
-                 (str(HTTP_PORT), "80")]
+                 (f"{self.tag}lan", "lan0"), (self.tag, "haproxy-lab"), (str(self.http_port + 1), "443"),
+                 (str(self.http_port), "80")]
         out = result.out + result.err
         for old, new in names:
             out = out.replace(old, new)
@@ -121,7 +127,7 @@ class Guide(LabDir):
         return all(a.status == 200 for a in self.answers("site1.testdomain.com", 2))
 
     def answers(self, host: str, n: int = 6) -> list:
-        return [ask("127.0.0.1", HTTP_PORT, host) for _ in range(n)]
+        return [ask("127.0.0.1", self.http_port, host) for _ in range(n)]
 
     def lan_address(self, container: str) -> str:
         nics = self.instance(container, "/state")["network"]["eth0"]["addresses"]

@@ -15,16 +15,13 @@ test modules to reuse:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,10 +359,11 @@ class Outcome:
 
 # A small process that has imported `reconcile` once and forks a fresh child per case: each case still
 # runs in a process of its own, its address space limited before it reads the file, and costs no
-# interpreter start (154 starts were most of this module's time).  One JSON line per case in; the child's
-# pid, then its exit status, maximum RSS and CPU time (wait4 on the child alone) out.
+# interpreter start (154 starts were most of this module's time).  One JSON line per case in; one out:
+# the child's exit status (None when killed at TIMEOUT), wall time, maximum RSS and CPU time (wait4 on the
+# child alone).
 FORK_SERVER = f"""
-import json, os, resource, sys
+import json, os, resource, signal, sys, time
 from reconciler.cli import main
 import reconciler.spec  # the models, built before any fork
 for line in sys.stdin:
@@ -390,10 +388,17 @@ for line in sys.stdin:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    print(json.dumps({{"pid": pid}}), flush=True)
-    _, status, usage = os.wait4(pid, 0)
-    print(json.dumps({{"code": os.waitstatus_to_exitcode(status), "max_rss_kib": usage.ru_maxrss,
-                      "cpu": usage.ru_utime + usage.ru_stime}}), flush=True)
+    start, killed = time.monotonic(), False
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            break
+        if not killed and time.monotonic() - start > {TIMEOUT}:
+            os.killpg(pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.005)
+    print(json.dumps({{"code": None if killed else os.waitstatus_to_exitcode(status), "seconds": time.monotonic() - start,
+                      "max_rss_kib": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime}}), flush=True)
 """
 
 
@@ -404,21 +409,15 @@ class ForkServer:
         self.proc = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, text=True, cwd="/")
 
-    def run(self, argv: list[str], cwd: Path, out: Path, err: Path) -> tuple[dict, float]:
-        """The child's report and its wall time; the child killed (code None) after TIMEOUT."""
+    def run(self, argv: list[str], cwd: Path, out: Path, err: Path) -> dict:
+        """The child's report; the server kills it (code None) after TIMEOUT of wall time."""
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "out": str(out), "err": str(err)}) + "\n")
         self.proc.stdin.flush()
-        start = time.monotonic()
-        pid = json.loads(self.proc.stdout.readline())["pid"]
-        killed = not select.select([self.proc.stdout], [], [], TIMEOUT)[0]
-        if killed:
-            with contextlib.suppress(ProcessLookupError):  # it may end just now
-                os.killpg(pid, signal.SIGKILL)
-        report = json.loads(self.proc.stdout.readline())  # always read: the next case's lines follow
-        if killed or report["code"] in (-signal.SIGXCPU, -signal.SIGKILL):
+        report = json.loads(self.proc.stdout.readline())
+        if report["code"] == -signal.SIGXCPU:  # over CPU_LIMIT: the kernel stopped it
             report["code"] = None
-        return report, time.monotonic() - start
+        return report
 
 
 _server: ForkServer | None = None
@@ -435,9 +434,9 @@ def run_case(item: Case, directory: Path) -> Outcome:
     out, err = directory / "child.stdout", directory / "child.stderr"
     if _server is None or _server.proc.poll() is not None:
         _server = ForkServer()
-    report, seconds = _server.run(["validate", "-f", str(path)], directory, out, err)
-    return Outcome(path, report["code"], err.read_text(errors="replace"), out.read_text(errors="replace"), seconds,
-                   report["max_rss_kib"], report["cpu"])
+    report = _server.run(["validate", "-f", str(path)], directory, out, err)
+    return Outcome(path, report["code"], err.read_text(errors="replace"), out.read_text(errors="replace"),
+                   report["seconds"], report["max_rss_kib"], report["cpu"])
 
 
 def failures(item: Case, outcome: Outcome) -> list[str]:

@@ -6,14 +6,18 @@ timing.  Real Debian containers, HAProxy checked by real HTTP."""
 from __future__ import annotations
 
 import pytest
-from test_guide_lab import guide_lab, until
+from test_guide_lab import Guide, guide_lab, until
 
 SEEDS = [11, 22, 33]
 
 
+class ShuffledGuide(Guide):
+    lan_host, http_port = "10.203.43.1", 18500  # its own LAN and ports: it may run beside test_guide_lab
+
+
 @pytest.fixture(scope="module")
 def shuffled(lxd_ready, tmp_path_factory):
-    with guide_lab(tmp_path_factory, "shuffled") as lab:
+    with guide_lab(tmp_path_factory, "shuffled", ShuffledGuide) as lab:
         yield lab
 
 
