@@ -32,12 +32,13 @@ POLL_PAUSES = (0.05, 1.0)
 # LXD 5.0's exec sometimes fails with "Failed to retrieve PID of executing child process". Only that is
 # tried again; and since the command may have started all the same (seen in the test suite), every exec
 # goes through a guard that runs it once per mark, keeping its output and exit code in the container
-# (/run/reconciler-exec/MARK): a second attempt with the same mark waits for the first and replays what
+# (/var/lib/reconciler/exec/MARK: not under /run, which systemd mounts afresh while the container boots,
+# as the first exec may run): a second attempt with the same mark waits for the first and replays what
 # it printed and how it exited. Records older than an hour are pruned (the mark starts with its time).
 NEVER_STARTED = ("Failed to retrieve PID of executing child process",)
 EXEC_ATTEMPTS = 3
 EXEC_GUARD = r"""
-top=/run/reconciler-exec; d=$top/$1; shift
+top=/var/lib/reconciler/exec; d=$top/$1; shift
 mkdir -p "$top" || exit 199
 now=$(date +%s)
 for old in "$top"/*; do
@@ -48,10 +49,8 @@ if mkdir "$d" 2>/dev/null; then
     "$@" >"$d/out" 2>"$d/err"; echo $? >"$d/code.new"; mv "$d/code.new" "$d/code"
 else
     i=0
-    while [ ! -e "$d/code" ]; do
-        i=$((i + 1)); [ "$i" -gt 600 ] && { echo "reconciler: the first run of this command ($d) never ended" >&2; exit 199; }
-        sleep 1
-    done
+    while [ -d "$d" ] && [ ! -e "$d/code" ] && [ "$i" -lt 600 ]; do i=$((i + 1)); sleep 1; done
+    [ -e "$d/code" ] || { echo "reconciler: the first run of this command ($d) left no result" >&2; exit 199; }
 fi
 cat "$d/out"; cat "$d/err" >&2; exit "$(cat "$d/code")"
 """

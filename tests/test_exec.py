@@ -78,7 +78,7 @@ def test_records_older_than_an_hour_are_pruned_and_newer_ones_kept(lab):
     for mark in (old, recent):
         assert lxd.execute_once("c2", guard(["true"], mark))[0] == 0
     assert lxd.execute_once("c2", guard(["true"], f"{now}-new"))[0] == 0
-    kept = lab.lxc("exec", "c2", "--", "ls", "/run/reconciler-exec").split()
+    kept = lab.lxc("exec", "c2", "--", "ls", "/var/lib/reconciler/exec").split()
     assert old not in kept and recent in kept and f"{now}-new" in kept
 
 
