@@ -388,15 +388,14 @@ for line in sys.stdin:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    start, killed = time.monotonic(), False
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            break
-        if not killed and time.monotonic() - start > {TIMEOUT}:
-            os.killpg(pid, signal.SIGKILL)
-            killed = True
-        time.sleep(0.005)
+    start, killed = time.monotonic(), []
+    def stop(signum, frame):  # the wall timeout: the kernel's timer, then the child's whole session
+        os.killpg(pid, signal.SIGKILL)
+        killed.append(True)
+    signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, {TIMEOUT})
+    _, status, usage = os.wait4(pid, 0)  # woken by the child's end (or its kill)
+    signal.setitimer(signal.ITIMER_REAL, 0)
     print(json.dumps({{"code": None if killed else os.waitstatus_to_exitcode(status), "seconds": time.monotonic() - start,
                       "max_rss_kib": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime}}), flush=True)
 """
