@@ -38,7 +38,7 @@ POLL_PAUSES = (0.05, 1.0)
 NEVER_STARTED = ("Failed to retrieve PID of executing child process",)
 EXEC_ATTEMPTS = 3
 EXEC_GUARD = r"""
-top=/var/lib/reconciler/exec; d=$top/$1; shift
+top=/var/lib/reconciler/exec; d=$top/$1; shift  # exit 199: the guard itself failed
 mkdir -p "$top" || exit 199
 now=$(date +%s)
 for old in "$top"/*; do
@@ -54,7 +54,6 @@ else
 fi
 cat "$d/out"; cat "$d/err" >&2; exit "$(cat "$d/code")"
 """
-ALREADY_RAN = 199  # the guard's own failure: its record could not be made, or the first run never ended
 
 
 
