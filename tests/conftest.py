@@ -240,7 +240,9 @@ class LabDir:
         return Result(code, out.getvalue(), err.getvalue())
 
     def lxc(self, *args: str, check: bool = True) -> str:
-        return sh("lxc", "--project", self.project, *args, check=check).stdout
+        done = sh("lxc", "--project", self.project, *args, check=False)
+        assert not check or done.returncode == 0, f"lxc {' '.join(args)}: exit {done.returncode}: {done.stderr}"
+        return done.stdout
 
     def instance(self, name: str, part: str = "") -> dict:
         return json.loads(sh("lxc", "query", f"/1.0/instances/{name}{part}?project={self.project}").stdout)

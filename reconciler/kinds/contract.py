@@ -1,0 +1,69 @@
+"""The contract every kind module keeps, typed so that mypy holds each module to it.
+
+A kind module is checked against one of two Protocols when it is put in the registry
+(kinds/__init__.py): `ObjectKind` for an object of LXD's API (a project, an ACL, a network, a storage
+pool...), `InsideKind` for a thing inside a container (a package, a file, a service).  Every layer
+(LXD reads, live state, desired state, destroy, graph, plan order) iterates the registry, so a new
+kind is one module and one registry line; a module that forgets a part fails mypy, and the registry
+check at import fails for what mypy cannot see (a lab.yaml table the spec does not have).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..address import Kind
+    from ..plan import Action, Change
+    from ..spec import Lab
+    from ..state import Resource
+    from .runner import Runner
+
+
+class Scope(Enum):
+    """Where LXD keeps a kind's objects, which decides how plan reads them."""
+
+    PROJECT = "project"  # in the lab's project (or the default one when the project does not isolate them)
+    SERVER = "server"  # one per server, whatever the project (projects, storage pools)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What building the desired state may know of LXD besides lab.yaml."""
+
+    live_profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> raw JSON
+
+
+class Kind_(Protocol):
+    """What every kind declares."""
+
+    KIND: Kind
+    RANK: int  # plan order: lower first (a project before its networks, a network before its forwards)
+    SHAPE: tuple[str, str]  # `reconcile graph`: Graphviz node shape and fill colour
+    REPLACE_FIELDS: tuple[str, ...]  # fields whose change means delete and create again
+
+    def apply(self, run: Runner, change: Change, action: Action) -> Any: ...
+
+
+class ObjectKind(Kind_, Protocol):
+    """An object of LXD's API, read one collection per kind (per parent object for a nested kind)."""
+
+    COLLECTION: str  # the API path under /1.0 ("networks"), or under the parent's object ("forwards")
+    PARENT: Kind | None  # a nested kind's parent (a forward's network, a volume's pool); names are PARENT/NAME
+    SCOPE: Scope
+    TABLE: str  # the lab.yaml table that declares them ("" when none: the project is `project:`)
+    NOUN: str  # how messages call one ("storage pool")
+
+    def desired(self, lab: Lab, wanted: Wanted) -> list[Resource]: ...
+
+    def from_lxd(self, raw: Mapping[str, Any]) -> Resource | None:
+        """LXD's JSON (a nested kind's with `parent` added: its parent's name) -> a Resource; None for an
+        object no lab could own (a host interface LXD lists with the networks)."""
+        ...
+
+
+class InsideKind(Kind_, Protocol):
+    """A thing inside a container, read by the container's one facts exec."""
