@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 
 
 class Kind(StrEnum):
-    """Every kind of resource, in the order plans list them."""
+    """Every kind of resource, by its address word; each has a module in kinds/ (which sets its plan order)."""
 
     PROJECT = "project"  # the LXD project a lab owns: everything else lives in it
     ACL = "acl"  # an LXD network ACL: networks name it
@@ -25,11 +26,19 @@ class Kind(StrEnum):
     @property
     def inside(self) -> bool:
         """Lives inside a container (read by its facts exec) rather than in LXD's API."""
-        return self in (Kind.PACKAGE, Kind.FILE, Kind.SERVICE)
+        return self in _inside_kinds()
 
     @property
     def rank(self) -> int:
-        return list(Kind).index(self)
+        """Plan order, as the kind's module declares it."""
+        from .kinds import REGISTRY  # kinds name their Kind: imported here, not at module level
+        return REGISTRY[self].RANK
+
+
+@cache
+def _inside_kinds() -> frozenset[Kind]:
+    from .kinds import INSIDE_KINDS  # kinds name their Kind: imported here, not at module level
+    return frozenset(m.KIND for m in INSIDE_KINDS)
 
 
 @dataclass(frozen=True)

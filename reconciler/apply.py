@@ -26,9 +26,8 @@ from .address import Address, Kind
 from .context import Context
 from .facts import BOOTED_ARGV, Facts, record_path, record_text
 from .inside import MissingAddress, Provisioning, container_facts, record_key, render_file
-from .kinds import REGISTRY
+from .kinds import REGISTRY, object_kind
 from .kinds import file as file_kind
-from .kinds import network as network_kind
 from .kinds.runner import Runner
 from .lxd import Lxd, LxdError, StaleState, wait_for_address
 from .outcome import Outcome, Report, Status
@@ -232,9 +231,11 @@ class StepRunner:
         """The object as LXD has it now, with its ETag; refuse if it moved since the plan."""
         kind = change.address.kind
         raw, etag = self.lxd.get(kind.value, change.address.name)
-        now = REGISTRY[kind].from_lxd(raw)
-        if kind == Kind.NETWORK:  # as the plan saw it: without the keys LXD filled in
-            now = network_kind.essence(now, _as_resource(change))
+        rules = object_kind(kind)
+        found = rules.from_lxd(raw)
+        if found is None:
+            raise StaleState(f"{change.address} is no longer an object the lab can own; run plan again")
+        now = rules.comparable(found, _as_resource(change))  # as the plan saw it
         untagged = ("image",) if not now.body.get("image") else ()  # an instance being adopted records none yet
         moved = _moved(change.before or {}, now.body, ignore=("state",) + untagged)
         if moved:

@@ -15,14 +15,12 @@ from typing import Any
 
 from .address import file, instance, service
 from .inside import Provisioning, provisioning_of, render_file, waits_for
-from .kinds import acl as acl_kind
+from .kinds import OBJECT_KINDS
 from .kinds import file as file_kind
-from .kinds import instance as instance_kind
-from .kinds import network as network_kind
 from .kinds import package as package_kind
-from .kinds import profile as profile_kind
 from .kinds import project as project_kind
 from .kinds import service as service_kind
+from .kinds.contract import Wanted
 from .plan import PlanError
 from .source import field_path
 from .spec import Lab, has_root_disk
@@ -37,11 +35,12 @@ def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
     """The whole desired state.  `addresses`: container -> IPv4 where live state knows it;
     `live_profiles`: LXD's profiles, for what existing ones bring to a container."""
     state: LabState = {}
-    for res in project_kind.desired(lab) + acl_kind.desired(lab) + network_kind.desired(lab) + profile_kind.desired(lab):
-        add(state, res)
+    wanted = Wanted(live_profiles)
+    for kind in OBJECT_KINDS:
+        for res in kind.desired(lab, wanted):
+            add(state, res)
     rendered = render_templates(lab, addresses)
     for name, container in lab.containers.items():
-        add(state, instance_kind.desired(lab, name, container, live_profiles))
         if container.state == "running":
             for res in inside(lab, name, provisioning_of(lab, name), base_dir, addresses, rendered):
                 add(state, res)

@@ -27,8 +27,6 @@ def diff_states(desired: LabState, live: LabState) -> list[Change]:
     changes: list[Change] = []
     for addr in sorted(desired.keys() | live.keys()):
         want, have = desired.get(addr), live.get(addr)
-        if want is not None and have is not None and hasattr(REGISTRY[addr.kind], "align"):
-            have = REGISTRY[addr.kind].align(want, have)  # what LXD keeps in no meaningful order (ACL rules)
         if have is None and want is not None:
             changes.append(create(want))
         elif want is None and have is not None:

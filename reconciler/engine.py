@@ -26,7 +26,8 @@ from .errors import LxdError
 from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, parse_facts, parse_record, record_path
 from .inside import container_facts, provisioning_of, record_key
 from .kinds import project as project_kind
-from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, recorded_files, users_of
+from .kinds import tables
+from .live import Live, as_comparable, host_routes, live_from_raw, provisioned, recorded_files, users_of
 from .plan import Action, Change, Code, Origin, Plan, PlanError, Reason, make_plan
 from .source import field_path
 from .spec import REMOTES, Lab, network_overlaps
@@ -66,7 +67,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     owned = {**live.owned, **{c.address: _as_adopted(live.untagged[c.address], desired[c.address])
                               for c in adopted}}
     renames = _renames(desired, owned) + adopted
-    forgive_network_defaults(desired, owned)
+    as_comparable(desired, owned)
     objects = diff_states(_objects(desired), _objects(owned))
     objects = placement.placed(_with_sources(objects, live.images, owned) + renames, places, desired, owned)
     sight = _sight(wanted, owned, objects, placement.held(places))
@@ -87,8 +88,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
 
 
 def _nothing(lab: Lab) -> Lab:
-    return Lab.model_construct(**{**dict(lab), "acls": {}, "networks": {}, "profiles": {}, "containers": {}, "haproxy": {},
-                                  "project": None})
+    """The lab with nothing in it: every kind's table emptied (what destroy plans against)."""
+    return Lab.model_construct(**{**dict(lab), **{table: {} for table in tables()}, "haproxy": {}, "project": None})
 
 
 def _destroying(change: Change, lab_name: str) -> Change:

@@ -11,12 +11,9 @@ from .address import Address, Kind, instance
 from .address import file as file_address
 from .facts import Facts
 from .inside import Provisioning, record_key
-from .kinds import acl as acl_kind
+from .kinds import OBJECT_KINDS, object_kind
 from .kinds import file as file_kind
-from .kinds import instance as instance_kind
-from .kinds import network as network_kind
 from .kinds import package as package_kind
-from .kinds import profile as profile_kind
 from .kinds import service as service_kind
 from .state import LabState, Resource, add, ipv4_by_nic
 
@@ -48,11 +45,8 @@ def live_from_raw(raw: RawState, lab_name: str) -> Live:
     owned: LabState = {}
     untagged: LabState = {}
     foreign: dict[Address, str | None] = {}
-    resources = ([acl_kind.from_lxd(a) for a in raw.acls]
-                 + [r for r in map(network_kind.from_lxd, raw.networks) if r is not None]
-                 + [profile_kind.from_lxd(p) for p in raw.profiles]
-                 + [instance_kind.from_lxd(i) for i in raw.instances])
-    for res in resources:
+    found = (kind.from_lxd(r) for kind in OBJECT_KINDS for r in raw.objects.get(kind.KIND, []))
+    for res in (r for r in found if r is not None):
         if res.owner == lab_name:
             owned[res.address] = res
         else:
@@ -83,11 +77,11 @@ def users_of(owned: LabState) -> dict[Address, set[Address]]:
     return out
 
 
-def forgive_network_defaults(desired: LabState, owned: LabState) -> None:
-    """Drop the bridge keys LXD filled in itself from live networks, unless lab.yaml sets them."""
+def as_comparable(desired: LabState, owned: LabState) -> None:
+    """Each live LXD object as its kind compares it with lab.yaml's (see ObjectKind.comparable)."""
     for addr, have in list(owned.items()):
-        if addr.kind == Kind.NETWORK:
-            owned[addr] = network_kind.essence(have, desired.get(addr))
+        if not addr.kind.inside:
+            owned[addr] = object_kind(addr.kind).comparable(have, desired.get(addr))
 
 
 def network_subnets(raw_networks: Iterable[Mapping[str, Any]]) -> dict[str, str]:

@@ -18,7 +18,10 @@ import pylxd
 import requests
 from pylxd import exceptions as lxd_errors
 
+from .address import Kind
 from .errors import LxdError, LxdNotFound, LxdUnreachable, StaleState
+from .kinds import OBJECT_KINDS, object_kind
+from .kinds.contract import ObjectKind, Scope
 from .state import ipv4_by_nic
 
 if TYPE_CHECKING:  # the socket path never imports remote.py
@@ -78,13 +81,25 @@ def candidate_sockets(socket: str | None) -> list[str]:
 
 @dataclass
 class RawState:
-    """LXD's own JSON for everything a plan needs: one GET per collection."""
+    """LXD's own JSON for everything a plan needs: one GET per collection (per parent for a nested kind)."""
 
-    networks: list[dict]
-    profiles: list[dict]
-    instances: list[dict]
-    images: list[dict]
-    acls: list[dict] = field(default_factory=list)  # network ACLs
+    objects: dict[Kind, list[dict]]  # every object kind of the registry but the project
+    images: list[dict] = field(default_factory=list)
+
+    def of(self, kind: Kind) -> list[dict]:
+        return self.objects.setdefault(kind, [])
+
+    @property
+    def networks(self) -> list[dict]:
+        return self.of(Kind.NETWORK)
+
+    @property
+    def profiles(self) -> list[dict]:
+        return self.of(Kind.PROFILE)
+
+    @property
+    def instances(self) -> list[dict]:
+        return self.of(Kind.INSTANCE)
 
 
 class Lxd:
@@ -163,16 +178,42 @@ class Lxd:
     # --- reading ------------------------------------------------------------------------
 
     def read(self, with_addresses: bool) -> RawState:
-        """Everything in the project, in five GETs however many instances it holds, at once."""
+        """Everything in the project: one GET per kind however many objects it holds, all at once, then
+        one per parent object for the nested kinds (a network's forwards)."""
+        top = [k for k in OBJECT_KINDS if k.PARENT is None and k.SCOPE != Scope.OWN]
+        return self._read_kinds(top, with_addresses, shared=set(), images=True)
+
+    def read_before_project(self, shared: set[Kind], shared_images: bool) -> RawState:
+        """What a plan can read while the lab's own project does not exist yet (LXD refuses every read
+        in a missing project): what is server-wide, and what the project will share with the default
+        project (`shared`: networks and ACLs, profiles when it keeps none; images); nothing of its own."""
+        top = [k for k in OBJECT_KINDS if k.PARENT is None and (k.SCOPE == Scope.SERVER or k.KIND in shared)]
+        return self._read_kinds(top, False, shared, shared_images)
+
+    def _read_kinds(self, top: list[ObjectKind], with_addresses: bool, shared: set[Kind],
+                    images: bool) -> RawState:
         from concurrent.futures import ThreadPoolExecutor
-        api = self.api  # one client's session for all five (plain GETs: its connection pool is shared)
-        level = 2 if with_addresses else 1
-        nodes = [(api.networks, 1), (api.profiles, 1), (api.instances, level), (api.images, 1),
-                 (api["network-acls"], 1)]
-        with ThreadPoolExecutor(len(nodes)) as pool:
-            found = list(pool.map(lambda n: self._call("get", n[0], params={"recursion": n[1]}).json()["metadata"],
-                                  nodes))
-        return RawState(*found)
+        api = self.api  # one client's session for every GET (plain GETs: its connection pool is shared)
+
+        def project_of(kind: ObjectKind) -> str | None:
+            return "default" if kind.SCOPE == Scope.SERVER or kind.KIND in shared else None
+
+        def get(node, project: str | None, level: int = 1) -> list[dict]:
+            node = _in_project(node, project) if project else node
+            return self._call("get", node, params={"recursion": level}).json()["metadata"] or []
+
+        jobs = [(k, api[k.COLLECTION], project_of(k), 2 if with_addresses and k.DEEP_READ else 1) for k in top]
+        with ThreadPoolExecutor(len(jobs) + 1) as pool:
+            found_images = pool.submit(get, api.images, "default" if shared else None) if images else None
+            found = dict(zip([j[0].KIND for j in jobs], pool.map(lambda j: get(*j[1:]), jobs)))
+            nested = [(k, parent, raw["name"]) for k in OBJECT_KINDS if k.PARENT is not None and k.PARENT in found
+                      for parent in [object_kind(k.PARENT)] for raw in found[parent.KIND]
+                      if parent.from_lxd(raw) is not None]  # not under a host interface LXD lists
+            children = pool.map(lambda n: [{**c, "parent": n[2]} for c in get(
+                api[n[1].COLLECTION][n[2]][n[0].COLLECTION], project_of(n[1]))], nested)
+            for (kind, _, _), listed in zip(nested, children):
+                found.setdefault(kind.KIND, []).extend(listed)
+            return RawState(found, found_images.result() if found_images else [])
 
     def running_operations(self) -> list[Operation]:
         """Operations LXD is still running in this project (a killed run's create, start or exec)."""
@@ -200,9 +241,12 @@ class Lxd:
         raise LxdError(f"LXD operation {op_id} still running after {timeout}s")
 
     def get(self, kind: str, name: str) -> tuple[dict, str]:
-        """One object and its ETag."""
+        """One object and its ETag (a nested kind's with `parent` added, as `read` lists it)."""
         response = self._call("get", self._node(kind, name))
-        return response.json()["metadata"], response.headers.get("ETag", "")
+        found = response.json()["metadata"]
+        if object_kind(Kind(kind)).PARENT is not None:
+            found = {**found, "parent": name.rpartition("/")[0]}
+        return found, response.headers.get("ETag", "")
 
     def project_exists(self) -> bool:
         if self.project == "default":
@@ -220,16 +264,6 @@ class Lxd:
         except LxdNotFound:
             return None
 
-    def read_before_project(self, shared_images: bool, shared_profiles: bool) -> RawState:
-        """What a plan can read while the lab's own project does not exist yet (LXD refuses every read
-        in a missing project): the global networks and ACLs, and the images and profiles it will share
-        with the default project; nothing of its own."""
-        def shared(node) -> list[dict]:
-            return self._call("get", _in_project(node, "default"), params={"recursion": 1}).json()["metadata"]
-
-        return RawState(shared(self.api.networks), shared(self.api.profiles) if shared_profiles else [], [],
-                        shared(self.api.images) if shared_images else [], shared(self.api["network-acls"]))
-
     def cluster_members(self) -> list[dict]:
         """Every cluster member with its status and groups, in one GET (an LxdError if not clustered)."""
         return self._call("get", self.api.cluster.members, params={"recursion": 1}).json()["metadata"]
@@ -243,16 +277,24 @@ class Lxd:
 
     # --- writing ------------------------------------------------------------------------
 
-    def _collection(self, kind: str):
-        return {"network": self.api.networks, "profile": self.api.profiles, "instance": self.api.instances,
-                "acl": self.api["network-acls"], "project": self.api.projects}[kind]
+    def _collection(self, kind: str, parent: str = ""):
+        """A kind's collection (`parent`: for a nested kind, the name of the object it lives under)."""
+        rules = object_kind(Kind(kind))
+        top = rules if rules.PARENT is None else object_kind(rules.PARENT)
+        node = self.api[top.COLLECTION]
+        if top.SCOPE == Scope.SERVER:
+            node = _in_project(node, "default")  # one per server: not asked about in a project
+        return node if rules.PARENT is None else node[parent][rules.COLLECTION]
 
     def _node(self, kind: str, name: str):
-        return self._collection(kind)[name]
+        """An object; a nested kind's name is PARENT/NAME."""
+        parent, _, own = name.rpartition("/") if object_kind(Kind(kind)).PARENT else ("", "", name)
+        return self._collection(kind, parent)[own]
 
-    def create(self, kind: str, body: dict, target: str | None = None) -> None:
-        """`target`: the cluster member (or @group) an instance is made on."""
-        self._wait(self._call("post", self._collection(kind), json=body, target=target))
+    def create(self, kind: str, body: dict, target: str | None = None, parent: str = "") -> None:
+        """`target`: the cluster member (or @group) an instance is made on; `parent`: the object a nested
+        kind is made under (a forward's network)."""
+        self._wait(self._call("post", self._collection(kind, parent), json=body, target=target))
 
     def move(self, name: str, member: str) -> None:
         """Move a stopped instance to another cluster member (LXD 5.0 moves containers cold)."""

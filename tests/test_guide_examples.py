@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, LabDir
-from test_guide_lab import guide_lab, until
+from test_guide_lab import guide_lab, restarted, until
 
 from reconciler.source import read_yaml
 
@@ -204,6 +204,6 @@ def test_an_acl_on_the_lan_keeps_the_host_to_http_and_the_lab_working(example, g
     inside = guide.exec("proxyha", f"curl -s -o /dev/null -w '%{{http_code}}' http://{web1}:8081/")
     assert inside == "200"  # from the LAN itself: the ACL applies at the bridge's edge only
     print(f"curl http://{web1}:8081/ from proxyha (on the LAN) -> {inside}")
-    guide.lxc("restart", "web1")  # DHCP through the bridge with the ACL: web1 gets its address again
+    restarted(guide, "web1")  # DHCP through the bridge with the ACL: web1 gets its address again
     assert until(lambda: guide.run("check").code == 0, 90, step=3), guide.run("check").out
     assert guide.run("plan", "--detailed-exitcode").code == 0

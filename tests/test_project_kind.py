@@ -89,8 +89,8 @@ def test_what_lab_yaml_may_say_of_an_owned_project(tmp_path, text, expected):
 
 
 def _live(*instances: str):
-    raw = RawState([], [project_kind.made_with("mine")], [{"name": n, "config": {}, "devices": {}, "profiles": []}
-                                                          for n in instances], [])
+    raw = RawState({a.Kind.PROFILE: [project_kind.made_with("mine")],
+                    a.Kind.INSTANCE: [{"name": n, "config": {}, "devices": {}, "profiles": []} for n in instances]})
     return live_from_raw(raw, "t")
 
 

@@ -1,21 +1,61 @@
-"""One module per kind of resource: how it is desired, read, compared and applied.
+"""One module per kind of resource: how it is desired, read, compared, applied, ordered and drawn.
 
-Each module defines `KIND`, `REPLACE_FIELDS` (fields whose change means delete and create
-again), and `apply(run, change, action)`.  LXD objects also define `desired(...)` and
-`from_lxd(raw)`; things inside a container `from_facts(...)`.  Adding a kind means a module here
-and a line in REGISTRY.
+Each module keeps the contract of contracts.py: `ObjectKind` for an object of LXD's API,
+`InsideKind` for a thing inside a container.  Adding a kind means a module here, a member of
+`Kind` (its address word) and a line below; every layer iterates these tuples.  mypy checks each
+module against its Protocol (the annotated tuples), and `_check` below fails at import for what
+mypy cannot see.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from ..address import Kind
 from . import acl, file, instance, network, package, profile, project, service
+from .contract import InsideKind, Kind_, ObjectKind, Scope
 
-REGISTRY: dict[Kind, ModuleType] = {m.KIND: m for m in (project, acl, network, profile, instance, package, file,
-                                                        service)}
+OBJECT_KINDS: tuple[ObjectKind, ...] = (project, acl, network, profile, instance)
+INSIDE_KINDS: tuple[InsideKind, ...] = (package, file, service)
 
 
-def rules(kind: Kind) -> ModuleType:
+def _check() -> dict[Kind, Kind_]:
+    """Every Kind has exactly one module, every module its parts, and lab.yaml a table for each."""
+    from ..spec import TABLES
+    registry: dict[Kind, Kind_] = {}
+    parts = ("KIND", "RANK", "SHAPE", "REPLACE_FIELDS", "apply")
+    object_parts = parts + ("COLLECTION", "PARENT", "SCOPE", "TABLE", "NOUN", "DEEP_READ", "desired", "from_lxd",
+                             "comparable")
+    for module, needed in [(m, object_parts) for m in OBJECT_KINDS] + [(m, parts) for m in INSIDE_KINDS]:
+        missing = [p for p in needed if not hasattr(module, p)]
+        if missing:
+            raise ImportError(f"kind module {module!r} lacks {', '.join(missing)}")
+        if module.KIND in registry:
+            raise ImportError(f"two kind modules for {module.KIND.value}")
+        registry[module.KIND] = module
+    unregistered = set(Kind) - set(registry)
+    if unregistered:
+        raise ImportError(f"no kind module for {', '.join(sorted(k.value for k in unregistered))}")
+    for module in OBJECT_KINDS:
+        if module.TABLE and module.TABLE not in TABLES:
+            raise ImportError(f"kind {module.KIND.value}: lab.yaml has no table {module.TABLE!r}")
+        if module.PARENT is not None and registry[module.PARENT] not in OBJECT_KINDS:
+            raise ImportError(f"kind {module.KIND.value}: its parent {module.PARENT.value} is not an LXD object")
+    if [m.KIND for m in OBJECT_KINDS if m.SCOPE == Scope.OWN] not in ([], [Kind.PROJECT]):
+        raise ImportError("only the project is read on its own")
+    return registry
+
+
+REGISTRY: dict[Kind, Kind_] = _check()
+_OBJECTS: dict[Kind, ObjectKind] = {m.KIND: m for m in OBJECT_KINDS}
+
+
+def rules(kind: Kind) -> Kind_:
     return REGISTRY[kind]
+
+
+def object_kind(kind: Kind) -> ObjectKind:
+    return _OBJECTS[kind]
+
+
+def tables() -> tuple[str, ...]:
+    """The lab.yaml tables that declare objects the lab owns (destroy empties them all)."""
+    return tuple(m.TABLE for m in OBJECT_KINDS if m.TABLE)

@@ -17,12 +17,21 @@ from ..errors import StaleState
 from ..network_acl import lxd_rule
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, own_config
+from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
     from ..spec import Lab
     from .runner import Runner
 
 KIND = Kind.ACL
+RANK = 10  # plan order
+SHAPE = ("octagon", "#f4cccc")
+COLLECTION = "network-acls"
+PARENT: Kind | None = None
+SCOPE = Scope.SHARED
+TABLE = "acls"
+NOUN = "network ACL"
+DEEP_READ = False
 REPLACE_FIELDS: tuple[str, ...] = ()
 DIRECTIONS = ("ingress", "egress")
 
@@ -37,7 +46,7 @@ def in_order(rules: Rules) -> list[dict[str, str]]:
     return [rules[k] for k in sorted(rules, key=int)]
 
 
-def desired(lab: Lab) -> list[Resource]:
+def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     return [Resource(acl(name), {"description": spec.description, "config": {},
                                  **{d: keyed([lxd_rule(r) for r in getattr(spec, d)]) for d in DIRECTIONS}})
             for name, spec in lab.acls.items()]
@@ -52,6 +61,10 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
 
 def _rule(raw: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in sorted(raw.items()) if v not in ("", None)}
+
+
+def comparable(have: Resource, want: Resource | None) -> Resource:
+    return have if want is None else align(want, have)
 
 
 def align(want: Resource, have: Resource) -> Resource:

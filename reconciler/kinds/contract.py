@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 class Scope(Enum):
     """Where LXD keeps a kind's objects, which decides how plan reads them."""
 
-    PROJECT = "project"  # in the lab's project (or the default one when the project does not isolate them)
-    SERVER = "server"  # one per server, whatever the project (projects, storage pools)
+    OWN = "own"  # the lab's own project object: read on its own, before anything in it
+    PROJECT = "project"  # in the lab's project: nothing to read while that project does not exist
+    SHARED = "shared"  # in the project, or the default one's while the project does not isolate them
+    SERVER = "server"  # one per server, whatever the project (storage pools)
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,17 @@ class ObjectKind(Kind_, Protocol):
 
     COLLECTION: str  # the API path under /1.0 ("networks"), or under the parent's object ("forwards")
     PARENT: Kind | None  # a nested kind's parent (a forward's network, a volume's pool); names are PARENT/NAME
-    SCOPE: Scope
+    SCOPE: Scope  # a nested kind is read where its parent is
+    DEEP_READ: bool  # read with recursion=2 when plan wants live addresses (instances: their state)
     TABLE: str  # the lab.yaml table that declares them ("" when none: the project is `project:`)
     NOUN: str  # how messages call one ("storage pool")
 
     def desired(self, lab: Lab, wanted: Wanted) -> list[Resource]: ...
+
+    def comparable(self, have: Resource, want: Resource | None) -> Resource:
+        """The live object as lab.yaml's compares with it: without what LXD fills in itself unless lab.yaml
+        sets it (a bridge's addresses), in lab.yaml's order where LXD keeps none (an ACL's rules)."""
+        ...
 
     def from_lxd(self, raw: Mapping[str, Any]) -> Resource | None:
         """LXD's JSON (a nested kind's with `parent` added: its parent's name) -> a Resource; None for an

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from .runner import Runner
 
 KIND = Kind.FILE
-REPLACE_FIELDS = ("type",)
+RANK = 70  # plan order
+SHAPE = ("note", "#ffffff")
+REPLACE_FIELDS: tuple[str, ...] = ("type",)
 DELETABLE = True  # those an earlier apply recorded
 UNKNOWN = "(known after apply)"
 TEMP_SUFFIX = ".reconciler-new"

@@ -32,13 +32,22 @@ from ..state import (
     own_config,
     referenced_networks,
 )
+from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
     from ..spec import Container, Lab
     from .runner import Runner
 
 KIND = Kind.INSTANCE
-REPLACE_FIELDS = ("type", "image")
+RANK = 50  # plan order
+SHAPE = ("box3d", "#cfe2f3")
+COLLECTION = "instances"
+PARENT: Kind | None = None
+SCOPE = Scope.PROJECT
+TABLE = "containers"
+NOUN = "container"
+DEEP_READ = True
+REPLACE_FIELDS: tuple[str, ...] = ("type", "image")
 # Container keys LXD documents as "Live update: no": accepted at once, effective after a restart.
 RESTART_KEYS = ("raw.lxc", "raw.idmap", "raw.seccomp", "security.privileged", "security.idmap.",
                 "security.syscalls.", "security.devlxd", "limits.kernel.", "linux.sysctl.", "nvidia.")
@@ -47,7 +56,11 @@ STOP_TIMEOUT = 30
 
 # --- desired ----------------------------------------------------------------------------------
 
-def desired(lab: Lab, name: str, c: Container, live_profiles: Mapping[str, Mapping[str, Any]]) -> Resource:
+def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
+    return [one(lab, name, c, wanted.live_profiles) for name, c in lab.containers.items()]
+
+
+def one(lab: Lab, name: str, c: Container, live_profiles: Mapping[str, Mapping[str, Any]]) -> Resource:
     devices = {d: dict(sorted(v.items())) for d, v in sorted(c.devices.items())}
     body = {"type": c.type, "image": c.image, "description": c.description, "profiles": list(c.profiles),
             "config": dict(sorted(c.config.items())), "devices": devices, "state": c.state}
@@ -93,6 +106,10 @@ def boot_settings(config: Mapping[str, Any], devices: Mapping[str, Mapping[str, 
 
 
 # --- live -------------------------------------------------------------------------------------
+
+def comparable(have: Resource, want: Resource | None) -> Resource:
+    return have  # LXD keeps what it was given
+
 
 def from_lxd(raw: Mapping[str, Any]) -> Resource:
     config = raw.get("config") or {}

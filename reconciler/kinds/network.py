@@ -8,18 +8,27 @@ from typing import TYPE_CHECKING, Any
 from ..address import Kind, acl, network
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, acls_named, digest, own_config
+from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
     from ..spec import Lab
     from .runner import Runner
 
 KIND = Kind.NETWORK
-REPLACE_FIELDS = ("type",)
+RANK = 20  # plan order
+SHAPE = ("hexagon", "#d9ead3")
+COLLECTION = "networks"
+PARENT: Kind | None = None
+SCOPE = Scope.SHARED
+TABLE = "networks"
+NOUN = "network"
+DEEP_READ = False
+REPLACE_FIELDS: tuple[str, ...] = ("type",)
 # Keys LXD fills in on a bridge when they are not given; not drift unless the lab sets them.
 DEFAULTED_KEYS = ("ipv4.address", "ipv4.nat", "ipv6.address", "ipv6.nat")
 
 
-def desired(lab: Lab) -> list[Resource]:
+def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     return [Resource(network(name), {"type": net.type, "description": net.description,
                                      "config": dict(sorted(net.config.items()))},
                      tuple(acl(n) for n in acls_named(net.config) if n in lab.acls))  # its ACLs first
@@ -36,7 +45,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource | None:
                     applied=config.get(APPLIED_KEY))
 
 
-def essence(have: Resource, want: Resource | None) -> Resource:
+def comparable(have: Resource, want: Resource | None) -> Resource:
     """The live network without the keys LXD filled in itself, unless lab.yaml sets them."""
     kept = want.body["config"] if want else {}
     config = without_defaults(have.body["config"], kept)

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from .runner import Runner
 
 KIND = Kind.PACKAGE
+RANK = 60  # plan order
+SHAPE = ("component", "#ead1dc")
 REPLACE_FIELDS: tuple[str, ...] = ()
 DELETABLE = False
 

@@ -8,12 +8,21 @@ from typing import TYPE_CHECKING, Any
 from ..address import Address, Kind, acl, network, profile
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, nic_acls, own_config, referenced_networks
+from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
     from ..spec import Lab
     from .runner import Runner
 
 KIND = Kind.PROFILE
+RANK = 40  # plan order
+SHAPE = ("folder", "#fff2cc")
+COLLECTION = "profiles"
+PARENT: Kind | None = None
+SCOPE = Scope.PROJECT
+TABLE = "profiles"
+NOUN = "profile"
+DEEP_READ = False
 REPLACE_FIELDS: tuple[str, ...] = ()
 
 
@@ -22,7 +31,7 @@ def deletable(address: Address) -> bool:
     return address.name != "default"
 
 
-def desired(lab: Lab) -> list[Resource]:
+def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     out = []
     for name, prof in lab.profiles.items():
         devices = {d: dict(sorted(v.items())) for d, v in sorted(prof.devices.items())}
@@ -31,6 +40,10 @@ def desired(lab: Lab) -> list[Resource]:
         deps += tuple(acl(n) for n in sorted(nic_acls(devices)) if n in lab.acls)
         out.append(Resource(profile(name), body, deps))
     return out
+
+
+def comparable(have: Resource, want: Resource | None) -> Resource:
+    return have  # LXD keeps what it was given
 
 
 def from_lxd(raw: Mapping[str, Any]) -> Resource:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..address import Kind, profile, project
 from ..plan import Action, Change, PlanError
 from ..state import APPLIED_KEY, OWNER_KEY, Body, LabState, Resource, digest, own_config
+from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
     from ..live import Live
@@ -27,16 +28,28 @@ if TYPE_CHECKING:
     from .runner import Runner
 
 KIND = Kind.PROJECT
+RANK = 0  # plan order
+SHAPE = ("tab", "#eeeeee")
+COLLECTION = "projects"
+PARENT: Kind | None = None
+SCOPE = Scope.OWN
+TABLE = ""
+NOUN = "project"
+DEEP_READ = False
 REPLACE_FIELDS: tuple[str, ...] = ()
 DEFAULT_PROFILE = "default"
 
 
-def desired(lab: Lab) -> list[Resource]:
+def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     return [Resource(project(lab.lxd.project), body(lab.project))] if lab.project else []
 
 
 def body(spec: OwnedProject) -> Body:
     return {"description": spec.description, "config": dict(sorted({**spec.config, **spec.features.config()}.items()))}
+
+
+def comparable(have: Resource, want: Resource | None) -> Resource:
+    return have  # LXD keeps what it was given
 
 
 def from_lxd(raw: Mapping[str, Any]) -> Resource:
@@ -62,7 +75,9 @@ def read(lxd: Lxd, lab: Lab, with_addresses: bool) -> tuple[dict | None, RawStat
     if found is not None:
         return found, lxd.read(with_addresses=with_addresses)
     features = lab.project.features
-    raw = lxd.read_before_project(shared_images=not features.images, shared_profiles=not features.profiles)
+    from . import OBJECT_KINDS  # the registry imports this module
+    shared = {k.KIND for k in OBJECT_KINDS if k.SCOPE == Scope.SHARED} | (set() if features.profiles else {Kind.PROFILE})
+    raw = lxd.read_before_project(shared, shared_images=not features.images)
     if features.profiles:
         raw.profiles.append(made_with(lab.lxd.project))
     return None, raw

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from .runner import Runner
 
 KIND = Kind.SERVICE
+RANK = 80  # plan order
+SHAPE = ("ellipse", "#fce5cd")
 REPLACE_FIELDS: tuple[str, ...] = ()
 DELETABLE = False  # services dropped from lab.yaml are left as they are
 PORT_TIMEOUT = 15.0
