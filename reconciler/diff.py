@@ -18,9 +18,6 @@ from .plan import Action, Change, Code, FieldChange, Origin, Reason
 from .source import field_path
 from .state import LabState, Resource, digest
 
-ABSENT_REASON = {**{k: "not in LXD" for k in Kind if not k.inside},
-                 Kind.PACKAGE: "not installed", Kind.FILE: "absent", Kind.SERVICE: "not set up"}
-
 
 def diff_states(desired: LabState, live: LabState) -> list[Change]:
     """Every change that takes `live` (owned by the lab) to `desired`."""
@@ -41,13 +38,12 @@ def diff_states(desired: LabState, live: LabState) -> list[Change]:
 
 
 def deletable(addr: Address) -> bool:
-    """Whether what lab.yaml no longer has is deleted: by kind (DELETABLE), or one by one (`deletable`)."""
-    kind = REGISTRY[addr.kind]
-    return getattr(kind, "DELETABLE", True) and getattr(kind, "deletable", lambda _: True)(addr)
+    """Whether what lab.yaml no longer has is deleted (its kind says)."""
+    return REGISTRY[addr.kind].deletable(addr)
 
 
 def create(want: Resource) -> Change:
-    return Change(want.address, (Action.CREATE,), (Reason(Code.ABSENT, ABSENT_REASON[want.address.kind]),),
+    return Change(want.address, (Action.CREATE,), (Reason(Code.ABSENT, REGISTRY[want.address.kind].ABSENT),),
                   None, want.body, origin=Origin.LAB, meta=want.meta, depends_on=want.depends_on)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Kind, acl
+from ..address import Address, Kind, acl
 from ..errors import StaleState
 from ..network_acl import lxd_rule
 from ..plan import Action, Change
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 KIND = Kind.ACL
 RANK = 10  # plan order
 SHAPE = ("octagon", "#f4cccc")
+ABSENT = "not in LXD"  # why a create: what the plan says of one that is not there
 COLLECTION = "network-acls"
 PARENT: Kind | None = None
 SCOPE = Scope.SHARED
@@ -37,6 +38,10 @@ DIRECTIONS = ("ingress", "egress")
 
 Rules = dict[str, dict[str, str]]
 
+
+
+def deletable(address: Address) -> bool:
+    return True  # what lab.yaml no longer has is deleted
 
 def keyed(rules: list[dict[str, str]]) -> Rules:
     return {str(i): rule for i, rule in enumerate(rules)}

@@ -16,7 +16,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..address import Kind
+    from ..address import Address, Kind
     from ..plan import Action, Change
     from ..spec import Lab
     from ..state import Resource
@@ -46,6 +46,11 @@ class Kind_(Protocol):
     RANK: int  # plan order: lower first (a project before its networks, a network before its forwards)
     SHAPE: tuple[str, str]  # `reconcile graph`: Graphviz node shape and fill colour
     REPLACE_FIELDS: tuple[str, ...]  # fields whose change means delete and create again
+    ABSENT: str  # why a create, as the plan says it ("not in LXD", "not installed")
+
+    def deletable(self, address: Address) -> bool:
+        """Whether one that lab.yaml no longer has is deleted (a package is left installed)."""
+        ...
 
     def apply(self, run: Runner, change: Change, action: Action) -> Any: ...
 
@@ -75,3 +80,4 @@ class ObjectKind(Kind_, Protocol):
 
 class InsideKind(Kind_, Protocol):
     """A thing inside a container, read by the container's one facts exec."""
+

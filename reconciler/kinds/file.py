@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Kind, file
+from ..address import Address, Kind, file
 from ..facts import MAX_SHOWN_BYTES, Facts
 from ..plan import Action, Change
 from ..state import Body, Resource
@@ -23,10 +23,15 @@ if TYPE_CHECKING:
 KIND = Kind.FILE
 RANK = 70  # plan order
 SHAPE = ("note", "#ffffff")
+ABSENT = "absent"  # why a create: what the plan says of one that is not there
 REPLACE_FIELDS: tuple[str, ...] = ("type",)
-DELETABLE = True  # those an earlier apply recorded
 UNKNOWN = "(known after apply)"
 TEMP_SUFFIX = ".reconciler-new"
+
+
+def deletable(address: Address) -> bool:
+    """Those an earlier apply recorded are deleted when lab.yaml drops them."""
+    return True
 
 
 def sha256(data: bytes) -> str:

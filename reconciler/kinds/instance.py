@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Kind, acl, instance, network, profile
+from ..address import Address, Kind, acl, instance, network, profile
 from ..errors import LxdError
 from ..plan import Action, Change, Code, FieldChange, Reason
 from ..source import field_path
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 KIND = Kind.INSTANCE
 RANK = 50  # plan order
 SHAPE = ("box3d", "#cfe2f3")
+ABSENT = "not in LXD"  # why a create: what the plan says of one that is not there
 COLLECTION = "instances"
 PARENT: Kind | None = None
 SCOPE = Scope.PROJECT
@@ -55,6 +56,10 @@ STOP_TIMEOUT = 30
 
 
 # --- desired ----------------------------------------------------------------------------------
+
+
+def deletable(address: Address) -> bool:
+    return True  # what lab.yaml no longer has is deleted
 
 def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     return [one(lab, name, c, wanted.live_profiles) for name, c in lab.containers.items()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Kind, acl, network
+from ..address import Address, Kind, acl, network
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, acls_named, digest, own_config
 from .contract import Scope, Wanted
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 KIND = Kind.NETWORK
 RANK = 20  # plan order
 SHAPE = ("hexagon", "#d9ead3")
+ABSENT = "not in LXD"  # why a create: what the plan says of one that is not there
 COLLECTION = "networks"
 PARENT: Kind | None = None
 SCOPE = Scope.SHARED
@@ -27,6 +28,10 @@ REPLACE_FIELDS: tuple[str, ...] = ("type",)
 # Keys LXD fills in on a bridge when they are not given; not drift unless the lab sets them.
 DEFAULTED_KEYS = ("ipv4.address", "ipv4.nat", "ipv6.address", "ipv6.nat")
 
+
+
+def deletable(address: Address) -> bool:
+    return True  # what lab.yaml no longer has is deleted
 
 def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     return [Resource(network(name), {"type": net.type, "description": net.description,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..address import Kind, instance, package
+from ..address import Address, Kind, instance, package
 from ..facts import Facts
 from ..plan import Action, Change
 from ..state import Resource
@@ -19,8 +19,13 @@ if TYPE_CHECKING:
 KIND = Kind.PACKAGE
 RANK = 60  # plan order
 SHAPE = ("component", "#ead1dc")
+ABSENT = "not installed"  # why a create: what the plan says of one that is not there
 REPLACE_FIELDS: tuple[str, ...] = ()
-DELETABLE = False
+
+
+def deletable(address: Address) -> bool:
+    """A package lab.yaml drops stays installed: removing one could take what others need with it."""
+    return False
 
 
 def desired(container: str, packages: tuple[str, ...]) -> list[Resource]:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ..address import Kind, profile, project
+from ..address import Address, Kind, profile, project
 from ..plan import Action, Change, PlanError
 from ..state import APPLIED_KEY, OWNER_KEY, Body, LabState, Resource, digest, own_config
 from .contract import Scope, Wanted
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 KIND = Kind.PROJECT
 RANK = 0  # plan order
 SHAPE = ("tab", "#eeeeee")
+ABSENT = "not in LXD"  # why a create: what the plan says of one that is not there
 COLLECTION = "projects"
 PARENT: Kind | None = None
 SCOPE = Scope.OWN
@@ -39,6 +40,10 @@ DEEP_READ = False
 REPLACE_FIELDS: tuple[str, ...] = ()
 DEFAULT_PROFILE = "default"
 
+
+
+def deletable(address: Address) -> bool:
+    return True  # what lab.yaml no longer has is deleted
 
 def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     return [Resource(project(lab.lxd.project), body(lab.project))] if lab.project else []

@@ -23,9 +23,14 @@ if TYPE_CHECKING:
 KIND = Kind.SERVICE
 RANK = 80  # plan order
 SHAPE = ("ellipse", "#fce5cd")
+ABSENT = "not set up"  # why a create: what the plan says of one that is not there
 REPLACE_FIELDS: tuple[str, ...] = ()
-DELETABLE = False  # services dropped from lab.yaml are left as they are
 PORT_TIMEOUT = 15.0
+
+
+def deletable(address: Address) -> bool:
+    """A service lab.yaml drops is left as it is (running or not)."""
+    return False
 
 
 def body(spec: ServiceSpec) -> Body:
