@@ -4,7 +4,7 @@ declares and the parts that failed pass 1, and the "did you mean" of a name."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -31,15 +31,35 @@ class Found(NamedTuple):
 
 @dataclass(frozen=True)
 class Declared:
-    """Every name lab.yaml declares, valid or not (None where a section could not be read), and the
-    parts of entries that failed pass 1 (left out, or stood in for: see `salvage_entry`)."""
+    """Every name lab.yaml declares, valid or not, by table (None where a table could not be read), and
+    the parts of entries that failed pass 1 (left out, or stood in for: see `salvage_entry`).  One
+    mapping for every table, so a kind's new table needs nothing here."""
 
-    networks: frozenset[str] | None
-    profiles: frozenset[str] | None
-    containers: frozenset[str] | None
-    acls: frozenset[str] | None = None
-    haproxy: frozenset[str] | None = None
+    names: Mapping[str, frozenset[str] | None]
     failed: PathSet = NO_PATHS
+
+    def of(self, table: str) -> frozenset[str] | None:
+        return self.names.get(table)
+
+    @property
+    def networks(self) -> frozenset[str] | None:
+        return self.of("networks")
+
+    @property
+    def profiles(self) -> frozenset[str] | None:
+        return self.of("profiles")
+
+    @property
+    def containers(self) -> frozenset[str] | None:
+        return self.of("containers")
+
+    @property
+    def acls(self) -> frozenset[str] | None:
+        return self.of("acls")
+
+    @property
+    def haproxy(self) -> frozenset[str] | None:
+        return self.of("haproxy")
 
     def broken_profiles(self, lab: Lab) -> frozenset[str]:
         """Declared profiles whose devices are unknown: they failed validation, or some of their devices did."""

@@ -129,7 +129,7 @@ def check_lab(doc: Document, folder: Path) -> tuple[Lab, list[Problem]]:
     failed = PathSet(failed_entries.paths | failed_shell.paths)
     lab = shell.model_copy(update=valid)
     everything = shell.model_copy(update={table: valid[table] | salvaged[table] for table in TABLES})
-    declared = Declared(**{table: _names(data, table, failed) for table in TABLES}, failed=failed)
+    declared = Declared({table: _names(data, table, failed) for table in TABLES}, failed=failed)
     found = name_problems(data) + value_problems(everything, folder, failed)
     found += reference_problems(everything, lab, declared)
     # What is said about a failed part (a stand-in's own values) is no fact; a bad name (a key) is.
