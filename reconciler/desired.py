@@ -17,6 +17,7 @@ from .address import file, instance, service
 from .inside import Provisioning, provisioning_of, render_file, waits_for
 from .kinds import acl as acl_kind
 from .kinds import file as file_kind
+from .kinds import forward as forward_kind
 from .kinds import instance as instance_kind
 from .kinds import network as network_kind
 from .kinds import package as package_kind
@@ -45,6 +46,8 @@ def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
         if container.state == "running":
             for res in inside(lab, name, provisioning_of(lab, name), base_dir, addresses, rendered):
                 add(state, res)
+    for res in forward_kind.desired(lab):
+        add(state, res)
     return project_kind.within(state, lab.lxd.project) if lab.project else state
 
 

@@ -25,6 +25,7 @@ from .diff import diff_states
 from .errors import LxdError
 from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, parse_facts, parse_record, record_path
 from .inside import container_facts, provisioning_of, record_key
+from .kinds import forward as forward_kind
 from .kinds import project as project_kind
 from .live import Live, forgive_network_defaults, host_routes, live_from_raw, provisioned, recorded_files, users_of
 from .plan import Action, Change, Code, Origin, Plan, PlanError, Reason, make_plan
@@ -50,6 +51,7 @@ class Sight(Enum):
 
 def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tuple[Plan, Context]:
     found_project, raw = project_kind.read(lxd, lab, needs_addresses(lab))
+    raw.forwards = forward_kind.read(lxd, lab, raw.networks) if found_project or not lab.project else []
     live = live_from_raw(raw, lab.lab)
     project_notes = project_kind.claim(live, lab, found_project, destroy)
     wanted = _nothing(lab) if destroy else lab
@@ -68,6 +70,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     renames = _renames(desired, owned) + adopted
     forgive_network_defaults(desired, owned)
     objects = diff_states(_objects(desired), _objects(owned))
+    forward_kind.check_deleted_networks(objects, live.foreign)
     objects = placement.placed(_with_sources(objects, live.images, owned) + renames, places, desired, owned)
     sight = _sight(wanted, owned, objects, placement.held(places))
     facts = read_facts(lxd, wanted, _readable(wanted, owned, renames, sight), desired)
@@ -88,6 +91,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
 
 def _nothing(lab: Lab) -> Lab:
     return Lab.model_construct(**{**dict(lab), "acls": {}, "networks": {}, "profiles": {}, "containers": {}, "haproxy": {},
+                                  "forwards": {},
                                   "project": None})
 
 

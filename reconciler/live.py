@@ -13,6 +13,7 @@ from .facts import Facts
 from .inside import Provisioning, record_key
 from .kinds import acl as acl_kind
 from .kinds import file as file_kind
+from .kinds import forward as forward_kind
 from .kinds import instance as instance_kind
 from .kinds import network as network_kind
 from .kinds import package as package_kind
@@ -51,7 +52,7 @@ def live_from_raw(raw: RawState, lab_name: str) -> Live:
     resources = ([acl_kind.from_lxd(a) for a in raw.acls]
                  + [r for r in map(network_kind.from_lxd, raw.networks) if r is not None]
                  + [profile_kind.from_lxd(p) for p in raw.profiles]
-                 + [instance_kind.from_lxd(i) for i in raw.instances])
+                 + [instance_kind.from_lxd(i) for i in raw.instances] + [forward_kind.from_lxd(f) for f in raw.forwards])
     for res in resources:
         if res.owner == lab_name:
             owned[res.address] = res

@@ -85,6 +85,7 @@ class RawState:
     instances: list[dict]
     images: list[dict]
     acls: list[dict] = field(default_factory=list)  # network ACLs
+    forwards: list[dict] = field(default_factory=list)  # network forwards, each with `parent`: its network
 
 
 class Lxd:
@@ -174,6 +175,18 @@ class Lxd:
                                   nodes))
         return RawState(*found)
 
+    def read_nested(self, parents: str, names: list[str], children: str) -> list[dict]:
+        """Each named parent's collection of children (one GET per parent, at once), each child's JSON with
+        `parent` added: the parent's name."""
+        from concurrent.futures import ThreadPoolExecutor
+        api = self.api
+
+        def children_of(name: str) -> list[dict]:
+            found = self._call("get", api[parents][name][children], params={"recursion": 1}).json()["metadata"]
+            return [{**child, "parent": name} for child in found or []]
+        with ThreadPoolExecutor(max(1, min(len(names), 8))) as pool:
+            return [child for found in pool.map(children_of, names) for child in found]
+
     def running_operations(self) -> list[Operation]:
         """Operations LXD is still running in this project (a killed run's create, start or exec)."""
         found = self._call("get", self.api.operations, params={"recursion": 1}).json()["metadata"] or {}
@@ -244,10 +257,15 @@ class Lxd:
     # --- writing ------------------------------------------------------------------------
 
     def _collection(self, kind: str):
+        if kind.startswith("forward/"):  # a network's forwards: forward/NETWORK
+            return self.api.networks[kind.split("/", 1)[1]].forwards
         return {"network": self.api.networks, "profile": self.api.profiles, "instance": self.api.instances,
                 "acl": self.api["network-acls"], "project": self.api.projects}[kind]
 
     def _node(self, kind: str, name: str):
+        if kind == "forward":  # nested: NETWORK/LISTEN_ADDRESS
+            parent, _, name = name.partition("/")
+            return self._collection(f"forward/{parent}")[name]
         return self._collection(kind)[name]
 
     def create(self, kind: str, body: dict, target: str | None = None) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..address import Kind
-from . import acl, file, instance, network, package, profile, project, service
+from . import acl, file, forward, instance, network, package, profile, project, service
 
-REGISTRY: dict[Kind, ModuleType] = {m.KIND: m for m in (project, acl, network, profile, instance, package, file,
-                                                        service)}
+REGISTRY: dict[Kind, ModuleType] = {m.KIND: m for m in (project, acl, network, profile, instance, forward, package,
+                                                        file, service)}
 
 
 def rules(kind: Kind) -> ModuleType:
