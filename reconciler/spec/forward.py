@@ -100,8 +100,8 @@ class Forward(Targeted):
         for protocol in ("tcp", "udp"):
             seen: set[int] = set()
             for entry in (p for p in self.ports if p.protocol == protocol):
-                twice = seen & set(port_numbers(entry.listen_port))
-                if twice:
-                    raise ValueError(f"{protocol} port {min(twice)} is listed twice (LXD refuses overlaps)")
-                seen |= set(port_numbers(entry.listen_port))
+                for port in port_numbers(entry.listen_port):
+                    if port in seen:
+                        raise ValueError(f"{protocol} port {port} is listed twice (LXD refuses overlaps)")
+                    seen.add(port)
         return self
