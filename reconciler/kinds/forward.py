@@ -11,6 +11,7 @@ network and target container, deleted before its network; LXD deletes a network'
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,16 @@ NOUN = "network forward"
 DEFAULT_TARGET = "target_address"  # the config key of the default target
 
 Ports = dict[str, dict[str, str]]
+# LXD 5.0 rewrites a network's whole forward firewall (nft chains fwdprert/fwdout.NETWORK) on each change,
+# and two changes at once on one network leave it wrong (seen: a deleted forward's rules kept, a created
+# one's missing): apply's parallel steps change one network's forwards one at a time.
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _network_lock(name: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(name, threading.Lock())
 
 
 def desired(lab: Lab, wanted: Wanted | None = None) -> list[Resource]:
@@ -97,6 +108,11 @@ def read(lxd: Lxd, lab: Lab, raw_networks: Iterable[Mapping[str, Any]]) -> list[
 # --- applied ----------------------------------------------------------------------------------
 
 def apply(run: Runner, change: Change, action: Action) -> None:
+    with _network_lock(change.address.name.partition("/")[0]):
+        _apply(run, change, action)
+
+
+def _apply(run: Runner, change: Change, action: Action) -> None:
     net, _, listen = change.address.name.partition("/")
     if action == Action.DELETE:
         return run.lxd.delete(KIND.value, change.address.name)
