@@ -197,3 +197,11 @@ def test_plan_reads_the_forwards_of_the_networks_it_owns_or_names(tmp_path):
             {"name": "theirs", "managed": True, "type": "bridge", "config": {"user.reconciler.lab": "other"}},
             {"name": "eth0", "managed": False, "type": "physical"}]
     assert forward_kind.networks_to_read(lab, nets) == ["lan", "mine"]
+
+
+def test_graph_draws_a_forward_after_the_container_it_leads_to(tmp_path):
+    from reconciler.graph import Edge, lab_graph, to_dot
+    graph = lab_graph("fwd", desired_state(load(tmp_path, LAB), tmp_path, {}, {}))
+    fwd = a.forward("lan", "10.203.117.250")
+    assert Edge(a.instance("web1"), fwd) in graph.edges
+    assert '"forward.lan/10.203.117.250" [label="forward\\nlan/10.203.117.250", shape=cds' in to_dot(graph)

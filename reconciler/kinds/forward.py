@@ -52,12 +52,13 @@ def _network_lock(name: str) -> threading.Lock:
 
 
 def desired(lab: Lab, wanted: Wanted | None = None) -> list[Resource]:
-    from ..spec.forward_refs import target_address
+    from ..spec.forward_refs import Targets
     out = []
+    targets = Targets(lab)
     for listen, fwd in lab.forwards.items():
-        default = target_address(lab, fwd.network, fwd)
+        default = targets.address(fwd.network, fwd)
         body = {"description": fwd.description, "config": {DEFAULT_TARGET: default} if default else {},
-                "ports": keyed(_port(target_address(lab, fwd.network, p), p) for p in fwd.ports)}
+                "ports": keyed(_port(targets.address(fwd.network, p), p) for p in fwd.ports)}
         out.append(Resource(forward(fwd.network, listen), body, (network(fwd.network),) + _targets(fwd)))
     return out
 

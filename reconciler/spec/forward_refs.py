@@ -19,22 +19,40 @@ def fixed_address(lab: Lab, container: str, network: str) -> str | None:
     return found[0] if found else None
 
 
+class Targets:
+    """Targets resolved to addresses, each (container, network) worked out once: a lab.yaml may name one
+    container in many ports, each through profiles with many devices."""
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self._found: dict[tuple[str, str], str | None] = {}
+
+    def fixed(self, container: str, network: str) -> str | None:
+        if (container, network) not in self._found:
+            self._found[container, network] = fixed_address(self.lab, container, network)
+        return self._found[container, network]
+
+    def address(self, network: str, t: Targeted) -> str | None:
+        return self.fixed(t.target, network) if t.target is not None else t.target_address
+
+
 def forward_problems(lab: Lab, declared: Declared) -> list[Found]:
     """Each forward's network is the lab's or existing, its listen address a usable one on it, and each
     target a container with a fixed address there."""
     out: list[Found] = []
+    targets = Targets(lab)
     for listen, fwd in lab.forwards.items():
         where = ("forwards", listen)
         wrong = _network_problems(lab, declared, where, listen, fwd)
         out += wrong
         if any(f.path == where + ("network",) for f in wrong):
             continue  # no network to find the targets' addresses on
-        targets = [(where, fwd)] + [(where + ("ports", i), p) for i, p in enumerate(fwd.ports)]
-        out += [f for path, t in targets for f in _target_problems(lab, declared, path, fwd.network, t)]
-        default = target_address(lab, fwd.network, fwd)
+        named = [(where, fwd)] + [(where + ("ports", i), p) for i, p in enumerate(fwd.ports)]
+        out += [f for path, t in named for f in _target_problems(targets, declared, path, fwd.network, t)]
+        default = targets.address(fwd.network, fwd)
         out += [Found(where + ("ports", i), f"its target {default} is the forward's default target too, which"
                       " LXD refuses: drop the port (the default target gets every port) or the default")
-                for i, p in enumerate(fwd.ports) if default and target_address(lab, fwd.network, p) == default]
+                for i, p in enumerate(fwd.ports) if default and targets.address(fwd.network, p) == default]
     return out
 
 
@@ -60,20 +78,15 @@ def _network_problems(lab: Lab, declared: Declared, where: tuple, listen: str, f
     return []
 
 
-def _target_problems(lab: Lab, declared: Declared, path: tuple, network: str, t: Targeted) -> list[Found]:
+def _target_problems(targets: Targets, declared: Declared, path: tuple, network: str, t: Targeted) -> list[Found]:
     if t.target is None or declared.containers is None:
         return []
     if t.target not in declared.containers:
         return [Found(path + ("target",), f"unknown container {t.target!r}{suggest(t.target, declared.containers)}")]
-    if t.target not in lab.containers:
+    if t.target not in targets.lab.containers:
         return []  # declared, but failed pass 1: its NICs are unknown
-    if fixed_address(lab, t.target, network) is None:
+    if targets.fixed(t.target, network) is None:
         return [Found(path + ("target",), f"container {t.target!r} has no fixed ipv4.address on network"
                       f" {network!r}: give its NIC there one, or write target_address")]
     return []
 
-
-def target_address(lab: Lab, network: str, t: Targeted) -> str | None:
-    if t.target is not None:
-        return fixed_address(lab, t.target, network)
-    return t.target_address
