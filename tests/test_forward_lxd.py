@@ -141,3 +141,21 @@ def test_a_forward_not_the_labs_is_never_touched_and_destroy_removes_the_labs(la
     done = run(lab, "destroy", "--yes")
     assert done.index(f"forward.{lab.tag}f/{LISTEN}: deleted") < done.index(f"network.{lab.tag}f: deleted"), done
     assert f"{lab.tag}f" not in sh("lxc", "network", "list", "--format=csv").stdout
+
+
+def test_plan_reads_forwards_in_one_call_per_network_however_many(lab):
+    from reconciler.engine import build_plan
+    from reconciler.lxd import Lxd
+    from reconciler.spec import load_lab
+
+    def calls(n: int) -> int:
+        text = LAB.split("containers:")[0] + "forwards:\n" + "".join(
+            f'  "10.203.117.{240 + i}": {{network: @TAG@f, target_address: 10.203.117.{10 + i}}}\n' for i in range(n))
+        applied(lab, text)
+        lxd = Lxd(None, lab.project)
+        spec, _ = load_lab(lab.file)
+        made, _ = build_plan(spec, lab.dir, lxd)
+        assert made.empty
+        return lxd.calls
+    assert calls(1) == calls(5)
+    assert len(forwards(lab)) == 5
