@@ -36,6 +36,8 @@ PARENT: Kind | None = Kind.NETWORK
 SCOPE = Scope.PROJECT
 TABLE = "forwards"
 NOUN = "network forward"
+ABSENT = "not in LXD"  # why a create (the registry's contract on main)
+DEEP_READ = False  # nothing in it needs live addresses
 DEFAULT_TARGET = "target_address"  # the config key of the default target
 
 Ports = dict[str, dict[str, str]]
@@ -61,6 +63,14 @@ def desired(lab: Lab, wanted: Wanted | None = None) -> list[Resource]:
                 "ports": keyed(_port(targets.address(fwd.network, p), p) for p in fwd.ports)}
         out.append(Resource(forward(fwd.network, listen), body, (network(fwd.network),) + _targets(fwd)))
     return out
+
+
+def deletable(address: Address) -> bool:
+    return True  # one lab.yaml no longer has is deleted
+
+
+def comparable(have: Resource, want: Resource | None) -> Resource:
+    return have  # LXD fills in nothing of its own (empty port fields are left out by `keyed`)
 
 
 def _targets(fwd: Forward) -> tuple:
