@@ -1,6 +1,7 @@
 """Addresses: what a resource is called, as a value.  Parsed once; printed only at the edges.
 
-`project.lab1`, `acl.web-only`, `network.lan0`, `profile.macvlan`, `instance.web1` name LXD objects; `package.web1:apache2`,
+`project.lab1`, `acl.web-only`, `network.lan0`, `profile.macvlan`, `instance.web1`,
+`forward.lan/10.203.117.250` name LXD objects; `package.web1:apache2`,
 `file.proxyha:/etc/haproxy/haproxy.cfg`, `service.proxyha:haproxy` name things inside a container.
 """
 
@@ -19,6 +20,7 @@ class Kind(StrEnum):
     NETWORK = "network"
     PROFILE = "profile"
     INSTANCE = "instance"
+    FORWARD = "forward"  # an LXD network forward: after its network and the container it leads to
     PACKAGE = "package"
     FILE = "file"
     SERVICE = "service"
@@ -103,6 +105,11 @@ def profile(name: str) -> Address:
 
 def instance(name: str) -> Address:
     return Address(Kind.INSTANCE, name)
+
+
+def forward(network_name: str, listen_address: str) -> Address:
+    """A network's forward: `forward.lan/10.203.117.250` (nested: PARENT/NAME)."""
+    return Address(Kind.FORWARD, f"{network_name}/{listen_address}")
 
 
 def package(container: str, name: str) -> Address:

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import placement
-from .address import Kind, instance, network, profile
+from .address import Address, Kind, instance, network, profile
 from .context import Context
 from .desired import desired_state, root_disk_problems
 from .diff import diff_states
 from .errors import LxdError
 from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, parse_facts, parse_record, record_path
 from .inside import container_facts, provisioning_of, record_key
+from .kinds import object_kind, tables
 from .kinds import project as project_kind
-from .kinds import tables
 from .live import Live, as_comparable, host_routes, live_from_raw, provisioned, recorded_files, users_of
 from .plan import Action, Change, Code, Origin, Plan, PlanError, Reason, make_plan
 from .source import field_path
@@ -69,6 +69,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     renames = _renames(desired, owned) + adopted
     as_comparable(desired, owned)
     objects = diff_states(_objects(desired), _objects(owned))
+    _check_foreign_children(objects, live.foreign)
     objects = placement.placed(_with_sources(objects, live.images, owned) + renames, places, desired, owned)
     sight = _sight(wanted, owned, objects, placement.held(places))
     facts = read_facts(lxd, wanted, _readable(wanted, owned, renames, sight), desired)
@@ -85,6 +86,17 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.has_record)
     return plan, Context(lab, base_dir, recorded, facts, frozenset(desired.keys() | owned.keys()))
+
+
+def _check_foreign_children(changes: list[Change], foreign: Mapping[Address, str | None]) -> None:
+    """Refuse to delete or replace an object that holds one of a nested kind the lab does not own: LXD
+    would delete it with its parent (a network's forwards), or refuse halfway through an apply."""
+    gone = {(c.address.kind, c.address.name) for c in changes if {Action.DELETE, Action.REPLACE} & set(c.actions)}
+    held = sorted(a for a in foreign if (parent := object_kind(a.kind).PARENT if not a.kind.inside else None)
+                  and (parent, a.name.rpartition("/")[0]) in gone)
+    if held:
+        raise PlanError("\n".join(f"{object_kind(a.kind).PARENT}.{a.name.rpartition('/')[0]} holds {a}, which is"
+                                  " not this lab's: delete or move it by hand first" for a in held))
 
 
 def _nothing(lab: Lab) -> Lab:

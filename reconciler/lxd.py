@@ -11,8 +11,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pylxd
 import requests
@@ -77,6 +78,13 @@ def candidate_sockets(socket: str | None) -> list[str]:
     if os.environ.get("LXD_DIR"):
         return [os.path.join(os.environ["LXD_DIR"], "unix.socket")]
     return list(SOCKETS)
+
+
+Nested = Callable[[ObjectKind, Mapping[str, Any]], bool]  # (nested kind, parent's JSON) -> read under it?
+
+
+def NO_NESTED(kind: ObjectKind, parent: Mapping[str, Any]) -> bool:
+    return False  # `import` and `check` need no nested kind
 
 
 @dataclass
@@ -177,21 +185,21 @@ class Lxd:
 
     # --- reading ------------------------------------------------------------------------
 
-    def read(self, with_addresses: bool) -> RawState:
+    def read(self, with_addresses: bool, under: Nested = NO_NESTED) -> RawState:
         """Everything in the project: one GET per kind however many objects it holds, all at once, then
-        one per parent object for the nested kinds (a network's forwards)."""
+        one per parent object `under` accepts for the nested kinds (a network's forwards)."""
         top = [k for k in OBJECT_KINDS if k.PARENT is None and k.SCOPE != Scope.OWN]
-        return self._read_kinds(top, with_addresses, shared=set(), images=True)
+        return self._read_kinds(top, with_addresses, set(), True, under)
 
-    def read_before_project(self, shared: set[Kind], shared_images: bool) -> RawState:
+    def read_before_project(self, shared: set[Kind], shared_images: bool, under: Nested = NO_NESTED) -> RawState:
         """What a plan can read while the lab's own project does not exist yet (LXD refuses every read
         in a missing project): what is server-wide, and what the project will share with the default
         project (`shared`: networks and ACLs, profiles when it keeps none; images); nothing of its own."""
         top = [k for k in OBJECT_KINDS if k.PARENT is None and (k.SCOPE == Scope.SERVER or k.KIND in shared)]
-        return self._read_kinds(top, False, shared, shared_images)
+        return self._read_kinds(top, False, shared, shared_images, under)
 
     def _read_kinds(self, top: list[ObjectKind], with_addresses: bool, shared: set[Kind],
-                    images: bool) -> RawState:
+                    images: bool, under: Nested) -> RawState:
         from concurrent.futures import ThreadPoolExecutor
         api = self.api  # one client's session for every GET (plain GETs: its connection pool is shared)
 
@@ -208,7 +216,7 @@ class Lxd:
             found = dict(zip([j[0].KIND for j in jobs], pool.map(lambda j: get(*j[1:]), jobs)))
             nested = [(k, parent, raw["name"]) for k in OBJECT_KINDS if k.PARENT is not None and k.PARENT in found
                       for parent in [object_kind(k.PARENT)] for raw in found[parent.KIND]
-                      if parent.from_lxd(raw) is not None]  # not under a host interface LXD lists
+                      if parent.from_lxd(raw) is not None and under(k, raw)]  # not under a host interface
             children = pool.map(lambda n: [{**c, "parent": n[2]} for c in get(
                 api[n[1].COLLECTION][n[2]][n[0].COLLECTION], project_of(n[1]))], nested)
             for (kind, _, _), listed in zip(nested, children):

@@ -9,11 +9,18 @@ mypy cannot see.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
 from ..address import Kind
-from . import acl, file, instance, network, package, profile, project, service
+from ..state import OWNER_KEY
+from . import acl, file, forward, instance, network, package, profile, project, service
 from .contract import InsideKind, Kind_, ObjectKind, Scope
 
-OBJECT_KINDS: tuple[ObjectKind, ...] = (project, acl, network, profile, instance)
+if TYPE_CHECKING:
+    from ..spec import Lab
+
+OBJECT_KINDS: tuple[ObjectKind, ...] = (project, acl, network, profile, instance, forward)
 INSIDE_KINDS: tuple[InsideKind, ...] = (package, file, service)
 
 
@@ -23,7 +30,7 @@ def _check() -> dict[Kind, Kind_]:
     registry: dict[Kind, Kind_] = {}
     parts = ("KIND", "RANK", "SHAPE", "REPLACE_FIELDS", "ABSENT", "deletable", "apply")
     object_parts = parts + ("COLLECTION", "PARENT", "SCOPE", "TABLE", "NOUN", "DEEP_READ", "desired", "from_lxd",
-                             "comparable")
+                             "comparable", "parents")
     for module, needed in [(m, object_parts) for m in OBJECT_KINDS] + [(m, parts) for m in INSIDE_KINDS]:
         missing = [p for p in needed if not hasattr(module, p)]
         if missing:
@@ -54,6 +61,15 @@ def rules(kind: Kind) -> Kind_:
 
 def object_kind(kind: Kind) -> ObjectKind:
     return _OBJECTS[kind]
+
+
+def nested_reads(lab: Lab) -> Callable[[ObjectKind, Mapping[str, Any]], bool]:
+    """Which parent objects plan reads a nested kind under: those the lab owns (destroy deletes what is in
+    them first) and those lab.yaml names for it (what someone else made there is seen, never overwritten);
+    not every network on the server, whose number is not the lab's."""
+    def wanted(kind: ObjectKind, parent: Mapping[str, Any]) -> bool:
+        return (parent.get("config") or {}).get(OWNER_KEY) == lab.lab or parent["name"] in kind.parents(lab)
+    return wanted
 
 
 def tables() -> tuple[str, ...]:

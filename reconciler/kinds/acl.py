@@ -68,6 +68,10 @@ def _rule(raw: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in sorted(raw.items()) if v not in ("", None)}
 
 
+def parents(lab: Lab) -> set[str]:
+    return set()  # not nested
+
+
 def comparable(have: Resource, want: Resource | None) -> Resource:
     return have if want is None else align(want, have)
 

@@ -72,6 +72,10 @@ class ObjectKind(Kind_, Protocol):
         sets it (a bridge's addresses), in lab.yaml's order where LXD keeps none (an ACL's rules)."""
         ...
 
+    def parents(self, lab: Lab) -> set[str]:
+        """A nested kind's parent objects that lab.yaml names (a forward's network); empty for a top-level kind."""
+        ...
+
     def from_lxd(self, raw: Mapping[str, Any]) -> Resource | None:
         """LXD's JSON (a nested kind's with `parent` added: its parent's name) -> a Resource; None for an
         object no lab could own (a host interface LXD lists with the networks)."""

@@ -112,6 +112,10 @@ def boot_settings(config: Mapping[str, Any], devices: Mapping[str, Mapping[str, 
 
 # --- live -------------------------------------------------------------------------------------
 
+def parents(lab: Lab) -> set[str]:
+    return set()  # not nested
+
+
 def comparable(have: Resource, want: Resource | None) -> Resource:
     return have  # LXD keeps what it was given
 

@@ -50,6 +50,10 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource | None:
                     applied=config.get(APPLIED_KEY))
 
 
+def parents(lab: Lab) -> set[str]:
+    return set()  # not nested
+
+
 def comparable(have: Resource, want: Resource | None) -> Resource:
     """The live network without the keys LXD filled in itself, unless lab.yaml sets them."""
     kept = want.body["config"] if want else {}

@@ -43,6 +43,10 @@ def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     return out
 
 
+def parents(lab: Lab) -> set[str]:
+    return set()  # not nested
+
+
 def comparable(have: Resource, want: Resource | None) -> Resource:
     return have  # LXD keeps what it was given
 

@@ -53,6 +53,10 @@ def body(spec: OwnedProject) -> Body:
     return {"description": spec.description, "config": dict(sorted({**spec.config, **spec.features.config()}.items()))}
 
 
+def parents(lab: Lab) -> set[str]:
+    return set()  # not nested
+
+
 def comparable(have: Resource, want: Resource | None) -> Resource:
     return have  # LXD keeps what it was given
 
@@ -74,15 +78,16 @@ def within(state: LabState, name: str) -> LabState:
 
 def read(lxd: Lxd, lab: Lab, with_addresses: bool) -> tuple[dict | None, RawState]:
     """The owned project as LXD has it (None: absent), and what plan can read of the lab."""
+    from . import OBJECT_KINDS, nested_reads  # the registry imports this module
+    under = nested_reads(lab)
     if lab.project is None:
-        return None, lxd.read(with_addresses=with_addresses)
+        return None, lxd.read(with_addresses, under)
     found = lxd.project_info()
     if found is not None:
-        return found, lxd.read(with_addresses=with_addresses)
+        return found, lxd.read(with_addresses, under)
     features = lab.project.features
-    from . import OBJECT_KINDS  # the registry imports this module
     shared = {k.KIND for k in OBJECT_KINDS if k.SCOPE == Scope.SHARED} | (set() if features.profiles else {Kind.PROFILE})
-    raw = lxd.read_before_project(shared, shared_images=not features.images)
+    raw = lxd.read_before_project(shared, not features.images, under)
     if features.profiles:
         raw.profiles.append(made_with(lab.lxd.project))
     return None, raw

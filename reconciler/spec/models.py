@@ -25,6 +25,7 @@ from .. import schema as editor_schema
 from ..network_acl import ACL_NAME, NetworkAcl
 from ..provision import PATH, SERVICE_NAME, FileSpec, ServiceSpec
 from ..source import as_written
+from .forward import LISTEN_ADDRESS, Forward
 
 # The image servers `remote:alias` may name, as the lxc client knows them.
 REMOTES = {"images": "https://images.linuxcontainers.org",
@@ -274,6 +275,7 @@ class Lab(Strict):
     profiles: dict[str, Profile] = _keyed(PROFILE_NAME, "profiles the lab owns")
     containers: dict[str, Container] = _keyed(INSTANCE_NAME, "containers the lab owns")
     acls: dict[str, NetworkAcl] = _keyed(ACL_NAME, "network ACLs the lab owns (security.acls of networks name them)")
+    forwards: dict[str, Forward] = _keyed(LISTEN_ADDRESS, "network forwards the lab owns, keyed by listen address")
     haproxy: dict[str, haproxy_spec.HAProxy] = _keyed(INSTANCE_NAME, "HAProxy, keyed by the container"
                                                       " running it")
 
@@ -296,10 +298,11 @@ def without_extensions(data: Any) -> Any:
 
 
 TABLES: dict[str, type[BaseModel]] = {"acls": NetworkAcl, "networks": Network, "profiles": Profile,
-                                      "containers": Container, "haproxy": haproxy_spec.HAProxy}
+                                      "containers": Container, "haproxy": haproxy_spec.HAProxy,
+                                      "forwards": Forward}
 TABLE_NAMES = {"acls": (ACL_NAME, "network ACL"), "networks": (NETWORK_NAME, "network"),
                "profiles": (PROFILE_NAME, "profile"),
-               "containers": (INSTANCE_NAME, "container")}
+               "containers": (INSTANCE_NAME, "container"), "forwards": (LISTEN_ADDRESS, "forward listen address")}
 
 
 def expanded_devices(lab: Lab, container: Container) -> dict[str, dict[str, str]]:

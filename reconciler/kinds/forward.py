@@ -1,0 +1,131 @@
+"""LXD network forwards the lab owns (`forward.NETWORK/LISTEN_ADDRESS`), nested under their network.
+
+A forward sends traffic for a listen address on a bridge to other addresses, DNAT in the kernel, so the
+target sees the client's own address (no proxy in between).  Targets are lab containers with a fixed
+address on the bridge, resolved from lab.yaml alone.  The ports are kept keyed by "PROTOCOL:LISTEN_PORT",
+so a plan shows a field per port (`ports.tcp:80.target_port: "80" -> "8080"`) whatever order LXD keeps.
+LXD 5.0 takes `user.*` config keys on a forward: it is tagged as every other object.  A forward is read
+per network (one GET each, for the networks the lab owns or names in `forwards:`: `parents`), created after its
+network and target container, deleted before its network; LXD deletes a network's forwards with it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..address import Address, Kind, forward, instance, network
+from ..errors import StaleState
+from ..plan import Action, Change
+from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, own_config
+from .contract import Scope, Wanted
+
+if TYPE_CHECKING:
+    from ..spec import Lab
+    from ..spec.forward import Forward, ForwardPort
+    from .runner import Runner
+
+KIND = Kind.FORWARD
+RANK = 55  # after the instances it leads to (and their networks), before what runs inside containers
+SHAPE = ("cds", "#d0e0e3")
+REPLACE_FIELDS: tuple[str, ...] = ()  # its identity is its address (network and listen address): all else is PUT
+COLLECTION = "forwards"
+PARENT: Kind | None = Kind.NETWORK
+SCOPE = Scope.SHARED  # where its network is
+TABLE = "forwards"
+NOUN = "network forward"
+ABSENT = "not in LXD"  # why a create
+DEEP_READ = False  # nothing in it needs live addresses
+DEFAULT_TARGET = "target_address"  # the config key of the default target
+
+Ports = dict[str, dict[str, str]]
+# LXD 5.0 rewrites a network's whole forward firewall (nft chains fwdprert/fwdout.NETWORK) on each change,
+# and two changes at once on one network leave it wrong (seen: a deleted forward's rules kept, a created
+# one's missing): apply's parallel steps change one network's forwards one at a time.
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _network_lock(name: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(name, threading.Lock())
+
+
+def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
+    from ..spec.forward_refs import Targets
+    out = []
+    targets = Targets(lab)
+    for listen, fwd in lab.forwards.items():
+        default = targets.address(fwd.network, fwd)
+        body = {"description": fwd.description, "config": {DEFAULT_TARGET: default} if default else {},
+                "ports": keyed(_port(targets.address(fwd.network, p), p) for p in fwd.ports)}
+        out.append(Resource(forward(fwd.network, listen), body, (network(fwd.network),) + _targets(fwd)))
+    return out
+
+
+def deletable(address: Address) -> bool:
+    return True  # one lab.yaml no longer has is deleted
+
+
+def comparable(have: Resource, want: Resource | None) -> Resource:
+    return have  # LXD fills in nothing of its own (empty port fields are left out by `keyed`)
+
+
+def _targets(fwd: Forward) -> tuple:
+    """The lab containers it leads to: a forward to a container not there yet is pointless."""
+    named = [fwd.target] + [p.target for p in fwd.ports]
+    return tuple(instance(c) for c in dict.fromkeys(n for n in named if n is not None))
+
+
+def _port(address: str | None, port: ForwardPort) -> dict[str, str]:
+    fields = {"protocol": port.protocol, "listen_port": port.listen_port, "target_address": address or "",
+              "target_port": port.target_port or "", "description": port.description}
+    return {k: v for k, v in fields.items() if v}
+
+
+def keyed(ports: Iterable[Mapping[str, Any]]) -> Ports:
+    """LXD's list of ports -> {"tcp:80": {...}}, the fields LXD leaves empty left out."""
+    out = {}
+    for port in ports:
+        kept = {k: str(v) for k, v in sorted(port.items()) if v not in ("", None)}
+        out[f"{kept.get('protocol', '')}:{kept.get('listen_port', '')}"] = kept
+    return dict(sorted(out.items()))
+
+
+def from_lxd(raw: Mapping[str, Any]) -> Resource:
+    """LXD's JSON, with `parent` (the network's name) added by the read."""
+    config = raw.get("config") or {}
+    body: Body = {"description": raw.get("description", ""), "config": own_config(config),
+                  "ports": keyed(raw.get("ports") or [])}
+    return Resource(forward(raw["parent"], raw["listen_address"]), body, (network(raw["parent"]),),
+                    owner=config.get(OWNER_KEY), applied=config.get(APPLIED_KEY))
+
+
+def parents(lab: Lab) -> set[str]:
+    """The networks lab.yaml's forwards name: plan reads their forwards (and those of the lab's own networks),
+    so a forward someone else made there is seen, never overwritten."""
+    return {f.network for f in lab.forwards.values()}
+
+
+# --- applied ----------------------------------------------------------------------------------
+
+def apply(run: Runner, change: Change, action: Action) -> None:
+    with _network_lock(change.address.name.partition("/")[0]):
+        _apply(run, change, action)
+
+
+def _apply(run: Runner, change: Change, action: Action) -> None:
+    net, _, listen = change.address.name.partition("/")
+    if action == Action.DELETE:
+        return run.lxd.delete(KIND.value, change.address.name)
+    want = change.after or {}
+    body = {"description": want["description"],
+            "config": {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)},
+            "ports": list(want["ports"].values())}
+    if action == Action.CREATE:
+        return run.lxd.create(KIND.value, {"listen_address": listen, **body}, parent=net)
+    raw, etag = run.lxd.get(KIND.value, change.address.name)
+    if from_lxd(raw).body != change.before:
+        raise StaleState(f"{change.address} changed since the plan was made; run plan again")
+    run.lxd.put(KIND.value, change.address.name, body, etag)

@@ -1,0 +1,161 @@
+"""Network forwards on a real LXD, proven by HTTP from the host to the forward's listen address.
+
+The lab has its own bridge (10.203.117.0/24, no NAT, no IPv6) and a tiny container with a fixed address
+serving HTTP (busybox httpd on 80, the image's; and on 81 a CGI that prints the client's address, started
+by the test).  The host asks 10.203.117.250, an address of the bridge's subnet outside its DHCP range:
+the kernel forwards it (DNAT) and the container sees the host's own address on the bridge as the client,
+not 127.0.0.1 and not a proxy's."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+from conftest import sh
+
+LISTEN = "10.203.117.250"
+LAB = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+networks:
+  @TAG@f:
+    config: {ipv4.address: 10.203.117.1/24, ipv4.nat: false, ipv6.address: none,
+             ipv4.dhcp.ranges: 10.203.117.100-10.203.117.200}
+containers:
+  web1:
+    image: reconciler-tiny
+    devices: {eth0: {type: nic, network: @TAG@f, name: eth0, ipv4.address: 10.203.117.10}}
+forwards:
+  "10.203.117.250":
+    network: @TAG@f
+    description: the web front
+    ports:
+      - {protocol: tcp, listen_port: "8080-8081", target_port: "80-81", target: web1, description: HTTP}
+"""
+CGI = '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\nclient=%s\\n" "$REMOTE_ADDR"\n'
+WHO = ["sh", "-c", 'mkdir -p /srv/who/cgi-bin && printf "%s" "$1" > /srv/who/cgi-bin/who'
+       ' && chmod +x /srv/who/cgi-bin/who && httpd -p 81 -h /srv/who', "sh", CGI]  # the script as data
+
+
+def run(lab, *args: str) -> str:
+    result = lab.run(*args)
+    assert result.code == 0, result.out + result.err
+    return result.out
+
+
+def applied(lab, text: str = LAB, *flags: str) -> str:
+    lab.write(text)
+    return run(lab, "apply", "--yes", *flags)
+
+
+def get(url: str, deadline: float = 15) -> str:
+    """One answered GET, tried until the deadline (the container's httpd may still be starting)."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as answer:
+                body = answer.read(4096).decode()
+                print(f"host -> {url}: {body.strip()}")  # the record of traffic (pytest -s shows it)
+                return body
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.5)
+
+
+def unanswered(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=3).close()
+        return False
+    except (urllib.error.URLError, OSError):
+        return True
+
+
+def forwards(lab) -> dict[str, dict]:
+    found = json.loads(sh("lxc", "query", f"/1.0/networks/{lab.tag}f/forwards?recursion=1&project={lab.project}").stdout)
+    return {f["listen_address"]: f for f in found}
+
+
+def test_a_forward_reaches_its_container_which_sees_the_hosts_address(lab):
+    lab.write(LAB)
+    planned = run(lab, "plan")
+    assert f"+ forward.{lab.tag}f/{LISTEN} will be created" in planned, planned
+    done = applied(lab)
+    assert done.index("instance.web1: created") < done.index(f"forward.{lab.tag}f/{LISTEN}: created"), done
+    made = forwards(lab)[LISTEN]
+    assert made["config"]["user.reconciler.lab"] == lab.tag and made["description"] == "the web front"
+    assert "No changes." in run(lab, "plan")
+    assert "reconciler-tiny" in get(f"http://{LISTEN}:8080/")
+    lab.lxc("exec", "web1", "--", *WHO)
+    assert get(f"http://{LISTEN}:8081/cgi-bin/who").strip() in ("client=10.203.117.1", "client=[::ffff:10.203.117.1]")
+
+
+def test_drift_is_shown_and_repaired_and_lab_yaml_changes_are_applied(lab):
+    applied(lab)
+    lab.lxc("network", "forward", "port", "add", f"{lab.tag}f", LISTEN, "tcp", "9090", "10.203.117.10", "80")
+    lab.lxc("network", "forward", "set", f"{lab.tag}f", LISTEN, "target_address=10.203.117.11")
+    assert "reconciler-tiny" in get(f"http://{LISTEN}:9090/")  # the hand-made port is live
+    shown = run(lab, "plan")
+    assert f"~ forward.{lab.tag}f/{LISTEN} will be updated in place" in shown and "[changed outside lab.yaml]" in shown
+    assert '"target_port": "80"} -> (none)' in shown and 'config.target_address: "10.203.117.11" -> (none)' in shown
+    applied(lab)
+    assert "No changes." in run(lab, "plan") and unanswered(f"http://{LISTEN}:9090/")
+    assert set(forwards(lab)[LISTEN]["config"]) == {"user.reconciler.lab", "user.reconciler.applied"}
+    # lab.yaml moves the port: updated in place
+    moved = applied(lab, LAB.replace('listen_port: "8080-8081", target_port: "80-81"', 'listen_port: 8000, target_port: 80'))
+    assert f"forward.{lab.tag}f/{LISTEN}: updated" in moved
+    assert "reconciler-tiny" in get(f"http://{LISTEN}:8000/") and unanswered(f"http://{LISTEN}:8080/")
+    # lab.yaml moves the listen address (the forward's identity): the old one goes, new ones come, in one
+    # apply (LXD 5.0 mangles its firewall when one network's forwards change at once: apply takes turns)
+    table = LAB.split("forwards:\n")[1]
+    other = applied(lab, LAB.split("forwards:\n")[0] + "forwards:\n" + "".join(
+        table.replace(f'"{LISTEN}":', f'"10.203.117.{n}":') for n in (251, 252, 253)))
+    assert f"forward.{lab.tag}f/{LISTEN}: deleted" in other and f"forward.{lab.tag}f/10.203.117.251: created" in other
+    assert sorted(forwards(lab)) == ["10.203.117.251", "10.203.117.252", "10.203.117.253"]
+    assert all("reconciler-tiny" in get(f"http://10.203.117.{n}:8080/") for n in (251, 252, 253))
+    assert unanswered(f"http://{LISTEN}:8080/")
+    # out of lab.yaml: deleted, the network and container stay
+    gone = applied(lab, LAB.split("forwards:")[0], "--force")  # 3 of the lab's 5 objects
+    assert gone.count(": deleted") == 3 and "network" not in gone.replace("forward.", "")
+    assert forwards(lab) == {}
+
+
+def test_a_forward_not_the_labs_is_never_touched_and_destroy_removes_the_labs(lab):
+    lab.write(LAB)
+    lab.lxc("network", "create", f"{lab.tag}f", "ipv4.address=10.203.117.1/24", "ipv4.nat=false",
+            "ipv6.address=none", "user.reconciler.lab=" + lab.tag)  # the lab's network, made ahead
+    lab.lxc("network", "forward", "create", f"{lab.tag}f", LISTEN, "target_address=10.203.117.11")
+    refused = lab.run("plan")
+    assert refused.code == 1 and f"forward.{lab.tag}f/{LISTEN} already exists in LXD and belongs to no lab" in refused.err
+    lab.lxc("network", "forward", "delete", f"{lab.tag}f", LISTEN)
+    lab.lxc("network", "forward", "create", f"{lab.tag}f", "10.203.117.251", "target_address=10.203.117.10")
+    applied(lab)
+    assert "No changes." in run(lab, "plan")
+    assert forwards(lab)["10.203.117.251"]["config"] == {"target_address": "10.203.117.10"}  # untouched
+    refused = lab.run("destroy", "--yes")  # LXD would delete the hand-made forward with the network
+    assert refused.code == 1 and f"holds forward.{lab.tag}f/10.203.117.251, which is not this lab's" in refused.err
+    assert set(forwards(lab)) == {LISTEN, "10.203.117.251"}
+    lab.lxc("network", "forward", "delete", f"{lab.tag}f", "10.203.117.251")
+    done = run(lab, "destroy", "--yes")
+    assert done.index(f"forward.{lab.tag}f/{LISTEN}: deleted") < done.index(f"network.{lab.tag}f: deleted"), done
+    assert f"{lab.tag}f" not in sh("lxc", "network", "list", "--format=csv").stdout
+
+
+def test_plan_reads_forwards_in_one_call_per_network_however_many(lab):
+    from reconciler.engine import build_plan
+    from reconciler.lxd import Lxd
+    from reconciler.spec import load_lab
+
+    def calls(n: int) -> int:
+        text = LAB.split("containers:")[0] + "forwards:\n" + "".join(
+            f'  "10.203.117.{240 + i}": {{network: @TAG@f, target_address: 10.203.117.{10 + i}}}\n' for i in range(n))
+        applied(lab, text)
+        lxd = Lxd(None, lab.project)
+        spec, _ = load_lab(lab.file)
+        made, _ = build_plan(spec, lab.dir, lxd)
+        assert made.empty
+        return lxd.calls
+    assert calls(1) == calls(5)
+    assert len(forwards(lab)) == 5
