@@ -243,16 +243,19 @@ class Lxd:
 
     # --- writing ------------------------------------------------------------------------
 
-    def _collection(self, kind: str):
+    def _collection(self, kind: str, parent: str = ""):
+        if kind == "volume":  # nested: a pool's custom volumes
+            return self.api["storage-pools"][parent].volumes.custom
         return {"network": self.api.networks, "profile": self.api.profiles, "instance": self.api.instances,
-                "acl": self.api["network-acls"], "project": self.api.projects}[kind]
+                "acl": self.api["network-acls"], "project": self.api.projects, "pool": self.api["storage-pools"]}[kind]
 
     def _node(self, kind: str, name: str):
-        return self._collection(kind)[name]
+        parent, _, leaf = name.rpartition("/") if kind == "volume" else ("", "", name)
+        return self._collection(kind, parent)[leaf]
 
-    def create(self, kind: str, body: dict, target: str | None = None) -> None:
-        """`target`: the cluster member (or @group) an instance is made on."""
-        self._wait(self._call("post", self._collection(kind), json=body, target=target))
+    def create(self, kind: str, body: dict, target: str | None = None, parent: str = "") -> None:
+        """`target`: the cluster member (or @group) an instance is made on; `parent`: a nested kind's parent."""
+        self._wait(self._call("post", self._collection(kind, parent), json=body, target=target))
 
     def move(self, name: str, member: str) -> None:
         """Move a stopped instance to another cluster member (LXD 5.0 moves containers cold)."""

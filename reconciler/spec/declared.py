@@ -39,6 +39,8 @@ class Declared:
     containers: frozenset[str] | None
     acls: frozenset[str] | None = None
     haproxy: frozenset[str] | None = None
+    storage_pools: frozenset[str] | None = None
+    volumes: frozenset[str] | None = None
     failed: PathSet = NO_PATHS
 
     def broken_profiles(self, lab: Lab) -> frozenset[str]:
