@@ -23,6 +23,7 @@ from .kinds import package as package_kind
 from .kinds import profile as profile_kind
 from .kinds import project as project_kind
 from .kinds import service as service_kind
+from .kinds import storage_pool, storage_volume
 from .plan import PlanError
 from .source import field_path
 from .spec import Lab, has_root_disk
@@ -37,7 +38,8 @@ def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
     """The whole desired state.  `addresses`: container -> IPv4 where live state knows it;
     `live_profiles`: LXD's profiles, for what existing ones bring to a container."""
     state: LabState = {}
-    for res in project_kind.desired(lab) + acl_kind.desired(lab) + network_kind.desired(lab) + profile_kind.desired(lab):
+    for res in (project_kind.desired(lab) + acl_kind.desired(lab) + network_kind.desired(lab) + storage_pool.desired(lab)
+                + storage_volume.desired(lab) + profile_kind.desired(lab)):
         add(state, res)
     rendered = render_templates(lab, addresses)
     for name, container in lab.containers.items():

@@ -88,7 +88,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
 
 def _nothing(lab: Lab) -> Lab:
     return Lab.model_construct(**{**dict(lab), "acls": {}, "networks": {}, "profiles": {}, "containers": {}, "haproxy": {},
-                                  "project": None})
+                                  "project": None, "storage_pools": {}, "volumes": {}})
 
 
 def _destroying(change: Change, lab_name: str) -> Change:

@@ -20,13 +20,15 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 
 from .address import Address, Kind
+from .kinds import storage_pool, storage_volume
 from .render import safe
 from .state import LabState
 
 SHAPES = {Kind.PROJECT: ("tab", "#eeeeee"), Kind.ACL: ("octagon", "#f4cccc"),
           Kind.NETWORK: ("hexagon", "#d9ead3"), Kind.PROFILE: ("folder", "#fff2cc"),
           Kind.INSTANCE: ("box3d", "#cfe2f3"), Kind.PACKAGE: ("component", "#ead1dc"),
-          Kind.FILE: ("note", "#ffffff"), Kind.SERVICE: ("ellipse", "#fce5cd")}
+          Kind.FILE: ("note", "#ffffff"), Kind.SERVICE: ("ellipse", "#fce5cd"),
+          Kind.POOL: storage_pool.SHAPE, Kind.VOLUME: storage_volume.SHAPE}
 DOT_TIMEOUT = 60
 
 

@@ -18,6 +18,7 @@ from .kinds import network as network_kind
 from .kinds import package as package_kind
 from .kinds import profile as profile_kind
 from .kinds import service as service_kind
+from .kinds import storage_pool, storage_volume
 from .state import LabState, Resource, add, ipv4_by_nic
 
 if TYPE_CHECKING:  # only the shape: this module stays pure
@@ -51,7 +52,9 @@ def live_from_raw(raw: RawState, lab_name: str) -> Live:
     resources = ([acl_kind.from_lxd(a) for a in raw.acls]
                  + [r for r in map(network_kind.from_lxd, raw.networks) if r is not None]
                  + [profile_kind.from_lxd(p) for p in raw.profiles]
-                 + [instance_kind.from_lxd(i) for i in raw.instances])
+                 + [instance_kind.from_lxd(i) for i in raw.instances]
+                 + [storage_pool.from_lxd(p) for p in raw.pools]
+                 + [r for r in map(storage_volume.from_lxd, raw.volumes) if r is not None])
     for res in resources:
         if res.owner == lab_name:
             owned[res.address] = res
@@ -88,6 +91,8 @@ def forgive_network_defaults(desired: LabState, owned: LabState) -> None:
     for addr, have in list(owned.items()):
         if addr.kind == Kind.NETWORK:
             owned[addr] = network_kind.essence(have, desired.get(addr))
+        elif addr.kind in (Kind.POOL, Kind.VOLUME):
+            owned[addr] = (storage_pool if addr.kind == Kind.POOL else storage_volume).essence(have, desired.get(addr))
 
 
 def network_subnets(raw_networks: Iterable[Mapping[str, Any]]) -> dict[str, str]:

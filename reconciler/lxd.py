@@ -85,6 +85,8 @@ class RawState:
     instances: list[dict]
     images: list[dict]
     acls: list[dict] = field(default_factory=list)  # network ACLs
+    pools: list[dict] = field(default_factory=list)  # storage pools (server-wide)
+    volumes: list[dict] = field(default_factory=list)  # custom volumes of every pool, each with `parent`: its pool
 
 
 class Lxd:
@@ -163,16 +165,25 @@ class Lxd:
     # --- reading ------------------------------------------------------------------------
 
     def read(self, with_addresses: bool) -> RawState:
-        """Everything in the project, in five GETs however many instances it holds, at once."""
+        """Everything in the project, in six GETs however many instances it holds, at once, then one per
+        storage pool on the server (its custom volumes)."""
         from concurrent.futures import ThreadPoolExecutor
         api = self.api  # one client's session for all five (plain GETs: its connection pool is shared)
         level = 2 if with_addresses else 1
         nodes = [(api.networks, 1), (api.profiles, 1), (api.instances, level), (api.images, 1),
-                 (api["network-acls"], 1)]
+                 (api["network-acls"], 1), (api["storage-pools"], 1)]
         with ThreadPoolExecutor(len(nodes)) as pool:
             found = list(pool.map(lambda n: self._call("get", n[0], params={"recursion": n[1]}).json()["metadata"],
                                   nodes))
-        return RawState(*found)
+            volumes = list(pool.map(lambda p: self._custom_volumes(api, p["name"]), found[-1]))  # a GET per pool
+        raw = RawState(*found)
+        raw.volumes = [v for vs in volumes for v in vs]
+        return raw
+
+    def _custom_volumes(self, api, pool: str) -> list[dict]:
+        """A pool's custom volumes in this project (one GET), each marked with its pool."""
+        found = self._call("get", api["storage-pools"][pool].volumes.custom, params={"recursion": 1})
+        return [{**v, "parent": pool} for v in found.json()["metadata"] or []]
 
     def running_operations(self) -> list[Operation]:
         """Operations LXD is still running in this project (a killed run's create, start or exec)."""
@@ -228,7 +239,8 @@ class Lxd:
             return self._call("get", _in_project(node, "default"), params={"recursion": 1}).json()["metadata"]
 
         return RawState(shared(self.api.networks), shared(self.api.profiles) if shared_profiles else [], [],
-                        shared(self.api.images) if shared_images else [], shared(self.api["network-acls"]))
+                        shared(self.api.images) if shared_images else [], shared(self.api["network-acls"]),
+                        pools=shared(self.api["storage-pools"]))
 
     def cluster_members(self) -> list[dict]:
         """Every cluster member with its status and groups, in one GET (an LxdError if not clustered)."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..address import Kind
-from . import acl, file, instance, network, package, profile, project, service
+from . import acl, file, instance, network, package, profile, project, service, storage_pool, storage_volume
 
 REGISTRY: dict[Kind, ModuleType] = {m.KIND: m for m in (project, acl, network, profile, instance, package, file,
-                                                        service)}
+                                                        service, storage_pool, storage_volume)}
 
 
 def rules(kind: Kind) -> ModuleType:
