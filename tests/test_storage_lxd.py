@@ -62,9 +62,17 @@ def tiny_fingerprint() -> str:
     return json.loads(sh("lxc", "image", "list", "reconciler-tiny", "--format=json").stdout)[0]["fingerprint"]
 
 
-def test_a_file_on_the_volume_outlives_its_container_being_replaced(store):
+SHARED = LAB + """\
+  web2:
+    image: reconciler-tiny
+    devices:
+      site: {type: disk, pool: @TAG@data, source: site, path: /srv/site, readonly: true}
+"""
+
+
+def test_a_file_on_the_volume_outlives_its_container_being_replaced_and_is_shared(store):
     lab = store
-    lab.write(LAB)
+    lab.write(SHARED)
     shown = run(lab, "plan")
     assert f"+ pool.{lab.tag}data will be created" in shown and f"+ volume.{lab.tag}data/site will be created" in shown
     done = run(lab, "apply", "--yes")
@@ -75,12 +83,15 @@ def test_a_file_on_the_volume_outlives_its_container_being_replaced(store):
     assert volume["config"]["user.reconciler.lab"] == lab.tag and volume["config"]["size"] == "64MiB"
     assert "No changes." in run(lab, "plan")
     lab.lxc("exec", "web1", "--", "sh", "-c", "echo kept > /srv/site/index.html")
-    lab.write(LAB.replace("image: reconciler-tiny", f"image: {tiny_fingerprint()}"))
+    assert lab.lxc("exec", "web2", "--", "cat", "/srv/site/index.html") == "kept\n"  # one volume, two containers
+    lab.write(SHARED.replace("image: reconciler-tiny", f"image: {tiny_fingerprint()}", 1))
     assert "-/+ instance.web1 will be replaced" in run(lab, "plan")
     before = lab.instance("web1")["created_at"]
     assert "instance.web1: replaced" in run(lab, "apply", "--yes")
     assert lab.instance("web1")["created_at"] != before  # a new container...
     assert lab.lxc("exec", "web1", "--", "cat", "/srv/site/index.html") == "kept\n"  # ...and the same data
+    refused = lab.lxc("exec", "web2", "--", "sh", "-c", "(echo no > /srv/site/x) 2>/dev/null && echo wrote || echo refused")
+    assert refused == "refused\n"  # web2 mounts it read-only
 
 
 def test_drift_is_shown_and_repaired_a_content_type_replaces_and_removal_deletes(store):
