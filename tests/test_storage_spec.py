@@ -193,3 +193,11 @@ def test_create_order_is_pool_volume_container(tmp_path):
     order = [str(s) for s in plan.order()]
     assert order.index("pool.labdata#create") < order.index("volume.labdata/site#create") < order.index(
         "instance.web1#create")
+
+
+def test_the_graph_draws_pool_then_volume_then_the_containers_that_mount_it(tmp_path):
+    from reconciler.graph import lab_graph, to_dot
+    dot = to_dot(lab_graph("store", desired_state(load(tmp_path), tmp_path, {}, {})))
+    assert '"pool.labdata" [label="pool\\nlabdata", shape=cylinder' in dot
+    assert '"pool.labdata" -> "volume.labdata/site";' in dot
+    assert '"volume.labdata/site" -> "instance.web1";' in dot and '"volume.labdata/site" -> "instance.web2";' in dot
