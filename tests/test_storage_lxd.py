@@ -110,13 +110,17 @@ def test_drift_is_shown_and_repaired_a_content_type_replaces_and_removal_deletes
     assert "user.note" not in query(f"/1.0/storage-pools/{lab.tag}data")["config"]
     block = LAB.replace("  scratch:\n    pool: @TAG@data\n", "  scratch:\n    pool: @TAG@data\n    content_type: block\n")
     lab.write(block)
+    shown = run(lab, "plan")
     assert f"-/+ volume.{lab.tag}data/scratch will be replaced (replace because content_type 'filesystem' ->" \
-           " 'block')" in run(lab, "plan")
-    run(lab, "apply", "--yes")
+           " 'block')" in shown and "the data on it is lost" in shown
+    refused = lab.run("apply", "--yes")
+    assert refused.code == 1 and f"it replaces volume.{lab.tag}data/scratch: the data on it is lost" in refused.err
+    run(lab, "apply", "--yes", "--force")
     scratch = f"/1.0/storage-pools/{lab.tag}data/volumes/custom/scratch?project={lab.project}"
     assert query(scratch)["content_type"] == "block"
     lab.write(block.replace("  scratch:\n    pool: @TAG@data\n    content_type: block\n", ""))
-    assert f"volume.{lab.tag}data/scratch: deleted" in run(lab, "apply", "--yes")
+    assert lab.run("apply", "--yes").code == 1  # without --force: the data on it is lost
+    assert f"volume.{lab.tag}data/scratch: deleted" in run(lab, "apply", "--yes", "--force")
     assert sh("lxc", "query", scratch, check=False).returncode != 0
     destroyed = run(lab, "destroy", "--yes")
     assert destroyed.index("instance.web1: deleted") < destroyed.index(f"volume.{lab.tag}data/site: deleted") \

@@ -16,6 +16,7 @@ from reconciler.kinds import storage_pool, storage_volume
 from reconciler.live import forgive_network_defaults, live_from_raw, users_of
 from reconciler.lxd import RawState
 from reconciler.plan import Action, make_plan
+from reconciler.render import plan_text
 from reconciler.source import SourceError
 from reconciler.spec import load_lab
 
@@ -201,3 +202,16 @@ def test_the_graph_draws_pool_then_volume_then_the_containers_that_mount_it(tmp_
     assert '"pool.labdata" [label="pool\\nlabdata", shape=cylinder' in dot
     assert '"pool.labdata" -> "volume.labdata/site";' in dot
     assert '"volume.labdata/site" -> "instance.web1";' in dot and '"volume.labdata/site" -> "instance.web2";' in dot
+
+
+def test_a_volume_deleted_or_replaced_is_named_as_data_loss(tmp_path):
+    desired = desired_state(load(tmp_path), tmp_path, {}, {})
+    block = {**RAW_VOLUME, "content_type": "block", "config": {"size": "64MiB", "user.reconciler.lab": "store"},
+             "description": "the web site, shared by both servers"}
+    replaced = diff_states({VOLUME: desired[VOLUME]}, live([RAW_POOL], [block]).owned)
+    gone = diff_states({}, live([RAW_POOL], [RAW_VOLUME]).owned)
+    assert storage_volume.data_losses(replaced) == ["it replaces volume.labdata/site: the data on it is lost"]
+    assert storage_volume.data_losses(gone) == ["it deletes volume.labdata/site: the data on it is lost"]
+    assert storage_volume.data_losses(diff_states({}, live([RAW_POOL], []).owned)) == []  # a pool alone: no data
+    text = plan_text(make_plan("store", gone, {}), colour=False, lab_file="lab.yaml")
+    assert "- volume.labdata/site will be deleted" in text and "      the data on it is lost" in text

@@ -9,7 +9,7 @@ change is a new address: the old volume is deleted, a new one created).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind
@@ -35,6 +35,7 @@ NOUN = "storage volume"
 # Keys LXD copies onto a new volume from its pool on block-backed drivers (lvm; not on dir): not drift
 # unless the lab sets them.
 DEFAULTED_KEYS = ("block.filesystem", "block.mount_options")
+DATA_LOST = "the data on it is lost"
 
 
 def volume(pool_name: str, name: str) -> Address:
@@ -82,6 +83,18 @@ def device_deps(devices: Mapping[str, Mapping[str, str]], lab: Lab | None = None
         elif lab is None or pool_name in lab.storage_pools:
             out.append(pool(pool_name))
     return tuple(dict.fromkeys(out))
+
+
+def loses_data(change: Change, action: Action) -> bool:
+    """A volume deleted or replaced: its data goes with it (LXD 5.0 does not say whether a volume is empty
+    without reading each one, so every volume is taken to hold data)."""
+    return change.address.kind == Kind.VOLUME and action in (Action.DELETE, Action.REPLACE)
+
+
+def data_losses(changes: Iterable[Change]) -> list[str]:
+    """Why apply wants --force: every volume the plan deletes or replaces."""
+    return [f"it {'replaces' if a == Action.REPLACE else 'deletes'} {c.address}: {DATA_LOST}"
+            for c in changes for a in c.actions if loses_data(c, a)]
 
 
 def apply(run: Runner, change: Change, action: Action) -> None:
