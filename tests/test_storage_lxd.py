@@ -140,3 +140,14 @@ def test_a_pool_the_lab_does_not_own_is_never_touched(store):
     run(lab, "destroy", "--yes")
     names = sh("lxc", "storage", "list", "--format=csv").stdout
     assert f"{lab.tag}data," in names and f"{lab.tag}other," in names and f"{lab.tag}mine," not in names
+
+
+def test_a_volume_dropped_with_the_disk_that_mounts_it_is_let_go_of_first(store):
+    lab = store
+    lab.write(LAB)
+    run(lab, "apply", "--yes")
+    lab.write(LAB.replace("  site:\n    pool: @TAG@data\n    description: the web site\n    config: {size: 64MiB}\n", "")
+              .replace("    devices:\n      site: {type: disk, pool: @TAG@data, source: site, path: /srv/site}\n", ""))
+    done = run(lab, "apply", "--yes", "--force")
+    assert done.index("instance.web1: updated") < done.index(f"volume.{lab.tag}data/site: deleted")
+    assert lab.instance("web1")["devices"] == {} and "No changes." in run(lab, "plan")
