@@ -108,6 +108,12 @@ def test_drift_is_shown_and_repaired_a_content_type_replaces_and_removal_deletes
     run(lab, "apply", "--yes")
     assert "No changes." in run(lab, "plan")
     assert "user.note" not in query(f"/1.0/storage-pools/{lab.tag}data")["config"]
+    lab.write(LAB.replace("size: 64MiB", "size: 16MiB"))
+    shrunk = lab.run("apply", "--yes")
+    assert shrunk.code == 1 and f"volume.{lab.tag}data/site: size 64MiB -> 16MiB would shrink the volume" in \
+        shrunk.out + shrunk.err, shrunk.out + shrunk.err
+    site = f"/1.0/storage-pools/{lab.tag}data/volumes/custom/site?project={lab.project}"
+    assert query(site)["config"]["size"] == "64MiB"
     block = LAB.replace("  scratch:\n    pool: @TAG@data\n", "  scratch:\n    pool: @TAG@data\n    content_type: block\n")
     lab.write(block)
     shown = run(lab, "plan")

@@ -215,3 +215,16 @@ def test_a_volume_deleted_or_replaced_is_named_as_data_loss(tmp_path):
     assert storage_volume.data_losses(diff_states({}, live([RAW_POOL], []).owned)) == []  # a pool alone: no data
     text = plan_text(make_plan("store", gone, {}), colour=False, lab_file="lab.yaml")
     assert "- volume.labdata/site will be deleted" in text and "      the data on it is lost" in text
+
+
+@pytest.mark.parametrize("text, expected", [("64MiB", 64 * 2**20), ("1GB", 10**9), ("1073741824", 2**30),
+                                            ("2 GiB", 2 * 2**30), ("10MB", 10**7), ("", None), (None, None),
+                                            ("lots", None), ("1ZiB", None), ("9" * 5000, None)])
+def test_sizes_read_as_lxd_writes_them(text, expected):
+    assert storage_volume.size_bytes(text) == expected
+
+
+def test_a_volume_grows_and_never_shrinks():
+    assert storage_volume.shrinks("64MiB", "1GiB") is None and storage_volume.shrinks(None, "1GiB") is None
+    assert storage_volume.shrinks("1GiB", "1073741824") is None  # the same size, another unit
+    assert "size 1GiB -> 64MiB would shrink the volume" in storage_volume.shrinks("1GiB", "64MiB")

@@ -9,6 +9,7 @@ change is a new address: the old volume is deleted, a new one created).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -113,8 +114,32 @@ def apply(run: Runner, change: Change, action: Action) -> None:
     now = essence(_read(raw, want["pool"]), Resource(change.address, want))
     if now.body != change.before:
         raise StaleState(f"{change.address} changed since the plan was made; run plan again")
+    shrunk = shrinks(now.body["config"].get("size"), want["config"].get("size"))
+    if shrunk:
+        raise run.step_error(f"{change.address}: {shrunk}")
     filled = {k: v for k, v in (raw.get("config") or {}).items() if k in DEFAULTED_KEYS and k not in config}
     run.lxd.put("volume", name, {"description": want["description"], "config": {**filled, **config}}, etag)
+
+
+def shrinks(have: str | None, want: str | None) -> str | None:
+    """Why a size change is refused: a volume grows in place, it never shrinks (a filesystem cut short
+    loses what lies beyond the cut); None when it grows or either size is not one LXD's units say."""
+    before, after = size_bytes(have), size_bytes(want)
+    if before is None or after is None or after >= before:
+        return None
+    return (f"size {have} -> {want} would shrink the volume, and data beyond the new size would be lost:"
+            " a volume only grows (to make it smaller, declare a new one and copy the data)")
+
+
+SIZE = re.compile(r"(\d{1,30})\s*([KMGTPE]i?B|B)?")
+UNITS = {"B": 1, **{f"{u}B": 1000 ** (i + 1) for i, u in enumerate("KMGTPE")},
+         **{f"{u}iB": 1024 ** (i + 1) for i, u in enumerate("KMGTPE")}}
+
+
+def size_bytes(text: str | None) -> int | None:
+    """LXD's size ("64MiB", "1GB", "1073741824") in bytes; None if absent or not of that form."""
+    found = SIZE.fullmatch(text or "")
+    return int(found.group(1)) * UNITS[found.group(2) or "B"] if found else None
 
 
 def _read(raw: Mapping[str, Any], parent: str) -> Resource:
