@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 KIND = Kind.POOL
 RANK = 25  # after networks, before volumes (30) and profiles
 SHAPE = ("cylinder", "#d0e0e3")
-REPLACE_FIELDS = ("driver",)
+REPLACE_FIELDS: tuple[str, ...] = ("driver",)
 COLLECTION = "storage-pools"
 PARENT: Kind | None = None
 SCOPE = Scope.SERVER

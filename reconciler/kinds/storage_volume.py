@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 KIND = Kind.VOLUME
 RANK = 30  # after its pool (25), before the profiles and containers that mount it
 SHAPE = ("cylinder", "#b6d7a8")
-REPLACE_FIELDS = ("pool", "content_type")
+REPLACE_FIELDS: tuple[str, ...] = ("pool", "content_type")
 COLLECTION = "volumes/custom"  # under its pool: /1.0/storage-pools/POOL/volumes/custom
 PARENT: Kind | None = Kind.POOL
 SCOPE = Scope.PROJECT  # in the lab's project when it has features.storage.volumes, else in default
