@@ -18,6 +18,8 @@ class Kind(StrEnum):
     PROJECT = "project"  # the LXD project a lab owns: everything else lives in it
     ACL = "acl"  # an LXD network ACL: networks name it
     NETWORK = "network"
+    POOL = "pool"  # an LXD storage pool (server-wide)
+    VOLUME = "volume"  # a custom storage volume on a pool: named POOL/NAME
     PROFILE = "profile"
     INSTANCE = "instance"
     FORWARD = "forward"  # an LXD network forward: after its network and the container it leads to

@@ -128,7 +128,8 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
                        help="wait this long for another apply of the lab to finish (default: refuse at once)")
     if name == "apply":
         p.add_argument("--force", action="store_true", help=f"apply even a plan that deletes or replaces over"
-                       f" {UNSAFE_SHARE:.0%} of the lab's objects, or a container that serves a frontend")
+                       f" {UNSAFE_SHARE:.0%} of the lab's objects, a container that serves a frontend, or a"
+                       " storage volume (its data)")
         p.add_argument("--allow-restart", action="store_true", help="apply even a plan that moves running"
                        " containers to another cluster member (each is stopped and started again)")
     if name == "validate":
@@ -400,7 +401,8 @@ def _reviewed(args, plan) -> None:
 
 
 def _safe(args, plan) -> None:
-    problems = plan.unsafe(UNSAFE_SHARE)
+    from .kinds.storage_volume import data_losses
+    problems = plan.unsafe(UNSAFE_SHARE) + data_losses(plan.changes)
     if problems and not args.force:
         raise Refused("this plan is refused without --force: " + "; ".join(problems))
 

@@ -195,8 +195,11 @@ class Lxd:
         """What a plan can read while the lab's own project does not exist yet (LXD refuses every read
         in a missing project): what is server-wide, and what the project will share with the default
         project (`shared`: networks and ACLs, profiles when it keeps none; images); nothing of its own."""
-        top = [k for k in OBJECT_KINDS if k.PARENT is None and (k.SCOPE == Scope.SERVER or k.KIND in shared)]
-        return self._read_kinds(top, False, shared, shared_images, under)
+        def readable(kind: ObjectKind) -> bool:
+            return kind.SCOPE == Scope.SERVER or kind.KIND in shared
+
+        top = [k for k in OBJECT_KINDS if k.PARENT is None and readable(k)]
+        return self._read_kinds(top, False, shared, shared_images, lambda k, raw: readable(k) and under(k, raw))
 
     def _read_kinds(self, top: list[ObjectKind], with_addresses: bool, shared: set[Kind],
                     images: bool, under: Nested) -> RawState:
@@ -218,7 +221,7 @@ class Lxd:
                       for parent in [object_kind(k.PARENT)] for raw in found[parent.KIND]
                       if parent.from_lxd(raw) is not None and under(k, raw)]  # not under a host interface
             children = pool.map(lambda n: [{**c, "parent": n[2]} for c in get(
-                api[n[1].COLLECTION][n[2]][n[0].COLLECTION], project_of(n[1]))], nested)
+                api[n[1].COLLECTION][n[2]][n[0].COLLECTION], project_of(n[0]))], nested)  # where the child lives
             for (kind, _, _), listed in zip(nested, children):
                 found.setdefault(kind.KIND, []).extend(listed)
             return RawState(found, found_images.result() if found_images else [])
@@ -289,10 +292,10 @@ class Lxd:
         """A kind's collection (`parent`: for a nested kind, the name of the object it lives under)."""
         rules = object_kind(Kind(kind))
         top = rules if rules.PARENT is None else object_kind(rules.PARENT)
-        node = self.api[top.COLLECTION]
-        if top.SCOPE == Scope.SERVER:
+        node = self.api[top.COLLECTION] if rules.PARENT is None else self.api[top.COLLECTION][parent][rules.COLLECTION]
+        if rules.SCOPE == Scope.SERVER:
             node = _in_project(node, "default")  # one per server: not asked about in a project
-        return node if rules.PARENT is None else node[parent][rules.COLLECTION]
+        return node  # a nested kind in the project its own scope says (a pool's volumes: the lab's)
 
     def _node(self, kind: str, name: str):
         """An object; a nested kind's name is PARENT/NAME."""

@@ -242,7 +242,8 @@ def test_numbers_as_written_survive_copying_and_pickling():
 
 def test_a_quoted_mode_is_fine_and_a_number_gets_the_hint(tmp_path):
     text = ("lab: demo\ncontainers:\n  a:\n    image: x\n    profiles: [p]\n    files:\n"
-            "      /etc/a: {content: x, mode: MODE}\nprofiles:\n  p:\n    devices: {root: {type: disk, path: /, pool: d}}\n")
+            "      /etc/a: {content: x, mode: MODE}\nprofiles:\n  p:\n"
+            "    devices: {root: {type: disk, path: /, pool: default}}\n")
     lab, _ = load_lab(write(tmp_path, text.replace("MODE", '"0640"')), {})
     assert lab.containers["a"].files["/etc/a"].mode == "0640"
     assert any('mode must be a string: quote it: mode: "0640"' in p

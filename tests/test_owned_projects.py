@@ -102,8 +102,9 @@ def test_a_missing_project_is_an_error_unless_the_lab_owns_it(owned, monkeypatch
                        "instance.c1": ["create"]}
     profile = next(c for c in data["changes"] if c["address"] == "profile.default")
     assert profile["before"]["description"] == f"Default LXD profile for project {owned.project}"
-    # GET /1.0, the project (404), networks, images and ACLs in the default project: nothing of its own
-    assert "lxd api calls: 5" in plan.err, plan.err
+    # GET /1.0, the project (404), networks, images, ACLs and storage pools in the default project: nothing
+    # of its own
+    assert "lxd api calls: 6" in plan.err, plan.err
     assert project_of(owned.project) is None  # plan changed nothing
 
 

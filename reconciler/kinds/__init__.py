@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..address import Kind
 from ..state import OWNER_KEY
-from . import acl, file, forward, instance, network, package, profile, project, service
+from . import acl, file, forward, instance, network, package, profile, project, service, storage_pool, storage_volume
 from .contract import InsideKind, Kind_, ObjectKind, Scope
 
 if TYPE_CHECKING:
     from ..spec import Lab
 
-OBJECT_KINDS: tuple[ObjectKind, ...] = (project, acl, network, profile, instance, forward)
+OBJECT_KINDS: tuple[ObjectKind, ...] = (project, acl, network, storage_pool, storage_volume, profile, instance,
+                                         forward)
 INSIDE_KINDS: tuple[InsideKind, ...] = (package, file, service)
 
 

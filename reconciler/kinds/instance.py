@@ -32,6 +32,7 @@ from ..state import (
     own_config,
     referenced_networks,
 )
+from . import storage_volume
 from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def one(lab: Lab, name: str, c: Container, live_profiles: Mapping[str, Mapping[s
     # simulated LAN) needs that bridge's DHCP server up before the container boots.
     deps += [network(n) for n in sorted(referenced_networks(devices) | set(lab.networks)) if n in lab.networks]
     deps += [acl(n) for n in sorted(nic_acls(devices)) if n in lab.acls]
+    deps += storage_volume.device_deps(devices, lab)
     settings, sources = _expanded_boot(lab, c, live_profiles)
     meta = Meta(prev_address=instance(c.renamed_from) if c.renamed_from else None,
                 payload={"boot": digest(settings), "boot_settings": settings, "boot_sources": sources})
@@ -129,6 +131,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
             "state": "running" if raw.get("status") == "Running" else "stopped"}
     deps = [profile(p) for p in body["profiles"]] + [network(n) for n in sorted(referenced_networks(devices))]
     deps += [acl(n) for n in sorted(nic_acls(devices))]
+    deps += storage_volume.device_deps(devices)
     meta = Meta(location=raw.get("location") or "", placed=config.get(TARGET_KEY) or "",
                 has_record=config.get(RECORD_TAG) == "true", never_started=never_started(raw),
                 payload={"boot_tag": config.get(BOOT_KEY),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..address import Address, Kind, acl, network, profile
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, nic_acls, own_config, referenced_networks
+from . import storage_volume
 from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
         body = {"description": prof.description, "config": dict(sorted(prof.config.items())), "devices": devices}
         deps = tuple(network(n) for n in sorted(referenced_networks(devices)) if n in lab.networks)
         deps += tuple(acl(n) for n in sorted(nic_acls(devices)) if n in lab.acls)
+        deps += storage_volume.device_deps(devices, lab)
         out.append(Resource(profile(name), body, deps))
     return out
 
@@ -57,6 +59,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
     body = {"description": raw.get("description", ""), "config": own_config(config), "devices": devices}
     deps = tuple(network(n) for n in sorted(referenced_networks(devices)))
     deps += tuple(acl(n) for n in sorted(nic_acls(devices)))
+    deps += storage_volume.device_deps(devices)
     return Resource(profile(raw["name"]), body, deps, owner=config.get(OWNER_KEY), applied=config.get(APPLIED_KEY))
 
 

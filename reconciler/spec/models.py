@@ -39,6 +39,8 @@ NETWORK_NAME = r"[A-Za-z][A-Za-z0-9_-]{0,14}"  # a Linux interface name
 PROFILE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 DEVICE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 LAB_NAME = r"[a-z0-9][a-z0-9-]{0,62}"
+POOL_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
+VOLUME_NAME = POOL_NAME
 PROJECT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
 REMOTE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}"  # an lxc remote; it becomes a file name (servercerts/NAME.crt)
 TARGET = r"@?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # a cluster member, or @ and a cluster group
@@ -242,12 +244,44 @@ class OwnedProject(Strict):
                            " features:")
 
 
+def _own_keys(config: dict[str, str]) -> dict[str, str]:
+    for key in config:
+        if key.startswith(RESERVED_PREFIXES):
+            raise ValueError(f"{key!r}: volatile.*, image.* and user.reconciler.* keys belong to LXD or to reconciler")
+    return config
+
+
+OwnConfig = Annotated[Config, AfterValidator(_own_keys)]
+PoolRef = Annotated[str, values.Matching(POOL_NAME, "a storage pool name")]
+
+
+class StoragePool(Strict):
+    """An LXD storage pool the lab owns (server-wide, like LXD's pools)."""
+
+    driver: Literal["dir", "btrfs", "lvm", "zfs"] = Field(description="LXD's storage driver; a change replaces the pool")
+    description: str = ""
+    config: OwnConfig = Field({}, description="LXD pool keys (source, size, volume.size, ...); values become strings")
+
+
+class Volume(Strict):
+    """A custom storage volume the lab owns, in its project, on a pool; containers mount it with a disk
+    device `{type: disk, pool: POOL, source: NAME, path: ...}`."""
+
+    pool: PoolRef = Field(description="the pool it lives on (a lab pool or one under existing.storage_pools);"
+                          " a change replaces the volume")
+    description: str = ""
+    content_type: Literal["filesystem", "block"] = Field("filesystem", description="a change replaces the volume")
+    config: OwnConfig = Field({}, description="LXD volume keys (size, security.shifted, ...); values become strings")
+
+
 class Existing(Strict):
     """LXD objects the lab uses but does not own: never changed or deleted."""
 
     profiles: list[ProfileRef] = ["default"]
     networks: list[NetworkRef] = []
     acls: list[AclRef] = []
+    storage_pools: list[PoolRef] = ["default"]
+    volumes: list[Annotated[str, values.Matching(f"{POOL_NAME}/{VOLUME_NAME}", "POOL/VOLUME")]] = []
 
 
 class Adopt(Strict):
@@ -276,6 +310,9 @@ class Lab(Strict):
     containers: dict[str, Container] = _keyed(INSTANCE_NAME, "containers the lab owns")
     acls: dict[str, NetworkAcl] = _keyed(ACL_NAME, "network ACLs the lab owns (security.acls of networks name them)")
     forwards: dict[str, Forward] = _keyed(LISTEN_ADDRESS, "network forwards the lab owns, keyed by listen address")
+    storage_pools: dict[str, StoragePool] = _keyed(POOL_NAME, "storage pools the lab owns (server-wide)")
+    volumes: dict[str, Volume] = _keyed(VOLUME_NAME, "custom storage volumes the lab owns, by name (one name per"
+                                        " lab, whatever the pool)")
     haproxy: dict[str, haproxy_spec.HAProxy] = _keyed(INSTANCE_NAME, "HAProxy, keyed by the container"
                                                       " running it")
 
@@ -299,10 +336,11 @@ def without_extensions(data: Any) -> Any:
 
 TABLES: dict[str, type[BaseModel]] = {"acls": NetworkAcl, "networks": Network, "profiles": Profile,
                                       "containers": Container, "haproxy": haproxy_spec.HAProxy,
-                                      "forwards": Forward}
+                                      "forwards": Forward, "storage_pools": StoragePool, "volumes": Volume}
 TABLE_NAMES = {"acls": (ACL_NAME, "network ACL"), "networks": (NETWORK_NAME, "network"),
                "profiles": (PROFILE_NAME, "profile"),
-               "containers": (INSTANCE_NAME, "container"), "forwards": (LISTEN_ADDRESS, "forward listen address")}
+               "containers": (INSTANCE_NAME, "container"), "forwards": (LISTEN_ADDRESS, "forward listen address"),
+               "storage_pools": (POOL_NAME, "storage pool"), "volumes": (VOLUME_NAME, "volume")}
 
 
 def expanded_devices(lab: Lab, container: Container) -> dict[str, dict[str, str]]:

@@ -14,6 +14,7 @@ from .declared import COMPARED, Declared, Found, complete, profiles_known, sugge
 from .forward_refs import forward_problems
 from .models import INSTANCE_NAME, Lab, expanded_devices, has_root_disk
 from .proxies import proxy_listen_clashes, proxy_protocol_pairs
+from .storage_refs import storage_problems
 from .subnets import lab_subnet_overlaps
 
 
@@ -25,7 +26,8 @@ def reference_problems(lab: Lab, valid: Lab, declared: Declared) -> list[Found]:
            + _rename_problems(lab, declared) + proxy_listen_clashes(lab, declared) + lab_subnet_overlaps(lab))
     out += (_profile_refs(lab, declared) + _network_refs(lab, declared) + _root_disks(lab, declared)
             + _existing_overlaps(lab, declared) + _acl_refs(lab, declared))
-    out += _adopt_refs(lab, declared) + forward_problems(lab, declared)
+    out += (_adopt_refs(lab, declared) + forward_problems(lab, declared)
+            + storage_problems(lab, declared, _devices_everywhere(lab)))
     if declared.containers is not None:
         out += _haproxy_refs(lab, declared) + proxy_protocol_pairs(valid, declared)
     return out

@@ -1,0 +1,88 @@
+"""LXD storage pools the lab owns (`storage_pools:`): server-wide, created before the volumes on them
+and the containers whose disks name them, deleted after.
+
+LXD 5.0 takes `user.*` keys in a pool's config (seen on the real daemon), so a pool carries the lab's
+ownership tags as networks do.  A pool's driver cannot change in place: a change replaces the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..address import Address, Kind
+from ..errors import StaleState
+from ..plan import Action, Change
+from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, own_config
+from .contract import Scope, Wanted
+
+if TYPE_CHECKING:
+    from ..spec import Lab
+    from .runner import Runner
+
+KIND = Kind.POOL
+RANK = 25  # after networks, before volumes (30) and profiles
+SHAPE = ("cylinder", "#d0e0e3")
+ABSENT = "not in LXD"  # why a create
+DEEP_READ = False  # nothing in it needs live addresses
+REPLACE_FIELDS: tuple[str, ...] = ("driver",)
+COLLECTION = "storage-pools"
+PARENT: Kind | None = None
+SCOPE = Scope.SERVER
+TABLE = "storage_pools"
+NOUN = "storage pool"
+# Keys LXD fills in on a new pool when they are not given (the dir driver's source path, a loop file's
+# size, the volume group...): not drift unless the lab sets them.
+DEFAULTED_KEYS = ("source", "size", "lvm.vg_name", "lvm.thinpool_name", "zfs.pool_name")
+
+
+def pool(name: str) -> Address:
+    return Address(Kind.POOL, name)
+
+
+def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
+    return [Resource(pool(name), {"driver": spec.driver, "description": spec.description,
+                                  "config": dict(sorted(spec.config.items()))})
+            for name, spec in lab.storage_pools.items()]
+
+
+def deletable(address: Address) -> bool:
+    return True  # one lab.yaml no longer has is deleted
+
+
+def parents(lab: Lab) -> set[str]:
+    return set()  # not nested
+
+
+def from_lxd(raw: Mapping[str, Any]) -> Resource:
+    config = raw.get("config") or {}
+    body = {"driver": raw.get("driver", ""), "description": raw.get("description", ""), "config": own_config(config)}
+    return Resource(pool(raw["name"]), body, owner=config.get(OWNER_KEY), applied=config.get(APPLIED_KEY))
+
+
+def comparable(have: Resource, want: Resource | None) -> Resource:
+    """The live pool without the keys LXD filled in itself, unless lab.yaml sets them."""
+    kept = want.body["config"] if want else {}
+    config = {k: v for k, v in have.body["config"].items() if k not in DEFAULTED_KEYS or k in kept}
+    return Resource(have.address, {**have.body, "config": config}, have.depends_on, have.owner, have.applied,
+                    have.meta)
+
+
+def apply(run: Runner, change: Change, action: Action) -> None:
+    name = change.address.name
+    if action in (Action.DELETE, Action.REPLACE):  # a replace: deleted, then created anew
+        run.lxd.delete("pool", name)
+        if action == Action.DELETE:
+            return None
+    want = change.after or {}
+    config = {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+    if action in (Action.CREATE, Action.REPLACE):
+        return run.lxd.create("pool", {"name": name, "driver": want["driver"], "description": want["description"],
+                                       "config": config})
+    raw, etag = run.lxd.get("pool", name)
+    now = comparable(from_lxd(raw), Resource(change.address, want))
+    if now.body != change.before:
+        raise StaleState(f"{change.address} changed since the plan was made; run plan again")
+    # LXD refuses a PUT that drops the keys it filled in (the source cannot change): send them back.
+    filled = {k: v for k, v in (raw.get("config") or {}).items() if k in DEFAULTED_KEYS and k not in config}
+    run.lxd.put("pool", name, {"description": want["description"], "config": {**filled, **config}}, etag)

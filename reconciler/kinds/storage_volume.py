@@ -1,0 +1,160 @@
+"""Custom storage volumes the lab owns (`volumes:`), in the lab's project, on a pool: data that outlives
+a container.  Addressed `volume.POOL/NAME`.
+
+A container (or a profile) mounts one with a disk device `{type: disk, pool: POOL, source: NAME, path: ...}`:
+it is created after the volume and deleted (or detached) before it, so a container replaced keeps its data.
+A volume's pool and content type cannot change in place: a change replaces the volume (and a pool
+change is a new address: the old volume is deleted, a new one created).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..address import Address, Kind
+from ..errors import StaleState
+from ..plan import Action, Change
+from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, own_config
+from .contract import Scope, Wanted
+from .storage_pool import pool
+
+if TYPE_CHECKING:
+    from ..spec import Lab
+    from .runner import Runner
+
+KIND = Kind.VOLUME
+RANK = 30  # after its pool (25), before the profiles and containers that mount it
+SHAPE = ("cylinder", "#b6d7a8")
+ABSENT = "not in LXD"  # why a create
+DEEP_READ = False  # nothing in it needs live addresses
+REPLACE_FIELDS: tuple[str, ...] = ("pool", "content_type")
+COLLECTION = "volumes/custom"  # under its pool: /1.0/storage-pools/POOL/volumes/custom
+PARENT: Kind | None = Kind.POOL
+SCOPE = Scope.PROJECT  # in the lab's project when it has features.storage.volumes, else in default
+TABLE = "volumes"
+NOUN = "storage volume"
+# Keys LXD copies onto a new volume from its pool on block-backed drivers (lvm; not on dir): not drift
+# unless the lab sets them.
+DEFAULTED_KEYS = ("block.filesystem", "block.mount_options")
+DATA_LOST = "the data on it is lost"
+
+
+def volume(pool_name: str, name: str) -> Address:
+    return Address(Kind.VOLUME, f"{pool_name}/{name}")
+
+
+def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
+    return [Resource(volume(spec.pool, name), {"pool": spec.pool, "content_type": spec.content_type,
+                                               "description": spec.description,
+                                               "config": dict(sorted(spec.config.items()))},
+                     (pool(spec.pool),) if spec.pool in lab.storage_pools else ())
+            for name, spec in lab.volumes.items()]
+
+
+def deletable(address: Address) -> bool:
+    return True  # one lab.yaml no longer has is deleted (apply wants --force: its data goes with it)
+
+
+def parents(lab: Lab) -> set[str]:
+    """The pools lab.yaml's volumes are on: plan reads their custom volumes (and those of the lab's own pools)."""
+    return {v.pool for v in lab.volumes.values()}
+
+
+def from_lxd(raw: Mapping[str, Any]) -> Resource | None:
+    if raw.get("type", "custom") != "custom":
+        return None  # a container's or an image's own volume
+    config = raw.get("config") or {}
+    parent = raw["parent"]
+    body = {"pool": parent, "content_type": raw.get("content_type", "filesystem"),
+            "description": raw.get("description", ""), "config": own_config(config)}
+    return Resource(volume(parent, raw["name"]), body, (pool(parent),), owner=config.get(OWNER_KEY),
+                    applied=config.get(APPLIED_KEY))
+
+
+def comparable(have: Resource, want: Resource | None) -> Resource:
+    """The live volume without the keys LXD copied from its pool, unless lab.yaml sets them."""
+    kept = want.body["config"] if want else {}
+    config = {k: v for k, v in have.body["config"].items() if k not in DEFAULTED_KEYS or k in kept}
+    return Resource(have.address, {**have.body, "config": config}, have.depends_on, have.owner, have.applied,
+                    have.meta)
+
+
+def device_deps(devices: Mapping[str, Mapping[str, str]], lab: Lab | None = None) -> tuple[Address, ...]:
+    """What disk devices mount: a volume (`pool` and `source`), or a pool (`pool` alone, a root disk).
+    With `lab` (the desired state), only what the lab owns; without (live), all of it."""
+    out: list[Address] = []
+    for device in devices.values():
+        pool_name, source = device.get("pool"), device.get("source", "")
+        if device.get("type") != "disk" or not pool_name:
+            continue
+        if source:
+            owned = lab is None or (source in lab.volumes and lab.volumes[source].pool == pool_name)
+            out += [volume(pool_name, source)] if owned else []
+        elif lab is None or pool_name in lab.storage_pools:
+            out.append(pool(pool_name))
+    return tuple(dict.fromkeys(out))
+
+
+def loses_data(change: Change, action: Action) -> bool:
+    """A volume deleted or replaced: its data goes with it (LXD 5.0 does not say whether a volume is empty
+    without reading each one, so every volume is taken to hold data)."""
+    return change.address.kind == Kind.VOLUME and action in (Action.DELETE, Action.REPLACE)
+
+
+def data_losses(changes: Iterable[Change]) -> list[str]:
+    """Why apply wants --force: every volume the plan deletes or replaces."""
+    return [f"it {'replaces' if a == Action.REPLACE else 'deletes'} {c.address}: {DATA_LOST}"
+            for c in changes for a in c.actions if loses_data(c, a)]
+
+
+def apply(run: Runner, change: Change, action: Action) -> None:
+    name = change.address.name
+    if action in (Action.DELETE, Action.REPLACE):  # a replace: deleted, then created anew
+        run.lxd.delete("volume", name)
+        if action == Action.DELETE:
+            return None
+    want = change.after or {}
+    config = {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+    if action in (Action.CREATE, Action.REPLACE):
+        body = {"name": name.partition("/")[2], "type": "custom", "content_type": want["content_type"],
+                "description": want["description"], "config": config}
+        return run.lxd.create("volume", body, parent=want["pool"])
+    raw, etag = run.lxd.get("volume", name)
+    now = comparable(_read(raw, want["pool"]), Resource(change.address, want))
+    if now.body != change.before:
+        raise StaleState(f"{change.address} changed since the plan was made; run plan again")
+    shrunk = shrinks(now.body["config"].get("size"), want["config"].get("size"))
+    if shrunk:
+        raise run.step_error(f"{change.address}: {shrunk}")
+    filled = {k: v for k, v in (raw.get("config") or {}).items() if k in DEFAULTED_KEYS and k not in config}
+    run.lxd.put("volume", name, {"description": want["description"], "config": {**filled, **config}}, etag)
+
+
+def shrinks(have: str | None, want: str | None) -> str | None:
+    """Why a size change is refused: a volume grows in place, it never shrinks (a filesystem cut short
+    loses what lies beyond the cut); None when it grows or either size is not one LXD's units say."""
+    before, after = size_bytes(have), size_bytes(want)
+    if before is None or after is None or after >= before:
+        return None
+    return (f"size {have} -> {want} would shrink the volume, and data beyond the new size would be lost:"
+            " a volume only grows (to make it smaller, declare a new one and copy the data)")
+
+
+SIZE = re.compile(r"(\d{1,30})\s*([KMGTPE]i?B|B)?")
+UNITS = {"B": 1, **{f"{u}B": 1000 ** (i + 1) for i, u in enumerate("KMGTPE")},
+         **{f"{u}iB": 1024 ** (i + 1) for i, u in enumerate("KMGTPE")}}
+
+
+def size_bytes(text: str | None) -> int | None:
+    """LXD's size ("64MiB", "1GB", "1073741824") in bytes; None if absent or not of that form."""
+    found = SIZE.fullmatch(text or "")
+    return int(found.group(1)) * UNITS[found.group(2) or "B"] if found else None
+
+
+def _read(raw: Mapping[str, Any], parent: str) -> Resource:
+    found = from_lxd({**raw, "parent": parent})
+    if found is None:
+        raise StaleState("not a custom volume any more; run plan again")
+    return found

@@ -1,0 +1,159 @@
+"""Storage pools and custom volumes on a real LXD (dir driver): created, drift-checked and repaired,
+replaced, deleted and destroyed; a pool the lab does not own is never touched; and the point of it all,
+a file on a volume outlives the container that wrote it being replaced.
+
+Pools are server-wide: each test names its pools with its project's tag (two runs never clash) and its
+fixture deletes every pool so named, after the containers and volumes on them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import sh
+
+LAB = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+storage_pools:
+  @TAG@data:
+    driver: dir
+    description: the lab's data
+volumes:
+  site:
+    pool: @TAG@data
+    description: the web site
+    config: {size: 64MiB}
+  scratch:
+    pool: @TAG@data
+containers:
+  web1:
+    image: reconciler-tiny
+    devices:
+      site: {type: disk, pool: @TAG@data, source: site, path: /srv/site}
+"""
+
+
+@pytest.fixture
+def store(lab):
+    """The lab, and afterwards its containers, then the volumes on its pools, then the pools deleted."""
+    yield lab
+    for inst in json.loads(lab.lxc("list", "--format=json")):
+        lab.lxc("delete", "--force", inst["name"], check=False)
+    for pool in json.loads(sh("lxc", "storage", "list", "--format=json").stdout):
+        if pool["name"].startswith(lab.tag):
+            for vol in json.loads(lab.lxc("storage", "volume", "list", pool["name"], "--format=json")):
+                if vol["type"] == "custom":
+                    lab.lxc("storage", "volume", "delete", pool["name"], vol["name"], check=False)
+            sh("lxc", "storage", "delete", pool["name"], check=False)
+
+
+def run(lab, *args: str) -> str:
+    result = lab.run(*args)
+    assert result.code == 0, result.out + result.err
+    return result.out
+
+
+def query(path: str) -> dict:
+    return json.loads(sh("lxc", "query", path).stdout)
+
+
+def tiny_fingerprint() -> str:
+    return json.loads(sh("lxc", "image", "list", "reconciler-tiny", "--format=json").stdout)[0]["fingerprint"]
+
+
+SHARED = LAB + """\
+  web2:
+    image: reconciler-tiny
+    devices:
+      site: {type: disk, pool: @TAG@data, source: site, path: /srv/site, readonly: true}
+"""
+
+
+def test_a_file_on_the_volume_outlives_its_container_being_replaced_and_is_shared(store):
+    lab = store
+    lab.write(SHARED)
+    shown = run(lab, "plan")
+    assert f"+ pool.{lab.tag}data will be created" in shown and f"+ volume.{lab.tag}data/site will be created" in shown
+    done = run(lab, "apply", "--yes")
+    assert done.index(f"pool.{lab.tag}data: created") < done.index(f"volume.{lab.tag}data/site: created") \
+        < done.index("instance.web1: created")
+    assert query(f"/1.0/storage-pools/{lab.tag}data")["config"]["user.reconciler.lab"] == lab.tag
+    volume = query(f"/1.0/storage-pools/{lab.tag}data/volumes/custom/site?project={lab.project}")
+    assert volume["config"]["user.reconciler.lab"] == lab.tag and volume["config"]["size"] == "64MiB"
+    assert "No changes." in run(lab, "plan")
+    lab.lxc("exec", "web1", "--", "sh", "-c", "echo kept > /srv/site/index.html")
+    assert lab.lxc("exec", "web2", "--", "cat", "/srv/site/index.html") == "kept\n"  # one volume, two containers
+    lab.write(SHARED.replace("image: reconciler-tiny", f"image: {tiny_fingerprint()}", 1))
+    assert "-/+ instance.web1 will be replaced" in run(lab, "plan")
+    before = lab.instance("web1")["created_at"]
+    assert "instance.web1: replaced" in run(lab, "apply", "--yes")
+    assert lab.instance("web1")["created_at"] != before  # a new container...
+    assert lab.lxc("exec", "web1", "--", "cat", "/srv/site/index.html") == "kept\n"  # ...and the same data
+    refused = lab.lxc("exec", "web2", "--", "sh", "-c", "(echo no > /srv/site/x) 2>/dev/null && echo wrote || echo refused")
+    assert refused == "refused\n"  # web2 mounts it read-only
+
+
+def test_drift_is_shown_and_repaired_a_content_type_replaces_and_removal_deletes(store):
+    lab = store
+    lab.write(LAB)
+    run(lab, "apply", "--yes")
+    lab.lxc("storage", "volume", "set", f"{lab.tag}data", "site", "size=32MiB")
+    sh("lxc", "storage", "set", f"{lab.tag}data", "user.note=by hand")
+    shown = run(lab, "plan")
+    assert f"~ volume.{lab.tag}data/site will be updated in place (differs: config.size) [changed outside" \
+           " lab.yaml]" in shown, shown
+    assert 'config.size: "32MiB" -> "64MiB"' in shown
+    assert f"~ pool.{lab.tag}data will be updated in place" in shown and "user.note" in shown
+    run(lab, "apply", "--yes")
+    assert "No changes." in run(lab, "plan")
+    assert "user.note" not in query(f"/1.0/storage-pools/{lab.tag}data")["config"]
+    lab.write(LAB.replace("size: 64MiB", "size: 16MiB"))
+    shrunk = lab.run("apply", "--yes")
+    assert shrunk.code == 1 and f"volume.{lab.tag}data/site: size 64MiB -> 16MiB would shrink the volume" in \
+        shrunk.out + shrunk.err, shrunk.out + shrunk.err
+    site = f"/1.0/storage-pools/{lab.tag}data/volumes/custom/site?project={lab.project}"
+    assert query(site)["config"]["size"] == "64MiB"
+    block = LAB.replace("  scratch:\n    pool: @TAG@data\n", "  scratch:\n    pool: @TAG@data\n    content_type: block\n")
+    lab.write(block)
+    shown = run(lab, "plan")
+    assert f"-/+ volume.{lab.tag}data/scratch will be replaced (replace because content_type 'filesystem' ->" \
+           " 'block')" in shown and "the data on it is lost" in shown
+    refused = lab.run("apply", "--yes")
+    assert refused.code == 1 and f"it replaces volume.{lab.tag}data/scratch: the data on it is lost" in refused.err
+    run(lab, "apply", "--yes", "--force")
+    scratch = f"/1.0/storage-pools/{lab.tag}data/volumes/custom/scratch?project={lab.project}"
+    assert query(scratch)["content_type"] == "block"
+    lab.write(block.replace("  scratch:\n    pool: @TAG@data\n    content_type: block\n", ""))
+    assert lab.run("apply", "--yes").code == 1  # without --force: the data on it is lost
+    assert f"volume.{lab.tag}data/scratch: deleted" in run(lab, "apply", "--yes", "--force")
+    assert sh("lxc", "query", scratch, check=False).returncode != 0
+    destroyed = run(lab, "destroy", "--yes")
+    assert destroyed.index("instance.web1: deleted") < destroyed.index(f"volume.{lab.tag}data/site: deleted") \
+        < destroyed.index(f"pool.{lab.tag}data: deleted")
+    assert f"{lab.tag}data" not in sh("lxc", "storage", "list", "--format=csv").stdout
+
+
+def test_a_pool_the_lab_does_not_own_is_never_touched(store):
+    lab = store
+    sh("lxc", "storage", "create", f"{lab.tag}data", "dir")  # made by hand: no lab's tag
+    lab.write(LAB)
+    refused = lab.run("plan")
+    assert refused.code == 1 and f"pool.{lab.tag}data already exists in LXD and belongs to no lab" in refused.err
+    sh("lxc", "storage", "create", f"{lab.tag}other", "dir", "user.reconciler.lab=someone-else")
+    lab.write(LAB.replace("@TAG@data", "@TAG@mine"))
+    run(lab, "apply", "--yes")
+    run(lab, "destroy", "--yes")
+    names = sh("lxc", "storage", "list", "--format=csv").stdout
+    assert f"{lab.tag}data," in names and f"{lab.tag}other," in names and f"{lab.tag}mine," not in names
+
+
+def test_a_volume_dropped_with_the_disk_that_mounts_it_is_let_go_of_first(store):
+    lab = store
+    lab.write(LAB)
+    run(lab, "apply", "--yes")
+    lab.write(LAB.replace("  site:\n    pool: @TAG@data\n    description: the web site\n    config: {size: 64MiB}\n", "")
+              .replace("    devices:\n      site: {type: disk, pool: @TAG@data, source: site, path: /srv/site}\n", ""))
+    done = run(lab, "apply", "--yes", "--force")
+    assert done.index("instance.web1: updated") < done.index(f"volume.{lab.tag}data/site: deleted")
+    assert lab.instance("web1")["devices"] == {} and "No changes." in run(lab, "plan")
