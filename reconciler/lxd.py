@@ -361,6 +361,28 @@ class Lxd:
         self._call("delete", node)
         return text
 
+    # --- snapshots (checkpoints) ---------------------------------------------------------
+
+    def listing(self, kind: str) -> list[dict]:
+        """Every object of one top-level kind, in one GET."""
+        return self._call("get", self._collection(kind), params={"recursion": 1}).json()["metadata"] or []
+
+    def snapshots(self, name: str) -> list[dict]:
+        """An instance's snapshots, in one GET."""
+        return self._call("get", self.api.instances[name].snapshots, params={"recursion": 1}).json()["metadata"] or []
+
+    def snapshot(self, name: str, snapshot: str) -> None:
+        """A stateless snapshot of the instance as it stands, running or stopped."""
+        self._wait(self._call("post", self.api.instances[name].snapshots, json={"name": snapshot, "stateful": False}))
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        self._wait(self._call("delete", self.api.instances[name].snapshots[snapshot]))
+
+    def restore(self, name: str, snapshot: str) -> None:
+        """The instance back to its snapshot: root filesystem and its own configuration (LXD stops a running
+        one for the restore and starts it again)."""
+        self._wait(self._call("put", self.api.instances[name], json={"restore": snapshot}))
+
     # --- plumbing -----------------------------------------------------------------------
 
     def _call(self, verb: str, node, **kwargs):

@@ -1,0 +1,203 @@
+"""Checkpoints and rollback on a real LXD: snapshots and the record kept in LXD, rollback of hand edits
+inside a container, of a container added since and of a profile changed since, the next plan empty;
+names validated; list and delete; the apply lock; a rollback killed midway converges when run again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, sh
+from test_lxd_core import applied, no_changes
+
+from reconciler.lock import Lock
+from reconciler.lxd import Lxd
+
+LAB = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+networks:
+  @TAG@b:
+    config: {ipv4.address: 10.203.118.1/24, ipv4.nat: false, ipv6.address: none}
+profiles:
+  net:
+    description: the lab's bridge
+    config: {user.note: first}
+    devices:
+      eth0: {type: nic, network: @TAG@b, name: eth0}
+containers:
+  c1:
+    image: reconciler-tiny
+    profiles: [default, net]
+    files:
+      /etc/kept.txt: {content: "from lab.yaml\\n"}
+  c2:
+    image: reconciler-tiny
+    profiles: [default, net]
+    state: stopped
+"""
+ADDED = "  c3:\n    image: reconciler-tiny\n    profiles: [default, net]\n"
+
+
+def changed_lab() -> str:
+    return LAB.replace("user.note: first", "user.note: second") + ADDED
+
+
+def query(path: str) -> str:
+    return sh("lxc", "query", path).stdout
+
+
+def snapshots(lab, name: str) -> list[str]:
+    found = json.loads(query(f"/1.0/instances/{name}/snapshots?project={lab.project}"))
+    return sorted(s.split("?")[0].rsplit("/", 1)[-1] for s in found)
+
+
+def profile_config(lab, name: str) -> dict:
+    return json.loads(query(f"/1.0/profiles/{name}?project={lab.project}"))["config"]
+
+
+def checkpoints(lab) -> list[dict]:
+    result = lab.run("checkpoints", "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def test_rollback_undoes_hand_edits_a_new_container_and_a_profile_change(lab):
+    applied(lab, LAB)
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo before > /root/before.txt")
+    taken = lab.run("checkpoint", "first")
+    assert taken.code == 0, taken.out + taken.err
+    assert "Checkpoint first: 2 containers" in taken.out
+    assert snapshots(lab, "c1") == snapshots(lab, "c2") == ["rc-first"]
+    assert lab.instance("c2")["status"] == "Stopped"  # snapshotted where it stands
+    [listed] = checkpoints(lab)
+    assert listed["name"] == "first" and listed["complete"] and not listed["auto"]
+    assert listed["objects"] == {"acl": [], "network": [f"{lab.tag}b"], "profile": ["net"]}
+
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /root/after.txt; rm /root/before.txt")
+    applied(lab, changed_lab())
+    assert profile_config(lab, "net")["user.note"] == "second"
+    assert lab.instance("c3")["status"] == "Running"
+
+    result = lab.run("rollback", "first", "--yes")
+    assert result.code == 0, result.out + result.err
+    assert "delete   instance.c3: created after the checkpoint" in result.out
+    assert "put      profile.net: config changed since the checkpoint" in result.out
+    assert "the working lab.yaml differs from the one this checkpoint recorded" in result.out
+    assert '+    "user.note": "second"' in result.out
+
+    assert lab.lxc("list", "-c", "n", "--format=csv").split() == ["c1", "c2"]
+    assert profile_config(lab, "net")["user.note"] == "first"
+    assert lab.lxc("exec", "c1", "--", "cat", "/root/before.txt") == "before\n"
+    assert lab.lxc("exec", "c1", "--", "ls", "/root/after.txt", check=False) == ""
+    assert lab.instance("c1")["status"] == "Running" and lab.instance("c2")["status"] == "Stopped"
+    lab.write(LAB)
+    assert no_changes(lab)
+
+
+def test_names_are_validated_and_checkpoints_are_listed_and_deleted(lab):
+    applied(lab, LAB)
+    bad = lab.run("checkpoint", "Not_Valid")
+    assert bad.code == 1 and "'Not_Valid' is not a checkpoint name" in bad.err, bad.err
+    assert lab.run("rollback", "../x").code == 1
+    assert lab.run("checkpoint", "one").code == 0
+    assert lab.run("checkpoint", "two", "--json").code == 0
+    again = lab.run("checkpoint", "one")
+    assert again.code == 1 and "already has a checkpoint 'one'" in again.err
+    text = lab.run("checkpoints")
+    assert [line.split()[0] for line in text.out.splitlines()] == ["one", "two"], text.out
+    assert snapshots(lab, "c1") == ["rc-one", "rc-two"]
+
+    deleted = lab.run("checkpoint", "--delete", "one")
+    assert deleted.code == 0, deleted.err
+    assert [c["name"] for c in checkpoints(lab)] == ["two"]
+    assert snapshots(lab, "c1") == snapshots(lab, "c2") == ["rc-two"]
+    missing = lab.run("rollback", "one", "--yes")
+    assert missing.code == 1 and "has no checkpoint 'one' (its checkpoints: two)" in missing.err
+    assert no_changes(lab)  # the record is not the lab's: plan leaves it alone
+
+
+def test_a_users_own_snapshot_is_never_taken_over(lab):
+    applied(lab, LAB)
+    lab.lxc("snapshot", "c1", "rc-mine")
+    refused = lab.run("checkpoint", "mine")
+    assert refused.code == 1 and "c1 already has a snapshot 'rc-mine' that no checkpoint of this lab made" in refused.err
+    assert snapshots(lab, "c1") == ["rc-mine"]
+
+
+def test_a_checkpoint_waits_for_or_is_refused_by_the_apply_lock(lab):
+    applied(lab, LAB)
+    with Lock(Lxd(None, lab.project), lab.tag, 0, "apply"):
+        held = lab.run("checkpoint", "busy")
+        assert held.code == 1 and f"lab {lab.tag!r} is locked: apply by process" in held.err, held.err
+    assert checkpoints(lab) == []
+    assert lab.run("checkpoint", "busy").code == 0
+
+
+def test_a_rollback_killed_midway_converges_when_run_again(lab):
+    applied(lab, LAB)
+    assert lab.run("checkpoint", "base").code == 0
+    applied(lab, changed_lab())
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /root/after.txt")
+    argv = [sys.executable, "-m", "reconciler.cli", "rollback", "base", "--yes", "-f", str(lab.file)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as run:
+        assert run.stdout is not None
+        for line in run.stdout:  # killed once it has started restoring (the line is said before the step)
+            if line.startswith("restore  instance.c1"):
+                run.send_signal(signal.SIGKILL)
+                break
+        run.wait(timeout=120)
+    assert run.returncode == -signal.SIGKILL
+    query(f"/1.0/profiles/reconciler-lock-{lab.tag}?project={lab.project}")  # a killed holder's lock
+    again = lab.run("rollback", "base", "--yes")
+    assert again.code == 0, again.out + again.err
+    assert f"Took over the lock of lab {lab.tag!r}" in again.err
+    assert lab.lxc("list", "-c", "n", "--format=csv").split() == ["c1", "c2"]
+    assert lab.lxc("exec", "c1", "--", "ls", "/root/after.txt", check=False) == ""
+    lab.write(LAB)
+    assert no_changes(lab)
+
+
+
+# --- without LXD --------------------------------------------------------------------------------------
+
+def test_checkpoint_names_are_checked_before_anything_else(tmp_path, capsys):
+    from reconciler.checkpoint import CheckpointError, check_name
+    from reconciler.cli import main
+    assert check_name("pristine") == "pristine" and check_name("auto-0123456789ab") == "auto-0123456789ab"
+    for bad in ("", "-x", "Upper", "a/b", "a.b", "x" * 41, "rc first"):
+        with pytest.raises(CheckpointError, match=re.escape(repr(bad))):
+            check_name(bad)
+    assert main(["checkpoint", "a/b", "-f", str(tmp_path / "none.yaml")]) == 1
+    assert "Error: 'a/b' is not a checkpoint name: 1 to 40 lowercase letters" in capsys.readouterr().err
+    assert main(["checkpoint", "--delete", "-f", str(tmp_path / "none.yaml")]) == 1
+    assert "--delete needs the NAME" in capsys.readouterr().err
+
+
+def test_a_record_reads_back_as_written_and_is_bounded():
+    from reconciler.checkpoint import MAX_DATA, Checkpoint, CheckpointError
+    cp = Checkpoint("one", "lab1", "2026-01-01T00:00:00+00:00", "d" * 64, "f" * 16, True, True,
+                    {"c1": "running"}, {"profile": {"p": {"config": {"user.x": "1"}}}}, {"lab": "lab1"})
+    assert Checkpoint.of(cp.config()) == cp
+    assert cp.holds() == "1 container, 1 profile"
+    digests = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(MAX_DATA // 32))  # incompressible
+    with pytest.raises(CheckpointError, match="over the 262144 kept in one LXD profile key"):
+        Checkpoint("big", "lab1", "", "", "", False, True, {}, {}, digests).config()
+
+
+def test_lab_yaml_cannot_declare_a_checkpoints_profile(tmp_path):
+    from reconciler.source import SourceError
+    from reconciler.spec import load_lab
+    path = tmp_path / "lab.yaml"
+    path.write_text("lab: l1\nprofiles:\n  reconciler-checkpoint-l1.x: {}\n")
+    with pytest.raises(SourceError, match=re.escape("profile names starting with 'reconciler-checkpoint-' are"
+                                                    " reconciler's own (a lab's checkpoint)")):
+        load_lab(path)
+
