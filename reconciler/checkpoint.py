@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .address import Kind
 from .errors import LxdNotFound
 from .live import live_from_raw
+from .plan import Action, Plan
 from .spec import CHECKPOINT_PREFIX
 
 if TYPE_CHECKING:
@@ -240,6 +241,22 @@ def prune(lxd: Lxd, place: Lxd, lab: str, keep: int, said: Callable[[str], None]
         said(f"pruning automatic checkpoint {cp.name} (taken {cp.created}; keeping the last {keep})")
         delete(lxd, place, cp)
     return [c.name for c in gone]
+
+
+# --- before a risky apply -------------------------------------------------------------------------------
+
+RISKY = {Action.REPLACE, Action.RESTART, Action.DELETE, Action.STOP, Action.MOVE}
+
+
+def risky(plan: Plan) -> list[str]:
+    """Why `apply --checkpoint auto` takes one: the changes that replace, restart, stop, move or delete
+    something, or change what is already inside a container (re-provision); empty when it only adds."""
+    out = []
+    for change in plan.changes:
+        inside = change.address.kind.inside and change.before is not None
+        if RISKY & set(change.actions) or (inside and {Action.UPDATE, Action.CONVERGE} & set(change.actions)):
+            out.append(f"{change.address} ({', '.join(a.word for a in change.actions)})")
+    return out
 
 
 # --- rollback ---------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ exit codes: 0 success; 1 error (invalid lab.yaml, usage, LXD, a failed or refuse
             2 only with `plan --detailed-exitcode`: changes are pending.
 See docs/cli.md (every command and option) and docs/lab-yaml.md (the file) in the repository."""
 UNSAFE_SHARE = 0.3
+KEEP_CHECKPOINTS = 3
 
 
 class Parser(argparse.ArgumentParser):
@@ -147,6 +148,12 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
                        f" {UNSAFE_SHARE:.0%} of the lab's objects, or a container that serves a frontend")
         p.add_argument("--allow-restart", action="store_true", help="apply even a plan that moves running"
                        " containers to another cluster member (each is stopped and started again)")
+        p.add_argument("--checkpoint", choices=("auto", "always", "never"), default="auto",
+                       help="take a checkpoint before applying: auto (the default) when the plan replaces, restarts,"
+                       " stops, moves or deletes anything or changes what is inside a container; always; never")
+        p.add_argument("--keep-checkpoints", type=_at_least(1), default=KEEP_CHECKPOINTS, metavar="N",
+                       help=f"automatic checkpoints kept, the oldest pruned (default {KEEP_CHECKPOINTS}); one taken"
+                       " by hand is never pruned")
     if name == "validate":
         p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f); an"
                        " override (NAME.override.yaml, NAME.override.SOMETHING.yaml) is validated merged onto its"
@@ -356,9 +363,36 @@ def cmd_apply(args, destroy: bool = False) -> int:
                 _restarts_allowed(args, plan)
             if not _confirmed(args, "destroy" if destroy else "apply"):
                 return EXIT_ERROR
-            return _run(plan, ctx, lxd, args.parallelism, colour, "Destroy" if destroy else "Apply")
+            taken = None if destroy else _checkpoint_before(args, plan, lab, base, lxd)
+            code = _run(plan, ctx, lxd, args.parallelism, colour, "Destroy" if destroy else "Apply")
+            if code != EXIT_OK and taken:
+                print(f"The lab as it was before this apply is checkpoint {taken}: `reconcile rollback {taken}`"
+                      " puts it back.", file=sys.stderr)
+            return code
     except LockHeld as err:
         raise Refused(str(err)) from None
+
+
+def _checkpoint_before(args, plan, lab, base: Path, lxd) -> str | None:
+    """An automatic checkpoint, named from the plan's fingerprint, when --checkpoint asks for one;
+    then the oldest automatic ones beyond --keep-checkpoints pruned. Its name, or None."""
+    from . import checkpoint
+    from .planfile import lab_digest, lab_model
+    why = checkpoint.risky(plan)
+    if args.checkpoint == "never" or (args.checkpoint == "auto" and not why):
+        return None
+    name = checkpoint.auto_name(plan.fingerprint())
+    place = _lock_place(lxd, lab)
+    with _checkpoint_errors():
+        if any(c.name == name and c.complete for c in checkpoint.listed(place, lab.lab)):
+            _say(f"Checkpoint {name} (of this very plan) is already taken.")
+            return name
+        _say(f"Taking checkpoint {name} before applying" + (f": {', '.join(why[:5])}"
+                                                             f"{' ...' if len(why) > 5 else ''}" if why else "") + ".")
+        checkpoint.take(lxd, place, lab.lab, name, lab_digest(lab, base), plan.fingerprint(), lab_model(lab),
+                        auto=True, said=_say)
+        checkpoint.prune(lxd, place, lab.lab, args.keep_checkpoints, said=_say)
+    return name
 
 
 def _lock_place(lxd, lab):

@@ -166,6 +166,52 @@ def test_a_rollback_killed_midway_converges_when_run_again(lab):
 
 
 
+def test_apply_takes_a_checkpoint_before_a_risky_plan_and_keeps_the_last_automatic_ones(lab):
+    applied(lab, LAB)
+    assert lab.run("checkpoint", "by-hand").code == 0
+    added = lab.run("apply", "--yes", "-f", str(lab.write(LAB + ADDED)))  # only adds: auto takes none
+    assert added.code == 0 and "Taking checkpoint" not in added.err, added.err
+    restart = LAB.replace("    files:", '    config: {security.privileged: "false"}\n    files:', 1)
+    lab.write(restart)
+    result = lab.run("apply", "--yes")
+    assert result.code == 0, result.out + result.err
+    auto = [c for c in checkpoints(lab) if c["auto"]]
+    assert len(auto) == 1 and auto[0]["name"].startswith("auto-"), checkpoints(lab)
+    why = "instance.c1 (update, restart), instance.c3 (delete)"
+    assert f"Taking checkpoint {auto[0]['name']} before applying: {why}" in result.err
+    assert sorted(auto[0]["containers"]) == ["c1", "c2", "c3"]  # the lab as it was before the apply
+
+    for note in ("second", "third"):
+        lab.write(restart.replace("user.note: first", f"user.note: {note}"))
+        assert lab.run("apply", "--yes", "--checkpoint", "never").code == 0
+        assert lab.run("apply", "--yes", "--checkpoint", "always", "--keep-checkpoints", "2", "-f", str(
+            lab.write(restart.replace("user.note: first", f"user.note: {note}-again")))).code == 0
+    listed = checkpoints(lab)
+    assert [c["name"] for c in listed][0] == "by-hand" and len(listed) == 3, listed  # autos pruned to 2
+    assert [c["auto"] for c in listed] == [False, True, True]
+
+    back = lab.run("rollback", auto[0]["name"], "--yes")
+    assert back.code == 1 and "has no checkpoint" in back.err  # the oldest automatic one was pruned
+    last = listed[-1]["name"]
+    back = lab.run("rollback", last, "--yes")
+    assert back.code == 0, back.out + back.err
+    assert "taken automatically before an apply: the lab is as it was before that apply" in back.out
+    lab.write(restart.replace("user.note: first", "user.note: third"))  # the lab.yaml applied before it
+    assert no_changes(lab)
+
+
+def test_a_failed_apply_names_the_checkpoint_to_roll_back_to(lab):
+    applied(lab, LAB)
+    broken = LAB.replace('/etc/kept.txt: {content: "from lab.yaml\\n"}',
+                         '/etc/kept.txt: {content: "changed\\n", check: [/bin/false, "{}"]}')
+    assert broken != LAB
+    lab.write(broken)
+    result = lab.run("apply", "--yes")
+    assert result.code == 1, result.out + result.err
+    [auto] = checkpoints(lab)
+    assert f"`reconcile rollback {auto['name']}` puts it back" in result.err.splitlines()[-1]
+
+
 # --- without LXD --------------------------------------------------------------------------------------
 
 def test_checkpoint_names_are_checked_before_anything_else(tmp_path, capsys):
@@ -201,3 +247,23 @@ def test_lab_yaml_cannot_declare_a_checkpoints_profile(tmp_path):
                                                     " reconciler's own (a lab's checkpoint)")):
         load_lab(path)
 
+
+def test_auto_takes_a_checkpoint_only_before_what_cannot_simply_be_undone():
+    from types import SimpleNamespace
+
+    from reconciler.address import Address
+    from reconciler.checkpoint import risky
+    from reconciler.plan import Action, Change, Code, Reason
+
+    def change(address: str, *actions: Action, before: dict | None = None) -> Change:
+        why = (Reason(Code.DESTROY, "test"),) * len(actions)
+        return Change(Address.parse(address), actions, why, before, {"x": 1})
+
+    adds = [change("instance.c1", Action.CREATE), change("file.c1:/etc/a", Action.CREATE),
+            change("profile.p", Action.UPDATE, before={"x": 0})]
+    assert risky(SimpleNamespace(changes=adds)) == []  # type: ignore[arg-type]
+    for risk, shown in ((change("instance.c2", Action.UPDATE, Action.RESTART, before={}), "instance.c2 (update, restart)"),
+                        (change("instance.c2", Action.REPLACE, before={}), "instance.c2 (replace)"),
+                        (change("network.n", Action.DELETE, before={}), "network.n (delete)"),
+                        (change("file.c1:/etc/a", Action.UPDATE, before={"x": 0}), "file.c1:/etc/a (update)")):
+        assert risky(SimpleNamespace(changes=[*adds, risk])) == [shown]  # type: ignore[arg-type]
