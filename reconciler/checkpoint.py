@@ -41,6 +41,7 @@ TAG = "user.reconciler.checkpoint"  # the lab the record belongs to
 NAME_KEY, CREATED_KEY, DIGEST_KEY, FINGERPRINT_KEY, AUTO_KEY, COMPLETE_KEY, DATA_KEY = (
     f"{TAG}.{k}" for k in ("name", "created", "lab-digest", "fingerprint", "auto", "complete", "data"))
 NAME = r"[a-z0-9][a-z0-9-]{0,39}"
+PARALLEL = 4  # containers snapshotted or restored at once, as apply's default parallelism
 MAX_DATA = 256 * 1024  # encoded bytes of one record: every plan's GET of the profiles carries it
 # What rollback puts back of each object kind (what LXD's PUT takes), in dependency order.
 WRITABLE: dict[Kind, tuple[str, ...]] = {
@@ -179,11 +180,14 @@ def take(lxd: Lxd, place: Lxd, lab: str, name: str, lab_digest: str, fingerprint
                     False, {n: _state(r) for n, r in sorted(instances.items())},
                     {k.value: dict(sorted(v.items())) for k, v in objects.items()}, lab_model)
     _write(place, cp, exists=previous is not None)
-    for cname in sorted(instances):
+
+    def one(cname: str) -> None:
         said(f"snapshot {cname} -> {snapshot_name(name)}")
         if previous is not None and snapshot_name(name) in _snapshot_names(lxd, cname):
             lxd.delete_snapshot(cname, snapshot_name(name))  # left by the incomplete run: taken again now
         lxd.snapshot(cname, snapshot_name(name))
+
+    _each(one, sorted(instances))
     cp.complete = True
     _write(place, cp, exists=True)
     return cp
@@ -343,10 +347,33 @@ def _differs(now: dict, then: dict) -> str:
 
 
 def run_rollback(lxd: Lxd, rollback: Rollback, said: Callable[[str], None] = print) -> None:
-    """Each step in order; a step already done (a run killed midway, run again) does nothing harmful."""
+    """The objects made or put back, in order; then each container's steps in order, containers in
+    parallel; then the objects made since deleted, in order. A step already done (a run killed midway,
+    run again) does nothing harmful."""
+    def run(steps: list[Step]) -> None:
+        for step in steps:
+            said(step.text())
+            _run_step(lxd, rollback.checkpoint, step)
+
+    by_container: dict[str, list[Step]] = {}
     for step in rollback.steps:
-        said(step.text())
-        _run_step(lxd, rollback.checkpoint, step)
+        if step.kind == Kind.INSTANCE:
+            by_container.setdefault(step.name, []).append(step)
+    run([s for s in rollback.steps if s.kind != Kind.INSTANCE and s.verb != "delete"])
+    _each(run, list(by_container.values()))
+    run([s for s in rollback.steps if s.kind != Kind.INSTANCE and s.verb == "delete"])
+
+
+def _each(work: Callable[[Any], None], items: list) -> None:
+    """`work` on each item, PARALLEL at once (LXD copies a container's root filesystem for a snapshot
+    or a restore on a `dir` pool: the slow part); the first error is raised once all have ended."""
+    from concurrent.futures import ThreadPoolExecutor
+    if not items:
+        return
+    with ThreadPoolExecutor(min(PARALLEL, len(items))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+    for future in futures:
+        future.result()
 
 
 def _run_step(lxd: Lxd, cp: Checkpoint, step: Step) -> None:
