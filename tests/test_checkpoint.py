@@ -62,14 +62,25 @@ def profile_config(lab, name: str) -> dict:
     return json.loads(query(f"/1.0/profiles/{name}?project={lab.project}"))["config"]
 
 
+def profile_names(lab) -> list[str]:
+    """The project's profiles but reconciler's own (checkpoint records, the lock)."""
+    found = json.loads(query(f"/1.0/profiles?project={lab.project}"))
+    return sorted(n for p in found if not (n := p.split("?")[0].rsplit("/", 1)[-1]).startswith("reconciler-"))
+
+
 def checkpoints(lab) -> list[dict]:
     result = lab.run("checkpoints", "--json")
     assert result.code == 0, result.err
     return json.loads(result.out)
 
 
-def test_rollback_undoes_hand_edits_a_new_container_and_a_profile_change(lab):
-    applied(lab, LAB)
+OLD_PROFILE = '  old:\n    config: {user.kept: "yes"}\n'  # dropped from lab.yaml after the checkpoint
+LATER_PROFILE = "  later:\n    config: {user.added: later}\n"  # added after it, for c3
+
+
+def test_rollback_undoes_hand_edits_a_new_container_and_profile_changes(lab):
+    before = LAB.replace("profiles:\n", "profiles:\n" + OLD_PROFILE, 1)
+    applied(lab, before)
     lab.lxc("exec", "c1", "--", "sh", "-c", "echo before > /root/before.txt")
     taken = lab.run("checkpoint", "first")
     assert taken.code == 0, taken.out + taken.err
@@ -78,10 +89,13 @@ def test_rollback_undoes_hand_edits_a_new_container_and_a_profile_change(lab):
     assert lab.instance("c2")["status"] == "Stopped"  # snapshotted where it stands
     [listed] = checkpoints(lab)
     assert listed["name"] == "first" and listed["complete"] and not listed["auto"]
-    assert listed["objects"] == {"acl": [], "network": [f"{lab.tag}b"], "profile": ["net"]}
+    assert listed["objects"] == {"acl": [], "network": [f"{lab.tag}b"], "profile": ["net", "old"]}
 
     lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /root/after.txt; rm /root/before.txt")
-    applied(lab, changed_lab())
+    applied(lab, changed_lab().replace("profiles:\n", "profiles:\n" + LATER_PROFILE, 1)
+            .replace("  c3:\n    image: reconciler-tiny\n    profiles: [default, net]",
+                     "  c3:\n    image: reconciler-tiny\n    profiles: [default, net, later]"))
+    assert profile_names(lab) == ["default", "later", "net"]
     assert profile_config(lab, "net")["user.note"] == "second"
     assert lab.instance("c3")["status"] == "Running"
 
@@ -89,15 +103,18 @@ def test_rollback_undoes_hand_edits_a_new_container_and_a_profile_change(lab):
     assert result.code == 0, result.out + result.err
     assert "delete   instance.c3: created after the checkpoint" in result.out
     assert "put      profile.net: config changed since the checkpoint" in result.out
+    assert "create   profile.old: deleted since the checkpoint" in result.out
+    assert "delete   profile.later: created after the checkpoint" in result.out
     assert "the working lab.yaml differs from the one this checkpoint recorded" in result.out
     assert '+    "user.note": "second"' in result.out
 
     assert lab.lxc("list", "-c", "n", "--format=csv").split() == ["c1", "c2"]
     assert profile_config(lab, "net")["user.note"] == "first"
+    assert profile_names(lab) == ["default", "net", "old"] and profile_config(lab, "old")["user.kept"] == "yes"
     assert lab.lxc("exec", "c1", "--", "cat", "/root/before.txt") == "before\n"
     assert lab.lxc("exec", "c1", "--", "ls", "/root/after.txt", check=False) == ""
     assert lab.instance("c1")["status"] == "Running" and lab.instance("c2")["status"] == "Stopped"
-    lab.write(LAB)
+    lab.write(before)
     assert no_changes(lab)
 
 
@@ -121,6 +138,13 @@ def test_names_are_validated_and_checkpoints_are_listed_and_deleted(lab):
     missing = lab.run("rollback", "one", "--yes")
     assert missing.code == 1 and "has no checkpoint 'one' (its checkpoints: two)" in missing.err
     assert no_changes(lab)  # the record is not the lab's: plan leaves it alone
+
+    lab.lxc("delete", "--force", "c2")  # and its snapshot with it
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /root/after.txt")
+    refused = lab.run("rollback", "two", "--yes")
+    assert refused.code == 1 and "rollback refused, nothing was done:\n  container c2 was deleted since the" \
+        " checkpoint, and its snapshot rc-two with it: it cannot be restored" in refused.err, refused.err
+    assert lab.lxc("exec", "c1", "--", "cat", "/root/after.txt") == "after\n"
 
 
 def test_a_users_own_snapshot_is_never_taken_over(lab):
