@@ -28,7 +28,7 @@ networks:
 profiles:
   net:
     description: the lab's bridge
-    config: {user.note: first}
+    config: {user.note: first, snapshots.expiry: 1d}
     devices:
       eth0: {type: nic, network: @TAG@b, name: eth0}
 containers:
@@ -86,6 +86,8 @@ def test_rollback_undoes_hand_edits_a_new_container_and_profile_changes(lab):
     assert taken.code == 0, taken.out + taken.err
     assert "Checkpoint first: 2 containers" in taken.out
     assert snapshots(lab, "c1") == snapshots(lab, "c2") == ["rc-first"]
+    expiry = json.loads(query(f"/1.0/instances/c1/snapshots/rc-first?project={lab.project}"))["expires_at"]
+    assert expiry.startswith("0001-01-01"), expiry  # not the day the profile's snapshots.expiry gives
     assert lab.instance("c2")["status"] == "Stopped"  # snapshotted where it stands
     [listed] = checkpoints(lab)
     assert listed["name"] == "first" and listed["complete"] and not listed["auto"]
@@ -164,7 +166,8 @@ def test_a_checkpoint_waits_for_or_is_refused_by_the_apply_lock(lab):
     assert lab.run("checkpoint", "busy").code == 0
 
 
-def test_a_rollback_killed_midway_converges_when_run_again(lab):
+@pytest.mark.parametrize("killed_at", ["put      profile.net", "restore  instance.c1", "delete   instance.c3"])
+def test_a_rollback_killed_midway_converges_when_run_again(lab, killed_at):
     applied(lab, LAB)
     assert lab.run("checkpoint", "base").code == 0
     applied(lab, changed_lab())
@@ -173,8 +176,8 @@ def test_a_rollback_killed_midway_converges_when_run_again(lab):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as run:
         assert run.stdout is not None
-        for line in run.stdout:  # killed once it has started restoring (the line is said before the step)
-            if line.startswith("restore  instance.c1"):
+        for line in run.stdout:  # killed once it has started that step (its line is said before it)
+            if line.startswith(killed_at):
                 run.send_signal(signal.SIGKILL)
                 break
         run.wait(timeout=120)
