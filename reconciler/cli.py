@@ -537,6 +537,7 @@ def cmd_checkpoint(args) -> int:
             checkpoint.delete(lxd, place, checkpoint.find(place, lab.lab, name))
             print(json.dumps({"deleted": name}) if args.json else f"Deleted checkpoint {name}.")
             return EXIT_OK
+        _settle(lxd, lab)  # a killed run's snapshot may still be running
         plan, _ = _plan(lab, base, lxd, [])
         taken = checkpoint.take(lxd, place, lab.lab, name, lab_digest(lab, base), plan.fingerprint(), lab_model(lab),
                                 said=_say)

@@ -193,6 +193,29 @@ def test_a_rollback_killed_midway_converges_when_run_again(lab, killed_at):
 
 
 
+def test_a_checkpoint_killed_midway_is_incomplete_until_taken_again(lab):
+    applied(lab, LAB)
+    argv = [sys.executable, "-m", "reconciler.cli", "checkpoint", "cut", "-f", str(lab.file)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as run:
+        assert run.stdout is not None
+        for line in run.stdout:  # the record is written before the first snapshot is said
+            if line.startswith("snapshot "):
+                run.send_signal(signal.SIGKILL)
+                break
+        run.wait(timeout=120)
+    assert run.returncode == -signal.SIGKILL
+    [cut] = checkpoints(lab)
+    assert cut["name"] == "cut" and not cut["complete"]
+    assert "INCOMPLETE" in lab.run("checkpoints").out
+    refused = lab.run("rollback", "cut", "--yes")
+    assert refused.code == 1 and "checkpoint 'cut' is incomplete" in refused.err, refused.err
+    again = lab.run("checkpoint", "cut")
+    assert again.code == 0, again.out + again.err
+    assert [c["complete"] for c in checkpoints(lab)] == [True]
+    assert snapshots(lab, "c1") == snapshots(lab, "c2") == ["rc-cut"]
+    assert lab.run("rollback", "cut", "--yes").code == 0
+
 def test_apply_takes_a_checkpoint_before_a_risky_plan_and_keeps_the_last_automatic_ones(lab):
     applied(lab, LAB)
     assert lab.run("checkpoint", "by-hand").code == 0
