@@ -1,4 +1,4 @@
-"""`reconcile validate | plan | apply | destroy | check | import | graph`.
+"""`reconcile validate | plan | apply | destroy | check | import | graph | checkpoint | checkpoints | rollback`.
 
 Exit codes mean one thing each: 0 success, 1 any error (bad input, usage, LXD, a failed step,
 a refusal), 2 only for `plan --detailed-exitcode` with changes pending.
@@ -24,6 +24,7 @@ exit codes: 0 success; 1 error (invalid lab.yaml, usage, LXD, a failed or refuse
             2 only with `plan --detailed-exitcode`: changes are pending.
 See docs/cli.md (every command and option) and docs/lab-yaml.md (the file) in the repository."""
 UNSAFE_SHARE = 0.3
+KEEP_CHECKPOINTS = 3
 
 
 class Parser(argparse.ArgumentParser):
@@ -81,6 +82,10 @@ COMMANDS = {
     "check": "send HTTP through each HAProxy frontend and show which server answered",
     "import": "write a lab.yaml that adopts containers built by hand, as they are",
     "graph": "the lab's dependency graph: DOT, or SVG/PNG with Graphviz (no LXD needed)",
+    "checkpoint": "snapshot every container of the lab and record its networks, profiles and ACLs, in LXD"
+                  " (or --delete one)",
+    "checkpoints": "list the lab's checkpoints",
+    "rollback": "put the whole lab back to a checkpoint: snapshots restored, objects put back, newer ones deleted",
 }
 
 
@@ -119,6 +124,18 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
     if name == "apply":
         p.add_argument("planfile", nargs="?", metavar="PLANFILE", help="a plan saved by `plan -o`: applied exactly,"
                        " or refused")
+    if name in ("checkpoint", "rollback"):
+        p.add_argument("name", nargs="?" if name == "checkpoint" else None, metavar="NAME",
+                       help="the checkpoint's name: 1 to 40 lowercase letters, digits and '-'"
+                       + (" (default: the time, YYYYMMDD-HHMMSS)" if name == "checkpoint" else ""))
+        p.add_argument("--lock-timeout", type=_at_least(0, float), default=0.0, metavar="SECONDS",
+                       help="wait this long for an apply of the lab to finish (default: refuse at once)")
+    if name == "checkpoint":
+        p.add_argument("--delete", action="store_true", help="delete checkpoint NAME (its snapshots and record)")
+    if name in ("checkpoint", "checkpoints"):
+        p.add_argument("--json", action="store_true", help="print JSON")
+    if name == "rollback":
+        p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
     if name in ("apply", "destroy"):
         p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
         p.add_argument("--parallelism", type=_at_least(1), default=4, metavar="N", help="steps at once (default 4)")
@@ -132,6 +149,12 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
                        " storage volume (its data)")
         p.add_argument("--allow-restart", action="store_true", help="apply even a plan that moves running"
                        " containers to another cluster member (each is stopped and started again)")
+        p.add_argument("--checkpoint", choices=("auto", "always", "never"), default="auto",
+                       help="take a checkpoint before applying: auto (the default) when the plan replaces, restarts,"
+                       " stops, moves or deletes anything or changes what is inside a container; always; never")
+        p.add_argument("--keep-checkpoints", type=_at_least(1), default=KEEP_CHECKPOINTS, metavar="N",
+                       help=f"automatic checkpoints kept, the oldest pruned (default {KEEP_CHECKPOINTS}); one taken"
+                       " by hand is never pruned")
     if name == "validate":
         p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f); an"
                        " override (NAME.override.yaml, NAME.override.SOMETHING.yaml) is validated merged onto its"
@@ -341,9 +364,36 @@ def cmd_apply(args, destroy: bool = False) -> int:
                 _restarts_allowed(args, plan)
             if not _confirmed(args, "destroy" if destroy else "apply"):
                 return EXIT_ERROR
-            return _run(plan, ctx, lxd, args.parallelism, colour, "Destroy" if destroy else "Apply")
+            taken = None if destroy else _checkpoint_before(args, plan, lab, base, lxd)
+            code = _run(plan, ctx, lxd, args.parallelism, colour, "Destroy" if destroy else "Apply")
+            if code != EXIT_OK and taken:
+                print(f"The lab as it was before this apply is checkpoint {taken}: `reconcile rollback {taken}`"
+                      " puts it back.", file=sys.stderr)
+            return code
     except LockHeld as err:
         raise Refused(str(err)) from None
+
+
+def _checkpoint_before(args, plan, lab, base: Path, lxd) -> str | None:
+    """An automatic checkpoint, named from the plan's fingerprint, when --checkpoint asks for one;
+    then the oldest automatic ones beyond --keep-checkpoints pruned. Its name, or None."""
+    from . import checkpoint
+    from .planfile import lab_digest, lab_model
+    why = checkpoint.risky(plan)
+    if args.checkpoint == "never" or (args.checkpoint == "auto" and not why):
+        return None
+    name = checkpoint.auto_name(plan.fingerprint())
+    place = _lock_place(lxd, lab)
+    with _checkpoint_errors():
+        if any(c.name == name and c.complete for c in checkpoint.listed(place, lab.lab)):
+            _say(f"Checkpoint {name} (of this very plan) is already taken.")
+            return name
+        _say(f"Taking checkpoint {name} before applying" + (f": {', '.join(why[:5])}"
+                                                             f"{' ...' if len(why) > 5 else ''}" if why else "") + ".")
+        checkpoint.take(lxd, place, lab.lab, name, lab_digest(lab, base), plan.fingerprint(), lab_model(lab),
+                        auto=True, said=_say)
+        checkpoint.prune(lxd, place, lab.lab, args.keep_checkpoints, said=_say)
+    return name
 
 
 def _lock_place(lxd, lab):
@@ -457,7 +507,8 @@ def _confirmed(args, verb: str) -> bool:
         return True
     if not sys.stdin.isatty():
         raise Refused(f"refusing to {verb} without --yes when standard input is not a terminal")
-    question = "destroy everything above" if verb == "destroy" else f"{verb} these changes"
+    question = {"destroy": "destroy everything above", "roll back": "roll the lab back as above"}.get(
+        verb, f"{verb} these changes")
     try:
         answer = input(f"Do you want to {question}? Only 'yes' will be accepted: ")
     except (EOFError, KeyboardInterrupt):
@@ -467,6 +518,134 @@ def _confirmed(args, verb: str) -> bool:
         print(f"{verb.capitalize()} cancelled.")
         return False
     return True
+
+
+# --- checkpoints and rollback ---------------------------------------------------------------------
+
+def cmd_checkpoint(args) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from . import checkpoint
+    from .planfile import lab_digest, lab_model
+    if args.delete and not args.name:
+        raise Refused("--delete needs the NAME of the checkpoint to delete")
+    name = _checkpoint_name(args.name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
+    lab, base = _load(args)
+    lxd = _connect(lab, args.remote)
+    place = _lock_place(lxd, lab)
+    with _checkpoint_errors(), _locked(place, lab, args.lock_timeout, "checkpoint"):
+        if args.delete:
+            checkpoint.delete(lxd, place, checkpoint.find(place, lab.lab, name))
+            print(json.dumps({"deleted": name}) if args.json else f"Deleted checkpoint {name}.")
+            return EXIT_OK
+        _settle(lxd, lab)  # a killed run's snapshot may still be running
+        plan, _ = _plan(lab, base, lxd, [])
+        taken = checkpoint.take(lxd, place, lab.lab, name, lab_digest(lab, base), plan.fingerprint(), lab_model(lab),
+                                said=_say)
+    if args.json:
+        print(json.dumps(taken.summary(), indent=1))
+    else:
+        print(f"Checkpoint {name}: {taken.holds()} (snapshots {checkpoint.snapshot_name(name)}), lab.yaml digest"
+              f" {taken.lab_digest[:12]}, plan fingerprint {taken.fingerprint}."
+              f" `reconcile rollback {name}` puts the lab back to it.")
+    return EXIT_OK
+
+
+def cmd_checkpoints(args) -> int:
+    import json
+
+    from . import checkpoint
+    lab, _ = _load(args)
+    place = _lock_place(_connect(lab, args.remote), lab)
+    with _checkpoint_errors():
+        found = checkpoint.listed(place, lab.lab)
+    if args.json:
+        print(json.dumps([c.summary() for c in found], indent=1))
+        return EXIT_OK
+    if not found:
+        print(f"Lab {lab.lab!r} has no checkpoints (`reconcile checkpoint NAME` takes one).")
+    for c in found:
+        flags = (" (automatic)" if c.auto else "") + ("" if c.complete else " (INCOMPLETE: take it again or delete it)")
+        print(f"{c.name:<24} {c.created}  lab.yaml {c.lab_digest[:12]}  {c.holds()}{flags}")
+    return EXIT_OK
+
+
+def cmd_rollback(args) -> int:
+    from . import checkpoint
+    from .errors import LxdError
+    from .planfile import lab_digest, lab_model
+    name = _checkpoint_name(args.name)
+    lab, base = _load(args)
+    lxd = _connect(lab, args.remote)
+    place = _lock_place(lxd, lab)
+    with _checkpoint_errors(), _locked(place, lab, args.lock_timeout, "rollback"):
+        _settle(lxd, lab)  # a killed rollback's restore may still be running
+        cp = checkpoint.find(place, lab.lab, name)
+        rollback = checkpoint.plan_rollback(lxd, cp)
+        print(f"Rollback of lab {lab.lab!r} to checkpoint {name} (taken {cp.created}):")
+        for step in rollback.steps:
+            print(f"  {step.text()}")
+        if rollback.refused:
+            raise Refused("rollback refused, nothing was done:\n  " + "\n  ".join(rollback.refused))
+        differs = lab_digest(lab, base) != cp.lab_digest
+        if differs and not cp.auto:
+            _say_lab_differs(cp, lab_model(lab))
+        if not _confirmed(args, "roll back"):
+            return EXIT_ERROR
+        try:
+            checkpoint.run_rollback(lxd, rollback, said=_say)
+        except LxdError as err:
+            raise Refused(f"rollback stopped: {err}\nRun `reconcile rollback {name}` again: it takes up where it"
+                          " stopped") from None
+    print(f"Rolled back to checkpoint {name}. {_after_rollback(cp, differs)}")
+    return EXIT_OK
+
+
+def _after_rollback(cp, differs: bool) -> str:
+    if cp.auto:
+        return ("It was taken automatically before an apply: the lab is as it was before that apply, and"
+                " `reconcile plan` shows what applying lab.yaml again would change.")
+    if differs:
+        return ("The working lab.yaml differs from the one it recorded (above): `reconcile plan` with it shows"
+                " what apply would change again.")
+    return "`reconcile plan` shows no changes."
+
+
+def _say_lab_differs(cp, model) -> None:
+    from .checkpoint import lab_differences
+    diff = lab_differences(cp.lab_model, model) if cp.lab_model is not None else []
+    print("Note: the working lab.yaml differs from the one this checkpoint recorded (as validated, secrets left"
+          " out):")
+    for line in diff[:200]:
+        print(f"  {line}")
+
+
+def _checkpoint_name(name: str) -> str:
+    from .checkpoint import CheckpointError, check_name
+    try:
+        return check_name(name)
+    except CheckpointError as err:
+        raise Refused(str(err)) from None
+
+
+class _checkpoint_errors:
+    """A checkpoint's refusals and LXD's errors said as refusals, never a traceback."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> None:
+        from .checkpoint import CheckpointError
+        from .errors import LxdError
+        from .lock import LockHeld
+        if isinstance(err, (CheckpointError, LxdError, LockHeld)):
+            raise Refused(str(err)) from None
+
+
+def _locked(place, lab, timeout: float, command: str):
+    from .lock import Lock
+    return Lock(place, lab.lab, timeout, command, _say)
 
 
 # --- check and import --------------------------------------------------------------------------------

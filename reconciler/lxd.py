@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the socket path never imports remote.py
 
 SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
 OPERATION_TIMEOUT = 300
+NEVER = "0001-01-01T00:00:00Z"  # LXD's zero time: a snapshot that never expires
 # LXD 5.0 answers a wait at once, still "Running", for an operation on another cluster member than the one
 # asked: the next wait is paced, from the first pause doubling up to the last.
 POLL_PAUSES = (0.05, 1.0)
@@ -371,6 +372,30 @@ class Lxd:
         text = self._call("get", node, is_api=False).content.decode("utf-8", "replace")
         self._call("delete", node)
         return text
+
+    # --- snapshots (checkpoints) ---------------------------------------------------------
+
+    def listing(self, kind: str) -> list[dict]:
+        """Every object of one top-level kind, in one GET."""
+        return self._call("get", self._collection(kind), params={"recursion": 1}).json()["metadata"] or []
+
+    def snapshots(self, name: str) -> list[dict]:
+        """An instance's snapshots, in one GET."""
+        return self._call("get", self.api.instances[name].snapshots, params={"recursion": 1}).json()["metadata"] or []
+
+    def snapshot(self, name: str, snapshot: str) -> None:
+        """A stateless snapshot of the instance as it stands, running or stopped, that never expires (LXD
+        would otherwise give it the expiry of the instance's `snapshots.expiry`)."""
+        body = {"name": snapshot, "stateful": False, "expires_at": NEVER}
+        self._wait(self._call("post", self.api.instances[name].snapshots, json=body))
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        self._wait(self._call("delete", self.api.instances[name].snapshots[snapshot]))
+
+    def restore(self, name: str, snapshot: str) -> None:
+        """The instance back to its snapshot: root filesystem and its own configuration (LXD stops a running
+        one for the restore and starts it again)."""
+        self._wait(self._call("put", self.api.instances[name], json={"restore": snapshot}))
 
     # --- plumbing -----------------------------------------------------------------------
 

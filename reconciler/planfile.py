@@ -35,17 +35,24 @@ class Saved:
 def lab_digest(lab: Lab, base_dir: Path) -> str:
     """What the plan was computed from: the lab as validated (environment filled in), secrets left
     out, and the bytes of every non-secret `source:` file."""
-    data = lab.model_dump(mode="json", by_alias=True)
+    data = lab_model(lab)
     sources = []
     for cname, container in lab.containers.items():
         for path, spec in container.files.items():
-            entry = data["containers"][cname]["files"][path]
-            if spec.secret:
-                entry.update(content=None, template=None, source=None)
-            elif spec.source is not None:
+            if spec.source is not None and not spec.secret:
                 sources.append((cname, path, hashlib.sha256(read_source(base_dir.resolve(), spec.source)).hexdigest()))
     text = json.dumps([data, sources], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def lab_model(lab: Lab) -> dict:
+    """The lab as validated (environment filled in), secret files' content, template and source left out."""
+    data = lab.model_dump(mode="json", by_alias=True)
+    for cname, container in lab.containers.items():
+        for path, spec in container.files.items():
+            if spec.secret:
+                data["containers"][cname]["files"][path].update(content=None, template=None, source=None)
+    return data
 
 
 def write(path: Path, plan: Plan, lab_file: str, digest: str) -> None:

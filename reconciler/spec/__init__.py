@@ -17,7 +17,7 @@ The modules: models (the pydantic models, the name patterns, the JSON Schema), s
 proxies and subnets (pass 3), declared (what passes 2 and 3 share), loading (load_lab).
 """
 
-from .checks import LOCK_PREFIX, MAX_SOURCE_BYTES, read_source, source_problem
+from .checks import CHECKPOINT_PREFIX, LOCK_PREFIX, MAX_SOURCE_BYTES, read_source, source_problem
 from .loading import check_lab, load_lab
 from .models import (
     INSTANCE_NAME,
@@ -48,6 +48,7 @@ from .proxies import Reach, proxied_frontends, proxy_reaches
 from .subnets import Subnet, network_overlaps
 
 __all__ = [
+    "CHECKPOINT_PREFIX",
     "INSTANCE_NAME", "LAB_NAME", "LOCK_PREFIX", "MAX_SOURCE_BYTES", "NETWORK_NAME", "PROFILE_NAME", "PROJECT_NAME",
     "REMOTES", "REMOTE_NAME", "TABLES", "Adopt", "Connection", "Container", "Existing", "Lab", "Network",
     "OwnedProject", "Profile", "ProjectFeatures", "Reach", "Subnet", "check_lab", "expanded_devices", "has_root_disk",

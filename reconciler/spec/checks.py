@@ -26,13 +26,16 @@ def name_problems(data: Mapping) -> list[Found]:
         for name in names if isinstance(names, dict) else ():
             if not re.fullmatch(pattern, str(name)):
                 out.append(Found((table, name), f"{str(name)!r} is not a valid {what} name", True))
-            elif table == "profiles" and str(name).startswith(LOCK_PREFIX):
-                out.append(Found((table, name), f"profile names starting with {LOCK_PREFIX!r} are reconciler's"
-                                 " own (a lab's apply lock)", True))
+            elif table == "profiles" and str(name).startswith(tuple(RESERVED_PROFILES)):
+                prefix = next(p for p in RESERVED_PROFILES if str(name).startswith(p))
+                out.append(Found((table, name), f"profile names starting with {prefix!r} are reconciler's"
+                                 f" own ({RESERVED_PROFILES[prefix]})", True))
     return out
 
 
 LOCK_PREFIX = "reconciler-lock-"
+CHECKPOINT_PREFIX = "reconciler-checkpoint-"
+RESERVED_PROFILES = {LOCK_PREFIX: "a lab's apply lock", CHECKPOINT_PREFIX: "a lab's checkpoint"}
 
 
 def _config_problems(path: tuple, config: Mapping[str, str], booleans: Iterable[str] = ()) -> list[Found]:

@@ -1,0 +1,319 @@
+"""Checkpoints and rollback on a real LXD: snapshots and the record kept in LXD, rollback of hand edits
+inside a container, of a container added since and of a profile changed since, the next plan empty;
+names validated; list and delete; the apply lock; a rollback killed midway converges when run again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, sh
+from test_lxd_core import applied, no_changes
+
+from reconciler.lock import Lock
+from reconciler.lxd import Lxd
+
+LAB = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+networks:
+  @TAG@b:
+    config: {ipv4.address: 10.203.118.1/24, ipv4.nat: false, ipv6.address: none}
+profiles:
+  net:
+    description: the lab's bridge
+    config: {user.note: first, snapshots.expiry: 1d}
+    devices:
+      eth0: {type: nic, network: @TAG@b, name: eth0}
+containers:
+  c1:
+    image: reconciler-tiny
+    profiles: [default, net]
+    files:
+      /etc/kept.txt: {content: "from lab.yaml\\n"}
+  c2:
+    image: reconciler-tiny
+    profiles: [default, net]
+    state: stopped
+"""
+ADDED = "  c3:\n    image: reconciler-tiny\n    profiles: [default, net]\n"
+
+
+def changed_lab() -> str:
+    return LAB.replace("user.note: first", "user.note: second") + ADDED
+
+
+def query(path: str) -> str:
+    return sh("lxc", "query", path).stdout
+
+
+def snapshots(lab, name: str) -> list[str]:
+    found = json.loads(query(f"/1.0/instances/{name}/snapshots?project={lab.project}"))
+    return sorted(s.split("?")[0].rsplit("/", 1)[-1] for s in found)
+
+
+def profile_config(lab, name: str) -> dict:
+    return json.loads(query(f"/1.0/profiles/{name}?project={lab.project}"))["config"]
+
+
+def profile_names(lab) -> list[str]:
+    """The project's profiles but reconciler's own (checkpoint records, the lock)."""
+    found = json.loads(query(f"/1.0/profiles?project={lab.project}"))
+    return sorted(n for p in found if not (n := p.split("?")[0].rsplit("/", 1)[-1]).startswith("reconciler-"))
+
+
+def checkpoints(lab) -> list[dict]:
+    result = lab.run("checkpoints", "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+OLD_PROFILE = '  old:\n    config: {user.kept: "yes"}\n'  # dropped from lab.yaml after the checkpoint
+LATER_PROFILE = "  later:\n    config: {user.added: later}\n"  # added after it, for c3
+
+
+def test_rollback_undoes_hand_edits_a_new_container_and_profile_changes(lab):
+    before = LAB.replace("profiles:\n", "profiles:\n" + OLD_PROFILE, 1)
+    applied(lab, before)
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo before > /root/before.txt")
+    taken = lab.run("checkpoint", "first")
+    assert taken.code == 0, taken.out + taken.err
+    assert "Checkpoint first: 2 containers" in taken.out
+    assert snapshots(lab, "c1") == snapshots(lab, "c2") == ["rc-first"]
+    expiry = json.loads(query(f"/1.0/instances/c1/snapshots/rc-first?project={lab.project}"))["expires_at"]
+    assert expiry.startswith("0001-01-01"), expiry  # not the day the profile's snapshots.expiry gives
+    assert lab.instance("c2")["status"] == "Stopped"  # snapshotted where it stands
+    [listed] = checkpoints(lab)
+    assert listed["name"] == "first" and listed["complete"] and not listed["auto"]
+    assert listed["objects"] == {"acl": [], "network": [f"{lab.tag}b"], "profile": ["net", "old"]}
+
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /root/after.txt; rm /root/before.txt")
+    applied(lab, changed_lab().replace("profiles:\n", "profiles:\n" + LATER_PROFILE, 1)
+            .replace("  c3:\n    image: reconciler-tiny\n    profiles: [default, net]",
+                     "  c3:\n    image: reconciler-tiny\n    profiles: [default, net, later]"))
+    assert profile_names(lab) == ["default", "later", "net"]
+    assert profile_config(lab, "net")["user.note"] == "second"
+    assert lab.instance("c3")["status"] == "Running"
+
+    result = lab.run("rollback", "first", "--yes")
+    assert result.code == 0, result.out + result.err
+    assert "delete   instance.c3: created after the checkpoint" in result.out
+    assert "put      profile.net: config changed since the checkpoint" in result.out
+    assert "create   profile.old: deleted since the checkpoint" in result.out
+    assert "delete   profile.later: created after the checkpoint" in result.out
+    assert "the working lab.yaml differs from the one this checkpoint recorded" in result.out
+    assert '+    "user.note": "second"' in result.out
+
+    assert lab.lxc("list", "-c", "n", "--format=csv").split() == ["c1", "c2"]
+    assert profile_config(lab, "net")["user.note"] == "first"
+    assert profile_names(lab) == ["default", "net", "old"] and profile_config(lab, "old")["user.kept"] == "yes"
+    assert lab.lxc("exec", "c1", "--", "cat", "/root/before.txt") == "before\n"
+    assert lab.lxc("exec", "c1", "--", "ls", "/root/after.txt", check=False) == ""
+    assert lab.instance("c1")["status"] == "Running" and lab.instance("c2")["status"] == "Stopped"
+    lab.write(before)
+    assert no_changes(lab)
+
+
+def test_names_are_validated_and_checkpoints_are_listed_and_deleted(lab):
+    applied(lab, LAB)
+    bad = lab.run("checkpoint", "Not_Valid")
+    assert bad.code == 1 and "'Not_Valid' is not a checkpoint name" in bad.err, bad.err
+    assert lab.run("rollback", "../x").code == 1
+    assert lab.run("checkpoint", "one").code == 0
+    assert lab.run("checkpoint", "two", "--json").code == 0
+    again = lab.run("checkpoint", "one")
+    assert again.code == 1 and "already has a checkpoint 'one'" in again.err
+    text = lab.run("checkpoints")
+    assert [line.split()[0] for line in text.out.splitlines()] == ["one", "two"], text.out
+    assert snapshots(lab, "c1") == ["rc-one", "rc-two"]
+
+    deleted = lab.run("checkpoint", "--delete", "one")
+    assert deleted.code == 0, deleted.err
+    assert [c["name"] for c in checkpoints(lab)] == ["two"]
+    assert snapshots(lab, "c1") == snapshots(lab, "c2") == ["rc-two"]
+    missing = lab.run("rollback", "one", "--yes")
+    assert missing.code == 1 and "has no checkpoint 'one' (its checkpoints: two)" in missing.err
+    assert no_changes(lab)  # the record is not the lab's: plan leaves it alone
+
+    lab.lxc("delete", "--force", "c2")  # and its snapshot with it
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /root/after.txt")
+    refused = lab.run("rollback", "two", "--yes")
+    assert refused.code == 1 and "rollback refused, nothing was done:\n  container c2 was deleted since the" \
+        " checkpoint, and its snapshot rc-two with it: it cannot be restored" in refused.err, refused.err
+    assert lab.lxc("exec", "c1", "--", "cat", "/root/after.txt") == "after\n"
+
+
+def test_a_users_own_snapshot_is_never_taken_over(lab):
+    applied(lab, LAB)
+    lab.lxc("snapshot", "c1", "rc-mine")
+    refused = lab.run("checkpoint", "mine")
+    assert refused.code == 1 and "c1 already has a snapshot 'rc-mine' that no checkpoint of this lab made" in refused.err
+    assert snapshots(lab, "c1") == ["rc-mine"]
+
+
+def test_a_checkpoint_waits_for_or_is_refused_by_the_apply_lock(lab):
+    applied(lab, LAB)
+    with Lock(Lxd(None, lab.project), lab.tag, 0, "apply"):
+        held = lab.run("checkpoint", "busy")
+        assert held.code == 1 and f"lab {lab.tag!r} is locked: apply by process" in held.err, held.err
+    assert checkpoints(lab) == []
+    assert lab.run("checkpoint", "busy").code == 0
+
+
+@pytest.mark.parametrize("killed_at", ["put      profile.net", "restore  instance.c1", "delete   instance.c3"])
+def test_a_rollback_killed_midway_converges_when_run_again(lab, killed_at):
+    applied(lab, LAB)
+    assert lab.run("checkpoint", "base").code == 0
+    applied(lab, changed_lab())
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /root/after.txt")
+    argv = [sys.executable, "-m", "reconciler.cli", "rollback", "base", "--yes", "-f", str(lab.file)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as run:
+        assert run.stdout is not None
+        for line in run.stdout:  # killed once it has started that step (its line is said before it)
+            if line.startswith(killed_at):
+                run.send_signal(signal.SIGKILL)
+                break
+        run.wait(timeout=120)
+    assert run.returncode == -signal.SIGKILL
+    query(f"/1.0/profiles/reconciler-lock-{lab.tag}?project={lab.project}")  # a killed holder's lock
+    again = lab.run("rollback", "base", "--yes")
+    assert again.code == 0, again.out + again.err
+    assert f"Took over the lock of lab {lab.tag!r}" in again.err
+    assert lab.lxc("list", "-c", "n", "--format=csv").split() == ["c1", "c2"]
+    assert lab.lxc("exec", "c1", "--", "ls", "/root/after.txt", check=False) == ""
+    lab.write(LAB)
+    assert no_changes(lab)
+
+
+
+def test_a_checkpoint_killed_midway_is_incomplete_until_taken_again(lab):
+    applied(lab, LAB)
+    argv = [sys.executable, "-m", "reconciler.cli", "checkpoint", "cut", "-f", str(lab.file)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as run:
+        assert run.stdout is not None
+        for line in run.stdout:  # the record is written before the first snapshot is said
+            if line.startswith("snapshot "):
+                run.send_signal(signal.SIGKILL)
+                break
+        run.wait(timeout=120)
+    assert run.returncode == -signal.SIGKILL
+    [cut] = checkpoints(lab)
+    assert cut["name"] == "cut" and not cut["complete"]
+    assert "INCOMPLETE" in lab.run("checkpoints").out
+    refused = lab.run("rollback", "cut", "--yes")
+    assert refused.code == 1 and "checkpoint 'cut' is incomplete" in refused.err, refused.err
+    again = lab.run("checkpoint", "cut")
+    assert again.code == 0, again.out + again.err
+    assert [c["complete"] for c in checkpoints(lab)] == [True]
+    assert snapshots(lab, "c1") == snapshots(lab, "c2") == ["rc-cut"]
+    assert lab.run("rollback", "cut", "--yes").code == 0
+
+def test_apply_takes_a_checkpoint_before_a_risky_plan_and_keeps_the_last_automatic_ones(lab):
+    applied(lab, LAB)
+    assert lab.run("checkpoint", "by-hand").code == 0
+    added = lab.run("apply", "--yes", "-f", str(lab.write(LAB + ADDED)))  # only adds: auto takes none
+    assert added.code == 0 and "Taking checkpoint" not in added.err, added.err
+    restart = LAB.replace("    files:", '    config: {security.privileged: "false"}\n    files:', 1)
+    lab.write(restart)
+    result = lab.run("apply", "--yes")
+    assert result.code == 0, result.out + result.err
+    auto = [c for c in checkpoints(lab) if c["auto"]]
+    assert len(auto) == 1 and auto[0]["name"].startswith("auto-"), checkpoints(lab)
+    why = "instance.c1 (update, restart), instance.c3 (delete)"
+    assert f"Taking checkpoint {auto[0]['name']} before applying: {why}" in result.err
+    assert sorted(auto[0]["containers"]) == ["c1", "c2", "c3"]  # the lab as it was before the apply
+
+    for note in ("second", "third"):
+        lab.write(restart.replace("user.note: first", f"user.note: {note}"))
+        assert lab.run("apply", "--yes", "--checkpoint", "never").code == 0
+        assert lab.run("apply", "--yes", "--checkpoint", "always", "--keep-checkpoints", "2", "-f", str(
+            lab.write(restart.replace("user.note: first", f"user.note: {note}-again")))).code == 0
+    listed = checkpoints(lab)
+    assert [c["name"] for c in listed][0] == "by-hand" and len(listed) == 3, listed  # autos pruned to 2
+    assert [c["auto"] for c in listed] == [False, True, True]
+
+    back = lab.run("rollback", auto[0]["name"], "--yes")
+    assert back.code == 1 and "has no checkpoint" in back.err  # the oldest automatic one was pruned
+    last = listed[-1]["name"]
+    back = lab.run("rollback", last, "--yes")
+    assert back.code == 0, back.out + back.err
+    assert "taken automatically before an apply: the lab is as it was before that apply" in back.out
+    lab.write(restart.replace("user.note: first", "user.note: third"))  # the lab.yaml applied before it
+    assert no_changes(lab)
+
+
+def test_a_failed_apply_names_the_checkpoint_to_roll_back_to(lab):
+    applied(lab, LAB)
+    broken = LAB.replace('/etc/kept.txt: {content: "from lab.yaml\\n"}',
+                         '/etc/kept.txt: {content: "changed\\n", check: [/bin/false, "{}"]}')
+    assert broken != LAB
+    lab.write(broken)
+    result = lab.run("apply", "--yes")
+    assert result.code == 1, result.out + result.err
+    [auto] = checkpoints(lab)
+    assert f"`reconcile rollback {auto['name']}` puts it back" in result.err.splitlines()[-1]
+
+
+# --- without LXD --------------------------------------------------------------------------------------
+
+def test_checkpoint_names_are_checked_before_anything_else(tmp_path, capsys):
+    from reconciler.checkpoint import CheckpointError, check_name
+    from reconciler.cli import main
+    assert check_name("pristine") == "pristine" and check_name("auto-0123456789ab") == "auto-0123456789ab"
+    for bad in ("", "-x", "Upper", "a/b", "a.b", "x" * 41, "rc first"):
+        with pytest.raises(CheckpointError, match=re.escape(repr(bad))):
+            check_name(bad)
+    assert main(["checkpoint", "a/b", "-f", str(tmp_path / "none.yaml")]) == 1
+    assert "Error: 'a/b' is not a checkpoint name: 1 to 40 lowercase letters" in capsys.readouterr().err
+    assert main(["checkpoint", "--delete", "-f", str(tmp_path / "none.yaml")]) == 1
+    assert "--delete needs the NAME" in capsys.readouterr().err
+
+
+def test_a_record_reads_back_as_written_and_is_bounded():
+    from reconciler.checkpoint import MAX_DATA, Checkpoint, CheckpointError
+    cp = Checkpoint("one", "lab1", "2026-01-01T00:00:00+00:00", "d" * 64, "f" * 16, True, True,
+                    {"c1": "running"}, {"profile": {"p": {"config": {"user.x": "1"}}}}, {"lab": "lab1"})
+    assert Checkpoint.of(cp.config()) == cp
+    assert cp.holds() == "1 container, 1 profile"
+    digests = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(MAX_DATA // 32))  # incompressible
+    with pytest.raises(CheckpointError, match="over the 262144 kept in one LXD profile key"):
+        Checkpoint("big", "lab1", "", "", "", False, True, {}, {}, digests).config()
+
+
+def test_lab_yaml_cannot_declare_a_checkpoints_profile(tmp_path):
+    from reconciler.source import SourceError
+    from reconciler.spec import load_lab
+    path = tmp_path / "lab.yaml"
+    path.write_text("lab: l1\nprofiles:\n  reconciler-checkpoint-l1.x: {}\n")
+    with pytest.raises(SourceError, match=re.escape("profile names starting with 'reconciler-checkpoint-' are"
+                                                    " reconciler's own (a lab's checkpoint)")):
+        load_lab(path)
+
+
+def test_auto_takes_a_checkpoint_only_before_what_cannot_simply_be_undone():
+    from types import SimpleNamespace
+
+    from reconciler.address import Address
+    from reconciler.checkpoint import risky
+    from reconciler.plan import Action, Change, Code, Reason
+
+    def change(address: str, *actions: Action, before: dict | None = None) -> Change:
+        why = (Reason(Code.DESTROY, "test"),) * len(actions)
+        return Change(Address.parse(address), actions, why, before, {"x": 1})
+
+    adds = [change("instance.c1", Action.CREATE), change("file.c1:/etc/a", Action.CREATE),
+            change("profile.p", Action.UPDATE, before={"x": 0})]
+    assert risky(SimpleNamespace(changes=adds)) == []  # type: ignore[arg-type]
+    for risk, shown in ((change("instance.c2", Action.UPDATE, Action.RESTART, before={}), "instance.c2 (update, restart)"),
+                        (change("instance.c2", Action.REPLACE, before={}), "instance.c2 (replace)"),
+                        (change("network.n", Action.DELETE, before={}), "network.n (delete)"),
+                        (change("file.c1:/etc/a", Action.UPDATE, before={"x": 0}), "file.c1:/etc/a (update)")):
+        assert risky(SimpleNamespace(changes=[*adds, risk])) == [shown]  # type: ignore[arg-type]
