@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import placement
+from . import disruption, placement
 from .address import Kind, instance, network, profile
 from .context import Context
 from .desired import desired_state, root_disk_problems
@@ -82,7 +82,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     changes = [_destroying(c, lab.lab) for c in objects + inside] if destroy else objects + inside
     plan = make_plan(lab.lab, changes, users_of(live.owned), notes, objects=len(live.owned),
                      frontends=wanted.haproxy)
-    plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
+    plan = replace(disruption.planned(plan, wanted.haproxy),
+                   unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.has_record)
     return plan, Context(lab, base_dir, recorded, facts, frozenset(desired.keys() | owned.keys()))
 
