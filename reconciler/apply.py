@@ -24,7 +24,7 @@ from typing import Any
 
 from .address import Address, Kind
 from .context import Context
-from .draining import NotAsked, drained
+from .draining import NotAsked, drained, made_live
 from .facts import BOOTED_ARGV, Facts, record_path, record_text
 from .inside import MissingAddress, Provisioning, container_facts, record_key, render_file
 from .kinds import REGISTRY, object_kind
@@ -219,6 +219,8 @@ class StepRunner:
             run: Runner = self  # mypy holds StepRunner to what kinds may use
             with drained(run, step, self.plan.drains.get(step, ()), self.address):
                 changed = REGISTRY[step.address.kind].apply(run, change, step.action)
+            if step in self.plan.runtime:
+                made_live(run, self.plan.runtime[step])
             if changed and step.address.kind.inside:
                 with self._lock:
                     self.changed.add(step.address)

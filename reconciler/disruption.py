@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from .address import Kind
-from .haproxy import HAProxy
+from .address import Kind, file, service
+from .haproxy import CONFIG_PATH, HAProxy
+from .haproxy.runtime import runtime_only
 from .haproxy.words import seconds
-from .plan import Action, Drain, Plan, Step
+from .kinds.file import UNKNOWN
+from .plan import Action, Drain, Plan, RuntimeSet, Step
 
 # The steps that take a container away, and what becomes of its servers after the step (Drain.then).  A
 # replaced container is provisioned by later steps: its health checks bring it in once it serves.
@@ -94,9 +96,45 @@ def alone(haproxy: Mapping[str, HAProxy], drained: Mapping[Step, tuple[Drain, ..
 
 
 def planned(plan: Plan, haproxy: Mapping[str, HAProxy]) -> Plan:
-    """The plan with its drains, the one-at-a-time edges and the warnings."""
+    """The plan with its drains, the one-at-a-time edges and the warnings, and HAProxy's runtime API
+    instead of a reload where only servers' weights or maxconn change."""
+    plan = without_reloads(plan, haproxy)
     drained = drains(list(plan.graph), served_by(haproxy))
     if not drained:
         return plan
     return replace(plan, graph=one_at_a_time(plan.graph, drained), drains=drained,
                    warnings=plan.warnings + tuple(alone(haproxy, drained)))
+
+
+def without_reloads(plan: Plan, haproxy: Mapping[str, HAProxy]) -> Plan:
+    """Where haproxy.cfg changes only in servers' weights or maxconn: the file is still written (a restart
+    finds the same state), the settings go live through the runtime API, and HAProxy is not reloaded."""
+    for proxy, spec in haproxy.items():
+        config = plan.change_at(file(proxy, CONFIG_PATH))
+        reload = Step(service(proxy, "haproxy"), Action.RELOAD)
+        svc = plan.change_at(reload.address)
+        if config is None or svc is None or config.actions != (Action.UPDATE,) or Action.RELOAD not in svc.actions \
+                or svc.reason_for(Action.RELOAD).text != f"{CONFIG_PATH} changed":
+            continue
+        before, after = ((config.before or {}).get("content"), (config.after or {}).get("content"))
+        sets = runtime_only(before, after) if isinstance(before, str) and isinstance(after, str) \
+            and UNKNOWN not in (before, after) and not config.secret else None
+        if not sets:
+            continue
+        step = Step(config.address, Action.UPDATE)
+        found = tuple(RuntimeSet(proxy, spec.global_.stats_socket, b, s, f, v) for b, s, f, v in sets)
+        plan = replace(_dropped(plan, reload), runtime={**plan.runtime, step: found})
+    return plan
+
+
+def _dropped(plan: Plan, gone: Step) -> Plan:
+    """The plan without one step; what waited for it waits for what it waited for."""
+    change = plan.change_at(gone.address)
+    assert change is not None
+    kept = [(a, r) for a, r in zip(change.actions, change.reasons) if a != gone.action]
+    changes = [c for c in plan.changes if c is not change]
+    if kept:
+        changes.append(replace(change, actions=tuple(a for a, _ in kept), reasons=tuple(r for _, r in kept)))
+    graph = {s: frozenset(w - {gone}) | (plan.graph[gone] if gone in w else frozenset())
+             for s, w in plan.graph.items() if s != gone}
+    return replace(plan, changes=tuple(sorted(changes, key=lambda c: c.address.sort_key())), graph=graph)

@@ -24,10 +24,11 @@ from .haproxy.runtime import (
     force_down,
     parse_stat,
     set_address,
+    set_field,
     set_state,
 )
 from .kinds.runner import Runner
-from .plan import Action, Drain, Step
+from .plan import Action, Drain, RuntimeSet, Step
 
 POLL = 0.25  # seconds between two looks at `show stat`
 
@@ -52,6 +53,18 @@ def order(run: Runner, d: Drain, command: str) -> None:
     answer = ask(run, d.proxy, d.socket, command).strip()
     if answer:
         raise run.step_error(f"HAProxy refused `{command}`: {answer}")
+
+
+def made_live(run: Runner, sets: tuple[RuntimeSet, ...]) -> None:
+    """haproxy.cfg's new server settings, through the runtime API (the file is written: no reload)."""
+    for r in sets:
+        try:
+            command = set_field(r.backend, r.server, r.field, r.value)
+        except UnsafeValue as bad:
+            raise run.step_error(str(bad)) from None
+        answer = ask(run, r.proxy, r.socket, command).strip()
+        if answer:
+            raise run.step_error(f"HAProxy refused `{command}`: {answer}")
 
 
 def stats(run: Runner, drains: Iterable[Drain]) -> dict[tuple[str, str], ServerStat]:

@@ -239,6 +239,30 @@ class Drain:
                    float(data["ready_seconds"]), _then(data.get("then", "ready")))
 
 
+@dataclass(frozen=True)
+class RuntimeSet:
+    """A server setting made live through HAProxy's runtime API instead of a reload."""
+
+    proxy: str
+    socket: str
+    backend: str
+    server: str
+    field: str  # weight or maxconn
+    value: int
+
+    def __str__(self) -> str:
+        return f"{self.backend}/{self.server} {self.field} {self.value}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"proxy": self.proxy, "socket": self.socket, "backend": self.backend, "server": self.server,
+                "field": self.field, "value": self.value}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RuntimeSet:
+        return cls(str(data["proxy"]), str(data["socket"]), str(data["backend"]), str(data["server"]),
+                   str(data["field"]), int(data["value"]))
+
+
 THEN = ("ready", "checks", "away")
 
 
@@ -288,10 +312,12 @@ class Plan:
     unchanged: int = 0  # addresses lab.yaml declares that need nothing done
     drains: Mapping[Step, tuple[Drain, ...]] = field(default_factory=dict)  # HAProxy servers a step takes away
     warnings: tuple[str, ...] = ()  # what the plan will do that costs requests
+    runtime: Mapping[Step, tuple[RuntimeSet, ...]] = field(default_factory=dict)  # haproxy.cfg's, instead of a reload
 
     def cost(self, change: Change) -> Cost:
         """The costliest of its actions; a file's is that of the service reload or restart it triggers."""
         costs = [action_cost(change.address.kind, a) for a in change.actions]
+        costs += [Cost.RUNTIME for s in change.steps if s in self.runtime]
         if change.address.kind == Kind.FILE:
             costs += [self.cost(c) for c in self.changes if c.address.kind == Kind.SERVICE
                       and c.address.name == change.address.name and change.address in c.depends_on
@@ -337,10 +363,11 @@ class Plan:
                 changes.append(replace(change, actions=tuple(a for a, _ in actions), reasons=tuple(r for _, r in actions)))
         graph = {s: waits & keep for s, waits in self.graph.items() if s in keep}
         drains = {s: d for s, d in self.drains.items() if s in keep}
+        runtime = {s: r for s, r in self.runtime.items() if s in keep}
         note = (f"targeted plan: only {', '.join(sorted(str(t) for t in wanted))} and what they depend on; the rest of"
                 " the lab is not compared")
         return replace(self, changes=tuple(changes), graph=graph, notes=self.notes + (note,), unchanged=0,
-                       drains=drains)
+                       drains=drains, runtime=runtime)
 
     @property
     def empty(self) -> bool:
@@ -379,14 +406,17 @@ class Plan:
                 "objects": self.objects, "frontends": list(self.frontends), "unchanged": self.unchanged,
                 "drains": {str(s): [d.as_json() for d in drains] for s, drains in sorted(
                     self.drains.items(), key=lambda kv: kv[0].sort_key())},
+                "runtime": {str(s): [r.as_json() for r in sets] for s, sets in sorted(
+                    self.runtime.items(), key=lambda kv: kv[0].sort_key())},
                 "graph": {str(s): sorted(str(w) for w in waits) for s, waits in sorted(
                     self.graph.items(), key=lambda kv: kv[0].sort_key())}}
 
     def fingerprint(self) -> str:
         """A digest of what the plan does (secrets redacted): a reviewed plan can be applied exactly."""
         drains = {str(s): [d.as_json() for d in ds] for s, ds in self.drains.items()}
-        text = json.dumps([c.as_json() for c in self.changes] + ([drains] if drains else []), sort_keys=True,
-                          default=str)
+        runtime = {str(s): [r.as_json() for r in rs] for s, rs in self.runtime.items()}
+        text = json.dumps([c.as_json() for c in self.changes] + ([drains] if drains else [])
+                          + ([runtime] if runtime else []), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -398,9 +428,11 @@ def plan_from_json(data: Mapping[str, Any]) -> Plan:
     changes = tuple(Change.from_json(c) for c in data["changes"])
     graph = {Step.parse(s): frozenset(Step.parse(w) for w in waits) for s, waits in data["graph"].items()}
     drains = {Step.parse(s): tuple(Drain.from_json(d) for d in ds) for s, ds in (data.get("drains") or {}).items()}
+    runtime = {Step.parse(s): tuple(RuntimeSet.from_json(r) for r in rs)
+               for s, rs in (data.get("runtime") or {}).items()}
     return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()), int(data.get("objects") or 0),
                 tuple(data.get("frontends") or ()), int(data.get("unchanged") or 0), drains,
-                tuple(data.get("warnings") or ()))
+                tuple(data.get("warnings") or ()), runtime)
 
 
 MAX_LISTED = 12

@@ -82,6 +82,9 @@ def _change_text(change: Change, paint: Painter, lab_file: str, plan: Plan) -> s
         drains = plan.drains.get(Step(change.address, action), ())
         if drains:
             lines.append(safe(f"      drains {', '.join(map(str, drains))} first"))
+        live = plan.runtime.get(Step(change.address, action), ())
+        if live:
+            lines.append(safe(f"      through HAProxy's runtime API, no reload: {', '.join(map(str, live))}"))
         if i == 0:
             lines += _details(change, action, paint, lab_file)
     return "\n".join(lines)

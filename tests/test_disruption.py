@@ -13,7 +13,16 @@ import pytest
 from reconciler import disruption
 from reconciler.address import Address, Kind, file, instance, profile, service
 from reconciler.haproxy import HAProxy
-from reconciler.haproxy.runtime import UnsafeValue, client_argv, force_down, parse_stat, set_address, set_state
+from reconciler.haproxy.runtime import (
+    UnsafeValue,
+    client_argv,
+    force_down,
+    parse_stat,
+    runtime_only,
+    set_address,
+    set_field,
+    set_state,
+)
 from reconciler.markdown import plan_markdown
 from reconciler.plan import Action, Change, Code, Cost, Plan, Reason, Step, make_plan, plan_from_json
 from reconciler.render import plan_text
@@ -176,3 +185,57 @@ def test_show_stat_is_read_for_servers_only_with_haproxys_words():
     assert site2.said() == "DOWN, L4CON, Layer4 connection problem, Connection refused"
     with pytest.raises(ValueError, match="Unknown command"):
         parse_stat("Unknown command: 'show stat'\n")
+
+
+CFG = """\
+global
+    stats socket /run/haproxy/admin.sock mode 660 level admin expose-fd listeners
+
+backend subdomain1
+    balance roundrobin
+    server site1 10.203.7.11:80 check inter 1s rise 2 fall 2{one}
+    server site2 10.203.7.12:80 check inter 1s rise 2 fall 2{two}
+"""
+
+
+def test_only_weights_and_maxconn_go_through_the_runtime_api():
+    before = CFG.format(one="", two=" maxconn 50")
+    assert runtime_only(before, CFG.format(one=" weight 3", two=" maxconn 80")) == [
+        ("subdomain1", "site1", "weight", 3), ("subdomain1", "site2", "maxconn", 80)]
+    assert runtime_only(CFG.format(one=" weight 3", two=""), CFG.format(one="", two="")) == [
+        ("subdomain1", "site1", "weight", 1)]  # HAProxy's default weight
+    assert runtime_only(before, CFG.format(one="", two="")) is None  # no runtime value means "no maxconn"
+    assert runtime_only(before, before.replace("10.203.7.11", "10.203.7.13")) is None  # an address: a reload
+    assert runtime_only(before, before.replace("roundrobin", "leastconn")) is None
+    assert runtime_only(before, before + "    server site3 10.203.7.14:80\n") is None
+    assert set_field("b", "s", "weight", 0) == "set weight b/s 0"
+    assert set_field("b", "s", "maxconn", 9) == "set maxconn server b/s 9"
+    with pytest.raises(ValueError):
+        set_field("b", "s", "weight", 257)
+
+
+def _config_and_reload(before: str, after: str, also: tuple[Action, ...] = ()) -> list[Change]:
+    cfg = file("proxyha", "/etc/haproxy/haproxy.cfg")
+    return [Change(cfg, (Action.UPDATE,), (Reason(Code.DRIFT, "differs: content"),), {"content": before},
+                   {"content": after}),
+            Change(service("proxyha", "haproxy"), also + (Action.RELOAD,),
+                   tuple(Reason(Code.DRIFT, "differs: running") for _ in also)
+                   + (Reason(Code.WATCHED_FILE, "/etc/haproxy/haproxy.cfg changed"),), None, {"running": True},
+                   depends_on=(cfg,))]
+
+
+def test_a_weight_change_is_written_and_made_live_without_a_reload():
+    plan = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one=" weight 3", two="")))
+    cfg_step = Step(file("proxyha", "/etc/haproxy/haproxy.cfg"), Action.UPDATE)
+    assert [str(r) for r in plan.runtime[cfg_step]] == ["subdomain1/site1 weight 3"]
+    assert [str(c.address) for c in plan.changes] == ["file.proxyha:/etc/haproxy/haproxy.cfg"]
+    assert list(plan.graph) == [cfg_step] and plan.cost(plan.changes[0]) == Cost.RUNTIME
+    assert "through HAProxy's runtime API, no reload: subdomain1/site1 weight 3" in plan_text(plan)
+    again = plan_from_json(json.loads(json.dumps(plan.as_json())))
+    assert again.runtime == plan.runtime and again.fingerprint() == plan.fingerprint()
+    # The service's other actions stay; an address change still reloads.
+    kept = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one=" weight 3", two=""),
+                                      (Action.UPDATE,)))
+    assert kept.changes[1].actions == (Action.UPDATE,)
+    moved = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one="", two="").replace(".11", ".13")))
+    assert moved.runtime == {} and Action.RELOAD in moved.changes[1].actions

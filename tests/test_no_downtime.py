@@ -12,6 +12,7 @@ import pytest
 from test_guide_lab import Guide, guide_lab, until
 
 from reconciler.check import ask
+from reconciler.haproxy.runtime import client_argv, parse_stat
 
 MAX_REQUESTS = 6000  # bounded: at 20 a second, five minutes
 INTERVAL = 0.05  # seconds between two requests (an Event's wait: the apply's end cuts it short)
@@ -61,6 +62,26 @@ def under_load(lab: Guide, *argv: str):
     applier.join(timeout=600)
     assert results, "apply did not end"
     return results[0], sent, failed, time.monotonic() - started
+
+
+WEIGHT = """\
+haproxy:
+  proxyha:
+    backends:
+      subdomain1:
+        servers:
+          - {name: site1, container: web1, port: 80, weight: 3}
+          - {name: site2, container: web2, port: 80, maxconn: 50}
+"""
+
+
+def haproxy_says(lab: Guide, command: str) -> str:
+    return lab.lxc("exec", "proxyha", "--", *client_argv("/run/haproxy/admin.sock", command))
+
+
+def worker(lab: Guide) -> str:
+    """HAProxy's worker process: a reload starts another."""
+    return next(line for line in haproxy_says(lab, "show info").splitlines() if line.startswith("Pid:"))
 
 
 def diagnosis(lab: Guide) -> str:
@@ -118,4 +139,29 @@ def test_a_web_server_replaced_under_load_fails_no_request(steady):
     site2 = lambda: "site2" in {a.server for a in steady.answers("site1.testdomain.com")}
     assert until(site2, 30), diagnosis(steady) + result.out[-3000:]
     assert until(lambda: steady.run("check").code == 0, 30), steady.run("check").out
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_weight_and_a_maxconn_go_live_under_load_without_a_reload(steady):
+    image = steady.instance("web2")["config"].get("user.reconciler.image", "reconciler-debian")
+    steady.set_override(NOFILE + f"    image: {image}\n" + WEIGHT)  # what the tests above left, and weights
+    plan = steady.run("plan")
+    assert "through HAProxy's runtime API, no reload: subdomain1/site1 weight 3, subdomain1/site2 maxconn 50" \
+        in plan.out, plan.out
+    assert "[cost: runtime]" in plan.out and "will be reloaded" not in plan.out, plan.out
+    before = worker(steady)
+    result, sent, failed, seconds = under_load(steady, "apply", "--yes")
+    assert result.code == 0, result.out[-3000:] + result.err
+    print(f"\nweight and maxconn under load: {sent} requests in {seconds:.1f}s, {len(failed)} failed,"
+          f" worker {before} -> {worker(steady)}")
+    assert sent > 5 and failed == [], f"{len(failed)} of {sent} failed: {failed[:5]}"
+    assert worker(steady) == before  # no reload
+    stats = haproxy_says(steady, "show stat")
+    rows = {(r.split(",")[0], r.split(",")[1]): r for r in stats.splitlines() if r and not r.startswith("#")}
+    header = stats.splitlines()[0][2:].split(",")
+    site1 = dict(zip(header, rows[("subdomain1", "site1")].split(",")))
+    site2 = dict(zip(header, rows[("subdomain1", "site2")].split(",")))
+    assert (site1["weight"], site2["slim"]) == ("3", "50"), (site1["weight"], site2["slim"])
+    assert parse_stat(stats)[("subdomain1", "site1")].up
+    assert "weight 3" in steady.lxc("exec", "proxyha", "--", "cat", "/etc/haproxy/haproxy.cfg")  # a restart finds it
     assert steady.run("plan", "--detailed-exitcode").code == 0

@@ -99,3 +99,69 @@ def parse_stat(text: str) -> dict[tuple[str, str], ServerStat]:
             row.get("status", ""), int(row.get("scur") or 0), row.get("check_status", ""),
             row.get("check_desc", ""), row.get("last_chk", ""))
     return out
+
+
+# --- a server's weight and maxconn, without a reload ------------------------------------------------
+
+RUNTIME_FIELDS = ("weight", "maxconn")
+_LIMITS = {"weight": (0, 256), "maxconn": (1, 1_000_000)}
+
+
+def set_field(backend: str, server: str, field: str, value: int) -> str:
+    """The command that sets a server's weight or maxconn as haproxy.cfg now says."""
+    low, high = _LIMITS.get(field, (1, 0))
+    if not low <= int(value) <= high:
+        raise UnsafeValue(f"{field} {value!r} is not one HAProxy's runtime API takes ({low}-{high})")
+    if field == "weight":
+        return f"set weight {_server(backend, server)} {int(value)}"
+    return f"set maxconn server {_server(backend, server)} {int(value)}"
+
+
+def runtime_only(before: str, after: str) -> list[tuple[str, str, str, int]] | None:
+    """(backend, server, field, value) that take a running HAProxy from haproxy.cfg `before` to `after`
+    through the runtime API, or None when anything else differs (a reload is needed)."""
+    old, new = before.splitlines(), after.splitlines()
+    if len(old) != len(new):
+        return None
+    out: list[tuple[str, str, str, int]] = []
+    section = ""
+    for a, b in zip(old, new):
+        if not a.startswith((" ", "\t")):
+            section = a
+        if a == b:
+            continue
+        found = _server_delta(section, a, b)
+        if found is None:
+            return None
+        out += found
+    return out
+
+
+def _server_delta(section: str, before: str, after: str) -> list[tuple[str, str, str, int]] | None:
+    head = section.split()
+    old, new = _server_words(before), _server_words(after)
+    if len(head) != 2 or head[0] != "backend" or old is None or new is None:
+        return None
+    (old_rest, old_fields), (new_rest, new_fields) = old, new
+    if old_rest != new_rest or set(old_fields) - set(new_fields) - {"weight"}:
+        return None  # more than weight or maxconn moved, or a maxconn was dropped (no runtime value means none)
+    name = old_rest[1]
+    changed = [(f, new_fields.get(f, 1)) for f in RUNTIME_FIELDS if new_fields.get(f, 1 if f == "weight" else None)
+               != old_fields.get(f, 1 if f == "weight" else None)]
+    return [(head[1], name, f, int(v)) for f, v in changed]
+
+
+def _server_words(line: str) -> tuple[list[str], dict[str, int]] | None:
+    """A `server` line's words but weight and maxconn, and those two; None for another line."""
+    words = line.split()
+    if len(words) < 3 or words[0] != "server":
+        return None
+    rest, fields, i = [], {}, 0
+    while i < len(words):
+        if words[i] in RUNTIME_FIELDS and i + 1 < len(words) and words[i + 1].isdigit():
+            fields[words[i]] = int(words[i + 1])
+            i += 2
+        else:
+            rest.append(words[i])
+            i += 1
+    return rest, fields
