@@ -24,6 +24,7 @@ from typing import Any
 
 from .address import Address, Kind
 from .context import Context
+from .draining import NotAsked, drained, made_live
 from .facts import BOOTED_ARGV, Facts, record_path, record_text
 from .inside import MissingAddress, Provisioning, container_facts, record_key, render_file
 from .kinds import REGISTRY, object_kind
@@ -216,13 +217,16 @@ class StepRunner:
         start = time.monotonic()
         try:
             run: Runner = self  # mypy holds StepRunner to what kinds may use
-            changed = REGISTRY[step.address.kind].apply(run, change, step.action)
+            with drained(run, step, self.plan.drains.get(step, ()), self.address):
+                changed = REGISTRY[step.address.kind].apply(run, change, step.action)
+            if step in self.plan.runtime:
+                made_live(run, self.plan.runtime[step])
             if changed and step.address.kind.inside:
                 with self._lock:
                     self.changed.add(step.address)
             status = Status.UNCHANGED if changed is False and step.action == Action.CONVERGE else Status.DONE
             return Outcome(step, change, status, time.monotonic() - start)
-        except (LxdError, StepError, MissingAddress, OSError, ValueError) as err:
+        except (LxdError, StepError, MissingAddress, NotAsked, OSError, ValueError) as err:
             return Outcome(step, change, Status.FAILED, time.monotonic() - start, str(err) or type(err).__name__)
 
     # --- LXD objects ----------------------------------------------------------------------------
@@ -303,6 +307,9 @@ class StepRunner:
         self.applied[change.address] = {**after, "sha256": file_kind.sha256(data),
                                         "content": file_kind.shown(data, change.secret)}
         return data
+
+    def address(self, container: str) -> str:
+        return self.addresses([container])[container]
 
     def addresses(self, containers: Iterable[str]) -> dict[str, str]:
         """The live address of each container, waiting (bounded, per NIC) for one just started."""

@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import placement
+from . import disruption, placement
 from .address import Address, Kind, instance, network, profile
 from .context import Context
 from .desired import desired_state, root_disk_problems
@@ -58,7 +58,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     _check_subnets(wanted, live, lxd.local)
     _check_cluster_bridges(wanted, live, lxd)
     places = placement.decide(wanted, live.owned, placement.read(lxd, wanted))
-    addresses = {c: a for c, a in live.addresses().items() if c not in placement.restarting(places)}
+    unknown = placement.restarting(places) | _replaced(wanted, live)
+    addresses = {c: a for c, a in live.addresses().items() if c not in unknown}
     desired = desired_state(wanted, base_dir, addresses, live.profiles)
     if destroy:
         desired.update({r.address: r for r in project_kind.emptied_default_profile(live)})
@@ -83,7 +84,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     changes = [_destroying(c, lab.lab) for c in objects + inside] if destroy else objects + inside
     plan = make_plan(lab.lab, changes, users_of(live.owned), notes, objects=len(live.owned),
                      frontends=wanted.haproxy)
-    plan = replace(plan, unchanged=len(desired.keys() - {c.address for c in plan.changes}))
+    plan = replace(disruption.planned(plan, wanted.haproxy),
+                   unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.has_record)
     return plan, Context(lab, base_dir, recorded, facts, frozenset(desired.keys() | owned.keys()))
 
@@ -97,6 +99,17 @@ def _check_foreign_children(changes: list[Change], foreign: Mapping[Address, str
     if held:
         raise PlanError("\n".join(f"{object_kind(a.kind).PARENT}.{a.name.rpartition('/')[0]} holds {a}, which is"
                                   " not this lab's: delete or move it by hand first" for a in held))
+
+
+def _replaced(lab: Lab, live: Live) -> set[str]:
+    """Containers lab.yaml replaces (another image or type): their address is known only after apply, as a
+    new one's, so that haproxy.cfg follows them in the same apply."""
+    out = set()
+    for name, c in lab.containers.items():
+        found = live.instance(name)
+        if found is not None and (found.body.get("image"), found.body.get("type")) != (c.image, c.type):
+            out.add(name)
+    return out
 
 
 def _nothing(lab: Lab) -> Lab:

@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from .kinds.file import UNKNOWN
-from .plan import SECRET, Action, Change, Origin, Plan
+from .plan import SECRET, Action, Change, Origin, Plan, Step
 from .render import safe
 from .source import field_path
 
@@ -61,19 +61,23 @@ def _summary(plan: Plan) -> str:
 
 
 def _table(plan: Plan) -> list[str]:
-    rows = ["| | action | address | why | who moved |", "| --- | --- | --- | --- | --- |"]
+    rows = ["| | action | address | why | who moved | cost |", "| --- | --- | --- | --- | --- | --- |"]
     for change in plan.changes:
         for i, action in enumerate(change.actions):
             who = _text(ORIGIN_TEXT[change.origin]) if i == 0 else ""
+            cost = plan.cost(change).value if i == 0 else ""
+            drains = plan.drains.get(Step(change.address, action), ())
+            why = change.reasons[i].text + (f"; drains {', '.join(map(str, drains))} first" if drains else "")
             rows.append(f"| {_code(action.symbol)} | {action.word} | {_code(str(change.address))} |"
-                        f" {_text(change.reasons[i].text)} | {who} |")
+                        f" {_text(why)} | {who} | {cost} |")
     if plan.unchanged:
-        rows.append(f"| | | *and {plan.unchanged} unchanged* | | |")
+        rows.append(f"| | | *and {plan.unchanged} unchanged* | | | |")
     return rows
 
 
 def _notes(plan: Plan) -> list[str]:
-    return [""] + [f"> **Note:** {_text(note)}" for note in plan.notes] if plan.notes else []
+    lines = [f"> **Warning:** {_text(w)}" for w in plan.warnings] + [f"> **Note:** {_text(n)}" for n in plan.notes]
+    return [""] + lines if lines else []
 
 
 def _fingerprint_line(plan: Plan) -> str:

@@ -208,6 +208,95 @@ class PlanError(Exception):
     """The plan cannot be made: a conflict with LXD's state, a missing image, a dependency cycle."""
 
 
+@dataclass(frozen=True)
+class Drain:
+    """An HAProxy server a step takes away: drained through the admin socket of `proxy` (the container
+    running HAProxy) before the step, and put back (`then`) after it."""
+
+    proxy: str
+    socket: str
+    backend: str
+    server: str
+    port: int
+    checked: bool  # the backend has health checks: apply waits for one to pass
+    drain_seconds: float  # how long apply waits for the server's sessions to end
+    ready_seconds: float  # how long the server has to pass its health check again
+    then: str = "ready"  # after the step: "ready" once healthy (waited for), "checks" (set ready, its health
+    # checks bring it in: a replaced container is provisioned later), "away" (a stop leaves it drained)
+
+    def __str__(self) -> str:
+        return f"{self.backend}/{self.server}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"proxy": self.proxy, "socket": self.socket, "backend": self.backend, "server": self.server,
+                "port": self.port, "checked": self.checked, "drain_seconds": self.drain_seconds,
+                "ready_seconds": self.ready_seconds, "then": self.then}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Drain:
+        return cls(str(data["proxy"]), str(data["socket"]), str(data["backend"]), str(data["server"]),
+                   int(data["port"]), bool(data["checked"]), float(data["drain_seconds"]),
+                   float(data["ready_seconds"]), _then(data.get("then", "ready")))
+
+
+@dataclass(frozen=True)
+class RuntimeSet:
+    """A server setting made live through HAProxy's runtime API instead of a reload."""
+
+    proxy: str
+    socket: str
+    backend: str
+    server: str
+    field: str  # weight or maxconn
+    value: int
+
+    def __str__(self) -> str:
+        return f"{self.backend}/{self.server} {self.field} {self.value}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"proxy": self.proxy, "socket": self.socket, "backend": self.backend, "server": self.server,
+                "field": self.field, "value": self.value}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RuntimeSet:
+        return cls(str(data["proxy"]), str(data["socket"]), str(data["backend"]), str(data["server"]),
+                   str(data["field"]), int(data["value"]))
+
+
+THEN = ("ready", "checks", "away")
+
+
+def _then(value: Any) -> str:
+    if value not in THEN:
+        raise ValueError(f"a drain's `then` is {value!r}, not one of {', '.join(THEN)}")
+    return str(value)
+
+
+class Cost(StrEnum):
+    """What a change costs the traffic through the lab, least first."""
+
+    LIVE = "live"  # no effect on traffic
+    RUNTIME = "runtime"  # HAProxy's runtime API, no reload
+    RELOAD = "reload"  # an HAProxy (or other service) reload: hitless
+    RESTART = "restart"  # a container or service restarts (drained first when it backs HAProxy servers)
+    RECREATE = "recreate"  # a container is replaced or deleted
+
+    @property
+    def rank(self) -> int:
+        return list(Cost).index(self)
+
+
+_COST_OF = {(Kind.INSTANCE, Action.REPLACE): Cost.RECREATE, (Kind.INSTANCE, Action.DELETE): Cost.RECREATE,
+            (Kind.INSTANCE, Action.RESTART): Cost.RESTART, (Kind.INSTANCE, Action.STOP): Cost.RESTART,
+            (Kind.INSTANCE, Action.MOVE): Cost.RESTART, (Kind.INSTANCE, Action.RENAME): Cost.RESTART,
+            (Kind.SERVICE, Action.RESTART): Cost.RESTART, (Kind.SERVICE, Action.STOP): Cost.RESTART,
+            (Kind.SERVICE, Action.RELOAD): Cost.RELOAD}
+
+
+def action_cost(kind: Kind, action: Action) -> Cost:
+    return _COST_OF.get((kind, action), Cost.LIVE)
+
+
 MIN_OBJECTS = 4  # below this many objects, any share of them is few
 DESTRUCTIVE = frozenset({Action.DELETE, Action.REPLACE})
 
@@ -221,6 +310,19 @@ class Plan:
     objects: int = 0  # LXD objects the lab owned when planned: the base of the safety share
     frontends: tuple[str, ...] = ()  # containers that serve a frontend (HAProxy's)
     unchanged: int = 0  # addresses lab.yaml declares that need nothing done
+    drains: Mapping[Step, tuple[Drain, ...]] = field(default_factory=dict)  # HAProxy servers a step takes away
+    warnings: tuple[str, ...] = ()  # what the plan will do that costs requests
+    runtime: Mapping[Step, tuple[RuntimeSet, ...]] = field(default_factory=dict)  # haproxy.cfg's, instead of a reload
+
+    def cost(self, change: Change) -> Cost:
+        """The costliest of its actions; a file's is that of the service reload or restart it triggers."""
+        costs = [action_cost(change.address.kind, a) for a in change.actions]
+        costs += [Cost.RUNTIME for s in change.steps if s in self.runtime]
+        if change.address.kind == Kind.FILE:
+            costs += [self.cost(c) for c in self.changes if c.address.kind == Kind.SERVICE
+                      and c.address.name == change.address.name and change.address in c.depends_on
+                      and any(r.code == Code.WATCHED_FILE for r in c.reasons)]
+        return max(costs, key=lambda c: c.rank, default=Cost.LIVE)
 
     def unsafe(self, share: float = 0.3) -> list[str]:
         """Why this plan should not run without --force: it deletes or replaces more than `share` of
@@ -260,9 +362,12 @@ class Plan:
             if actions:
                 changes.append(replace(change, actions=tuple(a for a, _ in actions), reasons=tuple(r for _, r in actions)))
         graph = {s: waits & keep for s, waits in self.graph.items() if s in keep}
+        drains = {s: d for s, d in self.drains.items() if s in keep}
+        runtime = {s: r for s, r in self.runtime.items() if s in keep}
         note = (f"targeted plan: only {', '.join(sorted(str(t) for t in wanted))} and what they depend on; the rest of"
                 " the lab is not compared")
-        return replace(self, changes=tuple(changes), graph=graph, notes=self.notes + (note,), unchanged=0)
+        return replace(self, changes=tuple(changes), graph=graph, notes=self.notes + (note,), unchanged=0,
+                       drains=drains, runtime=runtime)
 
     @property
     def empty(self) -> bool:
@@ -296,15 +401,22 @@ class Plan:
 
     def as_json(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "lab": self.lab, "fingerprint": self.fingerprint(),
-                "changes": [c.as_json() for c in self.changes], "summary": self.summary(),
-                "notes": list(self.notes), "objects": self.objects, "frontends": list(self.frontends),
-                "unchanged": self.unchanged,
+                "changes": [{**c.as_json(), "cost": self.cost(c).value} for c in self.changes],
+                "summary": self.summary(), "notes": list(self.notes), "warnings": list(self.warnings),
+                "objects": self.objects, "frontends": list(self.frontends), "unchanged": self.unchanged,
+                "drains": {str(s): [d.as_json() for d in drains] for s, drains in sorted(
+                    self.drains.items(), key=lambda kv: kv[0].sort_key())},
+                "runtime": {str(s): [r.as_json() for r in sets] for s, sets in sorted(
+                    self.runtime.items(), key=lambda kv: kv[0].sort_key())},
                 "graph": {str(s): sorted(str(w) for w in waits) for s, waits in sorted(
                     self.graph.items(), key=lambda kv: kv[0].sort_key())}}
 
     def fingerprint(self) -> str:
         """A digest of what the plan does (secrets redacted): a reviewed plan can be applied exactly."""
-        text = json.dumps([c.as_json() for c in self.changes], sort_keys=True, default=str)
+        drains = {str(s): [d.as_json() for d in ds] for s, ds in self.drains.items()}
+        runtime = {str(s): [r.as_json() for r in rs] for s, rs in self.runtime.items()}
+        text = json.dumps([c.as_json() for c in self.changes] + ([drains] if drains else [])
+                          + ([runtime] if runtime else []), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -315,8 +427,12 @@ def plan_from_json(data: Mapping[str, Any]) -> Plan:
                          f" {FORMAT_VERSION}: make the plan again")
     changes = tuple(Change.from_json(c) for c in data["changes"])
     graph = {Step.parse(s): frozenset(Step.parse(w) for w in waits) for s, waits in data["graph"].items()}
+    drains = {Step.parse(s): tuple(Drain.from_json(d) for d in ds) for s, ds in (data.get("drains") or {}).items()}
+    runtime = {Step.parse(s): tuple(RuntimeSet.from_json(r) for r in rs)
+               for s, rs in (data.get("runtime") or {}).items()}
     return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()), int(data.get("objects") or 0),
-                tuple(data.get("frontends") or ()), int(data.get("unchanged") or 0))
+                tuple(data.get("frontends") or ()), int(data.get("unchanged") or 0), drains,
+                tuple(data.get("warnings") or ()), runtime)
 
 
 MAX_LISTED = 12

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from .kinds.file import UNKNOWN
 from .kinds.storage_volume import DATA_LOST, loses_data
 from .outcome import Outcome, Report, Status
-from .plan import SECRET, SECRET_CHANGED, Action, Change, Code, Origin, Plan, redact
+from .plan import SECRET, SECRET_CHANGED, Action, Change, Code, Origin, Plan, Step, redact
 from .source import field_path
 
 COLOURS = {Action.ADOPT: "35", Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31",
@@ -53,12 +53,12 @@ class Painter:
 
 def plan_text(plan: Plan, colour: bool = False, lab_file: str = "lab.yaml", destroy: bool = False) -> str:
     paint = Painter(colour)
-    notes = "".join(f"Note: {safe(n)}\n" for n in plan.notes)
+    notes = "".join(f"Warning: {safe(w)}\n" for w in plan.warnings) + "".join(f"Note: {safe(n)}\n" for n in plan.notes)
     if plan.empty and destroy:
         return notes + f"Nothing to destroy: lab {plan.lab!r} owns nothing in LXD.\n"
     if plan.empty:
         return notes + f"No changes. Lab {plan.lab!r} matches {safe(lab_file)}.\n"
-    blocks = [_change_text(c, paint, lab_file) for c in plan.changes]
+    blocks = [_change_text(c, paint, lab_file, plan) for c in plan.changes]
     return "\n".join(blocks) + "\n" + notes + summary_line(plan, paint) + "\n"
 
 
@@ -71,14 +71,21 @@ def summary_line(plan: Plan, paint: Painter | None = None) -> str:
     return paint("1", "Plan: " + ", ".join(parts) + ".") + f" (fingerprint {plan.fingerprint()})"
 
 
-def _change_text(change: Change, paint: Painter, lab_file: str) -> str:
+def _change_text(change: Change, paint: Painter, lab_file: str, plan: Plan) -> str:
     lines = []
     for i, action in enumerate(change.actions):
         reason = change.reasons[i].text
         # Escaped before it is painted: the colour's own codes must reach the terminal intact.
         head = paint(COLOURS[action], safe(f"{action.symbol:>3} {change.address}"))
         tag = _origin_tag(change, action) if i == 0 else ""
-        lines.append(f"{head} {action.phrase}" + safe((f" ({reason})" if reason else "") + tag))
+        cost = f" [cost: {plan.cost(change)}]" if i == len(change.actions) - 1 else ""
+        lines.append(f"{head} {action.phrase}" + safe((f" ({reason})" if reason else "") + tag + cost))
+        drains = plan.drains.get(Step(change.address, action), ())
+        if drains:
+            lines.append(safe(f"      drains {', '.join(map(str, drains))} first"))
+        live = plan.runtime.get(Step(change.address, action), ())
+        if live:
+            lines.append(safe(f"      through HAProxy's runtime API, no reload: {', '.join(map(str, live))}"))
         if i == 0:
             lines += _details(change, action, paint, lab_file)
     return "\n".join(lines)

@@ -196,7 +196,7 @@ def test_on_a_terminal_each_first_line_is_coloured_and_only_what_came_from_outsi
     lines = plan_text(make_plan("l", [change], {}), colour=True).splitlines()
     assert lines[0] == ("\x1b[33m  ~ file.c:/srv/a\\x1bb\x1b[0m will be updated in place (differs: content\\x07)"
                         " [changed outside lab.yaml]")
-    assert "\x1b[36m <> file.c:/srv/a\\x1bb\x1b[0m will be restarted (because\\x1b[2J)" in lines
+    assert "\x1b[36m <> file.c:/srv/a\\x1bb\x1b[0m will be restarted (because\\x1b[2J) [cost: live]" in lines
     assert "      \x1b[31m-x\\x1b[31m\x1b[0m" in lines
     assert all(line.count("\x1b") == 2 * line.count("\x1b[0m") for line in lines)  # every code is one of ours
     plain = plan_text(make_plan("l", [change], {}), colour=False)

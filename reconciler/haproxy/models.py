@@ -38,9 +38,11 @@ from .words import (
     SourceNet,
     UrlPath,
     lab_containers,
+    seconds,
     strict,
 )
 
+MAX_WAIT = 3600  # seconds: apply's waits on a backend are bounded
 MAX_ERROR_BODY = 6000  # an errorfile must fit in tune.bufsize - tune.maxrewrite (8 kB by default)
 
 
@@ -217,6 +219,18 @@ class Backend(BaseModel):
         "X-Client-IP", description="Header set to the client address (null: none).")
     forwardfor: bool = Field(True, description="Add X-Forwarded-For (option forwardfor).")
     servers: list[Server] = Field(default_factory=list, description="Servers, in order.")
+    drain_timeout: Duration = Field("10s", description="Before apply restarts, stops or replaces a server's "
+                                    "container: how long it waits for the server's sessions to end after "
+                                    "draining it (then it goes on).")
+    ready_timeout: Duration = Field("60s", description="After such a restart: how long the server has to pass "
+                                    "its health check again before the step fails.")
+
+    @model_validator(mode="after")
+    def _bounded_waits(self) -> Backend:
+        for name in ("drain_timeout", "ready_timeout"):
+            if seconds(getattr(self, name)) > MAX_WAIT:
+                raise ValueError(f"{name} is over {MAX_WAIT // 60} minutes")
+        return self
 
 
 class Global(BaseModel):

@@ -109,6 +109,15 @@ Account = Annotated[str, Word("account", r"[a-z_][a-z0-9_-]{0,31}", "a system us
 Duration = (Annotated[int, Field(gt=0, description="milliseconds")]
             | Annotated[str, Word("duration", r"[0-9]+(?:us|ms|s|m|h|d)", "a HAProxy time such as 500ms, 2s, 1m")])
 Port = Annotated[int, Field(ge=1, le=65535)]
+_UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def seconds(duration: int | str) -> float:
+    """A Duration (milliseconds, or a HAProxy time such as 2s) in seconds."""
+    if isinstance(duration, int):
+        return duration / 1000
+    number, unit = re.fullmatch(r"([0-9]+)([a-z]+)", duration).groups()  # type: ignore[union-attr]
+    return int(number) * _UNIT_SECONDS[unit]
 
 
 def parse_bind(bind: str) -> tuple[str, int]:

@@ -1,0 +1,148 @@
+"""Apply's side of the drains a plan carries (`Plan.drains`, planned by disruption.py): before a step that
+takes a container away, its HAProxy servers are set to `drain` through HAProxy's admin socket and apply
+waits, bounded, for their sessions to end; after the step their health is forced down and they are set
+`ready`, and the step is done only once HAProxy's health check has brought them up again (bounded: a
+server that stays down fails the step with what HAProxy says about it).  A stopped container's servers
+stay drained; a replaced one's are not waited for (later steps provision it: its checks bring it in).
+
+HAProxy is reached by an exec in its container (the socket is a Unix socket there).  A server HAProxy
+does not know yet (added by this apply), or an HAProxy that cannot be asked (not running, no perl),
+is not drained: the report says so and the step goes on, as it would have without draining.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+from .haproxy.runtime import (
+    SHOW_STAT,
+    ServerStat,
+    UnsafeValue,
+    client_argv,
+    force_down,
+    parse_stat,
+    set_address,
+    set_field,
+    set_state,
+)
+from .kinds.runner import Runner
+from .plan import Action, Drain, RuntimeSet, Step
+
+POLL = 0.25  # seconds between two looks at `show stat`
+
+
+class NotAsked(Exception):
+    """HAProxy's admin socket could not be asked."""
+
+
+def ask(run: Runner, proxy: str, socket: str, command: str) -> str:
+    """HAProxy's answer to one command on its admin socket."""
+    try:
+        code, out, err = run.lxd.execute(proxy, client_argv(socket, command))
+    except UnsafeValue as bad:
+        raise NotAsked(str(bad)) from None
+    if code != 0:
+        raise NotAsked(f"asking {socket} in {proxy} failed (exit {code}): {run.last_lines(out, err)}")
+    return out
+
+
+def order(run: Runner, d: Drain, command: str) -> None:
+    """A command HAProxy answers with nothing when it obeys."""
+    answer = ask(run, d.proxy, d.socket, command).strip()
+    if answer:
+        raise run.step_error(f"HAProxy refused `{command}`: {answer}")
+
+
+def made_live(run: Runner, sets: tuple[RuntimeSet, ...]) -> None:
+    """haproxy.cfg's new server settings, through the runtime API (the file is written: no reload)."""
+    for r in sets:
+        try:
+            command = set_field(r.backend, r.server, r.field, r.value)
+        except UnsafeValue as bad:
+            raise run.step_error(str(bad)) from None
+        answer = ask(run, r.proxy, r.socket, command).strip()
+        if answer:
+            raise run.step_error(f"HAProxy refused `{command}`: {answer}")
+
+
+def stats(run: Runner, drains: Iterable[Drain]) -> dict[tuple[str, str], ServerStat]:
+    """`show stat` of every HAProxy these servers are in, keyed by (backend, server)."""
+    out: dict[tuple[str, str], ServerStat] = {}
+    for proxy, socket in dict.fromkeys((d.proxy, d.socket) for d in drains):
+        try:
+            out.update(parse_stat(ask(run, proxy, socket, SHOW_STAT)))
+        except UnsafeValue as bad:
+            raise NotAsked(str(bad)) from None
+    return out
+
+
+@contextmanager
+def drained(run: Runner, step: Step, drains: tuple[Drain, ...], address: Callable[[str], str]) -> Iterator[None]:
+    """Drain before the body, bring back after it (`address`: the container's live IPv4, for a move)."""
+    try:
+        known = stats(run, drains)
+    except NotAsked as why:
+        run.warn(f"{step}: its HAProxy servers ({', '.join(map(str, drains))}) were not drained: {why}")
+        yield
+        return
+    present = tuple(d for d in drains if (d.backend, d.server) in known)  # a server this apply adds is not there yet
+    for d in present:
+        order(run, d, set_state(d.backend, d.server, "drain"))
+    _wait_sessions_end(run, step, present)
+    try:
+        yield
+    except BaseException:
+        _ready_unchecked(run, [d for d in present if d.then != "away"])  # the health check keeps a broken one out
+        raise
+    _bring_back(run, step, [d for d in present if d.then != "away"], address)
+
+
+def _wait_sessions_end(run: Runner, step: Step, drains: tuple[Drain, ...]) -> None:
+    if not drains:
+        return
+    deadline = time.monotonic() + max(d.drain_seconds for d in drains)
+    while True:
+        known = stats(run, drains)
+        busy = {d: s.sessions for d in drains if (s := known.get((d.backend, d.server))) and s.sessions}
+        if not busy:
+            return
+        if time.monotonic() >= deadline:
+            left = ", ".join(f"{d} {n}" for d, n in busy.items())
+            run.warn(f"{step}: sessions still open after the drain's wait ({left}); went on")
+            return
+        time.sleep(POLL)
+
+
+def _ready_unchecked(run: Runner, drains: list[Drain]) -> None:
+    for d in drains:
+        try:
+            order(run, d, set_state(d.backend, d.server, "ready"))
+        except Exception as err:  # noqa: BLE001 - the step's own error is the one to report
+            run.warn(f"{d}: could not be set back to ready: {err}")
+
+
+def _bring_back(run: Runner, step: Step, drains: list[Drain], address: Callable[[str], str]) -> None:
+    """Health forced down, state ready: only passing checks, from now on, let requests reach it again."""
+    for d in drains:
+        if step.action == Action.MOVE:
+            order(run, d, set_address(d.backend, d.server, address(step.address.name), d.port))
+        if d.checked:
+            order(run, d, force_down(d.backend, d.server))
+        order(run, d, set_state(d.backend, d.server, "ready"))
+    checked = [d for d in drains if d.checked and d.then == "ready"]
+    if not checked:
+        return
+    deadline = time.monotonic() + max(d.ready_seconds for d in checked)
+    while True:
+        known = stats(run, checked)
+        down = [(d, known.get((d.backend, d.server))) for d in checked]
+        down = [(d, s) for d, s in down if s is None or not s.up]
+        if not down:
+            return
+        if time.monotonic() >= deadline:
+            said = "; ".join(f"{d}: {s.said() if s else 'no longer in HAProxy'}" for d, s in down)
+            raise run.step_error(f"not healthy again within {max(d.ready_seconds for d in checked):g}s after the"
+                                 f" {step.action.word}; HAProxy says {said}")
+        time.sleep(POLL)

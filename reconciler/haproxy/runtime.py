@@ -1,0 +1,167 @@
+"""HAProxy's runtime API (the admin socket, `stats socket ... level admin`): the commands apply sends to
+drain a server and put it back, and what `show stat` says about servers.  Pure: the caller runs the
+client argv inside the HAProxy container (the socket is a Unix socket there, reachable from nowhere else).
+
+Every value that reaches the socket is checked here, whatever built it (a saved plan is a file anyone
+can edit): a backend or server is a haproxy.cfg name, an address IPv4, a port a number; the command is one
+argv item, never shell text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import re
+from dataclasses import dataclass
+
+# Debian's images have no socat, but perl (perl-base is essential); the script takes the socket and the
+# command as its arguments.  Where perl is missing, apply says so and goes on without draining.
+CLIENT = ("use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $ARGV[0])"
+          ' or die "cannot connect to $ARGV[0]: $!\\n"; print $s "$ARGV[1]\\n"; print while <$s>;')
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+PATH = re.compile(r"/[A-Za-z0-9._@+/-]*")
+STATES = ("ready", "drain", "maint")
+
+
+class UnsafeValue(ValueError):
+    """A value that may not reach the admin socket."""
+
+
+def client_argv(socket: str, command: str) -> list[str]:
+    """The argv that sends one command to the admin socket and prints HAProxy's answer."""
+    if not PATH.fullmatch(socket):
+        raise UnsafeValue(f"admin socket {socket!r} is not an absolute path")
+    if "\n" in command or ";" in command:  # one command: the CLI splits on ';' and newlines
+        raise UnsafeValue(f"{command!r} is not one command")
+    return ["perl", "-e", CLIENT, socket, command]
+
+
+def _server(backend: str, server: str) -> str:
+    for what, name in (("backend", backend), ("server", server)):
+        if not NAME.fullmatch(name):
+            raise UnsafeValue(f"{what} {name!r} is not a haproxy.cfg name")
+    return f"{backend}/{server}"
+
+
+def set_state(backend: str, server: str, state: str) -> str:
+    if state not in STATES:
+        raise UnsafeValue(f"{state!r} is not one of {STATES}")
+    return f"set server {_server(backend, server)} state {state}"
+
+
+def force_down(backend: str, server: str) -> str:
+    """Its health to down: only `rise` passing checks from now on bring it up."""
+    return f"set server {_server(backend, server)} health down"
+
+
+def set_address(backend: str, server: str, address: str, port: int) -> str:
+    ip = ipaddress.IPv4Address(address)
+    if not 1 <= int(port) <= 65535:
+        raise UnsafeValue(f"port {port!r} is not 1-65535")
+    return f"set server {_server(backend, server)} addr {ip} port {int(port)}"
+
+
+SHOW_STAT = "show stat"
+
+
+@dataclass(frozen=True)
+class ServerStat:
+    """One server's line of `show stat`, the parts apply reads."""
+
+    status: str  # UP, DOWN, DRAIN, MAINT, "UP 1/2" (going down), "DOWN 1/2" (going up), no check
+    sessions: int  # scur: current sessions
+    check_status: str  # L7OK, L4CON, L7STS, ...
+    check_desc: str  # HAProxy's words about the last check
+    last_check: str  # last_chk: the reply or error of the last check
+
+    @property
+    def up(self) -> bool:
+        return self.status in ("UP", "no check")
+
+    def said(self) -> str:
+        """What HAProxy says about it, in its own words."""
+        words = [self.status] + [w for w in (self.check_status, self.check_desc, self.last_check) if w]
+        return ", ".join(dict.fromkeys(words))
+
+
+def parse_stat(text: str) -> dict[tuple[str, str], ServerStat]:
+    """`show stat` (CSV, a `# ` header) as {(backend, server): ServerStat}, servers only."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        raise UnsafeValue("HAProxy's `show stat` answered: " + (" ".join(lines[:3]) or "nothing"))
+    rows = csv.DictReader(io.StringIO("\n".join([lines[0][2:]] + lines[1:])))
+    out = {}
+    for row in rows:
+        if row.get("svname") in (None, "FRONTEND", "BACKEND"):
+            continue
+        out[(row["pxname"], row["svname"])] = ServerStat(
+            row.get("status", ""), int(row.get("scur") or 0), row.get("check_status", ""),
+            row.get("check_desc", ""), row.get("last_chk", ""))
+    return out
+
+
+# --- a server's weight and maxconn, without a reload ------------------------------------------------
+
+RUNTIME_FIELDS = ("weight", "maxconn")
+_LIMITS = {"weight": (0, 256), "maxconn": (1, 1_000_000)}
+
+
+def set_field(backend: str, server: str, field: str, value: int) -> str:
+    """The command that sets a server's weight or maxconn as haproxy.cfg now says."""
+    low, high = _LIMITS.get(field, (1, 0))
+    if not low <= int(value) <= high:
+        raise UnsafeValue(f"{field} {value!r} is not one HAProxy's runtime API takes ({low}-{high})")
+    if field == "weight":
+        return f"set weight {_server(backend, server)} {int(value)}"
+    return f"set maxconn server {_server(backend, server)} {int(value)}"
+
+
+def runtime_only(before: str, after: str) -> list[tuple[str, str, str, int]] | None:
+    """(backend, server, field, value) that take a running HAProxy from haproxy.cfg `before` to `after`
+    through the runtime API, or None when anything else differs (a reload is needed)."""
+    old, new = before.splitlines(), after.splitlines()
+    if len(old) != len(new):
+        return None
+    out: list[tuple[str, str, str, int]] = []
+    section = ""
+    for a, b in zip(old, new):
+        if not a.startswith((" ", "\t")):
+            section = a
+        if a == b:
+            continue
+        found = _server_delta(section, a, b)
+        if found is None:
+            return None
+        out += found
+    return out
+
+
+def _server_delta(section: str, before: str, after: str) -> list[tuple[str, str, str, int]] | None:
+    head = section.split()
+    old, new = _server_words(before), _server_words(after)
+    if len(head) != 2 or head[0] != "backend" or old is None or new is None:
+        return None
+    (old_rest, old_fields), (new_rest, new_fields) = old, new
+    if old_rest != new_rest or set(old_fields) - set(new_fields) - {"weight"}:
+        return None  # more than weight or maxconn moved, or a maxconn was dropped (no runtime value means none)
+    name = old_rest[1]
+    changed = [(f, new_fields.get(f, 1)) for f in RUNTIME_FIELDS if new_fields.get(f, 1 if f == "weight" else None)
+               != old_fields.get(f, 1 if f == "weight" else None)]
+    return [(head[1], name, f, int(v)) for f, v in changed]
+
+
+def _server_words(line: str) -> tuple[list[str], dict[str, int]] | None:
+    """A `server` line's words but weight and maxconn, and those two; None for another line."""
+    words = line.split()
+    if len(words) < 3 or words[0] != "server":
+        return None
+    rest, fields, i = [], {}, 0
+    while i < len(words):
+        if words[i] in RUNTIME_FIELDS and i + 1 < len(words) and words[i + 1].isdigit():
+            fields[words[i]] = int(words[i + 1])
+            i += 2
+        else:
+            rest.append(words[i])
+            i += 1
+    return rest, fields

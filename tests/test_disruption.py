@@ -1,0 +1,241 @@
+"""Changes without downtime, the pure parts: which HAProxy servers a container backs, which steps drain
+them, the one-at-a-time order, the warning for a backend left without a server, each change's cost, and
+what reaches HAProxy's admin socket.  No LXD (the drains themselves: tests/test_no_downtime.py)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from reconciler import disruption
+from reconciler.address import Address, Kind, file, instance, profile, service
+from reconciler.haproxy import HAProxy
+from reconciler.haproxy.runtime import (
+    UnsafeValue,
+    client_argv,
+    force_down,
+    parse_stat,
+    runtime_only,
+    set_address,
+    set_field,
+    set_state,
+)
+from reconciler.markdown import plan_markdown
+from reconciler.plan import Action, Change, Code, Cost, Plan, Reason, Step, make_plan, plan_from_json
+from reconciler.render import plan_text
+from reconciler.spec import load_lab
+
+ROOT = Path(__file__).resolve().parent.parent
+GUIDE = load_lab(ROOT / "lab.yaml", {})[0].haproxy
+
+
+def change(address: Address, *actions: Action, code: Code = Code.DRIFT, depends_on: tuple = ()) -> Change:
+    return Change(address, actions, tuple(Reason(code, "why") for _ in actions), {"state": "running"},
+                  {"state": "running"}, depends_on=depends_on)
+
+
+def restarts(*names: str) -> list[Change]:
+    return [change(profile("shared"), Action.UPDATE)] + [
+        change(instance(n), Action.RESTART, code=Code.RESTART_SETTINGS, depends_on=(profile("shared"),))
+        for n in names]
+
+
+def planned(changes: list[Change], haproxy=GUIDE) -> Plan:
+    return disruption.planned(make_plan("lab", changes, {}), haproxy)
+
+
+def test_a_container_backs_every_server_that_names_it_in_every_backend():
+    served = disruption.served_by(GUIDE)
+    assert {c: [str(d) for d in ds] for c, ds in served.items()} == {
+        "web1": ["subdomain1/site1", "subdomain2/site1"], "web2": ["subdomain1/site2", "subdomain2/site2"]}
+    one = served["web1"][0]
+    assert (one.proxy, one.socket, one.port, one.checked) == ("proxyha", "/run/haproxy/admin.sock", 80, True)
+    assert (one.drain_seconds, one.ready_seconds) == (10.0, 60.0)  # the defaults
+
+
+def test_the_waits_are_the_backends_own():
+    spec = HAProxy.model_validate({"backends": {"b": {
+        "drain_timeout": 2500, "ready_timeout": "2m", "health_check": False,
+        "servers": [{"container": "w", "name": "s", "port": 8080}]}}})
+    (d,) = disruption.served_by({"p": spec})["w"]
+    assert (d.drain_seconds, d.ready_seconds, d.checked, d.port, d.server) == (2.5, 120.0, False, 8080, "s")
+    with pytest.raises(ValueError, match="over 60 minutes"):
+        HAProxy.model_validate({"backends": {"b": {"drain_timeout": "2h"}}})
+
+
+def test_restarts_stops_moves_and_replaces_drain_and_only_they():
+    steps = [Step(instance("web1"), a) for a in Action] + [Step(service("web2", "apache2"), Action.RESTART),
+                                                           Step(service("web2", "apache2"), Action.RELOAD),
+                                                           Step(instance("proxyha"), Action.RESTART)]
+    drained = disruption.drains(steps, disruption.served_by(GUIDE))
+    assert {str(s): [d.then for d in ds] for s, ds in drained.items()} == {
+        "instance.web1#restart": ["ready", "ready"], "instance.web1#move": ["ready", "ready"],
+        "instance.web1#stop": ["away", "away"], "instance.web1#replace": ["checks", "checks"],
+        "service.web2:apache2#restart": ["ready", "ready"]}
+
+
+def test_two_servers_of_one_backend_restart_one_after_the_other_in_every_order():
+    plan = planned(restarts("web1", "web2"))
+    web1, web2 = Step(instance("web1"), Action.RESTART), Step(instance("web2"), Action.RESTART)
+    assert web1 in plan.graph[web2]
+    for seed in range(20):  # fixed seeds: every order the graph allows keeps one of them up
+        order = plan.order(random.Random(seed))
+        assert order.index(web1) < order.index(web2)
+    assert plan.warnings == ()
+
+
+def test_an_order_the_graph_has_already_is_kept_and_no_cycle_is_made():
+    changes = restarts("web1", "web2")
+    changes[2] = change(instance("web2"), Action.RESTART, depends_on=(profile("shared"), instance("web1")))
+    changes[1] = change(instance("web1"), Action.RESTART, depends_on=(profile("shared"),))
+    plan = make_plan("lab", changes, {})
+    reversed_graph = {s: w for s, w in plan.graph.items()}
+    web1, web2 = Step(instance("web1"), Action.RESTART), Step(instance("web2"), Action.RESTART)
+    reversed_graph[web1] = frozenset(reversed_graph[web1] | {web2})  # web1 waits for web2 already
+    reversed_graph[web2] = frozenset(reversed_graph[web2] - {web1})
+    out = disruption.one_at_a_time(reversed_graph, disruption.drains(list(reversed_graph), disruption.served_by(GUIDE)))
+    assert web2 in out[web1] and web1 not in out[web2]
+
+
+def test_containers_behind_different_backends_still_restart_together():
+    spec = HAProxy.model_validate({"backends": {
+        "a": {"servers": [{"container": "web1"}, {"container": "web3"}]},
+        "b": {"servers": [{"container": "web2"}, {"container": "web4"}]}}})
+    plan = planned(restarts("web1", "web2"), {"proxyha": spec})
+    assert Step(instance("web1"), Action.RESTART) not in plan.graph[Step(instance("web2"), Action.RESTART)]
+    assert Step(instance("web2"), Action.RESTART) not in plan.graph[Step(instance("web1"), Action.RESTART)]
+
+
+def test_a_backend_whose_only_server_goes_away_is_a_warning():
+    spec = HAProxy.model_validate({"backends": {
+        "subdomain1": {"servers": [{"container": "web1"}, {"container": "web2"}]},
+        "subdomain2": {"servers": [{"container": "web2"}]}}})
+    plan = planned(restarts("web2") + [change(service("web1", "apache2"), Action.RESTART)], {"proxyha": spec})
+    assert plan.warnings == ("subdomain2 has no other server: requests fail while web2 restarts",)
+    text = plan_text(plan)
+    assert "Warning: subdomain2 has no other server: requests fail while web2 restarts\n" in text
+    assert "> **Warning:** subdomain2 has no other server" in plan_markdown(plan)
+
+
+def test_the_plan_shows_the_drains_and_keeps_them_through_json():
+    plan = planned(restarts("web1", "web2"))
+    text = plan_text(plan)
+    assert ("<> instance.web1 will be restarted (why) [cost: restart]\n"
+            "      drains subdomain1/site1, subdomain2/site1 first\n") in text
+    again = plan_from_json(json.loads(json.dumps(plan.as_json())))
+    assert again.drains == plan.drains and again.graph == plan.graph and again.fingerprint() == plan.fingerprint()
+    assert "drains subdomain1/site2, subdomain2/site2 first" in plan_markdown(plan)
+    targeted = plan.targeted([instance("web1")], {instance("web1"), instance("web2")})
+    assert list(targeted.drains) == [Step(instance("web1"), Action.RESTART)]
+
+
+def test_each_change_kind_has_its_cost():
+    watched = file("proxyha", "/etc/haproxy/haproxy.cfg")
+    plain = file("web1", "/var/www/html/index.html")
+    changes = [change(instance("a"), Action.CREATE), change(instance("b"), Action.UPDATE, Action.RESTART),
+               change(instance("c"), Action.REPLACE), change(instance("d"), Action.DELETE),
+               change(instance("e"), Action.STOP), change(instance("f"), Action.MOVE),
+               change(instance("g"), Action.START), change(profile("p"), Action.UPDATE),
+               change(watched, Action.UPDATE), change(plain, Action.UPDATE),
+               change(service("proxyha", "haproxy"), Action.RELOAD, code=Code.WATCHED_FILE, depends_on=(watched,)),
+               change(service("web1", "apache2"), Action.RESTART)]
+    plan = make_plan("lab", changes, {})
+    costs = {str(c.address): plan.cost(c).value for c in plan.changes}
+    assert costs == {"instance.a": "live", "instance.b": "restart", "instance.c": "recreate",
+                     "instance.d": "recreate", "instance.e": "restart", "instance.f": "restart",
+                     "instance.g": "live", "profile.p": "live", "file.proxyha:/etc/haproxy/haproxy.cfg": "reload",
+                     "file.web1:/var/www/html/index.html": "live", "service.proxyha:haproxy": "reload",
+                     "service.web1:apache2": "restart"}
+    assert [c["cost"] for c in plan.as_json()["changes"]] == [costs[str(c.address)] for c in plan.changes]
+    assert "| restart |" in plan_markdown(plan) and Cost.RUNTIME.value == "runtime"
+    assert Kind.FILE.inside
+
+
+def test_what_reaches_the_admin_socket_is_one_checked_command():
+    assert set_state("subdomain1", "site1", "drain") == "set server subdomain1/site1 state drain"
+    assert force_down("b", "s") == "set server b/s health down"
+    assert set_address("b", "s", "10.203.7.5", 80) == "set server b/s addr 10.203.7.5 port 80"
+    argv = client_argv("/run/haproxy/admin.sock", "show stat")
+    assert argv[:2] == ["perl", "-e"] and argv[3:] == ["/run/haproxy/admin.sock", "show stat"]
+    for bad in (lambda: set_state("b;shutdown", "s", "drain"), lambda: set_state("b", "s\nx", "ready"),
+                lambda: set_state("b", "s", "gone"), lambda: set_address("b", "s", "10.0.0.1; x", 80),
+                lambda: client_argv("run/x", "show stat"), lambda: client_argv("/x", "show stat; shutdown frontend f")):
+        with pytest.raises(ValueError):
+            bad()
+    assert issubclass(UnsafeValue, ValueError)
+
+
+STAT = """\
+# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,check_status,check_desc,last_chk
+http_frontend,FRONTEND,,,1,3,,9,OPEN,,,
+subdomain1,site1,0,0,2,3,,9,DRAIN,L7OK,Layer7 check passed,
+subdomain1,site2,0,0,0,1,,4,DOWN,L4CON,"Layer4 connection problem","Connection refused"
+subdomain1,BACKEND,0,0,2,3,,13,UP,,,
+"""
+
+
+def test_show_stat_is_read_for_servers_only_with_haproxys_words():
+    stats = parse_stat(STAT)
+    assert set(stats) == {("subdomain1", "site1"), ("subdomain1", "site2")}
+    site1, site2 = stats[("subdomain1", "site1")], stats[("subdomain1", "site2")]
+    assert (site1.sessions, site1.up, site2.up) == (2, False, False)
+    assert site2.said() == "DOWN, L4CON, Layer4 connection problem, Connection refused"
+    with pytest.raises(ValueError, match="Unknown command"):
+        parse_stat("Unknown command: 'show stat'\n")
+
+
+CFG = """\
+global
+    stats socket /run/haproxy/admin.sock mode 660 level admin expose-fd listeners
+
+backend subdomain1
+    balance roundrobin
+    server site1 10.203.7.11:80 check inter 1s rise 2 fall 2{one}
+    server site2 10.203.7.12:80 check inter 1s rise 2 fall 2{two}
+"""
+
+
+def test_only_weights_and_maxconn_go_through_the_runtime_api():
+    before = CFG.format(one="", two=" maxconn 50")
+    assert runtime_only(before, CFG.format(one=" weight 3", two=" maxconn 80")) == [
+        ("subdomain1", "site1", "weight", 3), ("subdomain1", "site2", "maxconn", 80)]
+    assert runtime_only(CFG.format(one=" weight 3", two=""), CFG.format(one="", two="")) == [
+        ("subdomain1", "site1", "weight", 1)]  # HAProxy's default weight
+    assert runtime_only(before, CFG.format(one="", two="")) is None  # no runtime value means "no maxconn"
+    assert runtime_only(before, before.replace("10.203.7.11", "10.203.7.13")) is None  # an address: a reload
+    assert runtime_only(before, before.replace("roundrobin", "leastconn")) is None
+    assert runtime_only(before, before + "    server site3 10.203.7.14:80\n") is None
+    assert set_field("b", "s", "weight", 0) == "set weight b/s 0"
+    assert set_field("b", "s", "maxconn", 9) == "set maxconn server b/s 9"
+    with pytest.raises(ValueError):
+        set_field("b", "s", "weight", 257)
+
+
+def _config_and_reload(before: str, after: str, also: tuple[Action, ...] = ()) -> list[Change]:
+    cfg = file("proxyha", "/etc/haproxy/haproxy.cfg")
+    return [Change(cfg, (Action.UPDATE,), (Reason(Code.DRIFT, "differs: content"),), {"content": before},
+                   {"content": after}),
+            Change(service("proxyha", "haproxy"), also + (Action.RELOAD,),
+                   tuple(Reason(Code.DRIFT, "differs: running") for _ in also)
+                   + (Reason(Code.WATCHED_FILE, "/etc/haproxy/haproxy.cfg changed"),), None, {"running": True},
+                   depends_on=(cfg,))]
+
+
+def test_a_weight_change_is_written_and_made_live_without_a_reload():
+    plan = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one=" weight 3", two="")))
+    cfg_step = Step(file("proxyha", "/etc/haproxy/haproxy.cfg"), Action.UPDATE)
+    assert [str(r) for r in plan.runtime[cfg_step]] == ["subdomain1/site1 weight 3"]
+    assert [str(c.address) for c in plan.changes] == ["file.proxyha:/etc/haproxy/haproxy.cfg"]
+    assert list(plan.graph) == [cfg_step] and plan.cost(plan.changes[0]) == Cost.RUNTIME
+    assert "through HAProxy's runtime API, no reload: subdomain1/site1 weight 3" in plan_text(plan)
+    again = plan_from_json(json.loads(json.dumps(plan.as_json())))
+    assert again.runtime == plan.runtime and again.fingerprint() == plan.fingerprint()
+    # The service's other actions stay; an address change still reloads.
+    kept = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one=" weight 3", two=""),
+                                      (Action.UPDATE,)))
+    assert kept.changes[1].actions == (Action.UPDATE,)
+    moved = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one="", two="").replace(".11", ".13")))
+    assert moved.runtime == {} and Action.RELOAD in moved.changes[1].actions

@@ -1,0 +1,167 @@
+"""Changes without downtime, proven under load on the guide's lab (real LXD, real Debian containers,
+real HTTP through the proxy device): a steady stream of requests through HAProxy while apply restarts
+both web servers, then while it replaces one, and not one request fails.  The drains and the
+one-at-a-time order are planned in tests/test_disruption.py (no LXD); here they are carried out."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from test_guide_lab import Guide, guide_lab, until
+
+from reconciler.check import ask
+from reconciler.haproxy.runtime import client_argv, parse_stat
+
+MAX_REQUESTS = 6000  # bounded: at 20 a second, five minutes
+INTERVAL = 0.05  # seconds between two requests (an Event's wait: the apply's end cuts it short)
+HOSTS = ("site1.testdomain.com", "site2.testdomain.com")
+NOFILE = """\
+  web1:
+    config: {limits.kernel.nofile: "16384"}
+  web2:
+    config: {limits.kernel.nofile: "16384"}
+"""
+
+
+class NoDowntimeGuide(Guide):
+    lan_host, http_port = "10.203.44.1", 18520  # its own LAN and ports: it may run beside test_guide_lab
+
+
+@pytest.fixture(scope="module")
+def steady(lxd_ready, tmp_path_factory):
+    with guide_lab(tmp_path_factory, "nodowntime", NoDowntimeGuide) as lab:
+        lab.apply()
+        assert until(lab.serving, 60), [(a.status, a.marker) for a in lab.answers("site1.testdomain.com")]
+        yield lab
+
+
+def under_load(lab: Guide, *argv: str):
+    """Run `reconcile ARGV` while requests flow through the proxy device, alternating both sites:
+    (its result, how many requests were sent, the failed ones, seconds)."""
+    results: list = []
+    done = threading.Event()
+
+    def applying() -> None:
+        try:
+            results.append(lab.run(*argv))
+        finally:
+            done.set()
+
+    applier = threading.Thread(target=applying)
+    started = time.monotonic()
+    applier.start()
+    sent, failed = 0, []
+    while not done.is_set() and sent < MAX_REQUESTS:
+        answer = ask("127.0.0.1", lab.http_port, HOSTS[sent % 2])
+        sent += 1
+        if answer.status != 200:
+            failed.append((round(time.monotonic() - started, 1), answer.status, answer.server, answer.marker))
+        done.wait(INTERVAL)
+    applier.join(timeout=600)
+    assert results, "apply did not end"
+    return results[0], sent, failed, time.monotonic() - started
+
+
+WEIGHT = """\
+haproxy:
+  proxyha:
+    backends:
+      subdomain1:
+        servers:
+          - {name: site1, container: web1, port: 80, weight: 3}
+          - {name: site2, container: web2, port: 80, maxconn: 50}
+"""
+
+
+def haproxy_says(lab: Guide, command: str) -> str:
+    return lab.lxc("exec", "proxyha", "--", *client_argv("/run/haproxy/admin.sock", command))
+
+
+def worker(lab: Guide) -> str:
+    """HAProxy's worker process: a reload starts another."""
+    return next(line for line in haproxy_says(lab, "show info").splitlines() if line.startswith("Pid:"))
+
+
+def diagnosis(lab: Guide) -> str:
+    """What HAProxy says of its servers, and where haproxy.cfg points them, for a failure's message."""
+    stat = lab.lxc("exec", "proxyha", "--", "sh", "-c", "echo 'show servers state' | perl -MIO::Socket::UNIX -e"
+                   " '$s=IO::Socket::UNIX->new(Peer=>\"/run/haproxy/admin.sock\");print $s <STDIN>;print <$s>'",
+                   check=False)
+    cfg = lab.lxc("exec", "proxyha", "--", "grep", "server ", "/etc/haproxy/haproxy.cfg", check=False)
+    return f"{stat}\n{cfg}\nweb2 at {lab.lan_address('web2')}\n"
+
+
+def booted(lab: Guide, container: str) -> float:
+    """When the container's init started, in seconds since the host booted (containers share its clock)."""
+    stat = lab.lxc("exec", container, "--", "cat", "/proc/1/stat")
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime; the name in () may hold spaces
+    hz = int(lab.lxc("exec", container, "--", "getconf", "CLK_TCK"))
+    return ticks / hz
+
+
+def test_both_web_servers_restart_one_at_a_time_under_load_without_one_request_failing(steady):
+    steady.set_override(NOFILE)
+    plan = steady.run("plan")
+    assert "drains subdomain1/site1, subdomain2/site1 first" in plan.out, plan.out
+    assert "drains subdomain1/site2, subdomain2/site2 first" in plan.out, plan.out
+    assert 'will be restarted (config["limits.kernel.nofile"] (the container) take effect only after a restart)' \
+        " [cost: restart]" in plan.out, plan.out
+    assert "Warning:" not in plan.out  # both backends keep a server
+    result, sent, failed, seconds = under_load(steady, "apply", "--yes", "--parallelism", "4")
+    assert result.code == 0, result.out[-3000:] + result.err
+    for name in ("web1", "web2"):
+        nofile = steady.lxc("exec", name, "--", "sh", "-c", "grep 'open files' /proc/1/limits")
+        assert "16384" in nofile, nofile  # the restart did happen
+    # One at a time, although four steps could run at once: the second container's init started only
+    # after the first one's restart was done, its health check passed again included (rise 2 at 1 s).
+    apart = abs(booted(steady, "web2") - booted(steady, "web1"))
+    print(f"\nrestart of web1 and web2 under load: {sent} requests in {seconds:.1f}s, {len(failed)} failed;"
+          f" their inits started {apart:.1f}s apart")
+    assert apart >= 2.0, f"web1 and web2 started {apart:.2f}s apart: they restarted together"
+    assert sent > 40 and failed == [], f"{len(failed)} of {sent} failed: {failed[:5]}"
+    both = lambda: {a.server for a in steady.answers("site1.testdomain.com")} == {"site1", "site2"}
+    assert until(both, 20)  # both back in rotation: ready, not left drained
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_web_server_replaced_under_load_fails_no_request(steady):
+    fingerprint = steady.instance("web2")["config"]["volatile.base_image"][:12]
+    steady.set_override(NOFILE + f"    image: {fingerprint}\n")  # the same image, written otherwise: a replace
+    plan = steady.run("plan")
+    assert "-/+ instance.web2 will be replaced" in plan.out and "[cost: recreate]" in plan.out, plan.out
+    assert "drains subdomain1/site2, subdomain2/site2 first" in plan.out, plan.out
+    result, sent, failed, seconds = under_load(steady, "apply", "--yes", "--force")
+    assert result.code == 0, result.out[-3000:] + result.err
+    print(f"\nreplace of web2 under load: {sent} requests in {seconds:.1f}s, {len(failed)} failed")
+    assert sent > 40 and failed == [], f"{len(failed)} of {sent} failed: {failed[:5]}"
+    site2 = lambda: "site2" in {a.server for a in steady.answers("site1.testdomain.com")}
+    assert until(site2, 30), diagnosis(steady) + result.out[-3000:]
+    assert until(lambda: steady.run("check").code == 0, 30), steady.run("check").out
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_weight_and_a_maxconn_go_live_under_load_without_a_reload(steady):
+    image = steady.instance("web2")["config"].get("user.reconciler.image", "reconciler-debian")
+    steady.set_override(NOFILE + f"    image: {image}\n" + WEIGHT)  # what the tests above left, and weights
+    plan = steady.run("plan")
+    assert "through HAProxy's runtime API, no reload: subdomain1/site1 weight 3, subdomain1/site2 maxconn 50" \
+        in plan.out, plan.out
+    assert "[cost: runtime]" in plan.out and "will be reloaded" not in plan.out, plan.out
+    before = worker(steady)
+    result, sent, failed, seconds = under_load(steady, "apply", "--yes")
+    assert result.code == 0, result.out[-3000:] + result.err
+    print(f"\nweight and maxconn under load: {sent} requests in {seconds:.1f}s, {len(failed)} failed,"
+          f" worker {before} -> {worker(steady)}")
+    assert sent > 5 and failed == [], f"{len(failed)} of {sent} failed: {failed[:5]}"
+    assert worker(steady) == before  # no reload
+    stats = haproxy_says(steady, "show stat")
+    rows = {(r.split(",")[0], r.split(",")[1]): r for r in stats.splitlines() if r and not r.startswith("#")}
+    header = stats.splitlines()[0][2:].split(",")
+    site1 = dict(zip(header, rows[("subdomain1", "site1")].split(",")))
+    site2 = dict(zip(header, rows[("subdomain1", "site2")].split(",")))
+    assert (site1["weight"], site2["slim"]) == ("3", "50"), (site1["weight"], site2["slim"])
+    assert parse_stat(stats)[("subdomain1", "site1")].up
+    assert "weight 3" in steady.lxc("exec", "proxyha", "--", "cat", "/etc/haproxy/haproxy.cfg")  # a restart finds it
+    assert steady.run("plan", "--detailed-exitcode").code == 0
