@@ -7,6 +7,7 @@ a refusal), 2 only for `plan --detailed-exitcode` with changes pending.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import re
@@ -240,7 +241,8 @@ def _connect(lab, remote_flag: str | None = None, project: str | None = None, ab
     from .lxd import Lxd, LxdError
     project = project or lab.lxd.project
     try:
-        lxd = Lxd(lab.lxd.socket if lab else None, project, _remote(lab, remote_flag))
+        lxd = Lxd(lab.lxd.socket if lab else None, project, _remote(lab, remote_flag),
+                  lab.lxd.daemon if lab else None)
         if not (absent_ok and lab.project) and not lxd.project_exists():
             raise LxdError(_no_project(lab, project))
         if lxd.remote and not lxd.remote.insecure:  # which server this is about, before anyone types yes
@@ -287,7 +289,7 @@ def _plan(lab, base: Path, lxd, targets: list[str], destroy: bool = False):
         except ValueError as err:
             raise Refused(f"--target {err}") from None
     _stats(lxd)
-    return plan, ctx
+    return dataclasses.replace(plan, daemon=lxd.daemon), ctx
 
 
 def _stats(lxd) -> None:

@@ -19,6 +19,7 @@ import requests
 from pylxd import exceptions as lxd_errors
 
 from .address import Kind
+from .daemon import TITLES, Daemon
 from .errors import LxdError, LxdNotFound, LxdUnreachable, StaleState
 from .kinds import OBJECT_KINDS, object_kind
 from .kinds.contract import ObjectKind, Scope
@@ -27,7 +28,12 @@ from .state import ipv4_by_nic
 if TYPE_CHECKING:  # the socket path never imports remote.py
     from .remote import Remote
 
-SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
+# Each daemon's usual sockets, and the variable naming its directory (its socket is DIR/unix.socket).
+SOCKETS: dict[str, tuple[str, ...]] = {
+    "lxd": ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket"),
+    "incus": ("/var/lib/incus/unix.socket", "/run/incus/unix.socket"),
+}
+DIR_VARIABLES = {"lxd": "LXD_DIR", "incus": "INCUS_DIR"}
 OPERATION_TIMEOUT = 300
 # LXD 5.0 answers a wait at once, still "Running", for an operation on another cluster member than the one
 # asked: the next wait is paced, from the first pause doubling up to the last.
@@ -70,13 +76,17 @@ class Operation:
     instances: tuple[str, ...]
 
 
-def candidate_sockets(socket: str | None) -> list[str]:
-    """lab.yaml's socket, else $LXD_DIR's (honoured alone: never a silent fall-back), else the usual ones."""
+def candidate_sockets(socket: str | None, daemon: str | None = None) -> list[str]:
+    """lab.yaml's socket, else $LXD_DIR's or $INCUS_DIR's (honoured alone: never a silent fall-back),
+    else the usual sockets of both; LXD's first (as before Incus), only one daemon's when lab.yaml names it."""
     if socket:
         return [socket]
-    if os.environ.get("LXD_DIR"):
-        return [os.path.join(os.environ["LXD_DIR"], "unix.socket")]
-    return list(SOCKETS)
+    daemons = [daemon] if daemon else list(SOCKETS)
+    for name in daemons:
+        directory = os.environ.get(DIR_VARIABLES[name])
+        if directory:
+            return [os.path.join(directory, "unix.socket")]
+    return [path for name in daemons for path in SOCKETS[name]]
 
 
 @dataclass
@@ -105,24 +115,42 @@ class RawState:
 class Lxd:
     """A connection to one LXD project, safe to share between threads (one client each)."""
 
-    def __init__(self, socket: str | None = None, project: str = "default", remote: Remote | None = None):
+    def __init__(self, socket: str | None = None, project: str = "default", remote: Remote | None = None,
+                 daemon: str | None = None):
+        """`daemon`: lab.yaml's `lxd.daemon` (lxd or incus), or None for whichever answers."""
         self.project = project
         self.remote = remote
         self.calls = 0
         self._lock = threading.Lock()
         self._local = threading.local()
-        self.socket = None if remote else self._find_socket(socket)
-        self.where = str(remote) if remote else str(self.socket)  # for messages
-        self._client()  # fail early, in the caller's thread, if unreachable or not the pinned server
+        self.socket: str | None = None
+        self.where = str(remote)  # for messages
+        if remote:
+            self._client()  # fail early, in the caller's thread, if unreachable or not the pinned server
+        else:
+            self._first_answering(candidate_sockets(socket, daemon), from_env=not socket)
+        if daemon and self.daemon.name != daemon:
+            raise LxdError(f"{self.where} is {self.daemon}, not {TITLES[daemon]}: lab.yaml says"
+                           f" lxd.daemon: {daemon} (change it, or lxd.socket / lxd.remote)")
 
-    def _find_socket(self, socket: str | None) -> str:
-        tried = candidate_sockets(socket)
-        for path in tried:
-            if os.path.exists(path):
-                return path
-        where = " (from $LXD_DIR)" if not socket and os.environ.get("LXD_DIR") else ""
-        raise LxdUnreachable(f"no LXD socket at {', '.join(tried)}{where}: start LXD (e.g. `make lxd`, or"
-                             " `systemctl start lxd`), or set lxd.socket in lab.yaml or $LXD_DIR")
+    def _first_answering(self, tried: list[str], from_env: bool) -> None:
+        """Connect to the first socket that exists and answers (a stale socket file does not)."""
+        present = [path for path in tried if os.path.exists(path)]
+        if not present:
+            named = [v for v in DIR_VARIABLES.values() if os.environ.get(v)] if from_env else []
+            where = f" (from ${named[0]})" if named and len(tried) == 1 else ""
+            raise LxdUnreachable(f"no LXD or Incus socket at {', '.join(tried)}{where}: start one (e.g. `make lxd`"
+                                 " or `make incus`), or set lxd.socket in lab.yaml, or $LXD_DIR / $INCUS_DIR")
+        failure: LxdUnreachable | None = None
+        for path in present:
+            self.socket = self.where = path
+            try:
+                self._client()
+                return
+            except LxdUnreachable as err:
+                failure = err
+        assert failure is not None
+        raise failure
 
     def _client(self) -> pylxd.Client:
         client = getattr(self._local, "client", None)
@@ -153,7 +181,7 @@ class Lxd:
         if refused or lost:
             return LxdUnreachable(refused or f"lost the connection to LXD at {self.where}: {err}")
         hint = ("is core.https_address set there, and the address reachable?" if self.remote else
-                "is the daemon running? (`make lxd` starts one)")
+                "is the daemon running? (`make lxd` or `make incus` starts one)")
         return LxdUnreachable(f"LXD at {self.where} did not answer ({err}): {hint}")
 
     def _count(self, response, *args, **kwargs):
@@ -165,6 +193,11 @@ class Lxd:
         """LXD runs on this machine (its unix socket): the host's routes are its routes. Never said of a
         remote, even on 127.0.0.1: a loopback address may be a tunnel to another machine."""
         return self.remote is None
+
+    @property
+    def daemon(self) -> Daemon:
+        """LXD or Incus, and its version (from the GET /1.0 every connection starts with: no extra call)."""
+        return Daemon.from_host_info(self._client().host_info)
 
     @property
     def clustered(self) -> bool:

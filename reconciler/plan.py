@@ -18,6 +18,7 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from .address import Address, Kind
+from .daemon import Daemon
 from .state import Meta
 
 Body = dict[str, Any]
@@ -221,6 +222,7 @@ class Plan:
     objects: int = 0  # LXD objects the lab owned when planned: the base of the safety share
     frontends: tuple[str, ...] = ()  # containers that serve a frontend (HAProxy's)
     unchanged: int = 0  # addresses lab.yaml declares that need nothing done
+    daemon: Daemon | None = None  # what it was planned against (LXD or Incus, and its version)
 
     def unsafe(self, share: float = 0.3) -> list[str]:
         """Why this plan should not run without --force: it deletes or replaces more than `share` of
@@ -298,7 +300,7 @@ class Plan:
         return {"format_version": FORMAT_VERSION, "lab": self.lab, "fingerprint": self.fingerprint(),
                 "changes": [c.as_json() for c in self.changes], "summary": self.summary(),
                 "notes": list(self.notes), "objects": self.objects, "frontends": list(self.frontends),
-                "unchanged": self.unchanged,
+                "unchanged": self.unchanged, "daemon": self.daemon.as_json() if self.daemon else None,
                 "graph": {str(s): sorted(str(w) for w in waits) for s, waits in sorted(
                     self.graph.items(), key=lambda kv: kv[0].sort_key())}}
 
@@ -316,7 +318,8 @@ def plan_from_json(data: Mapping[str, Any]) -> Plan:
     changes = tuple(Change.from_json(c) for c in data["changes"])
     graph = {Step.parse(s): frozenset(Step.parse(w) for w in waits) for s, waits in data["graph"].items()}
     return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()), int(data.get("objects") or 0),
-                tuple(data.get("frontends") or ()), int(data.get("unchanged") or 0))
+                tuple(data.get("frontends") or ()), int(data.get("unchanged") or 0),
+                Daemon.from_json(data["daemon"]) if data.get("daemon") else None)
 
 
 MAX_LISTED = 12

@@ -142,7 +142,11 @@ class Connection(Strict):
     """Where the LXD daemon is."""
 
     socket: Annotated[str, values.Matching(PATH, "an absolute path")] | None = Field(
-        None, description="unix socket path; default: $LXD_DIR, /var/lib/lxd, snap")
+        None, description="unix socket path; default: $LXD_DIR, $INCUS_DIR, then LXD's usual sockets"
+        " (/var/lib/lxd, snap) and Incus's (/var/lib/incus, /run/incus): the first that answers")
+    daemon: Literal["lxd", "incus"] | None = Field(
+        None, description="the daemon the lab lives on: only its sockets are tried, and another one found is"
+        " refused; default: whichever answers (LXD's sockets first)")
     project: Annotated[str, values.Matching(PROJECT_NAME, "an LXD project name")] = Field(
         "default", description="LXD project the lab lives in")
     remote: Annotated[str, values.Matching(REMOTE_NAME, "an lxc remote name")] | None = Field(
