@@ -389,10 +389,23 @@ class Lxd:
     def _log(self, name: str, url: str | None) -> str:
         if not url:
             return ""
-        node = self.api.instances[name].logs[url.rsplit("/", 1)[-1]]
+        node = self._output_node(name, url)
         text = self._call("get", node, is_api=False).content.decode("utf-8", "replace")
         self._call("delete", node)
         return text
+
+    def _output_node(self, name: str, url: str):
+        """Where the daemon says it recorded an exec's output: LXD 5.0 under the instance's logs
+        (`logs/exec_ID.stdout`), Incus under `logs/exec-output/`; both give the path in the operation."""
+        path = url.split("?", 1)[0]
+        logs = f"/1.0/instances/{name}/logs/"
+        if not path.startswith(logs) or ".." in path:
+            raise LxdError(f"{self.where} recorded the output of an exec in instance {name} at {url!r},"
+                           f" not under {logs}")
+        node = self.api.instances[name].logs
+        for part in path[len(logs):].split("/"):
+            node = node[part]
+        return node
 
     # --- plumbing -----------------------------------------------------------------------
 

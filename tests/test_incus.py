@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,15 @@ def test_an_unknown_daemon_in_lab_yaml_is_refused_with_its_line(tmp_path, capsys
     assert "lab.yaml:3" in said.err + said.out and "daemon" in said.err + said.out, said
 
 
+@pytest.mark.parametrize("url", ["/1.0/instances/c2/logs/exec_1.stdout", "/1.0/instances/c1/logs/../../c2/x",
+                                 "/1.0/images/x", "/1.0/instances/c1"])
+def test_exec_output_is_read_only_under_the_instances_own_logs(url):
+    lxd = object.__new__(Lxd)
+    lxd.where = "/var/lib/incus/unix.socket"
+    with pytest.raises(LxdError, match="recorded the output of an exec in instance c1"):
+        lxd._output_node("c1", url)
+
+
 # --- a real Incus ------------------------------------------------------------------------------------
 
 def incus(*argv: str, check: bool = True) -> str:
@@ -139,6 +149,92 @@ def incus_lab(incus_ready, tmp_path):
     incus("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default", "--project", tag)
     yield IncusLab(tmp_path, tag, tag)
     drop_incus_project(tag)
+
+
+# 10.203.150.0/24: no LXD test uses it (grep tests/), and Incus's networks are its own.
+SMALL = """\
+lab: @TAG@
+lxd: {project: @PROJECT@, daemon: incus}
+networks:
+  @TAG@b:
+    config: {ipv4.address: 10.203.150.1/24, ipv4.nat: false, ipv6.address: none}
+profiles:
+  net:
+    description: the lab's bridge
+    devices:
+      eth0: {type: nic, network: @TAG@b, name: eth0}
+containers:
+  c1:
+    image: reconciler-tiny
+    profiles: [default, net]
+    config: {user.note: first}
+    files:
+      /var/www/hello.txt: {content: "hello from incus\\n"}
+    devices:
+      http: {type: proxy, listen: "tcp:127.0.0.1:18951", connect: "tcp:127.0.0.1:80"}
+"""
+
+
+def served(path: str) -> str:
+    """One bounded GET through the lab's proxy device (busybox httpd may need a moment after boot)."""
+    import time
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:18951{path}", timeout=3) as answer:
+                return answer.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.mark.lxd
+def test_a_small_lab_lives_its_whole_life_on_incus(incus_lab):
+    lab = incus_lab
+    lab.write(SMALL)
+    plan = lab.run("plan")
+    assert plan.code == 0, plan.out + plan.err
+    assert plan.out.splitlines()[0].startswith("Daemon: Incus 6."), plan.out
+    assert "Plan: 4 to create." in plan.out
+
+    applied = lab.run("apply", "--yes")
+    assert applied.code == 0 and "Apply complete! 4 done, 0 failed" in applied.out, applied.out + applied.err
+    assert lab.instance("c1")["config"]["user.reconciler.lab"] == lab.tag
+    assert served("/hello.txt") == "hello from incus\n"  # written inside through exec, served by the proxy
+    assert "No changes." in lab.run("plan").out
+
+    lab.lxc("config", "set", "c1", "user.note", "by hand")
+    lab.lxc("profile", "set", "net", "user.hand", "1")
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo changed > /var/www/hello.txt")
+    drift = lab.run("plan", "--json")
+    data = json.loads(drift.out)
+    assert data["daemon"]["name"] == "incus"
+    assert {c["address"]: c["actions"] for c in data["changes"]} == {
+        "instance.c1": ["update"], "profile.net": ["update"], "file.c1:/var/www/hello.txt": ["update"]}
+    repaired = lab.run("apply", "--yes")
+    assert repaired.code == 0, repaired.out + repaired.err
+    assert served("/hello.txt") == "hello from incus\n"
+    assert lab.instance("c1")["config"]["user.note"] == "first"
+    again = lab.run("plan", "--detailed-exitcode")
+    assert again.code == 0 and "No changes." in again.out, again.out + again.err
+
+    gone = lab.run("destroy", "--yes")
+    assert gone.code == 0, gone.out + gone.err
+    assert json.loads(lab.lxc("list", "--format=json")) == []
+    assert not [n for n in json.loads(incus("network", "list", "--format=json")) if n["name"] == f"{lab.tag}b"]
+
+
+@pytest.mark.lxd
+def test_exec_output_is_read_where_each_daemon_records_it(incus_lab, lab):
+    """Incus records it under logs/exec-output/, LXD 5.0 under logs/: each is read, then deleted."""
+    for where, socket in ((incus_lab, INCUS_SOCKET), (lab, None)):
+        where.lxc("launch", "reconciler-tiny", "c1")
+        lxd = Lxd(socket, where.project)
+        assert lxd.execute("c1", ["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n", "err\n")
+        logs = json.loads(sh(*(["incus"] if socket else ["lxc"]), "query",
+                             f"/1.0/instances/c1/logs?project={where.project}").stdout)
+        assert not [log for log in logs if "exec" in log], logs
 
 
 @pytest.mark.lxd
