@@ -326,6 +326,8 @@ def cmd_apply(args, destroy: bool = False) -> int:
     if saved is not None:
         _same_lab(saved, lab, base)
     lxd = _connect(lab, args.remote, absent_ok=True)
+    if saved is not None:
+        _same_daemon(saved.plan, lxd, args.planfile)
     colour = use_colour(sys.stdout)
     try:
         with Lock(_lock_place(lxd, lab), lab.lab, args.lock_timeout, "destroy" if destroy else "apply", _say):
@@ -381,6 +383,15 @@ def _same_lab(saved, lab, base: Path) -> None:
     if planfile.lab_digest(lab, base) != saved.lab_digest:
         raise Refused(f"the lab changed since the plan was saved ({_lab_file_name(saved.lab_file)} or its sources,"
                       " or the environment it reads): make the plan again")
+
+
+def _same_daemon(saved, lxd, path: str) -> None:
+    """A plan made against LXD is not applied on Incus, or the other way round (the same lab.yaml may
+    reach either: $LXD_DIR, $INCUS_DIR, whichever answers)."""
+    now = lxd.daemon
+    if saved.daemon is not None and saved.daemon.name != now.name:
+        raise Refused(f"the plan in {path} was made against {saved.daemon}, but {lxd.where} is {now}; nothing"
+                      f" was done: make the plan again against this daemon")
 
 
 def _lab_file_name(path: str) -> str:

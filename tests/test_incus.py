@@ -82,6 +82,12 @@ def test_the_plan_says_which_daemon_in_its_header_and_json():
     assert plan.fingerprint() == Plan("l", (), {}).fingerprint()  # what it does, not where
 
 
+def test_a_new_projects_default_profile_names_its_daemon():
+    from reconciler.kinds.project import made_with
+    assert made_with("p1", "incus")["description"] == "Default Incus profile for project p1"
+    assert made_with("p1", "lxd")["description"] == "Default LXD profile for project p1"
+
+
 def test_an_unknown_daemon_in_lab_yaml_is_refused_with_its_line(tmp_path, capsys):
     from reconciler.cli import main
     lab = tmp_path / "lab.yaml"
@@ -246,3 +252,39 @@ def test_discovery_finds_lxd_first_and_incus_when_named(incus_ready, lxd_ready, 
     with pytest.raises(LxdError, match=r"/var/lib/incus/unix\.socket is Incus 6\.\S+, not LXD: lab\.yaml says"
                                        r" lxd\.daemon: lxd"):
         Lxd(INCUS_SOCKET, daemon="lxd")
+
+
+OWNED = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+project: {}
+profiles:
+  default:
+    devices:
+      root: {type: disk, path: /, pool: default}
+containers:
+  c1: {image: reconciler-tiny}
+"""
+
+
+@pytest.mark.lxd
+def test_a_plan_saved_against_incus_is_refused_on_lxd(incus_lab, lxd_ready, no_dirs):
+    """The same lab.yaml (no socket) reaches Incus through $INCUS_DIR, LXD without it: a plan saved
+    on one is not applied on the other, and nothing is made there."""
+    lab = incus_lab
+    lab.write(OWNED.replace("@PROJECT@", f"{lab.tag}o"))
+    no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
+    saved = lab.run("plan", "-o", str(lab.dir / "plan.json"))
+    assert saved.code == 0 and saved.out.startswith("Daemon: Incus "), saved.out + saved.err
+    no_dirs.delenv("INCUS_DIR")
+    refused = lab.run("apply", "--yes", str(lab.dir / "plan.json"))
+    assert refused.code == 1
+    assert "was made against Incus 6." in refused.err and "/var/lib/lxd/unix.socket is LXD 5." in refused.err
+    assert sh("lxc", "project", "show", f"{lab.tag}o", check=False).returncode != 0  # nothing made on LXD
+    no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
+    try:
+        applied = lab.run("apply", "--yes", str(lab.dir / "plan.json"))
+        assert applied.code == 0 and "Apply complete! 3 done" in applied.out, applied.out + applied.err
+    finally:
+        gone = lab.run("destroy", "--yes")
+    assert gone.code == 0 and incus("project", "show", f"{lab.tag}o", check=False) == "", gone.out + gone.err
