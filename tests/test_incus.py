@@ -1,8 +1,8 @@
 """Incus (LXD's fork, Debian's incus 6.0 LTS) beside LXD: which daemon a lab talks to (lab.yaml's
 socket, $LXD_DIR / $INCUS_DIR, the usual sockets of both, `lxd.daemon`), the plan saying which, and a
-small lab's whole life on a real Incus (scripts/incus-up.sh starts it): planned, applied (a file
-written inside through exec), served through a proxy device, drift shown and repaired, destroyed.
-The same lab on LXD is tests/test_lxd_core.py's and tests/test_everyday.py's."""
+small lab's whole life on a real Incus (scripts/incus-up.sh starts it) and on LXD, the same lab.yaml:
+planned, applied (a file written inside through exec), served through a proxy device, drift shown
+and repaired, destroyed. Saved plans are refused on the other daemon."""
 
 from __future__ import annotations
 
@@ -157,13 +157,15 @@ def incus_lab(incus_ready, tmp_path):
     drop_incus_project(tag)
 
 
-# 10.203.150.0/24: no LXD test uses it (grep tests/), and Incus's networks are its own.
+# One lab.yaml for both daemons: no socket, no daemon; $INCUS_DIR points it at Incus. Each daemon's
+# bridge has its own subnet and each proxy its own port (no LXD test uses them: grep tests/), so a
+# leftover of one never stands in the other's way.
 SMALL = """\
 lab: @TAG@
-lxd: {project: @PROJECT@, daemon: incus}
+lxd: {project: @PROJECT@}
 networks:
   @TAG@b:
-    config: {ipv4.address: 10.203.150.1/24, ipv4.nat: false, ipv6.address: none}
+    config: {ipv4.address: "${NET}.1/24", ipv4.nat: false, ipv6.address: none}
 profiles:
   net:
     description: the lab's bridge
@@ -175,19 +177,32 @@ containers:
     profiles: [default, net]
     config: {user.note: first}
     files:
-      /var/www/hello.txt: {content: "hello from incus\\n"}
+      /var/www/hello.txt: {content: "hello from ${DAEMON}\\n"}
     devices:
-      http: {type: proxy, listen: "tcp:127.0.0.1:18951", connect: "tcp:127.0.0.1:80"}
+      http: {type: proxy, listen: "tcp:127.0.0.1:${PORT}", connect: "tcp:127.0.0.1:80"}
 """
+PLACES = {"lxd": ("10.203.151", 18952), "incus": ("10.203.150", 18951)}
 
 
-def served(path: str) -> str:
-    """One bounded GET through the lab's proxy device (busybox httpd may need a moment after boot)."""
+@pytest.fixture(params=sorted(PLACES))
+def either_lab(request, no_dirs):
+    """A lab directory on LXD or on Incus (the same lab.yaml), with the environment that picks it."""
+    daemon = request.param
+    net, port = PLACES[daemon]
+    for name, value in (("NET", net), ("PORT", str(port)), ("DAEMON", daemon)):
+        no_dirs.setenv(name, value)
+    if daemon == "incus":
+        no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
+    return daemon, port, request.getfixturevalue("incus_lab" if daemon == "incus" else "lab")
+
+
+def served(port: int, path: str) -> str:
+    """A GET through the lab's proxy device, retried for a bounded time (busybox httpd starts with it)."""
     import time
     deadline = time.monotonic() + 20
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:18951{path}", timeout=3) as answer:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as answer:
                 return answer.read().decode()
         except OSError:
             if time.monotonic() > deadline:
@@ -196,18 +211,19 @@ def served(path: str) -> str:
 
 
 @pytest.mark.lxd
-def test_a_small_lab_lives_its_whole_life_on_incus(incus_lab):
-    lab = incus_lab
+def test_a_small_lab_lives_its_whole_life_on_either_daemon(either_lab):
+    daemon, port, lab = either_lab
     lab.write(SMALL)
     plan = lab.run("plan")
     assert plan.code == 0, plan.out + plan.err
-    assert plan.out.splitlines()[0].startswith("Daemon: Incus 6."), plan.out
+    assert plan.out.splitlines()[0].startswith({"lxd": "Daemon: LXD 5.", "incus": "Daemon: Incus 6."}[daemon])
     assert "Plan: 4 to create." in plan.out
 
     applied = lab.run("apply", "--yes")
     assert applied.code == 0 and "Apply complete! 4 done, 0 failed" in applied.out, applied.out + applied.err
     assert lab.instance("c1")["config"]["user.reconciler.lab"] == lab.tag
-    assert served("/hello.txt") == "hello from incus\n"  # written inside through exec, served by the proxy
+    hello = f"hello from {daemon}\n"
+    assert served(port, "/hello.txt") == hello  # written inside through exec, served by the proxy
     assert "No changes." in lab.run("plan").out
 
     lab.lxc("config", "set", "c1", "user.note", "by hand")
@@ -215,12 +231,12 @@ def test_a_small_lab_lives_its_whole_life_on_incus(incus_lab):
     lab.lxc("exec", "c1", "--", "sh", "-c", "echo changed > /var/www/hello.txt")
     drift = lab.run("plan", "--json")
     data = json.loads(drift.out)
-    assert data["daemon"]["name"] == "incus"
+    assert data["daemon"]["name"] == daemon
     assert {c["address"]: c["actions"] for c in data["changes"]} == {
         "instance.c1": ["update"], "profile.net": ["update"], "file.c1:/var/www/hello.txt": ["update"]}
     repaired = lab.run("apply", "--yes")
     assert repaired.code == 0, repaired.out + repaired.err
-    assert served("/hello.txt") == "hello from incus\n"
+    assert served(port, "/hello.txt") == hello
     assert lab.instance("c1")["config"]["user.note"] == "first"
     again = lab.run("plan", "--detailed-exitcode")
     assert again.code == 0 and "No changes." in again.out, again.out + again.err
@@ -228,7 +244,7 @@ def test_a_small_lab_lives_its_whole_life_on_incus(incus_lab):
     gone = lab.run("destroy", "--yes")
     assert gone.code == 0, gone.out + gone.err
     assert json.loads(lab.lxc("list", "--format=json")) == []
-    assert not [n for n in json.loads(incus("network", "list", "--format=json")) if n["name"] == f"{lab.tag}b"]
+    assert f"{lab.tag}b" not in [n["name"] for n in json.loads(lab.lxc("network", "list", "--format=json"))]
 
 
 @pytest.mark.lxd
