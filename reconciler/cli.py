@@ -246,7 +246,7 @@ def _connect(lab, remote_flag: str | None = None, project: str | None = None, ab
         if not (absent_ok and lab.project) and not lxd.project_exists():
             raise LxdError(_no_project(lab, project))
         if lxd.remote and not lxd.remote.insecure:  # which server this is about, before anyone types yes
-            print(f"LXD: {lxd.remote}, its certificate as pinned in {lxd.remote.server_cert}", file=sys.stderr)
+            print(f"{lxd.daemon.title}: {lxd.remote}, its certificate as pinned in {lxd.remote.server_cert}", file=sys.stderr)
         return lxd
     except LxdError as err:
         raise Refused(str(err)) from None
@@ -264,7 +264,8 @@ def _remote(lab, flag: str | None):
     from .errors import LxdError
     from .remote import RemoteError, choose
     try:
-        remote = choose(flag, lab.lxd.remote if lab else None, lab.lxd.insecure_skip_verify if lab else False)
+        remote = choose(flag, lab.lxd.remote if lab else None, lab.lxd.insecure_skip_verify if lab else False,
+                        lab.lxd.daemon if lab else None)
     except RemoteError as err:
         raise LxdError(str(err)) from None
     if remote is not None and remote.insecure:

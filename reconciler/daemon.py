@@ -29,5 +29,9 @@ class Daemon:
     def as_json(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version}
 
+    @property
+    def title(self) -> str:
+        return TITLES.get(self.name, self.name)
+
     def __str__(self) -> str:
-        return f"{TITLES.get(self.name, self.name)} {self.version}"
+        return f"{self.title} {self.version}"

@@ -304,3 +304,61 @@ def test_a_plan_saved_against_incus_is_refused_on_lxd(incus_lab, lxd_ready, no_d
     finally:
         gone = lab.run("destroy", "--yes")
     assert gone.code == 0 and incus("project", "show", f"{lab.tag}o", check=False) == "", gone.out + gone.err
+
+
+INCUS_HTTPS = "127.0.0.1:18943"  # Incus over HTTPS on loopback only, while the test runs
+
+
+@pytest.fixture
+def incus_remote(incus_ready, tmp_path, no_dirs):
+    """An incus remote `inc` in a client configuration of the test's own ($INCUS_CONF), added with a
+    trust token (Incus has no trust passwords), its certificate pinned; undone after."""
+    conf = tmp_path / "incus-conf"
+    name = f"{INCUS_PREFIX}{RUN}-remote"
+    incus("config", "set", "core.https_address", INCUS_HTTPS)
+    try:
+        token = incus("config", "trust", "add", name).strip().splitlines()[-1]
+        done = sh("incus", "remote", "add", "inc", token, env={**os.environ, "INCUS_CONF": str(conf)}, check=False)
+        assert done.returncode == 0, done.stderr
+        no_dirs.setenv("INCUS_CONF", str(conf))
+        no_dirs.setenv("LXD_CONF", str(tmp_path / "no-lxc-conf"))  # lxc lists no such remote
+        yield conf
+    finally:
+        for trusted in json.loads(incus("config", "trust", "list", "--format=json")):
+            if trusted["name"] == name:
+                incus("config", "trust", "remove", trusted["fingerprint"])
+        incus("config", "unset", "core.https_address")
+
+
+REMOTE_LAB = """\
+lab: @TAG@
+lxd: {project: @PROJECT@, remote: inc@DAEMON@}
+containers:
+  c1: {image: reconciler-tiny, config: {user.note: over https}}
+"""
+
+
+@pytest.mark.lxd
+@pytest.mark.parametrize("named", [True, False])
+def test_a_lab_reaches_incus_through_an_incus_remote(incus_lab, incus_remote, named):
+    """The remote comes from incus's client configuration: named (`daemon: incus`), or found there when
+    lxc's lists no such remote."""
+    lab = incus_lab
+    lab.write(REMOTE_LAB.replace("@DAEMON@", ", daemon: incus" if named else ""))
+    applied = lab.run("apply", "--yes")
+    assert applied.code == 0 and applied.out.startswith("Daemon: Incus 6."), applied.out + applied.err
+    assert f"Incus: remote 'inc' (https://{INCUS_HTTPS}), its certificate as pinned in {incus_remote}" in applied.err
+    assert lab.instance("c1")["config"]["user.note"] == "over https"
+    assert lab.run("destroy", "--yes").code == 0
+
+
+def test_an_lxd_lab_does_not_read_incus_remotes(tmp_path, no_dirs):
+    from reconciler.remote import RemoteError, load
+    (tmp_path / "incus").mkdir()
+    (tmp_path / "incus" / "config.yml").write_text("remotes:\n  inc: {addr: 'https://127.0.0.1:1', protocol: incus}\n")
+    no_dirs.setenv("INCUS_CONF", str(tmp_path / "incus"))
+    no_dirs.setenv("LXD_CONF", str(tmp_path / "lxc"))
+    with pytest.raises(RemoteError, match=r"no lxc configuration .*lxc/config\.yml"):
+        load("inc", daemon="lxd")
+    with pytest.raises(RemoteError, match=r"remote 'inc': no pinned server certificate .*incus/servercerts/inc\.crt"):
+        load("inc")  # lxc has none: incus's is read
