@@ -280,6 +280,7 @@ def _plan(lab, base: Path, lxd, targets: list[str], destroy: bool = False):
     from .engine import build_plan
     from .errors import LxdError
     from .plan import PlanError
+    _served(lab, lxd, destroy)
     try:
         plan, ctx = build_plan(lab, base, lxd, destroy=destroy)
     except (PlanError, LxdError) as err:
@@ -291,6 +292,14 @@ def _plan(lab, base: Path, lxd, targets: list[str], destroy: bool = False):
             raise Refused(f"--target {err}") from None
     _stats(lxd)
     return dataclasses.replace(plan, daemon=lxd.daemon), ctx
+
+
+def _served(lab, lxd, destroy: bool) -> None:
+    """A lab that needs what the daemon's API lacks is refused before anything is read or done."""
+    from .daemon import missing_extensions
+    missing = [] if destroy else missing_extensions(lab, lxd.daemon.extensions)
+    if missing:
+        raise Refused(f"{lxd.daemon} at {lxd.where} cannot serve this lab: " + "; ".join(missing))
 
 
 def _stats(lxd) -> None:

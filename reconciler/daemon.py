@@ -4,8 +4,12 @@ Pure data (no pylxd): plans record it, and the CLI prints it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .spec import Lab
 
 DaemonName = Literal["lxd", "incus"]
 TITLES = {"lxd": "LXD", "incus": "Incus"}
@@ -15,12 +19,14 @@ TITLES = {"lxd": "LXD", "incus": "Incus"}
 class Daemon:
     name: str  # environment.server: "lxd" or "incus" (another fork would say its own name)
     version: str  # environment.server_version
+    extensions: frozenset[str] = field(default=frozenset(), compare=False)  # api_extensions (not in plans)
 
     @classmethod
     def from_host_info(cls, info: dict[str, Any]) -> Daemon:
         """From GET /1.0's metadata. LXD 5.0 already says `server: lxd`; older ones said nothing."""
         env = info.get("environment") or {}
-        return cls(str(env.get("server") or "lxd"), str(env.get("server_version") or "unknown"))
+        return cls(str(env.get("server") or "lxd"), str(env.get("server_version") or "unknown"),
+                   frozenset(str(e) for e in info.get("api_extensions") or ()))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Daemon:
@@ -35,3 +41,21 @@ class Daemon:
 
     def __str__(self) -> str:
         return f"{self.title} {self.version}"
+
+
+# What parts of a lab need of the daemon's API, by the extension's name in GET /1.0's api_extensions
+# (never by version: a fork or a backport has its own numbers). LXD 5.0 and Incus 6.0 have them all; a
+# part (or kind) that needs another one adds a line here.
+NEEDS: tuple[tuple[str, str, Callable[[Lab], bool]], ...] = (
+    ("containers", "instances", lambda lab: bool(lab.containers)),
+    ("network ACLs (acls:)", "network_acl", lambda lab: bool(lab.acls)),
+    ("an owned project (project:)", "projects", lambda lab: lab.project is not None),
+    ("files, packages or services inside containers", "container_exec_recording",
+     lambda lab: bool(lab.haproxy) or any(c.files or c.packages or c.services for c in lab.containers.values())),
+)
+
+
+def missing_extensions(lab: Lab, extensions: Collection[str]) -> list[str]:
+    """Each part of the lab the daemon cannot serve, with the API extension it lacks."""
+    return [f"{part} need the API extension {extension}" for part, extension, used in NEEDS
+            if extension not in extensions and used(lab)]

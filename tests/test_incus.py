@@ -362,3 +362,33 @@ def test_an_lxd_lab_does_not_read_incus_remotes(tmp_path, no_dirs):
         load("inc", daemon="lxd")
     with pytest.raises(RemoteError, match=r"remote 'inc': no pinned server certificate .*incus/servercerts/inc\.crt"):
         load("inc")  # lxc has none: incus's is read
+
+
+def test_a_lab_needing_an_extension_the_daemon_lacks_is_named(tmp_path):
+    from reconciler.daemon import missing_extensions
+    from reconciler.spec import load_lab
+    (tmp_path / "lab.yaml").write_text("""\
+lab: x
+lxd: {project: p1}
+project: {}
+profiles:
+  default: {devices: {root: {type: disk, path: /, pool: default}}}
+acls:
+  a1: {ingress: [{action: allow, protocol: icmp4}]}
+containers:
+  c1: {image: i, files: {/etc/x: {content: "x"}}}
+""")
+    lab, _ = load_lab(tmp_path / "lab.yaml")
+    every = {"instances", "network_acl", "projects", "container_exec_recording"}
+    assert missing_extensions(lab, every) == []
+    assert missing_extensions(lab, every - {"network_acl", "container_exec_recording"}) == [
+        "network ACLs (acls:) need the API extension network_acl",
+        "files, packages or services inside containers need the API extension container_exec_recording"]
+
+
+@pytest.mark.lxd
+@pytest.mark.parametrize("socket", [INCUS_SOCKET, "/var/lib/lxd/unix.socket"])
+def test_both_daemons_have_every_extension_a_lab_may_need(incus_ready, lxd_ready, socket):
+    from reconciler.daemon import NEEDS
+    have = Lxd(socket).daemon.extensions
+    assert {extension for _, extension, _ in NEEDS} <= have
