@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine (as root):
 #   make lab   - install the tool and LXD, build the Debian image, bring up the guide's lab, check it by HTTP
-#   make test  - the whole test suite, against a real LXD daemon this starts if needed
+#   make test  - the whole test suite, against real LXD and Incus daemons this starts if needed
 #   make unit  - the tests that need no LXD; make fuzz - Hypothesis exploring new examples
 #   make incus - Incus (Debian's incus-base) beside LXD, initialised, with LXD's tiny image (tests/test_incus.py)
 #   make cluster / make cluster-down - a three-member LXD cluster in containers, remote `labcluster`

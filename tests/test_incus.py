@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import PREFIX, ROOT, RUN, RUN_KEY, LabDir, _alive, _counter, sh
+from conftest import PREFIX, ROOT, RUN, RUN_KEY, LabDir, _alive, _another_pytest, _counter, sh
 
 from reconciler.daemon import Daemon
 from reconciler.errors import LxdError, LxdUnreachable
@@ -123,6 +123,10 @@ def incus_ready(lxd_ready) -> None:
     for project in json.loads(incus("project", "list", "--format=json")):
         if project["name"].startswith(INCUS_PREFIX) and not _alive(project.get("config", {}).get(RUN_KEY)):
             drop_incus_project(project["name"])
+    if not _another_pytest():  # a killed run's client certificate, trusted for its remote test
+        for trusted in json.loads(incus("config", "trust", "list", "--format=json")):
+            if trusted["name"].startswith(INCUS_PREFIX):
+                incus("config", "trust", "remove", trusted["fingerprint"], check=False)
 
 
 def drop_incus_project(tag: str) -> None:
