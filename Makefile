@@ -2,7 +2,7 @@
 #   make lab   - install the tool and LXD, build the Debian image, bring up the guide's lab, check it by HTTP
 #   make test  - the whole test suite, against real LXD and Incus daemons this starts if needed
 #   make unit  - the tests that need no LXD; make fuzz - Hypothesis exploring new examples
-#   make incus - Incus (Debian's incus-base) beside LXD, initialised, with LXD's tiny image (tests/test_incus.py)
+#   make incus - Incus (Debian's incus-base) beside LXD, initialised, with LXD's images (tests/test_incus.py)
 #   make cluster / make cluster-down - a three-member LXD cluster in containers, remote `labcluster`
 #   make cluster-test - labs on that cluster (tests/test_cluster_lab.py)
 SHELL := /bin/bash
@@ -58,7 +58,8 @@ lxd:
 lan:
 	scripts/lan-up.sh
 
-# Incus beside LXD (no network of its own, no NAT), with LXD's reconciler-tiny image copied over.
+# Incus beside LXD (no network of its own, no NAT), with LXD's reconciler-tiny image copied over (and
+# reconciler-debian when LXD has it; INCUS_IMAGES="..." names others).
 incus: lxd image-tiny
 	scripts/incus-up.sh
 

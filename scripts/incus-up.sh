@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Make sure a local Incus runs beside LXD, initialised like scripts/lxd-up.sh does LXD (storage pool
 # "default" + a root disk on the "default" profile, no network: `incus admin init --auto` would make
-# incusbr0 with NAT and IPv6), and holds LXD's reconciler-tiny image. Idempotent.
+# incusbr0 with NAT and IPv6), and holds LXD's reconciler-tiny image (and reconciler-debian, the
+# guide's, when LXD has it). Idempotent.
 # Debian's incus-base (containers only) comes from bookworm-backports on Debian 12, from main on 13.
 # Env: INCUS_DIR (default /var/lib/incus), INCUS_LOG_DIR (default /var/log/reconciler), INCUS_IMAGES
-# (the LXD image aliases to copy over, default reconciler-tiny).
+# (the LXD image aliases to copy over; default reconciler-tiny, and reconciler-debian if LXD has it).
 set -euo pipefail
 
 export INCUS_DIR=${INCUS_DIR:-/var/lib/incus}
@@ -73,11 +74,17 @@ fi
 
 # 4. Images: LXD's, exported and imported as they are (same files, so the same fingerprint: an
 # alias already naming LXD's fingerprint is up to date).
+if [ -z "${INCUS_IMAGES:-}" ] && lxc image show reconciler-debian >/dev/null 2>&1; then
+  IMAGES="$IMAGES reconciler-debian"
+fi
 fingerprint() { { "$1" query "/1.0/images/aliases/$2" 2>/dev/null || true; } | sed -n 's/.*"target": *"\([0-9a-f]*\)".*/\1/p'; }
 for alias in $IMAGES; do
   want=$(fingerprint lxc "$alias")
-  [ -n "$want" ] || { bash "$HERE/image-tiny.sh" "$alias" >/dev/null; want=$(fingerprint lxc "$alias"); }
-  [ -n "$want" ] || die "LXD has no image $alias to copy"
+  if [ -z "$want" ] && [ "$alias" = reconciler-tiny ]; then
+    bash "$HERE/image-tiny.sh" "$alias" >/dev/null
+    want=$(fingerprint lxc "$alias")
+  fi
+  [ -n "$want" ] || die "LXD has no image $alias to copy (make image-tiny / make image-debian builds them)"
   have=$(fingerprint incus "$alias")
   if [ "$have" = "$want" ]; then
     say "image $alias is LXD's (${want:0:12}): import skipped"
