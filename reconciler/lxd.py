@@ -35,6 +35,8 @@ SOCKETS: dict[str, tuple[str, ...]] = {
 }
 DIR_VARIABLES = {"lxd": "LXD_DIR", "incus": "INCUS_DIR"}
 OPERATION_TIMEOUT = 300
+WAIT_SLICE = 30  # seconds of one operation wait (`Lxd.wait_slice`)
+WAIT_TIMED_OUT = "context deadline exceeded"  # Incus's answer to a wait whose own timeout passed
 # LXD 5.0 answers a wait at once, still "Running", for an operation on another cluster member than the one
 # asked: the next wait is paced, from the first pause doubling up to the last.
 POLL_PAUSES = (0.05, 1.0)
@@ -121,6 +123,7 @@ class Lxd:
         self.project = project
         self.remote = remote
         self.calls = 0
+        self.wait_slice = WAIT_SLICE
         self._lock = threading.Lock()
         self._local = threading.local()
         self.socket: str | None = None
@@ -264,11 +267,10 @@ class Lxd:
         pace = _Pace()
         while time.monotonic() < deadline:
             try:
-                meta = self._call("get", self.api.operations[op_id].wait,
-                                  params={"timeout": min(30, max(1, int(deadline - time.monotonic())))}).json()
+                meta = self._waited(op_id, max(1, int(deadline - time.monotonic())))
             except LxdNotFound:
                 return  # already gone
-            if (meta.get("metadata") or {}).get("status") not in ("Running", "Pending", None):
+            if meta.get("status") not in ("Running", "Pending", None):
                 return
             pace.after_a_wait()
         raise LxdError(f"LXD operation {op_id} still running after {timeout}s")
@@ -430,9 +432,7 @@ class Lxd:
         deadline = time.monotonic() + timeout
         pace = _Pace()
         while True:
-            left = max(1, int(deadline - time.monotonic()))
-            meta = self._call("get", self.api.operations[op_id].wait,
-                              params={"timeout": min(left, 30)}).json()["metadata"]
+            meta = self._waited(op_id, max(1, int(deadline - time.monotonic())))
             if meta["status"] == "Success":
                 return meta
             if meta["status"] in ("Failure", "Cancelled"):
@@ -440,6 +440,21 @@ class Lxd:
             if time.monotonic() > deadline:
                 raise LxdError(f"operation {op_id} still {meta['status']} after {timeout}s")
             pace.after_a_wait()
+
+
+    def _waited(self, op_id: str, left: int) -> dict:
+        """One wait of at most WAIT_SLICE seconds: the operation, ended or not. When the wait's own timeout
+        passes first, LXD 5.0 answers with the operation still running, Incus 6.0 with an error
+        ("context deadline exceeded"): both mean "still running"."""
+        try:
+            return self._call("get", self.api.operations[op_id].wait,
+                              params={"timeout": min(left, self.wait_slice)}).json()["metadata"] or {}
+        except LxdNotFound:
+            raise
+        except LxdError as err:
+            if str(err) != WAIT_TIMED_OUT:
+                raise
+            return {"status": "Running"}
 
 
 class _Pace:
