@@ -397,7 +397,7 @@ def _same_lab(saved, lab, base: Path) -> None:
 
 def _same_daemon(saved, lxd, path: str) -> None:
     """A plan made against LXD is not applied on Incus, or the other way round (the same lab.yaml may
-    reach either: $LXD_DIR, $INCUS_DIR, whichever answers)."""
+    reach either: $LXD_DIR, $INCUS_DIR, the first socket found)."""
     now = lxd.daemon
     if saved.daemon is not None and saved.daemon.name != now.name:
         raise Refused(f"the plan in {path} was made against {saved.daemon}, but {lxd.where} is {now}; nothing"

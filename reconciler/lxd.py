@@ -119,7 +119,7 @@ class Lxd:
 
     def __init__(self, socket: str | None = None, project: str = "default", remote: Remote | None = None,
                  daemon: str | None = None):
-        """`daemon`: lab.yaml's `lxd.daemon` (lxd or incus), or None for whichever answers."""
+        """`daemon`: lab.yaml's `lxd.daemon` (lxd or incus), or None for the first socket found."""
         self.project = project
         self.remote = remote
         self.calls = 0
@@ -131,29 +131,22 @@ class Lxd:
         if remote:
             self._client()  # fail early, in the caller's thread, if unreachable or not the pinned server
         else:
-            self._first_answering(candidate_sockets(socket, daemon), from_env=not socket)
+            self._first_present(candidate_sockets(socket, daemon), from_env=not socket)
         if daemon and self.daemon.name != daemon:
             raise LxdError(f"{self.where} is {self.daemon}, not {TITLES[daemon]}: lab.yaml says"
                            f" lxd.daemon: {daemon} (change it, or lxd.socket / lxd.remote)")
 
-    def _first_answering(self, tried: list[str], from_env: bool) -> None:
-        """Connect to the first socket that exists and answers (a stale socket file does not)."""
+    def _first_present(self, tried: list[str], from_env: bool) -> None:
+        """Connect to the first socket that exists. One that does not answer is an error, never skipped:
+        a stopped (or killed) LXD must not send the lab to an Incus that happens to run beside it."""
         present = [path for path in tried if os.path.exists(path)]
         if not present:
             named = [v for v in DIR_VARIABLES.values() if os.environ.get(v)] if from_env else []
             where = f" (from ${named[0]})" if named and len(tried) == 1 else ""
             raise LxdUnreachable(f"no LXD or Incus socket at {', '.join(tried)}{where}: start one (e.g. `make lxd`"
                                  " or `make incus`), or set lxd.socket in lab.yaml, or $LXD_DIR / $INCUS_DIR")
-        failure: LxdUnreachable | None = None
-        for path in present:
-            self.socket = self.where = path
-            try:
-                self._client()
-                return
-            except LxdUnreachable as err:
-                failure = err
-        assert failure is not None
-        raise failure
+        self.socket = self.where = present[0]
+        self._client()
 
     def _client(self) -> pylxd.Client:
         client = getattr(self._local, "client", None)

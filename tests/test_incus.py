@@ -282,6 +282,18 @@ def test_an_operation_outlasting_one_wait_is_waited_for_again_on_either_daemon(i
 
 
 @pytest.mark.lxd
+def test_an_lxd_socket_that_does_not_answer_never_sends_the_lab_to_incus(incus_ready, tmp_path, no_dirs):
+    import socket
+    stale = tmp_path / "unix.socket"  # bound, never listening: what a killed daemon leaves
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(str(stale))
+        no_dirs.setitem(SOCKETS, "lxd", (str(stale),))
+        with pytest.raises(LxdUnreachable, match=f"LXD at {stale} did not answer"):
+            Lxd(None)
+        assert Lxd(None, daemon="incus").daemon.name == "incus"
+
+
+@pytest.mark.lxd
 def test_discovery_finds_lxd_first_and_incus_when_named(incus_ready, lxd_ready, no_dirs):
     assert Lxd(None).daemon.name == "lxd"  # both run here: LXD's sockets come first, as before
     assert Lxd(None, daemon="incus").daemon.name == "incus"
