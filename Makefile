@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine (as root):
 #   make lab   - install the tool and LXD, build the Debian image, bring up the guide's lab, check it by HTTP
-#   make test  - the whole test suite, against a real LXD daemon this starts if needed
+#   make test  - the whole test suite, against real LXD and Incus daemons this starts if needed
 #   make unit  - the tests that need no LXD; make fuzz - Hypothesis exploring new examples
+#   make incus - Incus (Debian's incus-base) beside LXD, initialised, with LXD's images (tests/test_incus.py)
 #   make cluster / make cluster-down - a three-member LXD cluster in containers, remote `labcluster`
 #   make cluster-test - labs on that cluster (tests/test_cluster_lab.py)
 SHELL := /bin/bash
@@ -9,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RECONCILE := $(VENV)/bin/reconcile
 
-.PHONY: fuzz docs-outputs docs-graph lint schema lab test setup lxd lan images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down cluster-test
+.PHONY: fuzz docs-outputs docs-graph lint schema lab test setup lxd lan incus images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down cluster-test
 
 lab: setup lxd lan image-debian
 	$(RECONCILE) apply --yes
@@ -18,7 +19,7 @@ lab: setup lxd lan image-debian
 # Tests run in pytest-xdist workers, each module whole in one worker (modules that share a subnet or
 # the cluster together: tests/conftest.py SHARED); then, alone, the tests that kill the LXD daemon.
 WORKERS ?= 3
-test: setup lxd image-tiny image-debian lint
+test: setup lxd image-tiny image-debian incus lint
 	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --durations=25 -m "not daemon_exclusive"
 	$(PY) -m pytest -q --durations=5 -m daemon_exclusive
 
@@ -56,6 +57,11 @@ lxd:
 
 lan:
 	scripts/lan-up.sh
+
+# Incus beside LXD (no network of its own, no NAT), with LXD's reconciler-tiny image copied over (and
+# reconciler-debian when LXD has it; INCUS_IMAGES="..." names others).
+incus: lxd image-tiny
+	scripts/incus-up.sh
 
 image-tiny: lxd
 	scripts/image-tiny.sh

@@ -7,6 +7,7 @@ a refusal), 2 only for `plan --detailed-exitcode` with changes pending.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import re
@@ -264,11 +265,12 @@ def _connect(lab, remote_flag: str | None = None, project: str | None = None, ab
     from .lxd import Lxd, LxdError
     project = project or lab.lxd.project
     try:
-        lxd = Lxd(lab.lxd.socket if lab else None, project, _remote(lab, remote_flag))
+        lxd = Lxd(lab.lxd.socket if lab else None, project, _remote(lab, remote_flag),
+                  lab.lxd.daemon if lab else None)
         if not (absent_ok and lab.project) and not lxd.project_exists():
             raise LxdError(_no_project(lab, project))
         if lxd.remote and not lxd.remote.insecure:  # which server this is about, before anyone types yes
-            print(f"LXD: {lxd.remote}, its certificate as pinned in {lxd.remote.server_cert}", file=sys.stderr)
+            print(f"{lxd.daemon.title}: {lxd.remote}, its certificate as pinned in {lxd.remote.server_cert}", file=sys.stderr)
         return lxd
     except LxdError as err:
         raise Refused(str(err)) from None
@@ -286,7 +288,8 @@ def _remote(lab, flag: str | None):
     from .errors import LxdError
     from .remote import RemoteError, choose
     try:
-        remote = choose(flag, lab.lxd.remote if lab else None, lab.lxd.insecure_skip_verify if lab else False)
+        remote = choose(flag, lab.lxd.remote if lab else None, lab.lxd.insecure_skip_verify if lab else False,
+                        lab.lxd.daemon if lab else None)
     except RemoteError as err:
         raise LxdError(str(err)) from None
     if remote is not None and remote.insecure:
@@ -301,6 +304,7 @@ def _plan(lab, base: Path, lxd, targets: list[str], destroy: bool = False):
     from .engine import build_plan
     from .errors import LxdError
     from .plan import PlanError
+    _served(lab, lxd, destroy)
     try:
         plan, ctx = build_plan(lab, base, lxd, destroy=destroy)
     except (PlanError, LxdError) as err:
@@ -311,7 +315,15 @@ def _plan(lab, base: Path, lxd, targets: list[str], destroy: bool = False):
         except ValueError as err:
             raise Refused(f"--target {err}") from None
     _stats(lxd)
-    return plan, ctx
+    return dataclasses.replace(plan, daemon=lxd.daemon), ctx
+
+
+def _served(lab, lxd, destroy: bool) -> None:
+    """A lab that needs what the daemon's API lacks is refused before anything is read or done."""
+    from .daemon import missing_extensions
+    missing = [] if destroy else missing_extensions(lab, lxd.daemon.extensions)
+    if missing:
+        raise Refused(f"{lxd.daemon} at {lxd.where} cannot serve this lab: " + "; ".join(missing))
 
 
 def _stats(lxd) -> None:
@@ -348,6 +360,8 @@ def cmd_apply(args, destroy: bool = False) -> int:
     if saved is not None:
         _same_lab(saved, lab, base)
     lxd = _connect(lab, args.remote, absent_ok=True)
+    if saved is not None:
+        _same_daemon(saved.plan, lxd, args.planfile)
     colour = use_colour(sys.stdout)
     try:
         with Lock(_lock_place(lxd, lab), lab.lab, args.lock_timeout, "destroy" if destroy else "apply", _say):
@@ -430,6 +444,15 @@ def _same_lab(saved, lab, base: Path) -> None:
     if planfile.lab_digest(lab, base) != saved.lab_digest:
         raise Refused(f"the lab changed since the plan was saved ({_lab_file_name(saved.lab_file)} or its sources,"
                       " or the environment it reads): make the plan again")
+
+
+def _same_daemon(saved, lxd, path: str) -> None:
+    """A plan made against LXD is not applied on Incus, or the other way round (the same lab.yaml may
+    reach either: $LXD_DIR, $INCUS_DIR, the first socket found)."""
+    now = lxd.daemon
+    if saved.daemon is not None and saved.daemon.name != now.name:
+        raise Refused(f"the plan in {path} was made against {saved.daemon}, but {lxd.where} is {now}; nothing"
+                      f" was done: make the plan again against this daemon")
 
 
 def _lab_file_name(path: str) -> str:

@@ -20,6 +20,7 @@ import requests
 from pylxd import exceptions as lxd_errors
 
 from .address import Kind
+from .daemon import TITLES, Daemon
 from .errors import LxdError, LxdNotFound, LxdUnreachable, StaleState
 from .kinds import OBJECT_KINDS, object_kind
 from .kinds.contract import ObjectKind, Scope
@@ -28,9 +29,16 @@ from .state import ipv4_by_nic
 if TYPE_CHECKING:  # the socket path never imports remote.py
     from .remote import Remote
 
-SOCKETS = ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket")
+# Each daemon's usual sockets, and the variable naming its directory (its socket is DIR/unix.socket).
+SOCKETS: dict[str, tuple[str, ...]] = {
+    "lxd": ("/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket"),
+    "incus": ("/var/lib/incus/unix.socket", "/run/incus/unix.socket"),
+}
+DIR_VARIABLES = {"lxd": "LXD_DIR", "incus": "INCUS_DIR"}
 OPERATION_TIMEOUT = 300
 NEVER = "0001-01-01T00:00:00Z"  # LXD's zero time: a snapshot that never expires
+WAIT_SLICE = 30  # seconds of one operation wait (`Lxd.wait_slice`)
+WAIT_TIMED_OUT = "context deadline exceeded"  # Incus's answer to a wait whose own timeout passed
 # LXD 5.0 answers a wait at once, still "Running", for an operation on another cluster member than the one
 # asked: the next wait is paced, from the first pause doubling up to the last.
 POLL_PAUSES = (0.05, 1.0)
@@ -72,13 +80,17 @@ class Operation:
     instances: tuple[str, ...]
 
 
-def candidate_sockets(socket: str | None) -> list[str]:
-    """lab.yaml's socket, else $LXD_DIR's (honoured alone: never a silent fall-back), else the usual ones."""
+def candidate_sockets(socket: str | None, daemon: str | None = None) -> list[str]:
+    """lab.yaml's socket, else $LXD_DIR's or $INCUS_DIR's (honoured alone: never a silent fall-back),
+    else the usual sockets of both; LXD's first (as before Incus), only one daemon's when lab.yaml names it."""
     if socket:
         return [socket]
-    if os.environ.get("LXD_DIR"):
-        return [os.path.join(os.environ["LXD_DIR"], "unix.socket")]
-    return list(SOCKETS)
+    daemons = [daemon] if daemon else list(SOCKETS)
+    for name in daemons:
+        directory = os.environ.get(DIR_VARIABLES[name])
+        if directory:
+            return [os.path.join(directory, "unix.socket")]
+    return [path for name in daemons for path in SOCKETS[name]]
 
 
 Nested = Callable[[ObjectKind, Mapping[str, Any]], bool]  # (nested kind, parent's JSON) -> read under it?
@@ -114,24 +126,36 @@ class RawState:
 class Lxd:
     """A connection to one LXD project, safe to share between threads (one client each)."""
 
-    def __init__(self, socket: str | None = None, project: str = "default", remote: Remote | None = None):
+    def __init__(self, socket: str | None = None, project: str = "default", remote: Remote | None = None,
+                 daemon: str | None = None):
+        """`daemon`: lab.yaml's `lxd.daemon` (lxd or incus), or None for the first socket found."""
         self.project = project
         self.remote = remote
         self.calls = 0
+        self.wait_slice = WAIT_SLICE
         self._lock = threading.Lock()
         self._local = threading.local()
-        self.socket = None if remote else self._find_socket(socket)
-        self.where = str(remote) if remote else str(self.socket)  # for messages
-        self._client()  # fail early, in the caller's thread, if unreachable or not the pinned server
+        self.socket: str | None = None
+        self.where = str(remote)  # for messages
+        if remote:
+            self._client()  # fail early, in the caller's thread, if unreachable or not the pinned server
+        else:
+            self._first_present(candidate_sockets(socket, daemon), from_env=not socket)
+        if daemon and self.daemon.name != daemon:
+            raise LxdError(f"{self.where} is {self.daemon}, not {TITLES[daemon]}: lab.yaml says"
+                           f" lxd.daemon: {daemon} (change it, or lxd.socket / lxd.remote)")
 
-    def _find_socket(self, socket: str | None) -> str:
-        tried = candidate_sockets(socket)
-        for path in tried:
-            if os.path.exists(path):
-                return path
-        where = " (from $LXD_DIR)" if not socket and os.environ.get("LXD_DIR") else ""
-        raise LxdUnreachable(f"no LXD socket at {', '.join(tried)}{where}: start LXD (e.g. `make lxd`, or"
-                             " `systemctl start lxd`), or set lxd.socket in lab.yaml or $LXD_DIR")
+    def _first_present(self, tried: list[str], from_env: bool) -> None:
+        """Connect to the first socket that exists. One that does not answer is an error, never skipped:
+        a stopped (or killed) LXD must not send the lab to an Incus that happens to run beside it."""
+        present = [path for path in tried if os.path.exists(path)]
+        if not present:
+            named = [v for v in DIR_VARIABLES.values() if os.environ.get(v)] if from_env else []
+            where = f" (from ${named[0]})" if named and len(tried) == 1 else ""
+            raise LxdUnreachable(f"no LXD or Incus socket at {', '.join(tried)}{where}: start one (e.g. `make lxd`"
+                                 " or `make incus`), or set lxd.socket in lab.yaml, or $LXD_DIR / $INCUS_DIR")
+        self.socket = self.where = present[0]
+        self._client()
 
     def _client(self) -> pylxd.Client:
         client = getattr(self._local, "client", None)
@@ -162,7 +186,7 @@ class Lxd:
         if refused or lost:
             return LxdUnreachable(refused or f"lost the connection to LXD at {self.where}: {err}")
         hint = ("is core.https_address set there, and the address reachable?" if self.remote else
-                "is the daemon running? (`make lxd` starts one)")
+                "is the daemon running? (`make lxd` or `make incus` starts one)")
         return LxdUnreachable(f"LXD at {self.where} did not answer ({err}): {hint}")
 
     def _count(self, response, *args, **kwargs):
@@ -174,6 +198,11 @@ class Lxd:
         """LXD runs on this machine (its unix socket): the host's routes are its routes. Never said of a
         remote, even on 127.0.0.1: a loopback address may be a tunnel to another machine."""
         return self.remote is None
+
+    @property
+    def daemon(self) -> Daemon:
+        """LXD or Incus, and its version (from the GET /1.0 every connection starts with: no extra call)."""
+        return Daemon.from_host_info(self._client().host_info)
 
     @property
     def clustered(self) -> bool:
@@ -243,11 +272,10 @@ class Lxd:
         pace = _Pace()
         while time.monotonic() < deadline:
             try:
-                meta = self._call("get", self.api.operations[op_id].wait,
-                                  params={"timeout": min(30, max(1, int(deadline - time.monotonic())))}).json()
+                meta = self._waited(op_id, max(1, int(deadline - time.monotonic())))
             except LxdNotFound:
                 return  # already gone
-            if (meta.get("metadata") or {}).get("status") not in ("Running", "Pending", None):
+            if meta.get("status") not in ("Running", "Pending", None):
                 return
             pace.after_a_wait()
         raise LxdError(f"LXD operation {op_id} still running after {timeout}s")
@@ -368,7 +396,7 @@ class Lxd:
     def _log(self, name: str, url: str | None) -> str:
         if not url:
             return ""
-        node = self.api.instances[name].logs[url.rsplit("/", 1)[-1]]
+        node = self._output_node(name, url)
         text = self._call("get", node, is_api=False).content.decode("utf-8", "replace")
         self._call("delete", node)
         return text
@@ -397,6 +425,19 @@ class Lxd:
         one for the restore and starts it again)."""
         self._wait(self._call("put", self.api.instances[name], json={"restore": snapshot}))
 
+    def _output_node(self, name: str, url: str):
+        """Where the daemon says it recorded an exec's output: LXD 5.0 under the instance's logs
+        (`logs/exec_ID.stdout`), Incus under `logs/exec-output/`; both give the path in the operation."""
+        path = url.split("?", 1)[0]
+        logs = f"/1.0/instances/{name}/logs/"
+        if not path.startswith(logs) or ".." in path:
+            raise LxdError(f"{self.where} recorded the output of an exec in instance {name} at {url!r},"
+                           f" not under {logs}")
+        node = self.api.instances[name].logs
+        for part in path[len(logs):].split("/"):
+            node = node[part]
+        return node
+
     # --- plumbing -----------------------------------------------------------------------
 
     def _call(self, verb: str, node, **kwargs):
@@ -420,9 +461,7 @@ class Lxd:
         deadline = time.monotonic() + timeout
         pace = _Pace()
         while True:
-            left = max(1, int(deadline - time.monotonic()))
-            meta = self._call("get", self.api.operations[op_id].wait,
-                              params={"timeout": min(left, 30)}).json()["metadata"]
+            meta = self._waited(op_id, max(1, int(deadline - time.monotonic())))
             if meta["status"] == "Success":
                 return meta
             if meta["status"] in ("Failure", "Cancelled"):
@@ -430,6 +469,21 @@ class Lxd:
             if time.monotonic() > deadline:
                 raise LxdError(f"operation {op_id} still {meta['status']} after {timeout}s")
             pace.after_a_wait()
+
+
+    def _waited(self, op_id: str, left: int) -> dict:
+        """One wait of at most WAIT_SLICE seconds: the operation, ended or not. When the wait's own timeout
+        passes first, LXD 5.0 answers with the operation still running, Incus 6.0 with an error
+        ("context deadline exceeded"): both mean "still running"."""
+        try:
+            return self._call("get", self.api.operations[op_id].wait,
+                              params={"timeout": min(left, self.wait_slice)}).json()["metadata"] or {}
+        except LxdNotFound:
+            raise
+        except LxdError as err:
+            if str(err) != WAIT_TIMED_OUT:
+                raise
+            return {"status": "Running"}
 
 
 class _Pace:

@@ -18,6 +18,7 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from .address import Address, Kind
+from .daemon import Daemon
 from .state import Meta
 
 Body = dict[str, Any]
@@ -323,6 +324,7 @@ class Plan:
                       and c.address.name == change.address.name and change.address in c.depends_on
                       and any(r.code == Code.WATCHED_FILE for r in c.reasons)]
         return max(costs, key=lambda c: c.rank, default=Cost.LIVE)
+    daemon: Daemon | None = None  # what it was planned against (LXD or Incus, and its version)
 
     def unsafe(self, share: float = 0.3) -> list[str]:
         """Why this plan should not run without --force: it deletes or replaces more than `share` of
@@ -408,6 +410,7 @@ class Plan:
                     self.drains.items(), key=lambda kv: kv[0].sort_key())},
                 "runtime": {str(s): [r.as_json() for r in sets] for s, sets in sorted(
                     self.runtime.items(), key=lambda kv: kv[0].sort_key())},
+                "daemon": self.daemon.as_json() if self.daemon else None,
                 "graph": {str(s): sorted(str(w) for w in waits) for s, waits in sorted(
                     self.graph.items(), key=lambda kv: kv[0].sort_key())}}
 
@@ -432,7 +435,8 @@ def plan_from_json(data: Mapping[str, Any]) -> Plan:
                for s, rs in (data.get("runtime") or {}).items()}
     return Plan(data["lab"], changes, graph, tuple(data.get("notes") or ()), int(data.get("objects") or 0),
                 tuple(data.get("frontends") or ()), int(data.get("unchanged") or 0), drains,
-                tuple(data.get("warnings") or ()), runtime)
+                tuple(data.get("warnings") or ()), runtime,
+                Daemon.from_json(data["daemon"]) if data.get("daemon") else None)
 
 
 MAX_LISTED = 12

@@ -1,7 +1,9 @@
 """lxc's remotes, as `lxc remote add` stored them, and HTTPS sessions pinned to their certificates.
 
 A remote is read from the lxc client configuration ($LXD_CONF, else ~/.config/lxc, else the
-snap's ~/snap/lxd/common/config): `config.yml` for its address, `servercerts/NAME.crt` for the
+snap's ~/snap/lxd/common/config), or from the incus client's ($INCUS_CONF, else ~/.config/incus)
+for a lab on Incus (`lxd.daemon: incus`; without it, lxc's first, then incus's if lxc has no such
+remote): `config.yml` for its address, `servercerts/NAME.crt` for the
 server certificate accepted when it was added, `client.crt` and `client.key` for who we are.
 
 Pinning: the TLS context trusts the pinned certificate and nothing else (no system CAs, no host
@@ -191,31 +193,55 @@ class _Refused(requests.adapters.BaseAdapter):
 
 # --- Reading lxc's configuration --------------------------------------------------------------
 
-def config_dir() -> Path:
-    """Where lxc keeps its configuration: $LXD_CONF, else ~/.config/lxc, else the snap's."""
+class NotListed(RemoteError):
+    """The client's configuration is absent or does not name the remote: another client's may."""
+
+
+CLIENTS = {"lxd": "lxc", "incus": "incus"}  # each daemon's command-line client, whose remotes are read
+
+
+def config_dir(daemon: str = "lxd") -> Path:
+    """Where the daemon's client keeps its configuration: incus's in $INCUS_CONF, else ~/.config/incus;
+    lxc's in $LXD_CONF, else ~/.config/lxc, else the snap's."""
+    if daemon == "incus":
+        return Path(os.environ.get("INCUS_CONF") or Path("~/.config/incus").expanduser())
     if os.environ.get("LXD_CONF"):
         return Path(os.environ["LXD_CONF"])
     plain, snap = Path("~/.config/lxc").expanduser(), Path("~/snap/lxd/common/config").expanduser()
     return snap if not (plain / "config.yml").exists() and (snap / "config.yml").exists() else plain
 
 
-def choose(flag: str | None, lab_remote: str | None, insecure_skip_verify: bool) -> Remote | None:
+def choose(flag: str | None, lab_remote: str | None, insecure_skip_verify: bool,
+           daemon: str | None = None) -> Remote | None:
     """The remote to use: --remote, else lab.yaml's; None for the local socket. lxc's default-remote
     is never used implicitly. Skipping verification applies only to the remote lab.yaml names."""
     name = flag or lab_remote
     if not name or name == LOCAL:
         return None
-    return load(name, insecure=insecure_skip_verify and name == lab_remote)
+    return load(name, insecure=insecure_skip_verify and name == lab_remote, daemon=daemon)
 
 
-def load(name: str, insecure: bool = False) -> Remote:
+def load(name: str, insecure: bool = False, daemon: str | None = None) -> Remote:
+    """The remote from the named daemon's client configuration; without one, lxc's, else incus's
+    (when lxc's does not list it: then lxc's refusal is the one said)."""
     if not re.fullmatch(REMOTE_NAME, name):
         raise RemoteError(f"{name!r} is not an lxc remote name")
-    directory = config_dir()
-    remotes = read_remotes(directory / "config.yml")
+    first: NotListed | None = None
+    for client in [daemon] if daemon else list(CLIENTS):
+        try:
+            return _load_from(name, insecure, client)
+        except NotListed as err:
+            first = first or err
+    assert first is not None
+    raise first
+
+
+def _load_from(name: str, insecure: bool, daemon: str) -> Remote:
+    directory = config_dir(daemon)
+    remotes = read_remotes(directory / "config.yml", CLIENTS[daemon])
     entry = remotes.get(name)
     if entry is None:
-        raise RemoteError(_unknown(name, remotes, directory / "config.yml"))
+        raise NotListed(_unknown(name, remotes, directory / "config.yml", CLIENTS[daemon]))
     url = _lxd_url(name, entry, directory / "config.yml")
     server_cert = directory / "servercerts" / f"{name}.crt"
     remote = Remote(name, url, directory, directory / "client.crt", directory / "client.key", server_cert,
@@ -237,13 +263,14 @@ def read_bounded(path: Path, limit: int) -> bytes:
         return handle.read(limit + 1)
 
 
-def read_remotes(path: Path) -> dict[str, dict[str, Any]]:
+def read_remotes(path: Path, client: str = "lxc") -> dict[str, dict[str, Any]]:
     """config.yml's `remotes:`, read safely: a regular file, bounded, plain YAML."""
     try:
         data = read_bounded(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
-        raise RemoteError(f"no lxc configuration {path} (add the remote with `lxc remote add`, or set"
-                          " $LXD_CONF to the directory that holds config.yml)") from None
+        variable = "$INCUS_CONF" if client == "incus" else "$LXD_CONF"
+        raise NotListed(f"no {client} configuration {path} (add the remote with `{client} remote add`, or set"
+                        f" {variable} to the directory that holds config.yml)") from None
     except OSError as err:
         raise RemoteError(f"cannot read the lxc configuration {path}: {err.strerror}") from None
     if len(data) > MAX_CONFIG_BYTES:
@@ -260,10 +287,10 @@ def read_remotes(path: Path) -> dict[str, dict[str, Any]]:
     return {str(k): v for k, v in remotes.items()}
 
 
-def _unknown(name: str, remotes: dict[str, dict], path: Path) -> str:
+def _unknown(name: str, remotes: dict[str, dict], path: Path, client: str = "lxc") -> str:
     close = difflib.get_close_matches(name, sorted(remotes), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f" (remotes there: {', '.join(sorted(remotes)) or 'none'})"
-    return f"no lxc remote {name!r} in {path}{hint}"
+    return f"no {client} remote {name!r} in {path}{hint}"
 
 
 def _lxd_url(name: str, entry: dict[str, Any], path: Path) -> str:
@@ -272,8 +299,8 @@ def _lxd_url(name: str, entry: dict[str, Any], path: Path) -> str:
     if protocol == "simplestreams":
         raise RemoteError(f"remote {name!r} ({addr}) is an image server (protocol simplestreams), not an LXD"
                           " server: a lab needs a remote of protocol lxd")
-    if protocol != "lxd":
-        raise RemoteError(f"remote {name!r} in {path}: protocol {protocol!r} is not supported (only lxd)")
+    if protocol not in ("lxd", "incus"):  # the same API (incus stores its own name)
+        raise RemoteError(f"remote {name!r} in {path}: protocol {protocol!r} is not supported (only lxd, incus)")
     auth = entry.get("auth_type") or "tls"
     if auth != "tls":
         raise RemoteError(f"remote {name!r} uses auth_type {auth!r}; reconcile authenticates with TLS client"

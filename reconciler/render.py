@@ -53,13 +53,14 @@ class Painter:
 
 def plan_text(plan: Plan, colour: bool = False, lab_file: str = "lab.yaml", destroy: bool = False) -> str:
     paint = Painter(colour)
+    head = f"Daemon: {safe(str(plan.daemon))}\n" if plan.daemon else ""
     notes = "".join(f"Warning: {safe(w)}\n" for w in plan.warnings) + "".join(f"Note: {safe(n)}\n" for n in plan.notes)
     if plan.empty and destroy:
-        return notes + f"Nothing to destroy: lab {plan.lab!r} owns nothing in LXD.\n"
+        return head + notes + f"Nothing to destroy: lab {plan.lab!r} owns nothing in LXD.\n"
     if plan.empty:
-        return notes + f"No changes. Lab {plan.lab!r} matches {safe(lab_file)}.\n"
+        return head + notes + f"No changes. Lab {plan.lab!r} matches {safe(lab_file)}.\n"
     blocks = [_change_text(c, paint, lab_file, plan) for c in plan.changes]
-    return "\n".join(blocks) + "\n" + notes + summary_line(plan, paint) + "\n"
+    return head + "\n".join(blocks) + "\n" + notes + summary_line(plan, paint) + "\n"
 
 
 def summary_line(plan: Plan, paint: Painter | None = None) -> str:

@@ -84,7 +84,7 @@ def json_excerpt(printed: str) -> str:
     first = {**data["changes"][0], "before": ..., "after": ..., "meta": ...}
     graph = next(((step, waits) for step, waits in data["graph"].items() if waits), None)
     top = [f'"format_version": {data["format_version"]}', f'"lab": {_j(data["lab"])}',
-           f'"fingerprint": {_j(data["fingerprint"])}']
+           f'"fingerprint": {_j(data["fingerprint"])}', f'"daemon": {_j(data["daemon"])}']
     lines = ["{" + ", ".join(top) + ","]
     change = [f'"{k}": {_j(v)}' for k, v in first.items()]
     lines.append(' "changes": [{' + ",\n              ".join(_paired(change)) + "}, …],")

@@ -33,8 +33,9 @@ def test_a_stopped_container_keeps_its_declared_files(lab):
     assert "< instance.c1 will be stopped" in plan.out
     applied(lab, with_state("stopped"))
     plan = lab.run("plan")
-    assert plan.out.startswith("Note: lab.yaml wants c1 stopped: its files, packages and services are not"
-                               " checked while it is"), plan.out
+    daemon, note = plan.out.splitlines()[:2]
+    assert daemon.startswith("Daemon: LXD ") and note.startswith(
+        "Note: lab.yaml wants c1 stopped: its files, packages and services are not checked while it is"), plan.out
     assert "No changes." in plan.out
     applied(lab, with_state("running"))
     assert lab.lxc("exec", "c1", "--", "cat", "/etc/keep.txt") == "keep me\n"

@@ -254,6 +254,7 @@ def test_destroy_takes_the_labs_nic_out_of_the_default_profile_before_its_networ
         assert gone.out.rstrip().endswith("Destroy complete! 4 done, 0 failed, 0 skipped.")
         assert project_of(owned.project) is None and not network_exists(f"{owned.tag}b")
         nothing = owned.run("destroy", "--yes")
-        assert nothing.code == 0 and nothing.out == f"Nothing to destroy: lab {owned.tag!r} owns nothing in LXD.\n"
+        assert nothing.code == 0 and nothing.out.endswith(f"\nNothing to destroy: lab {owned.tag!r} owns nothing in LXD.\n")
+        assert nothing.out.count("\n") == 2  # the daemon's line, and that
     finally:
         sh("lxc", "network", "delete", f"{owned.tag}b", check=False)

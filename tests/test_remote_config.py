@@ -93,7 +93,7 @@ def test_a_missing_or_malformed_configuration_names_the_file(conf, data, said):
 
 @pytest.mark.parametrize("entry, said", [
     ({"addr": "https://images.example", "protocol": "simplestreams"}, "is an image server (protocol simplestreams)"),
-    ({**GOOD, "protocol": "oci"}, "protocol 'oci' is not supported (only lxd)"),
+    ({**GOOD, "protocol": "oci"}, "protocol 'oci' is not supported (only lxd, incus)"),
     ({**GOOD, "auth_type": "candid"}, "uses auth_type 'candid'; reconcile authenticates with TLS client"),
     ({"addr": "unix:///run/other.socket"}, "is a unix socket (unix:///run/other.socket): set lxd.socket"),
     ({"addr": "http://127.0.0.1:8443"}, "addr 'http://127.0.0.1:8443' is not https://HOST[:PORT]"),

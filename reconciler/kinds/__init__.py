@@ -30,7 +30,7 @@ def _check() -> dict[Kind, Kind_]:
     from ..spec import TABLES
     registry: dict[Kind, Kind_] = {}
     parts = ("KIND", "RANK", "SHAPE", "REPLACE_FIELDS", "ABSENT", "deletable", "apply")
-    object_parts = parts + ("COLLECTION", "PARENT", "SCOPE", "TABLE", "NOUN", "DEEP_READ", "desired", "from_lxd",
+    object_parts = parts + ("COLLECTION", "PARENT", "SCOPE", "TABLE", "NOUN", "API_EXTENSION", "DEEP_READ", "desired", "from_lxd",
                              "comparable", "parents")
     for module, needed in [(m, object_parts) for m in OBJECT_KINDS] + [(m, parts) for m in INSIDE_KINDS]:
         missing = [p for p in needed if not hasattr(module, p)]

@@ -32,6 +32,7 @@ PARENT: Kind | None = None
 SCOPE = Scope.SHARED
 TABLE = "acls"
 NOUN = "network ACL"
+API_EXTENSION = "network_acl"  # what it needs in GET /1.0's api_extensions ("": the core API)
 DEEP_READ = False
 REPLACE_FIELDS: tuple[str, ...] = ()
 DIRECTIONS = ("ingress", "egress")

@@ -64,6 +64,7 @@ class ObjectKind(Kind_, Protocol):
     DEEP_READ: bool  # read with recursion=2 when plan wants live addresses (instances: their state)
     TABLE: str  # the lab.yaml table that declares them ("" when none: the project is `project:`)
     NOUN: str  # how messages call one ("storage pool")
+    API_EXTENSION: str  # the API extension a lab with one needs (decided from api_extensions, never a version)
 
     def desired(self, lab: Lab, wanted: Wanted) -> list[Resource]: ...
 

@@ -48,6 +48,7 @@ PARENT: Kind | None = None
 SCOPE = Scope.PROJECT
 TABLE = "containers"
 NOUN = "container"
+API_EXTENSION = "instances"  # what it needs in GET /1.0's api_extensions ("": the core API)
 DEEP_READ = True
 REPLACE_FIELDS: tuple[str, ...] = ("type", "image")
 # Container keys LXD documents as "Live update: no": accepted at once, effective after a restart.

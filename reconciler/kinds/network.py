@@ -23,6 +23,7 @@ PARENT: Kind | None = None
 SCOPE = Scope.SHARED
 TABLE = "networks"
 NOUN = "network"
+API_EXTENSION = ""  # what it needs in GET /1.0's api_extensions ("": the core API)
 DEEP_READ = False
 REPLACE_FIELDS: tuple[str, ...] = ("type",)
 # Keys LXD fills in on a bridge when they are not given; not drift unless the lab sets them.

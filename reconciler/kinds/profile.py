@@ -24,6 +24,7 @@ PARENT: Kind | None = None
 SCOPE = Scope.PROJECT
 TABLE = "profiles"
 NOUN = "profile"
+API_EXTENSION = ""  # what it needs in GET /1.0's api_extensions ("": the core API)
 DEEP_READ = False
 REPLACE_FIELDS: tuple[str, ...] = ()
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, profile, project
+from ..daemon import TITLES
 from ..plan import Action, Change, PlanError
 from ..state import APPLIED_KEY, OWNER_KEY, Body, LabState, Resource, digest, own_config
 from .contract import Scope, Wanted
@@ -36,6 +37,7 @@ PARENT: Kind | None = None
 SCOPE = Scope.OWN
 TABLE = ""
 NOUN = "project"
+API_EXTENSION = "projects"  # what it needs in GET /1.0's api_extensions ("": the core API)
 DEEP_READ = False
 REPLACE_FIELDS: tuple[str, ...] = ()
 DEFAULT_PROFILE = "default"
@@ -89,13 +91,15 @@ def read(lxd: Lxd, lab: Lab, with_addresses: bool) -> tuple[dict | None, RawStat
     shared = {k.KIND for k in OBJECT_KINDS if k.SCOPE == Scope.SHARED} | (set() if features.profiles else {Kind.PROFILE})
     raw = lxd.read_before_project(shared, not features.images, under)
     if features.profiles:
-        raw.profiles.append(made_with(lab.lxd.project))
+        raw.profiles.append(made_with(lab.lxd.project, lxd.daemon.name))
     return None, raw
 
 
-def made_with(name: str) -> dict[str, Any]:
-    """The default profile LXD makes with a new project (LXD 5.0: empty, and this description)."""
-    return {"name": DEFAULT_PROFILE, "description": f"Default LXD profile for project {name}", "config": {},
+def made_with(name: str, daemon: str = "lxd") -> dict[str, Any]:
+    """The default profile the daemon makes with a new project (LXD 5.0 and Incus 6.0: empty, and this
+    description, naming the daemon)."""
+    title = TITLES.get(daemon, daemon)
+    return {"name": DEFAULT_PROFILE, "description": f"Default {title} profile for project {name}", "config": {},
             "devices": {}, "used_by": []}
 
 

@@ -31,6 +31,7 @@ PARENT: Kind | None = None
 SCOPE = Scope.SERVER
 TABLE = "storage_pools"
 NOUN = "storage pool"
+API_EXTENSION = "storage"  # what it needs in GET /1.0's api_extensions ("": the core API)
 # Keys LXD fills in on a new pool when they are not given (the dir driver's source path, a loop file's
 # size, the volume group...): not drift unless the lab sets them.
 DEFAULTED_KEYS = ("source", "size", "lvm.vg_name", "lvm.thinpool_name", "zfs.pool_name")

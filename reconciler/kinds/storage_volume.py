@@ -35,6 +35,7 @@ PARENT: Kind | None = Kind.POOL
 SCOPE = Scope.PROJECT  # in the lab's project when it has features.storage.volumes, else in default
 TABLE = "volumes"
 NOUN = "storage volume"
+API_EXTENSION = "storage"  # what it needs in GET /1.0's api_extensions ("": the core API)
 # Keys LXD copies onto a new volume from its pool on block-backed drivers (lvm; not on dir): not drift
 # unless the lab sets them.
 DEFAULTED_KEYS = ("block.filesystem", "block.mount_options")

@@ -145,7 +145,11 @@ class Connection(Strict):
     """Where the LXD daemon is."""
 
     socket: Annotated[str, values.Matching(PATH, "an absolute path")] | None = Field(
-        None, description="unix socket path; default: $LXD_DIR, /var/lib/lxd, snap")
+        None, description="unix socket path; default: $LXD_DIR, $INCUS_DIR, then LXD's usual sockets"
+        " (/var/lib/lxd, snap) and Incus's (/var/lib/incus, /run/incus): the first that exists")
+    daemon: Literal["lxd", "incus"] | None = Field(
+        None, description="the daemon the lab lives on: only its sockets are tried, and another one found is"
+        " refused; default: the first socket found (LXD's first)")
     project: Annotated[str, values.Matching(PROJECT_NAME, "an LXD project name")] = Field(
         "default", description="LXD project the lab lives in")
     remote: Annotated[str, values.Matching(REMOTE_NAME, "an lxc remote name")] | None = Field(

@@ -1,0 +1,470 @@
+"""Incus (LXD's fork, Debian's incus 6.0 LTS) beside LXD: which daemon a lab talks to (lab.yaml's
+socket, $LXD_DIR / $INCUS_DIR, the usual sockets of both, `lxd.daemon`), the plan saying which, and a
+small lab's whole life on a real Incus (scripts/incus-up.sh starts it) and on LXD, the same lab.yaml:
+planned, applied (a file written inside through exec), served through a proxy device, drift shown
+and repaired, destroyed. Saved plans are refused on the other daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import PREFIX, ROOT, RUN, RUN_KEY, LabDir, _alive, _another_pytest, _counter, sh
+from test_guide_lab import Guide
+
+from reconciler.daemon import Daemon
+from reconciler.errors import LxdError, LxdUnreachable
+from reconciler.lxd import SOCKETS, Lxd, candidate_sockets
+from reconciler.plan import Plan, plan_from_json
+from reconciler.render import plan_text
+
+INCUS_SOCKET = "/var/lib/incus/unix.socket"
+INCUS_PREFIX = f"{PREFIX}i"  # of every Incus test project and network: rxi<run><n>
+
+
+# --- which socket, without a daemon -----------------------------------------------------------------
+
+@pytest.fixture
+def no_dirs(monkeypatch):
+    monkeypatch.delenv("LXD_DIR", raising=False)
+    monkeypatch.delenv("INCUS_DIR", raising=False)
+    return monkeypatch
+
+
+def test_lab_yaml_socket_is_the_only_one_tried(no_dirs):
+    no_dirs.setenv("INCUS_DIR", "/srv/incus")
+    assert candidate_sockets("/x/unix.socket", "incus") == ["/x/unix.socket"]
+
+
+def test_without_a_socket_lxd_comes_first_then_incus(no_dirs):
+    assert candidate_sockets(None) == [*SOCKETS["lxd"], *SOCKETS["incus"]]
+    assert INCUS_SOCKET in SOCKETS["incus"] and "/run/incus/unix.socket" in SOCKETS["incus"]
+
+
+def test_a_named_daemon_tries_only_its_own_sockets(no_dirs):
+    assert candidate_sockets(None, "incus") == list(SOCKETS["incus"])
+    assert candidate_sockets(None, "lxd") == list(SOCKETS["lxd"])
+
+
+@pytest.mark.parametrize("env, daemon, expected", [
+    ({"LXD_DIR": "/l"}, None, ["/l/unix.socket"]),
+    ({"INCUS_DIR": "/i"}, None, ["/i/unix.socket"]),
+    ({"LXD_DIR": "/l", "INCUS_DIR": "/i"}, None, ["/l/unix.socket"]),  # LXD's first, as before Incus
+    ({"LXD_DIR": "/l", "INCUS_DIR": "/i"}, "incus", ["/i/unix.socket"]),
+    ({"LXD_DIR": "/l"}, "incus", list(SOCKETS["incus"])),  # LXD's directory says nothing about Incus
+])
+def test_a_daemon_directory_is_honoured_alone(no_dirs, env, daemon, expected):
+    for name, value in env.items():
+        no_dirs.setenv(name, value)
+    assert candidate_sockets(None, daemon) == expected
+
+
+def test_no_socket_anywhere_is_one_clear_error(no_dirs, tmp_path):
+    no_dirs.setenv("INCUS_DIR", str(tmp_path))
+    with pytest.raises(LxdUnreachable, match=r"no LXD or Incus socket at .*unix\.socket \(from \$INCUS_DIR\)"):
+        Lxd(None, daemon="incus")
+
+
+def test_the_daemon_is_read_from_get_1_0():
+    assert Daemon.from_host_info({"environment": {"server": "incus", "server_version": "6.0.4"}}) == Daemon(
+        "incus", "6.0.4")
+    assert str(Daemon.from_host_info({"environment": {"server_version": "5.0.2"}})) == "LXD 5.0.2"
+
+
+def test_the_plan_says_which_daemon_in_its_header_and_json():
+    plan = Plan("l", (), {}, daemon=Daemon("incus", "6.0.4"))
+    assert plan_text(plan).splitlines()[0] == "Daemon: Incus 6.0.4"
+    data = json.loads(json.dumps(plan.as_json()))
+    assert data["daemon"] == {"name": "incus", "version": "6.0.4"}
+    assert plan_from_json(data).daemon == Daemon("incus", "6.0.4")
+    assert plan.fingerprint() == Plan("l", (), {}).fingerprint()  # what it does, not where
+
+
+def test_a_new_projects_default_profile_names_its_daemon():
+    from reconciler.kinds.project import made_with
+    assert made_with("p1", "incus")["description"] == "Default Incus profile for project p1"
+    assert made_with("p1", "lxd")["description"] == "Default LXD profile for project p1"
+
+
+def test_an_unknown_daemon_in_lab_yaml_is_refused_with_its_line(tmp_path, capsys):
+    from reconciler.cli import main
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("lab: x\nlxd:\n  daemon: docker\ncontainers: {}\n")
+    assert main(["validate", "-f", str(lab)]) == 1
+    said = capsys.readouterr()
+    assert "lab.yaml:3" in said.err + said.out and "daemon" in said.err + said.out, said
+
+
+@pytest.mark.parametrize("url", ["/1.0/instances/c2/logs/exec_1.stdout", "/1.0/instances/c1/logs/../../c2/x",
+                                 "/1.0/images/x", "/1.0/instances/c1"])
+def test_exec_output_is_read_only_under_the_instances_own_logs(url):
+    lxd = object.__new__(Lxd)
+    lxd.where = "/var/lib/incus/unix.socket"
+    with pytest.raises(LxdError, match="recorded the output of an exec in instance c1"):
+        lxd._output_node("c1", url)
+
+
+# --- a real Incus ------------------------------------------------------------------------------------
+
+def incus(*argv: str, check: bool = True) -> str:
+    done = sh("incus", *argv, check=False)
+    assert not check or done.returncode == 0, f"incus {' '.join(argv)}: exit {done.returncode}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def incus_ready(lxd_ready) -> None:
+    """Incus running beside LXD, initialised, with LXD's tiny image (scripts/incus-up.sh); leftovers of
+    earlier runs whose pytest is gone removed."""
+    done = sh("bash", str(ROOT / "scripts" / "incus-up.sh"), check=False)
+    assert done.returncode == 0, f"incus-up.sh failed:\n{done.stdout}\n{done.stderr}"
+    for project in json.loads(incus("project", "list", "--format=json")):
+        if project["name"].startswith(INCUS_PREFIX) and not _alive(project.get("config", {}).get(RUN_KEY)):
+            drop_incus_project(project["name"])
+    if not _another_pytest():  # a killed run's client certificate, trusted for its remote test
+        for trusted in json.loads(incus("config", "trust", "list", "--format=json")):
+            if trusted["name"].startswith(INCUS_PREFIX):
+                incus("config", "trust", "remove", trusted["fingerprint"], check=False)
+
+
+def drop_incus_project(tag: str) -> None:
+    for inst in json.loads(incus("list", "--project", tag, "--format=json")):
+        incus("delete", "--force", "--project", tag, inst["name"], check=False)
+    for prof in json.loads(incus("profile", "list", "--project", tag, "--format=json")):
+        if prof["name"] != "default":
+            incus("profile", "delete", "--project", tag, prof["name"], check=False)
+    incus("project", "delete", tag, check=False)
+    for net in json.loads(incus("network", "list", "--format=json")):
+        if net["name"].startswith(tag) and net.get("managed"):
+            incus("network", "delete", net["name"], check=False)
+
+
+class IncusLab(LabDir):
+    """A lab directory bound to an Incus project of its own; `lxc` here is Incus's client."""
+
+    def lxc(self, *args: str, check: bool = True) -> str:
+        return incus("--project", self.project, *args, check=check)
+
+    def instance(self, name: str, part: str = "") -> dict:
+        return json.loads(incus("query", f"/1.0/instances/{name}{part}?project={self.project}"))
+
+
+def new_incus_project() -> str:
+    """An empty Incus project (profiles of its own, default with a root disk; images shared): its tag."""
+    tag = f"{INCUS_PREFIX}{RUN}{next(_counter):02d}"
+    incus("project", "create", tag, "-c", "features.images=false", "-c", "features.profiles=true",
+          "-c", f"{RUN_KEY}={os.getpid()}")
+    incus("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default", "--project", tag)
+    return tag
+
+
+@pytest.fixture
+def incus_lab(incus_ready, tmp_path):
+    tag = new_incus_project()
+    yield IncusLab(tmp_path, tag, tag)
+    drop_incus_project(tag)
+
+
+# One lab.yaml for both daemons: no socket, no daemon; $INCUS_DIR points it at Incus. Each daemon's
+# bridge has its own subnet and each proxy its own port (no LXD test uses them: grep tests/), so a
+# leftover of one never stands in the other's way.
+SMALL = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+networks:
+  @TAG@b:
+    config: {ipv4.address: "${NET}.1/24", ipv4.nat: false, ipv6.address: none}
+profiles:
+  net:
+    description: the lab's bridge
+    devices:
+      eth0: {type: nic, network: @TAG@b, name: eth0}
+containers:
+  c1:
+    image: reconciler-tiny
+    profiles: [default, net]
+    config: {user.note: first}
+    files:
+      /var/www/hello.txt: {content: "hello from ${DAEMON}\\n"}
+    devices:
+      http: {type: proxy, listen: "tcp:127.0.0.1:${PORT}", connect: "tcp:127.0.0.1:80"}
+"""
+PLACES = {"lxd": ("10.203.151", 18952), "incus": ("10.203.150", 18951)}
+
+
+@pytest.fixture(params=sorted(PLACES))
+def either_lab(request, no_dirs):
+    """A lab directory on LXD or on Incus (the same lab.yaml), with the environment that picks it."""
+    daemon = request.param
+    net, port = PLACES[daemon]
+    for name, value in (("NET", net), ("PORT", str(port)), ("DAEMON", daemon)):
+        no_dirs.setenv(name, value)
+    if daemon == "incus":
+        no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
+    return daemon, port, request.getfixturevalue("incus_lab" if daemon == "incus" else "lab")
+
+
+def served(port: int, path: str) -> str:
+    """A GET through the lab's proxy device, retried for a bounded time (busybox httpd starts with it)."""
+    import time
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as answer:
+                return answer.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.mark.lxd
+def test_a_small_lab_lives_its_whole_life_on_either_daemon(either_lab):
+    daemon, port, lab = either_lab
+    lab.write(SMALL)
+    plan = lab.run("plan")
+    assert plan.code == 0, plan.out + plan.err
+    assert plan.out.splitlines()[0].startswith({"lxd": "Daemon: LXD 5.", "incus": "Daemon: Incus 6."}[daemon])
+    assert "Plan: 4 to create." in plan.out
+
+    applied = lab.run("apply", "--yes")
+    assert applied.code == 0 and "Apply complete! 4 done, 0 failed" in applied.out, applied.out + applied.err
+    assert lab.instance("c1")["config"]["user.reconciler.lab"] == lab.tag
+    hello = f"hello from {daemon}\n"
+    assert served(port, "/hello.txt") == hello  # written inside through exec, served by the proxy
+    assert "No changes." in lab.run("plan").out
+
+    lab.lxc("config", "set", "c1", "user.note", "by hand")
+    lab.lxc("profile", "set", "net", "user.hand", "1")
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo changed > /var/www/hello.txt")
+    drift = lab.run("plan", "--json")
+    data = json.loads(drift.out)
+    assert data["daemon"]["name"] == daemon
+    assert {c["address"]: c["actions"] for c in data["changes"]} == {
+        "instance.c1": ["update"], "profile.net": ["update"], "file.c1:/var/www/hello.txt": ["update"]}
+    repaired = lab.run("apply", "--yes")
+    assert repaired.code == 0, repaired.out + repaired.err
+    assert served(port, "/hello.txt") == hello
+    assert lab.instance("c1")["config"]["user.note"] == "first"
+    again = lab.run("plan", "--detailed-exitcode")
+    assert again.code == 0 and "No changes." in again.out, again.out + again.err
+
+    gone = lab.run("destroy", "--yes")
+    assert gone.code == 0, gone.out + gone.err
+    assert json.loads(lab.lxc("list", "--format=json")) == []
+    assert f"{lab.tag}b" not in [n["name"] for n in json.loads(lab.lxc("network", "list", "--format=json"))]
+
+
+@pytest.mark.lxd
+def test_exec_output_is_read_where_each_daemon_records_it(incus_lab, lab):
+    """Incus records it under logs/exec-output/, LXD 5.0 under logs/: each is read, then deleted."""
+    for where, socket in ((incus_lab, INCUS_SOCKET), (lab, None)):
+        where.lxc("launch", "reconciler-tiny", "c1")
+        lxd = Lxd(socket, where.project)
+        assert lxd.execute("c1", ["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n", "err\n")
+        logs = json.loads(sh(*(["incus"] if socket else ["lxc"]), "query",
+                             f"/1.0/instances/c1/logs?project={where.project}").stdout)
+        assert not [log for log in logs if "exec" in log], logs
+
+
+@pytest.mark.lxd
+def test_an_operation_outlasting_one_wait_is_waited_for_again_on_either_daemon(incus_lab, lab):
+    """LXD 5.0 answers a wait whose timeout passed with the operation still running; Incus 6.0 with an
+    error ("context deadline exceeded"), which must not read as the operation's failure."""
+    for where, socket in ((incus_lab, INCUS_SOCKET), (lab, None)):
+        where.lxc("launch", "reconciler-tiny", "c1")
+        lxd = Lxd(socket, where.project)
+        lxd.wait_slice = 1
+        assert lxd.execute_once("c1", ["sh", "-c", "sleep 3; echo slept"], timeout=60) == (0, "slept\n", "")
+
+
+@pytest.mark.lxd
+def test_an_lxd_socket_that_does_not_answer_never_sends_the_lab_to_incus(incus_ready, tmp_path, no_dirs):
+    import socket
+    stale = tmp_path / "unix.socket"  # bound, never listening: what a killed daemon leaves
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(str(stale))
+        no_dirs.setitem(SOCKETS, "lxd", (str(stale),))
+        with pytest.raises(LxdUnreachable, match=f"LXD at {stale} did not answer"):
+            Lxd(None)
+        assert Lxd(None, daemon="incus").daemon.name == "incus"
+
+
+@pytest.mark.lxd
+def test_discovery_finds_lxd_first_and_incus_when_named(incus_ready, lxd_ready, no_dirs):
+    assert Lxd(None).daemon.name == "lxd"  # both run here: LXD's sockets come first, as before
+    assert Lxd(None, daemon="incus").daemon.name == "incus"
+    no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
+    assert Lxd(None).daemon.name == "incus"  # $INCUS_DIR alone (no $LXD_DIR) names the daemon
+    with pytest.raises(LxdError, match=r"/var/lib/incus/unix\.socket is Incus 6\.\S+, not LXD: lab\.yaml says"
+                                       r" lxd\.daemon: lxd"):
+        Lxd(INCUS_SOCKET, daemon="lxd")
+
+
+OWNED = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+project: {}
+profiles:
+  default:
+    devices:
+      root: {type: disk, path: /, pool: default}
+containers:
+  c1: {image: reconciler-tiny}
+"""
+
+
+@pytest.mark.lxd
+def test_a_plan_saved_against_incus_is_refused_on_lxd(incus_lab, lxd_ready, no_dirs):
+    """The same lab.yaml (no socket) reaches Incus through $INCUS_DIR, LXD without it: a plan saved
+    on one is not applied on the other, and nothing is made there."""
+    lab = incus_lab
+    lab.write(OWNED.replace("@PROJECT@", f"{lab.tag}o"))
+    no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
+    saved = lab.run("plan", "-o", str(lab.dir / "plan.json"))
+    assert saved.code == 0 and saved.out.startswith("Daemon: Incus "), saved.out + saved.err
+    no_dirs.delenv("INCUS_DIR")
+    refused = lab.run("apply", "--yes", str(lab.dir / "plan.json"))
+    assert refused.code == 1
+    assert "was made against Incus 6." in refused.err and "/var/lib/lxd/unix.socket is LXD 5." in refused.err
+    assert sh("lxc", "project", "show", f"{lab.tag}o", check=False).returncode != 0  # nothing made on LXD
+    no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
+    try:
+        applied = lab.run("apply", "--yes", str(lab.dir / "plan.json"))
+        assert applied.code == 0 and "Apply complete! 3 done" in applied.out, applied.out + applied.err
+    finally:
+        gone = lab.run("destroy", "--yes")
+    assert gone.code == 0 and incus("project", "show", f"{lab.tag}o", check=False) == "", gone.out + gone.err
+
+
+INCUS_HTTPS = "127.0.0.1:18943"  # Incus over HTTPS on loopback only, while the test runs
+
+
+@pytest.fixture
+def incus_remote(incus_ready, tmp_path, no_dirs):
+    """An incus remote `inc` in a client configuration of the test's own ($INCUS_CONF), added with a
+    trust token (Incus has no trust passwords), its certificate pinned; undone after."""
+    conf = tmp_path / "incus-conf"
+    name = f"{INCUS_PREFIX}{RUN}-remote"
+    incus("config", "set", "core.https_address", INCUS_HTTPS)
+    try:
+        token = incus("config", "trust", "add", name).strip().splitlines()[-1]
+        done = sh("incus", "remote", "add", "inc", token, env={**os.environ, "INCUS_CONF": str(conf)}, check=False)
+        assert done.returncode == 0, done.stderr
+        no_dirs.setenv("INCUS_CONF", str(conf))
+        no_dirs.setenv("LXD_CONF", str(tmp_path / "no-lxc-conf"))  # lxc lists no such remote
+        yield conf
+    finally:
+        for trusted in json.loads(incus("config", "trust", "list", "--format=json")):
+            if trusted["name"] == name:
+                incus("config", "trust", "remove", trusted["fingerprint"])
+        incus("config", "unset", "core.https_address")
+
+
+REMOTE_LAB = """\
+lab: @TAG@
+lxd: {project: @PROJECT@, remote: inc@DAEMON@}
+containers:
+  c1: {image: reconciler-tiny, config: {user.note: over https}}
+"""
+
+
+@pytest.mark.lxd
+@pytest.mark.parametrize("named", [True, False])
+def test_a_lab_reaches_incus_through_an_incus_remote(incus_lab, incus_remote, named):
+    """The remote comes from incus's client configuration: named (`daemon: incus`), or found there when
+    lxc's lists no such remote."""
+    lab = incus_lab
+    lab.write(REMOTE_LAB.replace("@DAEMON@", ", daemon: incus" if named else ""))
+    applied = lab.run("apply", "--yes")
+    assert applied.code == 0 and applied.out.startswith("Daemon: Incus 6."), applied.out + applied.err
+    assert f"Incus: remote 'inc' (https://{INCUS_HTTPS}), its certificate as pinned in {incus_remote}" in applied.err
+    assert lab.instance("c1")["config"]["user.note"] == "over https"
+    assert lab.run("destroy", "--yes").code == 0
+
+
+def test_an_lxd_lab_does_not_read_incus_remotes(tmp_path, no_dirs):
+    from reconciler.remote import RemoteError, load
+    (tmp_path / "incus").mkdir()
+    (tmp_path / "incus" / "config.yml").write_text("remotes:\n  inc: {addr: 'https://127.0.0.1:1', protocol: incus}\n")
+    no_dirs.setenv("INCUS_CONF", str(tmp_path / "incus"))
+    no_dirs.setenv("LXD_CONF", str(tmp_path / "lxc"))
+    with pytest.raises(RemoteError, match=r"no lxc configuration .*lxc/config\.yml"):
+        load("inc", daemon="lxd")
+    with pytest.raises(RemoteError, match=r"remote 'inc': no pinned server certificate .*incus/servercerts/inc\.crt"):
+        load("inc")  # lxc has none: incus's is read
+
+
+def test_a_lab_needing_an_extension_the_daemon_lacks_is_named(tmp_path):
+    from reconciler.daemon import missing_extensions
+    from reconciler.spec import load_lab
+    (tmp_path / "lab.yaml").write_text("""\
+lab: x
+lxd: {project: p1}
+project: {}
+profiles:
+  default: {devices: {root: {type: disk, path: /, pool: default}}}
+acls:
+  a1: {ingress: [{action: allow, protocol: icmp4}]}
+containers:
+  c1: {image: i, files: {/etc/x: {content: "x"}}}
+""")
+    lab, _ = load_lab(tmp_path / "lab.yaml")
+    every = {"instances", "network_acl", "projects", "container_exec_recording"}
+    assert missing_extensions(lab, every) == []
+    assert missing_extensions(lab, every - {"network_acl", "container_exec_recording"}) == [
+        "network ACLs (acls:) need the API extension network_acl",
+        "files, packages or services inside containers need the API extension container_exec_recording"]
+
+
+@pytest.mark.lxd
+@pytest.mark.parametrize("socket", [INCUS_SOCKET, "/var/lib/lxd/unix.socket"])
+def test_both_daemons_have_every_extension_a_lab_may_need(incus_ready, lxd_ready, socket):
+    from reconciler.daemon import NEEDS
+    have = Lxd(socket).daemon.extensions
+    assert {extension for _, extension, _ in NEEDS} <= have
+
+
+class IncusGuide(Guide):
+    """The repository's lab.yaml with test_guide_lab's override (its own LAN and ports), on Incus."""
+
+    lan_host, http_port = "10.203.152.1", 18962  # no other test uses them
+
+    lxc = IncusLab.lxc
+    instance = IncusLab.instance
+
+
+@pytest.mark.lxd
+def test_the_guides_lab_comes_up_on_incus_drifts_and_is_repaired(incus_ready, tmp_path, no_dirs):
+    """The guide's lab from nothing on Incus (Debian containers, apache2, HAProxy, a macvlan LAN), the
+    same lab.yaml as on LXD: applied, checked by HTTP, its HAProxy configuration edited by hand and put
+    back, destroyed."""
+    for script, env in (("image-debian.sh", {}), ("incus-up.sh", {"INCUS_IMAGES": "reconciler-debian"})):
+        done = sh("bash", str(ROOT / "scripts" / script), env={**os.environ, **env}, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    tag = new_incus_project()
+    # Not rx-prefixed: another run's conftest clears rx*v0 veths whose LXD project it does not see.
+    parent, peer = f"ig{tag[len(INCUS_PREFIX):]}v0", f"ig{tag[len(INCUS_PREFIX):]}v1"
+    sh("bash", str(ROOT / "scripts" / "lan-up.sh"), parent, peer)
+    no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
+    try:
+        guide = IncusGuide(tmp_path, tag, parent, peer)
+        applied = guide.apply()
+        assert applied.out.startswith("Daemon: Incus 6."), applied.out[:300]
+        checked = guide.run("check")
+        assert checked.code == 0 and "check passed" in checked.out, checked.out + checked.err
+        guide.lxc("exec", "proxyha", "--", "sed", "-i", "s/roundrobin/leastconn/", "/etc/haproxy/haproxy.cfg")
+        drift = guide.run("plan")
+        assert "-    balance leastconn\n" in drift.out and "~> service.proxyha:haproxy will be reloaded" in drift.out
+        guide.apply()
+        again = guide.run("plan", "--detailed-exitcode")
+        assert again.code == 0, again.out + again.err
+        assert guide.run("check").code == 0
+        gone = guide.run("destroy", "--yes")
+        assert gone.code == 0, gone.out + gone.err
+    finally:
+        drop_incus_project(tag)
+        sh("ip", "link", "delete", parent, check=False)
