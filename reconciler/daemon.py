@@ -49,8 +49,8 @@ class Daemon:
 Need = tuple[str, str, Callable[["Lab"], bool]]
 
 
-def _needs() -> tuple[Need, ...]:
-    from .kinds import OBJECT_KINDS
+def needs() -> tuple[Need, ...]:
+    from .kinds import OBJECT_KINDS  # the kinds import plan, which imports this module
     from .kinds.contract import ObjectKind, Wanted
 
     def used(kind: ObjectKind) -> Callable[[Lab], bool]:
@@ -62,10 +62,8 @@ def _needs() -> tuple[Need, ...]:
          lambda lab: bool(lab.haproxy) or any(c.files or c.packages or c.services for c in lab.containers.values())),)
 
 
-NEEDS: tuple[Need, ...] = _needs()
-
 
 def missing_extensions(lab: Lab, extensions: Collection[str]) -> list[str]:
     """Each part of the lab the daemon cannot serve, with the API extension it lacks."""
-    return [f"{part} need the API extension {extension}" for part, extension, used in NEEDS
+    return [f"{part} need the API extension {extension}" for part, extension, used in needs()
             if extension not in extensions and used(lab)]

@@ -423,9 +423,9 @@ containers:
 @pytest.mark.lxd
 @pytest.mark.parametrize("socket", [INCUS_SOCKET, "/var/lib/lxd/unix.socket"])
 def test_both_daemons_have_every_extension_a_lab_may_need(incus_ready, lxd_ready, socket):
-    from reconciler.daemon import NEEDS
+    from reconciler.daemon import needs
     have = Lxd(socket).daemon.extensions
-    assert {extension for _, extension, _ in NEEDS} <= have
+    assert {extension for _, extension, _ in needs()} <= have
 
 
 class IncusGuide(Guide):
