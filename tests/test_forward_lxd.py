@@ -9,11 +9,11 @@ not 127.0.0.1 and not a proxy's."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 
 from conftest import sh
+from test_guide_lab import until
 
 LISTEN = "10.203.117.250"
 LAB = """\
@@ -52,17 +52,19 @@ def applied(lab, text: str = LAB, *flags: str) -> str:
 
 def get(url: str, deadline: float = 15) -> str:
     """One answered GET, tried until the deadline (the container's httpd may still be starting)."""
-    end = time.monotonic() + deadline
-    while True:
+    answered: list[str] = []
+
+    def once() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=3) as answer:
-                body = answer.read(4096).decode()
-                print(f"host -> {url}: {body.strip()}")  # the record of traffic (pytest -s shows it)
-                return body
+                answered.append(answer.read(4096).decode())
+                return True
         except (urllib.error.URLError, OSError):
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.5)
+            return False
+
+    assert until(once, deadline, step=0.5), f"host -> {url}: no answer within {deadline}s"
+    print(f"host -> {url}: {answered[0].strip()}")  # the record of traffic (pytest -s shows it)
+    return answered[0]
 
 
 def unanswered(url: str) -> bool:

@@ -209,16 +209,19 @@ def either_lab(request, no_dirs):
 
 def served(port: int, path: str) -> str:
     """A GET through the lab's proxy device, retried for a bounded time (busybox httpd starts with it)."""
-    import time
-    deadline = time.monotonic() + 20
-    while True:
+    from test_guide_lab import until
+    answered: list[str] = []
+
+    def once() -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as answer:
-                return answer.read().decode()
+                answered.append(answer.read().decode())
+                return True
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+            return False
+
+    assert until(once, 20, step=0.3), f"http://127.0.0.1:{port}{path}: no answer within 20s"
+    return answered[0]
 
 
 @pytest.mark.lxd
