@@ -150,9 +150,10 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
                        " storage volume (its data)")
         p.add_argument("--allow-restart", action="store_true", help="apply even a plan that moves running"
                        " containers to another cluster member (each is stopped and started again)")
-        p.add_argument("--checkpoint", choices=("auto", "always", "never"), default="auto",
-                       help="take a checkpoint before applying: auto (the default) when the plan replaces, restarts,"
-                       " stops, moves or deletes anything or changes what is inside a container; always; never")
+        p.add_argument("--checkpoint", choices=("auto", "always", "never"), default="never",
+                       help="take a checkpoint before applying: auto when the plan replaces, restarts, stops, moves or"
+                       " deletes anything or changes what is inside a container; always; never (the default: on a dir"
+                       " pool a snapshot copies every root filesystem, which stalls the lab's traffic)")
         p.add_argument("--keep-checkpoints", type=_at_least(1), default=KEEP_CHECKPOINTS, metavar="N",
                        help=f"automatic checkpoints kept, the oldest pruned (default {KEEP_CHECKPOINTS}); one taken"
                        " by hand is never pruned")

@@ -219,11 +219,11 @@ def test_a_checkpoint_killed_midway_is_incomplete_until_taken_again(lab):
 def test_apply_takes_a_checkpoint_before_a_risky_plan_and_keeps_the_last_automatic_ones(lab):
     applied(lab, LAB)
     assert lab.run("checkpoint", "by-hand").code == 0
-    added = lab.run("apply", "--yes", "-f", str(lab.write(LAB + ADDED)))  # only adds: auto takes none
+    added = lab.run("apply", "--yes", "--checkpoint", "auto", "-f", str(lab.write(LAB + ADDED)))  # adds: none
     assert added.code == 0 and "Taking checkpoint" not in added.err, added.err
     restart = LAB.replace("    files:", '    config: {security.privileged: "false"}\n    files:', 1)
     lab.write(restart)
-    result = lab.run("apply", "--yes")
+    result = lab.run("apply", "--yes", "--checkpoint", "auto")
     assert result.code == 0, result.out + result.err
     auto = [c for c in checkpoints(lab) if c["auto"]]
     assert len(auto) == 1 and auto[0]["name"].startswith("auto-"), checkpoints(lab)
@@ -256,7 +256,7 @@ def test_a_failed_apply_names_the_checkpoint_to_roll_back_to(lab):
                          '/etc/kept.txt: {content: "changed\\n", check: [/bin/false, "{}"]}')
     assert broken != LAB
     lab.write(broken)
-    result = lab.run("apply", "--yes")
+    result = lab.run("apply", "--yes", "--checkpoint", "auto")
     assert result.code == 1, result.out + result.err
     [auto] = checkpoints(lab)
     assert f"`reconcile rollback {auto['name']}` puts it back" in result.err.splitlines()[-1]

@@ -179,7 +179,8 @@ def test_the_guides_lab_over_three_members_moves_back_and_rides_out_an_evacuatio
     (lab.dir / "lab.override.yaml").write_text(f'project:\n  config: {{{RUN_KEY}: "{os.getpid()}"}}\n')
 
     plan = ok(lab, "plan", what="plan from nothing (no project yet)")
-    assert plan.startswith(f"  + project.{lab.project} will be created"), plan
+    daemon, _, changes = plan.partition("\n")
+    assert daemon.startswith("Daemon: LXD ") and changes.startswith(f"  + project.{lab.project} will be created"), plan
     ok(lab, "apply", "--yes", what="apply from nothing (3 Debian containers on 3 members)")
     assert {n: m for n, (m, _) in placed(lab.project).items()} == {"web1": "lxdm1", "web2": "lxdm2", "proxyha": "lxdm3"}
     out = checked(lab, "reconcile check (12 requests)")

@@ -141,11 +141,12 @@ class Guide(LabDir):
 
 
 def restarted(guide: LabDir, *names: str, seconds: float = 120) -> None:
-    """`lxc restart`, then wait until LXD shows each one running again with a new init process. LXD 5.0's
-    client can exit 1 while the restart goes on (it lost the operation, "Operation not found"): the test goes
-    on only once the restart has visibly happened, whatever the client said."""
+    """`lxc restart --force` (a clean shutdown timed out on a loaded machine: "Failed shutting down instance"),
+    then wait until LXD shows each one running again with a new init process. LXD 5.0's client can exit 1
+    while the restart goes on (it lost the operation, "Operation not found"): the test goes on only once the
+    restart has visibly happened, whatever the client said."""
     before = {n: guide.instance(n, "/state").get("pid") for n in names}
-    done = sh("lxc", "--project", guide.project, "restart", *names, check=False)
+    done = sh("lxc", "--project", guide.project, "restart", "--force", *names, check=False)
     states: dict = {}
 
     def again() -> bool:

@@ -21,6 +21,10 @@ from reconciler.lxd import SOCKETS, Lxd, candidate_sockets
 from reconciler.plan import Plan, plan_from_json
 from reconciler.render import plan_text
 
+# Alone, after the parallel tests: Incus's bridge set-up lists the host's interfaces, and failed when an LXD
+# test's interface vanished meanwhile ("Failed to delete bridge children interfaces ... does not exist").
+pytestmark = pytest.mark.daemon_exclusive
+
 INCUS_SOCKET = "/var/lib/incus/unix.socket"
 INCUS_PREFIX = f"{PREFIX}i"  # of every Incus test project and network: rxi<run><n>
 

@@ -123,6 +123,16 @@ def test_the_example_overrides_load_onto_the_guide_s_lab_with_either_parser(each
         assert added(lab), name
 
 
+def test_every_example_lab_serialises_for_a_saved_plan_and_a_checkpoint(recwarn):
+    """The lab as validated goes into a saved plan's digest and a checkpoint's record: a condition under
+    `not:`/`all:` once failed to serialise (its tag was read off the model as if it were lab.yaml's data)."""
+    from reconciler.planfile import lab_model
+    for name in OVERRIDES:
+        lab, _ = load_lab(ROOT / "lab.yaml", {}, override=ROOT / "examples" / name)
+        assert lab_model(lab)["lab"] == lab.lab, name
+    assert not [w for w in recwarn if "serializ" in str(w.message)]
+
+
 # --- Merge keys --------------------------------------------------------------------------------------
 
 MERGED = """\

@@ -70,7 +70,7 @@ def test_plan_json_has_the_documented_shape(lab):
     assert [c["address"] for c in data["changes"]] == [f"network.{lab.tag}b", "profile.net", "instance.c1",
                                                         "instance.c2"]
     assert data["summary"]["create"] == 4 and set(data["changes"][0]) == {
-        "address", "actions", "reasons", "origin", "before", "after", "diff", "meta", "depends_on"}
+        "address", "actions", "reasons", "origin", "before", "after", "diff", "meta", "depends_on", "cost"}
     assert data["changes"][2]["actions"] == ["create"] and data["changes"][2]["meta"]["source"] == {
         "type": "image", "alias": "reconciler-tiny"}
 

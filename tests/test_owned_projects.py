@@ -234,11 +234,11 @@ def test_destroy_takes_the_labs_nic_out_of_the_default_profile_before_its_networ
         assert plan.code == 1 and "refusing to destroy without --yes" in plan.err, plan.err
         heads = [line for line in plan.out.splitlines() if line[:4].strip() in ("-", "~")]
         assert heads == [
-            f"  - project.{owned.project} will be deleted (destroy: lab {owned.tag!r} owns it)",
-            f"  - network.{owned.tag}b will be deleted (destroy: lab {owned.tag!r} owns it)",
+            f"  - project.{owned.project} will be deleted (destroy: lab {owned.tag!r} owns it) [cost: live]",
+            f"  - network.{owned.tag}b will be deleted (destroy: lab {owned.tag!r} owns it) [cost: live]",
             "  ~ profile.default will be updated in place (destroy: the lab's devices leave it; LXD never deletes a"
-            " default profile)",
-            f"  - instance.c1 will be deleted (destroy: lab {owned.tag!r} owns it)"], plan.out
+            " default profile) [cost: live]",
+            f"  - instance.c1 will be deleted (destroy: lab {owned.tag!r} owns it) [cost: recreate]"], plan.out
         assert f'      devices.eth0: {{"name": "eth0", "network": "{owned.tag}b", "type": "nic"}} -> (none)' in plan.out
         assert "devices.root" not in plan.out and "renamed_from" not in plan.out and "[your change]" not in plan.out
         assert "      it is RUNNING: its root filesystem is lost\n" in plan.out

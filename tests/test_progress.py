@@ -123,7 +123,7 @@ def test_a_plan_on_a_real_terminal_is_coloured_and_shows_no_escape_code_but_thos
     screen = run_in_tmux([sys.executable, "-m", "reconciler.cli", "plan", "-f", str(lab.file)], env)
     lines = screen.text.splitlines()
     assert screen.code == 0, screen.text
-    first = "  ~ file.c1:/etc/motd will be updated in place (differs: content) [changed outside lab.yaml]"
+    first = "  ~ file.c1:/etc/motd will be updated in place (differs: content) [changed outside lab.yaml] [cost: live]"
     assert lines[0].startswith("Daemon: LXD ") and lines[1] == first, screen.text
     assert [line for line in lines if "\\x" in line] == ["      -bye\\x1b[2J\\x1b]0;pwned\\x07"], screen.text
     assert "      +hello" in lines and lines[-1].startswith("Plan: 1 to update, and 1 unchanged.")  # the screen was never cleared

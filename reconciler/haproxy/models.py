@@ -87,6 +87,10 @@ MATCHERS = ("src", "host", "path", "path_prefix", "method", "header")
 
 
 def _when_kind(value: Any) -> str:
+    """The condition's tag: from lab.yaml's data when validating, from the model when serialising (a saved
+    plan's or a checkpoint's copy of the lab)."""
+    if isinstance(value, BaseModel):
+        return {"WhenAll": "all", "WhenAny": "any", "WhenNot": "not"}[type(value).__name__]
     return "name" if isinstance(value, str) else next(iter(value))
 
 
