@@ -48,10 +48,16 @@ def ask(run: Runner, proxy: str, socket: str, command: str) -> str:
     return out
 
 
+# How HAProxy says it obeyed `set server B/S addr`, which it answers even then: "IP changed from 'A' to
+# 'B' ...", or, when a moved container kept its address, "no need to change the addr, no need to change the
+# port by 'stats socket command'".
+OBEYED = ("changed from", "no need to change")
+
+
 def order(run: Runner, d: Drain, command: str) -> None:
-    """A command HAProxy answers with nothing when it obeys."""
+    """A command HAProxy answers with nothing when it obeys (or, setting an address, with OBEYED's words)."""
     answer = ask(run, d.proxy, d.socket, command).strip()
-    if answer:
+    if answer and not any(words in answer for words in OBEYED):
         raise run.step_error(f"HAProxy refused `{command}`: {answer}")
 
 

@@ -239,3 +239,25 @@ def test_a_weight_change_is_written_and_made_live_without_a_reload():
     assert kept.changes[1].actions == (Action.UPDATE,)
     moved = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one="", two="").replace(".11", ".13")))
     assert moved.runtime == {} and Action.RELOAD in moved.changes[1].actions
+
+
+def test_haproxys_answer_to_a_new_address_is_obeyed_and_an_error_is_not():
+    """`set server addr` is answered even when obeyed (a moved container that kept its address: "no need to
+    change"); any other answer is HAProxy refusing, in its own words."""
+    from types import SimpleNamespace
+
+    from reconciler.draining import order
+    from reconciler.plan import Drain
+
+    def run_answering(answer: str):
+        lxd = SimpleNamespace(execute=lambda container, argv: (0, answer, ""))
+        return SimpleNamespace(lxd=lxd, last_lines=lambda out, err: out, step_error=RuntimeError)
+
+    d = Drain("proxyha", "/run/haproxy/admin.sock", "subdomain1", "site2", 80, True, 10, 60)
+    command = "set server subdomain1/site2 addr 10.203.90.199 port 80"
+    for obeyed in ("", "no need to change the addr, no need to change the port by 'stats socket command'\n",
+                   "IP changed from '10.203.90.12' to '10.203.90.199', no need to change the port by 'stats socket"
+                   " command'\n"):
+        order(run_answering(obeyed), d, command)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="HAProxy refused .*: No such server."):
+        order(run_answering("No such server.\n"), d, command)  # type: ignore[arg-type]
