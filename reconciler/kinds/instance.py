@@ -315,4 +315,10 @@ def stop(run: Runner, name: str) -> None:
     try:
         run.lxd.set_state(name, "stop", timeout=STOP_TIMEOUT)
     except LxdError:
+        if _stopped(run, name):
+            return  # it stopped meanwhile, as asked (seen: killed for a lower limits.memory just applied)
         run.lxd.set_state(name, "stop", force=True)  # it did not shut down cleanly in time
+
+
+def _stopped(run: Runner, name: str) -> bool:
+    return run.lxd.get(KIND.value, name)[0].get("status") == "Stopped"
