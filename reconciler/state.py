@@ -95,6 +95,19 @@ def digest(body: Mapping[str, Any]) -> str:
 
 # --- Normalising what LXD returns -------------------------------------------------------
 
+def without_filled(have: Resource, want: Resource | None, filled: tuple[str, ...]) -> Resource:
+    """The live object without the config keys LXD fills in itself when they are not given (a bridge's
+    addresses, a dir pool's source), unless lab.yaml sets them: they are not drift."""
+    kept = want.body["config"] if want else {}
+    config = {k: v for k, v in have.body["config"].items() if k not in filled or k in kept}
+    return replace(have, body={**have.body, "config": config})
+
+
+def filled_back(raw: Mapping[str, Any], filled: tuple[str, ...], config: Mapping[str, str]) -> dict[str, str]:
+    """The keys LXD filled in that a PUT must send back (LXD refuses one that drops them), but those given."""
+    return {k: v for k, v in (raw.get("config") or {}).items() if k in filled and k not in config}
+
+
 def own_config(config: Mapping[str, Any]) -> dict[str, str]:
     """Config without LXD's keys and reconciler's tags, as strings."""
     return {k: str(v) for k, v in sorted(config.items())

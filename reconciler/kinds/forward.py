@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, forward, instance, network
-from ..errors import StaleState
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, own_config
 from .contract import Scope, Wanted
@@ -126,7 +125,5 @@ def _apply(run: Runner, change: Change, action: Action) -> None:
             "ports": list(want["ports"].values())}
     if action == Action.CREATE:
         return run.lxd.create(KIND.value, {"listen_address": listen, **body}, parent=net)
-    raw, etag = run.lxd.get(KIND.value, change.address.name)
-    if from_lxd(raw).body != change.before:
-        raise StaleState(f"{change.address} changed since the plan was made; run plan again")
+    _, etag = run.fresh(change)  # StaleState if it moved since the plan
     run.lxd.put(KIND.value, change.address.name, body, etag)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, acl, network
 from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Resource, acls_named, digest, own_config
+from ..state import APPLIED_KEY, OWNER_KEY, Resource, acls_named, digest, filled_back, own_config, without_filled
 from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
@@ -57,13 +57,7 @@ def parents(lab: Lab) -> set[str]:
 
 def comparable(have: Resource, want: Resource | None) -> Resource:
     """The live network without the keys LXD filled in itself, unless lab.yaml sets them."""
-    kept = want.body["config"] if want else {}
-    config = without_defaults(have.body["config"], kept)
-    return Resource(have.address, {**have.body, "config": config}, have.depends_on, have.owner, have.applied)
-
-
-def without_defaults(config: Mapping[str, str], kept: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in config.items() if k not in DEFAULTED_KEYS or k in kept}
+    return without_filled(have, want, DEFAULTED_KEYS)
 
 
 def apply(run: Runner, change: Change, action: Action) -> None:
@@ -81,5 +75,5 @@ def apply(run: Runner, change: Change, action: Action) -> None:
         return run.lxd.create("network", {"name": name, "type": want["type"],
                                           "description": want["description"], "config": config})
     raw, etag = run.fresh(change)
-    defaults = {k: v for k, v in (raw.get("config") or {}).items() if k in DEFAULTED_KEYS and k not in config}
+    defaults = filled_back(raw, DEFAULTED_KEYS, config)
     run.lxd.put("network", name, {"description": want["description"], "config": {**defaults, **config}}, etag)

@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind
-from ..errors import StaleState
 from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, own_config
+from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
 from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
@@ -63,10 +62,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
 
 def comparable(have: Resource, want: Resource | None) -> Resource:
     """The live pool without the keys LXD filled in itself, unless lab.yaml sets them."""
-    kept = want.body["config"] if want else {}
-    config = {k: v for k, v in have.body["config"].items() if k not in DEFAULTED_KEYS or k in kept}
-    return Resource(have.address, {**have.body, "config": config}, have.depends_on, have.owner, have.applied,
-                    have.meta)
+    return without_filled(have, want, DEFAULTED_KEYS)
 
 
 def apply(run: Runner, change: Change, action: Action) -> None:
@@ -80,10 +76,7 @@ def apply(run: Runner, change: Change, action: Action) -> None:
     if action in (Action.CREATE, Action.REPLACE):
         return run.lxd.create("pool", {"name": name, "driver": want["driver"], "description": want["description"],
                                        "config": config})
-    raw, etag = run.lxd.get("pool", name)
-    now = comparable(from_lxd(raw), Resource(change.address, want))
-    if now.body != change.before:
-        raise StaleState(f"{change.address} changed since the plan was made; run plan again")
+    raw, etag = run.fresh(change)  # StaleState if it moved since the plan
     # LXD refuses a PUT that drops the keys it filled in (the source cannot change): send them back.
-    filled = {k: v for k, v in (raw.get("config") or {}).items() if k in DEFAULTED_KEYS and k not in config}
+    filled = filled_back(raw, DEFAULTED_KEYS, config)
     run.lxd.put("pool", name, {"description": want["description"], "config": {**filled, **config}}, etag)

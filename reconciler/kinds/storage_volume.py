@@ -14,9 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind
-from ..errors import StaleState
 from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, own_config
+from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
 from .contract import Scope, Wanted
 from .storage_pool import pool
 
@@ -76,10 +75,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource | None:
 
 def comparable(have: Resource, want: Resource | None) -> Resource:
     """The live volume without the keys LXD copied from its pool, unless lab.yaml sets them."""
-    kept = want.body["config"] if want else {}
-    config = {k: v for k, v in have.body["config"].items() if k not in DEFAULTED_KEYS or k in kept}
-    return Resource(have.address, {**have.body, "config": config}, have.depends_on, have.owner, have.applied,
-                    have.meta)
+    return without_filled(have, want, DEFAULTED_KEYS)
 
 
 def device_deps(devices: Mapping[str, Mapping[str, str]], lab: Lab | None = None) -> tuple[Address, ...]:
@@ -122,14 +118,11 @@ def apply(run: Runner, change: Change, action: Action) -> None:
         body = {"name": name.partition("/")[2], "type": "custom", "content_type": want["content_type"],
                 "description": want["description"], "config": config}
         return run.lxd.create("volume", body, parent=want["pool"])
-    raw, etag = run.lxd.get("volume", name)
-    now = comparable(_read(raw, want["pool"]), Resource(change.address, want))
-    if now.body != change.before:
-        raise StaleState(f"{change.address} changed since the plan was made; run plan again")
-    shrunk = shrinks(now.body["config"].get("size"), want["config"].get("size"))
+    raw, etag = run.fresh(change)  # StaleState if it moved since the plan
+    shrunk = shrinks((change.before or {}).get("config", {}).get("size"), want["config"].get("size"))
     if shrunk:
         raise run.step_error(f"{change.address}: {shrunk}")
-    filled = {k: v for k, v in (raw.get("config") or {}).items() if k in DEFAULTED_KEYS and k not in config}
+    filled = filled_back(raw, DEFAULTED_KEYS, config)
     run.lxd.put("volume", name, {"description": want["description"], "config": {**filled, **config}}, etag)
 
 
@@ -153,9 +146,3 @@ def size_bytes(text: str | None) -> int | None:
     found = SIZE.fullmatch(text or "")
     return int(found.group(1)) * UNITS[found.group(2) or "B"] if found else None
 
-
-def _read(raw: Mapping[str, Any], parent: str) -> Resource:
-    found = from_lxd({**raw, "parent": parent})
-    if found is None:
-        raise StaleState("not a custom volume any more; run plan again")
-    return found
