@@ -99,7 +99,7 @@ BAD = [
     ("port-counts", '"7000-7002"', '"7000-7001"', "ports[1]: target_port '7000-7001' has 2 ports and listen_port"
      " '5000-5001,6000' 3: LXD wants as many, or one"),
     ("port-overlap", 'udp, listen_port: "5000-5001,6000", target_port: "7000-7002"', 'tcp, listen_port: "79-81"',
-     "forwards[\"10.203.117.250\"]: tcp port 80 is listed twice"),
+     "forwards[\"10.203.117.250\"].ports[1].listen_port: tcp port 80 is listed twice (also in ports[0])"),
     ("port-twice", '"5000-5001,6000", target_port: "7000-7002"', '"5000-5001,5001"', "udp port 5001 is listed twice"),
     ("no-target", "target: web1, description: HTTP", "description: HTTP",
      "ports[0]: a port needs its target (a container) or target_address"),
@@ -121,6 +121,23 @@ def test_what_lxd_would_refuse_is_one_problem_at_its_line(tmp_path, old, new, ex
     found = problems(tmp_path, LAB.replace(old, new, 1))
     assert any(expected in line for line in found), found
     assert all(line.startswith("lab.yaml:") for line in found), found
+
+
+def test_one_run_says_every_problem_of_a_forward_each_port_s_target_beside_its_bad_port(tmp_path):
+    """A port that fails (a bad port, a bad protocol) keeps its place: its target is still checked, and
+    two ports that failed never clash with each other as stand-ins."""
+    text = LAB.replace("listen_port: 80, target: web1", 'listen_port: "80-", target: web9').replace(
+        'protocol: udp, listen_port: "5000-5001,6000", target_port: "7000-7002", target_address: 10.203.117.11',
+        'protocol: sctp, listen_port: x, target: web8')
+    assert problems(tmp_path, text) == [
+        "lab.yaml:25:38: forwards[\"10.203.117.250\"].ports[0].listen_port: '80-' is not a port, LOW-HIGH, or a"
+        " comma-separated list of those (no spaces)",
+        "lab.yaml:25:53: forwards[\"10.203.117.250\"].ports[0].target: unknown container 'web9'; did you mean 'web2'?",
+        "lab.yaml:26:20: forwards[\"10.203.117.250\"].ports[1].protocol: Input should be 'tcp' or 'udp'",
+        "lab.yaml:26:39: forwards[\"10.203.117.250\"].ports[1].listen_port: 'x' is not a port, LOW-HIGH, or a"
+        " comma-separated list of those (no spaces)",
+        "lab.yaml:26:50: forwards[\"10.203.117.250\"].ports[1].target: unknown container 'web8'; did you mean 'web2'?",
+    ]
 
 
 def test_a_forward_on_an_existing_network_is_checked_against_what_lab_yaml_knows(tmp_path):

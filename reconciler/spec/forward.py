@@ -94,14 +94,3 @@ class Forward(Targeted):
     network: str = Field(description="the bridge it listens on (declared under networks: or existing.networks)")
     description: str = ""
     ports: list[ForwardPort] = []
-
-    @model_validator(mode="after")
-    def _distinct_ports(self) -> Forward:
-        for protocol in ("tcp", "udp"):
-            seen: set[int] = set()
-            for entry in (p for p in self.ports if p.protocol == protocol):
-                for port in port_numbers(entry.listen_port):
-                    if port in seen:
-                        raise ValueError(f"{protocol} port {port} is listed twice (LXD refuses overlaps)")
-                    seen.add(port)
-        return self

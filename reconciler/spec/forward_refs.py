@@ -7,7 +7,7 @@ import ipaddress
 import re
 
 from .declared import Declared, Found, suggest
-from .forward import LISTEN_ADDRESS, Forward, Targeted
+from .forward import LISTEN_ADDRESS, Forward, Targeted, port_numbers
 from .models import Lab, expanded_devices
 
 
@@ -43,6 +43,7 @@ def forward_problems(lab: Lab, declared: Declared) -> list[Found]:
     targets = Targets(lab)
     for listen, fwd in lab.forwards.items():
         where = ("forwards", listen)
+        out += _ports_listed_twice(declared, where, fwd)
         wrong = _network_problems(lab, declared, where, listen, fwd)
         out += wrong
         if any(f.path == where + ("network",) for f in wrong):
@@ -53,6 +54,25 @@ def forward_problems(lab: Lab, declared: Declared) -> list[Found]:
         out += [Found(where + ("ports", i), f"its target {default} is the forward's default target too, which"
                       " LXD refuses: drop the port (the default target gets every port) or the default")
                 for i, p in enumerate(fwd.ports) if default and targets.address(fwd.network, p) == default]
+    return out
+
+
+def _ports_listed_twice(declared: Declared, where: tuple, fwd: Forward) -> list[Found]:
+    """A port listed twice for one protocol (LXD refuses overlaps), said at the entry that repeats it.  Here,
+    not in the model, so that a port that failed pass 1 (its stand-in) clashes with nothing."""
+    out: list[Found] = []
+    first: dict[tuple[str, int], int] = {}
+    for i, entry in enumerate(fwd.ports):
+        path = where + ("ports", i, "listen_port")
+        if declared.failed.at(path) or declared.failed.at(where + ("ports", i, "protocol")):
+            continue
+        for port in port_numbers(entry.listen_port):
+            seen = first.setdefault((entry.protocol, port), i)
+            if seen != i or list(port_numbers(entry.listen_port)).count(port) > 1:
+                also = f"ports[{seen}]" if seen != i else "this entry"
+                out.append(Found(path, f"{entry.protocol} port {port} is listed twice (also in {also}): LXD"
+                                 " refuses overlaps"))
+                break
     return out
 
 

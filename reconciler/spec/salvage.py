@@ -44,7 +44,11 @@ STAND_INS: tuple[tuple[tuple, Any], ...] = (
     (("haproxy", "*", "frontends", "*", "routes", "*"), {"host": "invalid", "backend": "invalid"}),
     (("haproxy", "*", "backends", "*"), {}),
     (("haproxy", "*", "backends", "*", "servers", "*"), {"container": "invalid"}),
-    (("haproxy", "*", "conditions", "*"), {"method": "GET"})
+    (("haproxy", "*", "conditions", "*"), {"method": "GET"}),
+    # A forward's port keeps its place, so that its target is still checked (a port of its own, should
+    # it clash with another, fails the whole forward: no worse than leaving the port out).
+    (("forwards", "*", "ports", "*", "protocol"), "tcp"),
+    (("forwards", "*", "ports", "*", "listen_port"), "65535")
 )
 SALVAGE_ROUNDS = 8  # each round replaces what failed: a part, then what held it (nesting is shallow)
 
