@@ -21,6 +21,7 @@ from reconciler.adopt import choose, import_lab, named_parents
 from reconciler.kinds import INSIDE_KINDS, OBJECT_KINDS, object_kind
 from reconciler.kinds.contract import Wanted
 from reconciler.lxd import RawState
+from reconciler.source import SourceError
 from reconciler.spec import load_lab
 from reconciler.state import OWNER_KEY
 
@@ -159,3 +160,15 @@ def test_every_kind_says_what_it_imports():
         table = getattr(kind, "TABLE", "")
         assert set(part) <= {"existing", "adopt"} | ({table} if table else set()), kind
         assert set(part.get("adopt", {})) <= {table}
+
+
+def test_adopting_a_volume_or_forward_lab_yaml_does_not_declare_is_a_located_error(tmp_path):
+    path = tmp_path / "lab.yaml"
+    path.write_text(import_lab(raw_state(), ["web1"], "imp", "rximpjson").replace(
+        "  - site\n", "  - sight\n").replace("  - 10.203.241.250\n", "  - 10.203.241.251\n"))
+    with pytest.raises(SourceError) as err:
+        load_lab(path, {})
+    said = str(err.value)
+    assert "adopt.volumes[0]: 'sight' is not one of the lab's volumes; did you mean 'site'?" in said, said
+    assert "adopt.forwards[0]: '10.203.241.251' is not one of the lab's forwards" in said, said
+    assert str(path) in said
