@@ -694,7 +694,7 @@ def cmd_graph(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .adopt import ImportError_, import_lab
+    from .adopt import ImportError_, import_lab, named_parents
     from .spec import LAB_NAME
     name = args.lab or args.project
     if not re.fullmatch(LAB_NAME, name):
@@ -703,7 +703,9 @@ def cmd_import(args) -> int:
         raise Refused(f"{args.out} exists: import writes a new file, never over one")
     lxd = _connect(None, project=args.project)
     try:
-        text = import_lab(lxd.read(with_addresses=False), args.names, name, args.project)
+        top = lxd.read(with_addresses=False)  # first the containers, to know which pools and bridges to look in
+        text = import_lab(lxd.read(with_addresses=False, under=named_parents(top, args.names)), args.names, name,
+                          args.project)
     except ImportError_ as err:
         raise Refused(str(err)) from None
     if args.out:

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import disruption, placement
-from .address import Address, Kind, instance, network, profile
+from .address import Address, Kind, instance, network
 from .context import Context
 from .desired import desired_state, root_disk_problems
 from .diff import diff_states
 from .errors import LxdError
 from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, parse_facts, parse_record, record_path
 from .inside import container_facts, provisioning_of, record_key
-from .kinds import object_kind, tables
+from .kinds import OBJECT_KINDS, object_kind, tables
 from .kinds import project as project_kind
 from .live import Live, as_comparable, host_routes, live_from_raw, provisioned, recorded_files, users_of
 from .plan import Action, Change, Code, Origin, Plan, PlanError, Reason, make_plan
@@ -143,17 +143,24 @@ def needs_addresses(lab: Lab) -> bool:
 
 def _adoptions(lab: Lab, desired: LabState, live: Live) -> list[Change]:
     """Untagged objects lab.yaml's `adopt:` names, taken over as they are (tagging is the change)."""
-    names = [(network, lab.adopt.networks), (profile, lab.adopt.profiles), (instance, lab.adopt.containers)]
     out = []
-    for make, listed in names:
-        for name in listed:
-            addr = make(name)
-            if addr in live.untagged and addr in desired:
-                want = desired[addr]
-                found = _as_adopted(live.untagged[addr], want)
-                out.append(Change(addr, (Action.ADOPT,), (Reason(Code.ADOPT, "lab.yaml adopts it: it gets this lab's"
-                                  " tag"),), found.body, want.body, origin=Origin.LAB,
-                                  meta=want.meta, depends_on=want.depends_on))
+    for addr in _adopted_addresses(lab, desired):
+        if addr in live.untagged:
+            want = desired[addr]
+            found = _as_adopted(live.untagged[addr], want)
+            out.append(Change(addr, (Action.ADOPT,), (Reason(Code.ADOPT, "lab.yaml adopts it: it gets this lab's"
+                              " tag"),), found.body, want.body, origin=Origin.LAB,
+                              meta=want.meta, depends_on=want.depends_on))
+    return out
+
+
+def _adopted_addresses(lab: Lab, desired: LabState) -> list[Address]:
+    """The desired objects `adopt:` names, by each kind's table key (a nested kind's address is PARENT/KEY:
+    a volume's pool, a forward's network, which lab.yaml gives in the entry)."""
+    out = []
+    for kind in OBJECT_KINDS:
+        listed = set(getattr(lab.adopt, kind.TABLE, ()) if kind.TABLE else ())
+        out += [a for a in desired if a.kind == kind.KIND and a.name.rpartition("/")[2] in listed]
     return out
 
 

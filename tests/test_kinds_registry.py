@@ -47,7 +47,8 @@ def test_only_the_project_is_read_on_its_own():
     assert [m.KIND for m in OBJECT_KINDS if m.SCOPE == Scope.OWN] == [Kind.PROJECT]
 
 
-@pytest.mark.parametrize("part", ["RANK", "SHAPE", "ABSENT", "deletable", "from_lxd", "comparable", "TABLE", "apply"])
+@pytest.mark.parametrize("part", ["RANK", "SHAPE", "ABSENT", "deletable", "from_lxd", "comparable", "TABLE", "apply",
+                                  "imported"])
 def test_a_kind_module_that_lacks_a_part_fails_the_registry_check(monkeypatch, part):
     network = REGISTRY[Kind.NETWORK]
     monkeypatch.delattr(network, part)

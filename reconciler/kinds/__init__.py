@@ -29,7 +29,7 @@ def _check() -> dict[Kind, Kind_]:
     """Every Kind has exactly one module, every module its parts, and lab.yaml a table for each."""
     from ..spec import TABLES
     registry: dict[Kind, Kind_] = {}
-    parts = ("KIND", "RANK", "SHAPE", "REPLACE_FIELDS", "ABSENT", "deletable", "apply")
+    parts = ("KIND", "RANK", "SHAPE", "REPLACE_FIELDS", "ABSENT", "deletable", "apply", "imported")
     object_parts = parts + ("COLLECTION", "PARENT", "SCOPE", "TABLE", "NOUN", "API_EXTENSION", "DEEP_READ", "desired", "from_lxd",
                              "comparable", "parents")
     for module, needed in [(m, object_parts) for m in OBJECT_KINDS] + [(m, parts) for m in INSIDE_KINDS]:

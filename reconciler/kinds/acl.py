@@ -20,7 +20,9 @@ from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, own_config
 from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
     from ..spec import Lab
+    from .contract import Chosen
     from .runner import Runner
 
 KIND = Kind.ACL
@@ -118,3 +120,7 @@ def apply(run: Runner, change: Change, action: Action) -> None:
     if now.body != change.before:
         raise StaleState(f"{change.address} changed since the plan was made; run plan again")
     run.lxd.put("acl", name, body, etag)
+
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    return {}  # a network's ACLs are not imported (a network naming one is imported as it is)

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..state import OWNER_KEY, devices_of
+
 if TYPE_CHECKING:
     from ..address import Address, Kind
+    from ..lxd import RawState
     from ..plan import Action, Change
     from ..spec import Lab
     from ..state import Resource
@@ -39,6 +42,40 @@ class Wanted:
     live_profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> raw JSON
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """What `reconcile import` takes over: the containers asked for, and the profiles they use that no lab
+    owns (LXD's JSON of each).  Each kind's `imported` works out its own objects from these."""
+
+    instances: tuple[Mapping[str, Any], ...]
+    profiles: tuple[Mapping[str, Any], ...]
+
+    def devices(self) -> list[dict[str, dict[str, str]]]:
+        """The devices lab.yaml will declare: the containers' own and the imported profiles'."""
+        return [devices_of(o.get("devices")) for o in self.instances + self.profiles]
+
+    def declared_devices(self, instance: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+        """One container's devices as lab.yaml will expand them: its imported profiles in order, then its own."""
+        by_name = {p["name"]: p for p in self.profiles}
+        out: dict[str, dict[str, str]] = {}
+        for name in instance.get("profiles") or []:
+            out.update(devices_of((by_name.get(name) or {}).get("devices")))
+        return {**out, **devices_of(instance.get("devices"))}
+
+
+def importable(obj: Mapping[str, Any] | None, named: bool = True) -> bool:
+    """Exists, and no lab owns it; `named`: one called `default` stays LXD's too (a profile, a pool)."""
+    return obj is not None and OWNER_KEY not in (obj.get("config") or {}) and not (named and obj.get("name") == "default")
+
+
+def imported_part(table: str, owned: Mapping[str, Any], existing: list[str]) -> dict[str, Any]:
+    """A kind's part of an imported lab.yaml: what it owns, declared and adopted; what it only uses, existing."""
+    part: dict[str, Any] = {"existing": {table: existing}} if existing else {}
+    if owned:
+        part.update({"adopt": {table: list(owned)}, table: dict(owned)})
+    return part
+
+
 class Kind_(Protocol):
     """What every kind declares."""
 
@@ -53,6 +90,13 @@ class Kind_(Protocol):
         ...
 
     def apply(self, run: Runner, change: Change, action: Action) -> Any: ...
+
+    def imported(self, raw: RawState, chosen: Chosen) -> dict[str, Any]:
+        """`reconcile import`: the part of lab.yaml that declares this kind's objects for the chosen
+        containers, as they are: {TABLE: {...}, "adopt": {TABLE: [...]}, "existing": {...}}.  An object no
+        lab owns is declared and adopted; one another lab owns (or LXD's `default`) goes under existing:,
+        never taken over.  {} when there is nothing to import."""
+        ...
 
 
 class ObjectKind(Kind_, Protocol):

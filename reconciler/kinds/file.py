@@ -17,7 +17,9 @@ from ..plan import Action, Change
 from ..state import Body, Resource
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
     from ..provision import FileSpec
+    from .contract import Chosen
     from .runner import Runner
 
 KIND = Kind.FILE
@@ -166,3 +168,7 @@ def delete(run: Runner, container: str, path: str, kind: str) -> bool:
     else:
         run.exec(container, ["rm", "-f", "--", path], f"removing {path}")
     return True
+
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    return {}  # what runs inside a container is not read by import

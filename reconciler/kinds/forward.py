@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, forward, instance, network
 from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, own_config
-from .contract import Scope, Wanted
+from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, own_config, referenced_networks
+from .contract import Chosen, Scope, Wanted, importable, imported_part
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
     from ..spec import Lab
     from ..spec.forward import Forward, ForwardPort
     from .runner import Runner
@@ -120,6 +121,12 @@ def _apply(run: Runner, change: Change, action: Action) -> None:
     if action == Action.DELETE:
         return run.lxd.delete(KIND.value, change.address.name)
     want = change.after or {}
+    if action == Action.ADOPT:  # tagged as it is
+        raw, etag = run.fresh(change)
+        tags = {OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+        return run.lxd.put(KIND.value, change.address.name, {
+            "description": raw.get("description", ""), "config": {**(raw.get("config") or {}), **tags},
+            "ports": raw.get("ports") or []}, etag)
     body = {"description": want["description"],
             "config": {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)},
             "ports": list(want["ports"].values())}
@@ -127,3 +134,59 @@ def _apply(run: Runner, change: Change, action: Action) -> None:
         return run.lxd.create(KIND.value, {"listen_address": listen, **body}, parent=net)
     _, etag = run.fresh(change)  # StaleState if it moved since the plan
     run.lxd.put(KIND.value, change.address.name, body, etag)
+
+
+# --- imported ---------------------------------------------------------------------------------
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    """The forwards no lab owns on the chosen containers' networks whose every target is a chosen
+    container's fixed address there (its NIC's ipv4.address): declared with `target: NAME`.  One that
+    leads elsewhere, or has keys lab.yaml cannot say, is not the lab's to import."""
+    networks = {n for devices in chosen.devices() for n in referenced_networks(devices)}
+    owned: dict[str, dict[str, Any]] = {}
+    for fwd in sorted(raw.of(KIND), key=lambda f: (f["parent"], f["listen_address"])):
+        if fwd["parent"] in networks and importable(fwd) and fwd["listen_address"] not in owned:
+            declared = _declared(fwd, _fixed_addresses(chosen, fwd["parent"]))
+            if declared is not None:
+                owned[fwd["listen_address"]] = declared
+    return imported_part(TABLE, owned, [])
+
+
+def _fixed_addresses(chosen: Chosen, network_name: str) -> dict[str, str]:
+    """Address -> container, for the chosen containers with a fixed address on the network (the first NIC
+    there, as lab.yaml resolves a target)."""
+    out: dict[str, str] = {}
+    for inst in chosen.instances:
+        nics = [d for d in chosen.declared_devices(inst).values() if d.get("type") == "nic"
+                and d.get("network") == network_name]
+        if nics and nics[0].get("ipv4.address"):
+            out.setdefault(nics[0]["ipv4.address"], inst["name"])
+    return out
+
+
+def _declared(raw: Mapping[str, Any], containers: Mapping[str, str]) -> dict[str, Any] | None:
+    config = own_config(raw.get("config") or {})
+    if set(config) - {DEFAULT_TARGET}:
+        return None  # keys lab.yaml has no place for
+    out: dict[str, Any] = {"network": raw["parent"]}
+    if raw.get("description"):
+        out["description"] = raw["description"]
+    if config.get(DEFAULT_TARGET):
+        if config[DEFAULT_TARGET] not in containers:
+            return None
+        out["target"] = containers[config[DEFAULT_TARGET]]
+    ports = [_declared_port(p, containers) for p in raw.get("ports") or []]
+    if None in ports or not (ports or "target" in out):
+        return None  # a port to elsewhere, or a forward that leads nowhere
+    if ports:
+        out["ports"] = ports
+    return out
+
+
+def _declared_port(port: Mapping[str, Any], containers: Mapping[str, str]) -> dict[str, str] | None:
+    target = containers.get(port.get("target_address", ""))
+    if target is None:
+        return None
+    out = {"protocol": port["protocol"], "listen_port": str(port["listen_port"]), "target": target}
+    out.update({k: str(port[k]) for k in ("target_port", "description") if port.get(k)})
+    return out

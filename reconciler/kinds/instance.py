@@ -33,9 +33,10 @@ from ..state import (
     referenced_networks,
 )
 from . import storage_volume
-from .contract import Scope, Wanted
+from .contract import Chosen, Scope, Wanted, imported_part
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
     from ..spec import Container, Lab
     from .runner import Runner
 
@@ -322,3 +323,33 @@ def stop(run: Runner, name: str) -> None:
 
 def _stopped(run: Runner, name: str) -> bool:
     return run.lxd.get(KIND.value, name)[0].get("status") == "Stopped"
+
+
+# --- imported ---------------------------------------------------------------------------------
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    """The chosen containers, as they are (import refused beforehand any that a lab owns)."""
+    return imported_part(TABLE, {i["name"]: _declared(i, raw.images) for i in chosen.instances}, [])
+
+
+def _declared(raw: Mapping[str, Any], images: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {"image": _image(raw, images)}
+    if raw.get("type", "container") != "container":
+        out["type"] = raw["type"]
+    if raw.get("description"):
+        out["description"] = raw["description"]
+    out["profiles"] = list(raw.get("profiles") or [])
+    for key, value in (("config", own_config(raw.get("config") or {})), ("devices", devices_of(raw.get("devices")))):
+        if value:
+            out[key] = value
+    out["state"] = "running" if raw.get("status") == "Running" else "stopped"
+    return out
+
+
+def _image(raw: Mapping[str, Any], images: list[dict]) -> str:
+    """The alias of the image it was made from, else that image's fingerprint."""
+    fingerprint = (raw.get("config") or {}).get("volatile.base_image", "")
+    for image in images:
+        if image["fingerprint"] == fingerprint and image.get("aliases"):
+            return str(image["aliases"][0]["name"])
+    return fingerprint[:16] or "unknown"

@@ -7,10 +7,21 @@ from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, acl, network
 from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Resource, acls_named, digest, filled_back, own_config, without_filled
-from .contract import Scope, Wanted
+from ..state import (
+    APPLIED_KEY,
+    OWNER_KEY,
+    Resource,
+    acls_named,
+    digest,
+    filled_back,
+    own_config,
+    referenced_networks,
+    without_filled,
+)
+from .contract import Chosen, Scope, Wanted, importable, imported_part
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
     from ..spec import Lab
     from .runner import Runner
 
@@ -77,3 +88,22 @@ def apply(run: Runner, change: Change, action: Action) -> None:
     raw, etag = run.fresh(change)
     defaults = filled_back(raw, DEFAULTED_KEYS, config)
     run.lxd.put("network", name, {"description": want["description"], "config": {**defaults, **config}}, etag)
+
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    """The managed networks the chosen containers' NICs (and their imported profiles') name; the others
+    they name (another lab's, a host bridge) under existing."""
+    managed = {n["name"]: n for n in raw.networks if n.get("managed")}
+    used = sorted({n for devices in chosen.devices() for n in referenced_networks(devices)})
+    owned = {n: _declared(managed[n]) for n in used if importable(managed.get(n))}
+    return imported_part(TABLE, owned, [n for n in used if n not in owned])
+
+
+def _declared(raw: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": raw.get("type", "bridge")}
+    if raw.get("description"):
+        out["description"] = raw["description"]
+    config = own_config(raw.get("config") or {})
+    if config:
+        out["config"] = config
+    return out

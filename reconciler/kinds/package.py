@@ -6,7 +6,7 @@ surprise more than it helps.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, instance, package
 from ..facts import Facts
@@ -14,6 +14,8 @@ from ..plan import Action, Change
 from ..state import Resource
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
+    from .contract import Chosen
     from .runner import Runner
 
 KIND = Kind.PACKAGE
@@ -59,3 +61,7 @@ def apply(run: Runner, change: Change, action: Action) -> bool:
     run.exec(container, install_argv(manager, [name]), f"installing {name}")
     run.facts(container, fresh=True)  # a package may add the users and groups files need
     return True
+
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    return {}  # what runs inside a container is not read by import

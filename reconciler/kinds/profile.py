@@ -9,9 +9,10 @@ from ..address import Address, Kind, acl, network, profile
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, nic_acls, own_config, referenced_networks
 from . import storage_volume
-from .contract import Scope, Wanted
+from .contract import Chosen, Scope, Wanted, imported_part
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
     from ..spec import Lab
     from .runner import Runner
 
@@ -81,3 +82,23 @@ def apply(run: Runner, change: Change, action: Action) -> None:
                                              "config": {**(raw.get("config") or {}), **tags}}, etag)
     _, etag = run.fresh(change)
     run.lxd.put("profile", name, body, etag)
+
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    """The chosen containers' profiles that no lab owns, as they are; the others (`default`, another
+    lab's) under existing, written even when empty (unwritten, it would mean [default])."""
+    used = sorted({p for i in chosen.instances for p in i.get("profiles") or []})
+    owned = {p["name"]: _declared(p) for p in sorted(chosen.profiles, key=lambda p: p["name"])}
+    part = imported_part(TABLE, owned, [p for p in used if p not in owned])
+    part.setdefault("existing", {}).setdefault(TABLE, [])
+    return part
+
+
+def _declared(raw: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if raw.get("description"):
+        out["description"] = raw["description"]
+    for key, value in (("config", own_config(raw.get("config") or {})), ("devices", devices_of(raw.get("devices")))):
+        if value:
+            out[key] = value
+    return out

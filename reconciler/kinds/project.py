@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..live import Live
     from ..lxd import Lxd, RawState
     from ..spec import Lab, OwnedProject
+    from .contract import Chosen
     from .runner import Runner
 
 KIND = Kind.PROJECT
@@ -164,3 +165,7 @@ def apply(run: Runner, change: Change, action: Action) -> None:
         return run.lxd.create("project", {"name": name, "description": want["description"], "config": config})
     _, etag = run.fresh(change)  # features change only while the project is empty: LXD says so
     run.lxd.put("project", name, {"description": want["description"], "config": config}, etag)
+
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    return {}  # the project is lab.yaml's lxd.project: import names it, never owns it

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, file, service
 from ..facts import Facts
@@ -17,7 +17,9 @@ from ..plan import Action, Change, Code, Origin, Reason
 from ..state import Body, LabState, Meta, Resource
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
     from ..provision import ServiceSpec
+    from .contract import Chosen
     from .runner import Runner
 
 KIND = Kind.SERVICE
@@ -141,3 +143,7 @@ def wait_for_ports(run: Runner, container: str, name: str, ports: list[int]) -> 
             raise run.step_error(f"{name} does not hold port(s) {', '.join(map(str, ports))} after"
                                  f" {PORT_TIMEOUT:.0f}s; its log:\n  " + "\n  ".join(log_of(run, container, name)))
         time.sleep(0.5)
+
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    return {}  # what runs inside a container is not read by import

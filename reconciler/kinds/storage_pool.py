@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 from ..address import Address, Kind
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
-from .contract import Scope, Wanted
+from .contract import Chosen, Scope, Wanted, importable, imported_part
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
     from ..spec import Lab
     from .runner import Runner
 
@@ -73,6 +74,11 @@ def apply(run: Runner, change: Change, action: Action) -> None:
             return None
     want = change.after or {}
     config = {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+    if action == Action.ADOPT:  # tagged as it is
+        raw, etag = run.fresh(change)
+        tags = {OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+        return run.lxd.put("pool", name, {"description": raw.get("description", ""),
+                                          "config": {**(raw.get("config") or {}), **tags}}, etag)
     if action in (Action.CREATE, Action.REPLACE):
         return run.lxd.create("pool", {"name": name, "driver": want["driver"], "description": want["description"],
                                        "config": config})
@@ -80,3 +86,28 @@ def apply(run: Runner, change: Change, action: Action) -> None:
     # LXD refuses a PUT that drops the keys it filled in (the source cannot change): send them back.
     filled = filled_back(raw, DEFAULTED_KEYS, config)
     run.lxd.put("pool", name, {"description": want["description"], "config": {**filled, **config}}, etag)
+
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    """The pools the chosen containers' disks name (their volumes' pools among them) that no lab owns,
+    on a driver lab.yaml knows; the others (`default`, another lab's) under existing."""
+    from typing import get_args
+
+    from ..spec.models import StoragePool
+    drivers = get_args(StoragePool.model_fields["driver"].annotation)
+    found = {p["name"]: p for p in raw.of(KIND)}
+    used = sorted({d["pool"] for devices in chosen.devices() for d in devices.values()
+                   if d.get("type") == "disk" and d.get("pool")})
+    owned = {n: _declared(found[n]) for n in used if importable(found.get(n)) and found[n].get("driver") in drivers}
+    existing = [n for n in used if n not in owned]
+    return imported_part(TABLE, owned, sorted({"default", *existing}) if existing else [])  # written, it replaces [default]
+
+
+def _declared(raw: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"driver": raw.get("driver", "")}
+    if raw.get("description"):
+        out["description"] = raw["description"]
+    config = own_config(raw.get("config") or {})
+    if config:
+        out["config"] = config
+    return out

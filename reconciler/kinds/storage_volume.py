@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from ..address import Address, Kind
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
-from .contract import Scope, Wanted
+from .contract import Chosen, Scope, Wanted, importable, imported_part
 from .storage_pool import pool
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
     from ..spec import Lab
     from .runner import Runner
 
@@ -114,6 +115,11 @@ def apply(run: Runner, change: Change, action: Action) -> None:
             return None
     want = change.after or {}
     config = {**want["config"], OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+    if action == Action.ADOPT:  # tagged as it is
+        raw, etag = run.fresh(change)
+        tags = {OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
+        return run.lxd.put("volume", name, {"description": raw.get("description", ""),
+                                            "config": {**(raw.get("config") or {}), **tags}}, etag)
     if action in (Action.CREATE, Action.REPLACE):
         body = {"name": name.partition("/")[2], "type": "custom", "content_type": want["content_type"],
                 "description": want["description"], "config": config}
@@ -146,3 +152,28 @@ def size_bytes(text: str | None) -> int | None:
     found = SIZE.fullmatch(text or "")
     return int(found.group(1)) * UNITS[found.group(2) or "B"] if found else None
 
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    """The custom volumes the chosen containers' disks mount (`pool` and `source`) that no lab owns; the
+    others (another lab's, one not found, a second one of a name the lab has: lab.yaml keeps one volume a
+    name) under existing, as POOL/NAME."""
+    found = {(v["parent"], v["name"]): v for v in raw.of(KIND) if v.get("type", "custom") == "custom"}
+    used = sorted({(d["pool"], d["source"]) for devices in chosen.devices() for d in devices.values()
+                   if d.get("type") == "disk" and d.get("pool") and d.get("source")})
+    owned: dict[str, dict[str, Any]] = {}
+    for key in used:
+        if importable(found.get(key), named=False) and key[1] not in owned:
+            owned[key[1]] = _declared(found[key])
+    return imported_part(TABLE, owned, [f"{p}/{n}" for p, n in used if owned.get(n, {}).get("pool") != p])
+
+
+def _declared(raw: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"pool": raw["parent"]}
+    if raw.get("description"):
+        out["description"] = raw["description"]
+    if raw.get("content_type", "filesystem") != "filesystem":
+        out["content_type"] = raw["content_type"]
+    config = own_config(raw.get("config") or {})
+    if config:
+        out["config"] = config
+    return out

@@ -293,8 +293,11 @@ class Adopt(Strict):
     `reconcile import` writes): plan shows them as adoptions, apply tags them."""
 
     networks: list[NetworkRef] = []
+    storage_pools: list[PoolRef] = []
+    volumes: list[Annotated[str, values.Matching(VOLUME_NAME, "a volume name")]] = []
     profiles: list[ProfileRef] = []
     containers: list[Annotated[str, values.Matching(INSTANCE_NAME, "a container name")]] = []
+    forwards: list[Annotated[str, values.Matching(LISTEN_ADDRESS, "a forward's listen address")]] = []
 
 
 class Lab(Strict):

@@ -191,8 +191,8 @@ def _network_refs(lab: Lab, declared: Declared) -> list[Found]:
 def _adopt_refs(lab: Lab, declared: Declared) -> list[Found]:
     """What the lab adopts, it declares (adopting means taking over as lab.yaml describes it)."""
     out = []
-    for table, names in (("networks", declared.networks), ("profiles", declared.profiles),
-                         ("containers", declared.containers)):
+    for table in type(lab.adopt).model_fields:  # one list per table: the names are that table's keys
+        names = declared.of(table)
         for i, name in enumerate(getattr(lab.adopt, table)):
             if names is not None and name not in names:
                 out.append(Found(("adopt", table, i), f"{name!r} is not one of the lab's {table}{suggest(name, names)}"
