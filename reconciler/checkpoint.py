@@ -106,7 +106,8 @@ class Checkpoint:
     def holds(self) -> str:
         counts = [f"{len(self.instances)} container{'s' * (len(self.instances) != 1)}"]
         counts += [f"{len(self.volumes)} volume{'s' * (len(self.volumes) != 1)} snapshotted"] if self.volumes else []
-        counts += [f"{len(v)} {k}{'s' * (len(v) != 1)}" for k, v in self.objects.items() if v]
+        counts += [f"{len(v)} {k}{'s' * (len(v) != 1)}" for k, v in sorted(self.objects.items(), key=_plan_order)
+                   if v]
         return ", ".join(counts)
 
     def summary(self) -> dict[str, Any]:
@@ -137,6 +138,12 @@ class Checkpoint:
                    config.get(DIGEST_KEY, ""), config.get(FINGERPRINT_KEY, ""), config.get(AUTO_KEY) == "true",
                    config.get(COMPLETE_KEY) == "true", data.get("instances") or {}, data.get("objects") or {},
                    data.get("lab"), data.get("volumes") or [])
+
+
+def _plan_order(item: tuple[str, Any]) -> tuple[int, str]:
+    """A recorded kind's place in plan order (a kind an older or newer version recorded: last)."""
+    known = {k.KIND.value: k.RANK for k in recorded_kinds()}
+    return known.get(item[0], 1000), item[0]
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -419,8 +426,11 @@ def _containers_back(lxd: Lxd, cp: Checkpoint, instances: dict[str, dict], steps
 
 def _made_since(cp: Checkpoint, objects: dict[Kind, dict[str, dict]], force: bool, steps: list[Step],
                 refused: list[str]) -> None:
-    """What the lab made after the checkpoint, deleted in reverse plan order; a volume only with `force`."""
+    """What the lab made after the checkpoint, deleted in reverse plan order; a volume only with `force`. A kind
+    the checkpoint did not record (taken by an older version) is left alone: its objects are not new."""
     for kind in reversed(recorded_kinds()):
+        if kind.KIND.value not in cp.objects:
+            continue
         for name in sorted(set(objects[kind.KIND]) - set(cp.objects.get(kind.KIND.value) or {})):
             if kind.KIND == Kind.PROFILE and name == "default":
                 continue

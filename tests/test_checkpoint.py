@@ -343,6 +343,29 @@ def test_rollback_restores_volumes_and_puts_back_a_forward_changed_by_hand(lab):
     assert no_changes(lab)
 
 
+@pytest.mark.usefixtures("store")
+def test_a_checkpoint_that_recorded_fewer_kinds_leaves_the_others_alone(lab):
+    """A record taken before pools, volumes and forwards were recorded: rollback neither deletes the lab's
+    pool, volumes and forward as made since, nor restores volumes it has no snapshot of."""
+    from reconciler.checkpoint import Checkpoint, record_name
+    applied(lab, VOLUME_LAB)
+    assert lab.run("checkpoint", "older").code == 0
+    place = Lxd(None, lab.project)
+    raw, etag = place.get("profile", record_name(lab.tag, "older"))
+    cp = Checkpoint.of(raw["config"])
+    cp.objects = {k: v for k, v in cp.objects.items() if k in ("acl", "network", "profile")}
+    cp.volumes = []
+    place.put("profile", record_name(lab.tag, "older"), {**raw, "config": cp.config()}, etag)
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /data/after.txt")
+
+    result = lab.run("rollback", "older", "--yes", "--force")
+    assert result.code == 0, result.out + result.err
+    assert "volume." not in result.out and "forward." not in result.out and "pool." not in result.out, result.out
+    assert lab.lxc("exec", "c1", "--", "cat", "/data/after.txt") == "after\n"  # no snapshot of it: left as it is
+    lab.write(VOLUME_LAB)
+    assert no_changes(lab)
+
+
 def test_retention_from_lab_yaml_prunes_the_oldest_automatic_checkpoint_and_keeps_a_manual_one(lab):
     kept = LAB.replace("lxd: {project: @PROJECT@}\n", "lxd: {project: @PROJECT@}\ncheckpoints: {keep: 1}\n")
     applied(lab, kept)
@@ -397,6 +420,10 @@ def test_a_record_reads_back_as_written_and_is_bounded():
                     {"c1": "running"}, {"profile": {"p": {"config": {"user.x": "1"}}}}, {"lab": "lab1"})
     assert Checkpoint.of(cp.config()) == cp
     assert cp.holds() == "1 container, 1 profile"
+    kinds = {"volume": {"p/v": {}}, "forward": {"n/10.0.0.1": {}}, "network": {"n": {}}, "pool": {"p": {}}, "acl": {}}
+    held = Checkpoint("two", "lab1", "", "", "", False, True, {"c1": "running"}, kinds, None, ["p/v"])
+    assert Checkpoint.of(held.config()) == held
+    assert held.holds() == "1 container, 1 volume snapshotted, 1 network, 1 pool, 1 volume, 1 forward"  # plan order
     digests = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(MAX_DATA // 32))  # incompressible
     with pytest.raises(CheckpointError, match="over the 262144 kept in one LXD profile key"):
         Checkpoint("big", "lab1", "", "", "", False, True, {}, {}, digests).config()
