@@ -5,9 +5,12 @@ profile `reconciler-checkpoint-LAB.NAME` (lab names have no '.', so no two labs'
 name; lab.yaml may not declare profiles with that prefix), kept where the lab's lock is (the lab's
 project, or the default one when the lab owns its project). Its `user.reconciler.checkpoint*` keys
 hold the lab's name (the tag), when, the digest of lab.yaml and the plan's fingerprint, and, as
-zlib-compressed JSON in base64, the writable configuration of every network, profile and ACL the
-lab owns, each container's state, and lab.yaml as validated (secrets left out, as a saved plan's
-digest leaves them). Any checkout that reaches the daemon reads it: nothing is on the local disk.
+zlib-compressed JSON in base64, the configuration of every object the lab owns of every kind of the
+registry (kinds/__init__.py) but its project and its containers (pools, volumes, networks, profiles,
+ACLs, forwards: a new kind is recorded without a change here), each container's state, the custom
+volumes snapshotted, and lab.yaml as validated (secrets left out, as a saved plan's digest leaves them).
+Custom volumes the lab owns are snapshotted (`rc-NAME`) as the containers are. Any checkout that
+reaches the daemon reads it: nothing is on the local disk.
 The record is not the lab's (no `user.reconciler.lab`), so plan never deletes it.
 
 The record is written first, marked incomplete, then the snapshots are taken: a snapshot named
@@ -26,14 +29,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .address import Kind
-from .errors import LxdNotFound
+from .address import Address, Kind
+from .errors import LxdError, LxdNotFound
+from .kinds import OBJECT_KINDS, object_kind
+from .kinds.contract import ObjectKind, Scope
+from .kinds.storage_volume import DATA_LOST, device_deps
 from .live import live_from_raw
 from .plan import Action, Plan
 from .spec import CHECKPOINT_PREFIX
 
 if TYPE_CHECKING:
-    from .lxd import Lxd
+    from .lxd import Lxd, Nested
 
 PREFIX = CHECKPOINT_PREFIX  # lab.yaml cannot declare profiles with such names
 SNAPSHOT_PREFIX = "rc-"
@@ -43,12 +49,21 @@ NAME_KEY, CREATED_KEY, DIGEST_KEY, FINGERPRINT_KEY, AUTO_KEY, COMPLETE_KEY, DATA
 NAME = r"[a-z0-9][a-z0-9-]{0,39}"
 PARALLEL = 4  # containers snapshotted or restored at once, as apply's default parallelism
 MAX_DATA = 256 * 1024  # encoded bytes of one record: every plan's GET of the profiles carries it
-# What rollback puts back of each object kind (what LXD's PUT takes), in dependency order.
-WRITABLE: dict[Kind, tuple[str, ...]] = {
-    Kind.ACL: ("description", "ingress", "egress", "config"),
-    Kind.NETWORK: ("description", "config"),
-    Kind.PROFILE: ("description", "config", "devices"),
-}
+# Fields LXD reports that are not an object's configuration: what uses it, where and how it runs now.
+NOT_CONFIG = ("used_by", "status", "locations", "location", "managed", "project", "created_at", "etag")
+VOLATILE = "volatile."  # config keys LXD keeps for itself (a volume's idmap): never recorded, never put back
+# Rollback's phases, in order: objects before the containers (by plan order), running containers that mount
+# a volume to restore stopped (LXD 5.0 refuses "Cannot restore custom volume used by running instances"),
+# volumes restored, each container restored and set to its state (in parallel), objects after the
+# containers (forwards), then what the lab made since deleted (in reverse plan order).
+BEFORE, STOPS, VOLUMES, CONTAINERS, AFTER, DELETES = range(6)
+
+
+def recorded_kinds() -> list[ObjectKind]:
+    """Every object kind of the registry but the project (it holds the record) and the containers (they are
+    snapshotted), in plan order."""
+    return sorted((k for k in OBJECT_KINDS if k.SCOPE != Scope.OWN and k.KIND != Kind.INSTANCE),
+                  key=lambda k: k.RANK)
 
 
 class CheckpointError(Exception):
@@ -86,10 +101,13 @@ class Checkpoint:
     instances: dict[str, str] = field(default_factory=dict)  # container -> "running" | "stopped"
     objects: dict[str, dict[str, dict]] = field(default_factory=dict)  # kind -> name -> writable body
     lab_model: Any = None  # lab.yaml as validated, secrets left out
+    volumes: list[str] = field(default_factory=list)  # POOL/NAME of each custom volume snapshotted
 
     def holds(self) -> str:
         counts = [f"{len(self.instances)} container{'s' * (len(self.instances) != 1)}"]
-        counts += [f"{len(v)} {k}{'s' * (len(v) != 1)}" for k, v in self.objects.items() if v]
+        counts += [f"{len(self.volumes)} volume{'s' * (len(self.volumes) != 1)} snapshotted"] if self.volumes else []
+        counts += [f"{len(v)} {k}{'s' * (len(v) != 1)}" for k, v in sorted(self.objects.items(), key=_plan_order)
+                   if v]
         return ", ".join(counts)
 
     def summary(self) -> dict[str, Any]:
@@ -97,10 +115,11 @@ class Checkpoint:
                 "fingerprint": self.fingerprint, "auto": self.auto, "complete": self.complete,
                 "containers": {c: {"state": s, "snapshot": snapshot_name(self.name)}
                                for c, s in sorted(self.instances.items())},
+                "volumes": {v: {"snapshot": snapshot_name(self.name)} for v in self.volumes},
                 "objects": {k: sorted(v) for k, v in self.objects.items()}}
 
     def config(self) -> dict[str, str]:
-        data = {"instances": self.instances, "objects": self.objects, "lab": self.lab_model}
+        data = {"instances": self.instances, "objects": self.objects, "lab": self.lab_model, "volumes": self.volumes}
         encoded = base64.b64encode(zlib.compress(json.dumps(data, sort_keys=True).encode(), 9)).decode()
         if len(encoded) > MAX_DATA:
             raise CheckpointError(f"checkpoint {self.name!r}: its record would be {len(encoded)} bytes, over the"
@@ -118,7 +137,13 @@ class Checkpoint:
         return cls(config.get(NAME_KEY, "?"), config.get(TAG, "?"), config.get(CREATED_KEY, "?"),
                    config.get(DIGEST_KEY, ""), config.get(FINGERPRINT_KEY, ""), config.get(AUTO_KEY) == "true",
                    config.get(COMPLETE_KEY) == "true", data.get("instances") or {}, data.get("objects") or {},
-                   data.get("lab"))
+                   data.get("lab"), data.get("volumes") or [])
+
+
+def _plan_order(item: tuple[str, Any]) -> tuple[int, str]:
+    """A recorded kind's place in plan order (a kind an older or newer version recorded: last)."""
+    known = {k.KIND.value: k.RANK for k in recorded_kinds()}
+    return known.get(item[0], 1000), item[0]
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -142,22 +167,33 @@ def find(place: Lxd, lab: str, name: str) -> Checkpoint:
     return Checkpoint.of(config)
 
 
-def owned_now(lxd: Lxd, lab: str) -> tuple[dict[str, dict], dict[Kind, dict[str, dict]]]:
-    """The lab's containers (raw) and its networks, profiles and ACLs (writable bodies), as LXD has them."""
-    raw = lxd.read(with_addresses=False)
-    owned = live_from_raw(raw, lab).owned
-    names = {kind: {a.name for a in owned if a.kind == kind} for kind in (*WRITABLE, Kind.INSTANCE)}
-    instances = {r["name"]: r for r in raw.instances if r["name"] in names[Kind.INSTANCE]}
-    objects = {kind: {r["name"]: writable(kind, r) for r in raw.of(kind) if r["name"] in names[kind]}
-               for kind in WRITABLE}
+def owned_now(lxd: Lxd, lab: str, under: Nested) -> tuple[dict[str, dict], dict[Kind, dict[str, dict]]]:
+    """The lab's containers (raw) and the configuration of its other objects by kind and name (a nested
+    kind's name is PARENT/NAME), as LXD has them; nested kinds read under the parents `under` accepts."""
+    raw = lxd.read(with_addresses=False, under=under)
+    owned = set(live_from_raw(raw, lab).owned)
+    instances = {r["name"]: r for r in raw.instances if Address(Kind.INSTANCE, r["name"]) in owned}
+    objects: dict[Kind, dict[str, dict]] = {}
+    for kind in recorded_kinds():
+        found = ((kind.from_lxd(r), r) for r in raw.of(kind.KIND))
+        objects[kind.KIND] = {res.address.name: configuration(r) for res, r in found
+                              if res is not None and res.address in owned}
     return instances, objects
 
 
-def writable(kind: Kind, raw: dict) -> dict:
-    body = {k: raw.get(k) for k in WRITABLE[kind]}
-    if kind == Kind.NETWORK:
-        body["type"] = raw.get("type", "bridge")  # needed to make it again, never PUT
+def configuration(raw: dict) -> dict:
+    """An object's JSON without what is not its configuration (what uses it, LXD's volatile keys)."""
+    body = {k: v for k, v in raw.items() if k not in NOT_CONFIG}
+    if isinstance(body.get("config"), dict):
+        body["config"] = {k: v for k, v in body["config"].items() if not k.startswith(VOLATILE)}
     return body
+
+
+def nested_under(under: Nested, cp: Checkpoint) -> Nested:
+    """`under`, and the parents of what the checkpoint recorded (a volume on a pool lab.yaml no longer names)."""
+    recorded = {(k.PARENT, name.rpartition("/")[0]) for k in recorded_kinds() if k.PARENT
+                for name in cp.objects.get(k.KIND.value) or {}}
+    return lambda kind, parent: under(kind, parent) or (kind.PARENT, parent["name"]) in recorded
 
 
 def _state(raw: dict) -> str:
@@ -167,27 +203,30 @@ def _state(raw: dict) -> str:
 # --- taking and deleting ------------------------------------------------------------------------------
 
 def take(lxd: Lxd, place: Lxd, lab: str, name: str, lab_digest: str, fingerprint: str, lab_model: Any,
-         auto: bool = False, said: Callable[[str], None] = print) -> Checkpoint:
-    """Record the lab's objects, then snapshot each container where it stands."""
+         under: Nested, auto: bool = False, said: Callable[[str], None] = print) -> Checkpoint:
+    """Record the lab's objects, then snapshot each container where it stands, and each custom volume."""
     check_name(name)
-    instances, objects = owned_now(lxd, lab)
+    instances, objects = owned_now(lxd, lab, under)
+    volumes = sorted(objects.get(Kind.VOLUME) or {})
     previous = _previous(place, lab, name)
     if previous is not None and previous.complete:
         raise CheckpointError(f"lab {lab!r} already has a checkpoint {name!r} (taken {previous.created}): choose"
                               f" another name, or delete it first (reconcile checkpoint --delete {name})")
-    _foreign_snapshots(lxd, instances, name, previous)
+    targets = [("instance", c) for c in sorted(instances)] + [("volume", v) for v in volumes]
+    _foreign_snapshots(lxd, targets, name, previous)
     cp = Checkpoint(name, lab, datetime.now(UTC).isoformat(timespec="seconds"), lab_digest, fingerprint, auto,
                     False, {n: _state(r) for n, r in sorted(instances.items())},
-                    {k.value: dict(sorted(v.items())) for k, v in objects.items()}, lab_model)
+                    {k.value: dict(sorted(v.items())) for k, v in objects.items()}, lab_model, volumes)
     _write(place, cp, exists=previous is not None)
 
-    def one(cname: str) -> None:
-        said(f"snapshot {cname} -> {snapshot_name(name)}")
-        if previous is not None and snapshot_name(name) in _snapshot_names(lxd, cname):
-            lxd.delete_snapshot(cname, snapshot_name(name))  # left by the incomplete run: taken again now
-        lxd.snapshot(cname, snapshot_name(name))
+    def one(target: tuple[str, str]) -> None:
+        kind, tname = target
+        said(f"snapshot {'' if kind == 'instance' else 'volume '}{tname} -> {snapshot_name(name)}")
+        if previous is not None and snapshot_name(name) in _snapshot_names(lxd, tname, kind):
+            lxd.delete_snapshot(tname, snapshot_name(name), kind)  # left by the incomplete run: taken again now
+        lxd.snapshot(tname, snapshot_name(name), kind)
 
-    _each(one, sorted(instances))
+    _each(one, targets)
     cp.complete = True
     _write(place, cp, exists=True)
     return cp
@@ -204,17 +243,18 @@ def _previous(place: Lxd, lab: str, name: str) -> Checkpoint | None:
     return Checkpoint.of(config)
 
 
-def _foreign_snapshots(lxd: Lxd, instances: dict[str, dict], name: str, previous: Checkpoint | None) -> None:
+def _foreign_snapshots(lxd: Lxd, targets: list[tuple[str, str]], name: str, previous: Checkpoint | None) -> None:
     """A snapshot rc-NAME not made by this checkpoint is someone's own: refused, never replaced."""
-    ours = set(previous.instances) if previous is not None else set()
-    clash = sorted(c for c in instances if c not in ours and snapshot_name(name) in _snapshot_names(lxd, c))
+    ours = {*(("instance", c) for c in previous.instances), *(("volume", v) for v in previous.volumes)} \
+        if previous is not None else set()
+    clash = sorted(t for k, t in targets if (k, t) not in ours and snapshot_name(name) in _snapshot_names(lxd, t, k))
     if clash:
         raise CheckpointError(f"{', '.join(clash)} already {'has' if len(clash) == 1 else 'have'} a snapshot"
                               f" {snapshot_name(name)!r} that no checkpoint of this lab made: choose another name")
 
 
-def _snapshot_names(lxd: Lxd, instance: str) -> set[str]:
-    return {s["name"].rpartition("/")[2] for s in lxd.snapshots(instance)}
+def _snapshot_names(lxd: Lxd, name: str, kind: str = "instance") -> set[str]:
+    return {s["name"].rpartition("/")[2] for s in lxd.snapshots(name, kind)}
 
 
 def _write(place: Lxd, cp: Checkpoint, exists: bool) -> None:
@@ -229,11 +269,11 @@ def _write(place: Lxd, cp: Checkpoint, exists: bool) -> None:
 
 def delete(lxd: Lxd, place: Lxd, cp: Checkpoint) -> None:
     """Its snapshots (those still there), then its record: a run killed between is finished by the next."""
-    for cname in sorted(cp.instances):
+    for kind, tname in [("instance", c) for c in sorted(cp.instances)] + [("volume", v) for v in cp.volumes]:
         try:
-            lxd.delete_snapshot(cname, snapshot_name(cp.name))
+            lxd.delete_snapshot(tname, snapshot_name(cp.name), kind)
         except LxdNotFound:
-            continue  # gone with its container, or deleted by an earlier run
+            continue  # gone with its container or volume, or deleted by an earlier run
     place.delete("profile", record_name(cp.lab, cp.name))
 
 
@@ -245,6 +285,24 @@ def prune(lxd: Lxd, place: Lxd, lab: str, keep: int, said: Callable[[str], None]
         said(f"pruning automatic checkpoint {cp.name} (taken {cp.created}; keeping the last {keep})")
         delete(lxd, place, cp)
     return [c.name for c in gone]
+
+
+def sizes(lxd: Lxd, found: list[Checkpoint]) -> dict[str, int | None]:
+    """Bytes each checkpoint's snapshots use, where LXD reports it (it does not on a dir pool: None);
+    one GET per container, one per volume snapshot."""
+    used: dict[str, list[int | None]] = {c.name: [] for c in found}
+    for cname in sorted({c for cp in found for c in cp.instances}):
+        try:
+            by_name = {s["name"].rpartition("/")[2]: s.get("size") for s in lxd.snapshots(cname)}
+        except LxdNotFound:
+            continue
+        for cp in found:
+            size = by_name.get(snapshot_name(cp.name))
+            if cname in cp.instances and size is not None:
+                used[cp.name].append(size if isinstance(size, int) and size >= 0 else None)
+    for cp in found:
+        used[cp.name] += [lxd.snapshot_usage(v, snapshot_name(cp.name)) for v in cp.volumes]
+    return {n: sum(u) if u and None not in u else None for n, u in used.items()}  # type: ignore[arg-type]
 
 
 # --- before a risky apply -------------------------------------------------------------------------------
@@ -267,13 +325,14 @@ def risky(plan: Plan) -> list[str]:
 
 @dataclass(frozen=True)
 class Step:
-    """One thing rollback does: `verb` (create, put, restore, start, stop, delete) on kind/name."""
+    """One thing rollback does: `verb` (create, put, restore, start, stop, delete) on kind/name, in `phase`."""
 
     verb: str
     kind: Kind
     name: str
     why: str
     body: dict | None = None
+    phase: int = BEFORE
 
     def text(self) -> str:
         return f"{self.verb:<8} {self.kind.value}.{self.name}: {self.why}"
@@ -286,25 +345,69 @@ class Rollback:
     refused: list[str]
 
 
-def plan_rollback(lxd: Lxd, cp: Checkpoint) -> Rollback:
-    """What rollback does, in order: recorded objects made or put back (ACLs, networks, profiles),
-    containers restored to their snapshots and set to their recorded state, then what the lab made
-    since deleted (containers, then profiles, networks, ACLs)."""
+def plan_rollback(lxd: Lxd, cp: Checkpoint, under: Nested, force: bool = False) -> Rollback:
+    """What rollback does, phase by phase (see BEFORE...DELETES). `force`: a volume made since the checkpoint
+    is deleted, its data with it (else refused, as apply refuses without --force)."""
     if not cp.complete:
         return Rollback(cp, [], [f"checkpoint {cp.name!r} is incomplete (its run was cut short): take it again"
                                  f" (reconcile checkpoint {cp.name}) or delete it"])
-    instances, objects = owned_now(lxd, cp.lab)
-    steps, refused = [], []
-    for kind in WRITABLE:
-        recorded = cp.objects.get(kind.value) or {}
-        for name, body in sorted(recorded.items()):
-            now = objects[kind].get(name)
+    instances, objects = owned_now(lxd, cp.lab, nested_under(under, cp))
+    steps, refused = _objects_back(lxd, cp, objects)
+    restored = _volumes_back(lxd, cp, objects, steps, refused)
+    _stops_for(restored, instances, steps)
+    _containers_back(lxd, cp, instances, steps, refused)
+    _made_since(cp, objects, force, steps, refused)
+    return Rollback(cp, sorted(steps, key=lambda s: s.phase), refused)
+
+
+def _objects_back(lxd: Lxd, cp: Checkpoint, objects: dict[Kind, dict[str, dict]]) -> tuple[list[Step], list[str]]:
+    """Each recorded object made again (deleted since) or put back (changed since), in plan order."""
+    steps: list[Step] = []
+    refused: list[str] = []
+    containers = object_kind(Kind.INSTANCE).RANK
+    for kind in recorded_kinds():
+        phase = BEFORE if kind.RANK < containers else AFTER
+        for name, body in sorted((cp.objects.get(kind.KIND.value) or {}).items()):
+            now = objects[kind.KIND].get(name)
             if now is None:
-                refused += _refused_create(lxd, kind, name)
-                steps.append(Step("create", kind, name, "deleted since the checkpoint", body))
-            elif _put_body(kind, now) != _put_body(kind, body):
-                steps.append(Step("put", kind, name, f"{_differs(_put_body(kind, now), _put_body(kind, body))}"
-                                  " changed since the checkpoint", body))
+                refused += _refused_create(lxd, kind.KIND, name)
+                emptied = kind.KIND == Kind.VOLUME and name in cp.volumes
+                steps.append(Step("create", kind.KIND, name, "deleted since the checkpoint" + (
+                    ", and its snapshot with it: made again empty from its recorded configuration (a container"
+                    " that mounts it cannot start without it); its data is not restored" if emptied else ""),
+                    body, phase))
+            elif changed := _differs(now, body):
+                steps.append(Step("put", kind.KIND, name, f"{changed} changed since the checkpoint", body, phase))
+    return steps, refused
+
+
+def _volumes_back(lxd: Lxd, cp: Checkpoint, objects: dict[Kind, dict[str, dict]], steps: list[Step],
+                  refused: list[str]) -> list[str]:
+    """Each snapshotted volume still there restored to its snapshot; the names restored."""
+    snap, restored = snapshot_name(cp.name), []
+    for name in cp.volumes:
+        if name not in (objects.get(Kind.VOLUME) or {}):
+            continue  # made again empty by _objects_back
+        if snap not in _snapshot_names(lxd, name, "volume"):
+            refused.append(f"volume {name} has no snapshot {snap} any more (deleted by hand?): it cannot be restored")
+            continue
+        steps.append(Step("restore", Kind.VOLUME, name, f"to snapshot {snap}", phase=VOLUMES))
+        restored.append(name)
+    return restored
+
+
+def _stops_for(restored: list[str], instances: dict[str, dict], steps: list[Step]) -> None:
+    """Running containers that mount a volume to restore are stopped first: LXD 5.0 restores none in use."""
+    for cname, raw in sorted(instances.items()):
+        mounted = {a.name for a in device_deps(raw.get("expanded_devices") or raw.get("devices") or {})}
+        used = sorted(mounted & set(restored))
+        if used and _state(raw) == "running":
+            steps.append(Step("stop", Kind.INSTANCE, cname, f"it mounts volume.{used[0]}, which LXD restores only"
+                              " while no running container mounts it", phase=STOPS))
+
+
+def _containers_back(lxd: Lxd, cp: Checkpoint, instances: dict[str, dict], steps: list[Step],
+                     refused: list[str]) -> None:
     snap = snapshot_name(cp.name)
     for cname, state in sorted(cp.instances.items()):
         if cname not in instances:
@@ -314,16 +417,27 @@ def plan_rollback(lxd: Lxd, cp: Checkpoint) -> Rollback:
             refused.append(f"container {cname} has no snapshot {snap} any more (deleted by hand?): it cannot be"
                            " restored")
         else:
-            steps.append(Step("restore", Kind.INSTANCE, cname, f"to snapshot {snap}"))
+            steps.append(Step("restore", Kind.INSTANCE, cname, f"to snapshot {snap}", phase=CONTAINERS))
             steps.append(Step("start" if state == "running" else "stop", Kind.INSTANCE, cname,
-                              f"it was {state} at the checkpoint"))
+                              f"it was {state} at the checkpoint", phase=CONTAINERS))
     for cname in sorted(set(instances) - set(cp.instances)):
-        steps.append(Step("delete", Kind.INSTANCE, cname, "created after the checkpoint"))
-    for kind in reversed(WRITABLE):
-        for name in sorted(set(objects[kind]) - set(cp.objects.get(kind.value) or {})):
-            if not (kind == Kind.PROFILE and name == "default"):
-                steps.append(Step("delete", kind, name, "created after the checkpoint"))
-    return Rollback(cp, steps, refused)
+        steps.append(Step("delete", Kind.INSTANCE, cname, "created after the checkpoint", phase=CONTAINERS))
+
+
+def _made_since(cp: Checkpoint, objects: dict[Kind, dict[str, dict]], force: bool, steps: list[Step],
+                refused: list[str]) -> None:
+    """What the lab made after the checkpoint, deleted in reverse plan order; a volume only with `force`. A kind
+    the checkpoint did not record (taken by an older version) is left alone: its objects are not new."""
+    for kind in reversed(recorded_kinds()):
+        if kind.KIND.value not in cp.objects:
+            continue
+        for name in sorted(set(objects[kind.KIND]) - set(cp.objects.get(kind.KIND.value) or {})):
+            if kind.KIND == Kind.PROFILE and name == "default":
+                continue
+            if kind.KIND == Kind.VOLUME and not force:
+                refused.append(f"volume.{name} was created after the checkpoint: deleting it, {DATA_LOST}"
+                               " (`reconcile rollback --force` deletes it)")
+            steps.append(Step("delete", kind.KIND, name, "created after the checkpoint", phase=DELETES))
 
 
 def _refused_create(lxd: Lxd, kind: Kind, name: str) -> list[str]:
@@ -337,31 +451,42 @@ def _refused_create(lxd: Lxd, kind: Kind, name: str) -> list[str]:
             f" {('lab ' + repr(owner)) if owner else 'no lab'}: rollback does not take it over"]
 
 
-def _put_body(kind: Kind, body: dict) -> dict:
-    return {k: body.get(k) or ({} if k in ("config", "devices") else [] if k in ("ingress", "egress") else "")
-            for k in WRITABLE[kind]}
+def _settled(value: Any) -> Any:
+    return value if value not in (None, "", {}, []) else None  # LXD says an empty field either way
 
 
 def _differs(now: dict, then: dict) -> str:
-    return ", ".join(k for k in then if now.get(k) != then.get(k))
+    """The recorded fields that differ now (an older record holds fewer: only those are compared)."""
+    return ", ".join(k for k in then if k != "parent" and _settled(now.get(k)) != _settled(then.get(k)))
+
+
+def _body(recorded: dict, live_config: dict | None = None) -> dict:
+    """What is sent back: the recorded configuration, the volatile keys LXD keeps now left as they are
+    (LXD takes only its writable fields from a PUT's body, and ignores the rest)."""
+    body = {k: v for k, v in recorded.items() if k not in NOT_CONFIG and k != "parent"}
+    if "config" in body:
+        kept = {k: v for k, v in (live_config or {}).items() if k.startswith(VOLATILE)}
+        body["config"] = {**kept, **(body["config"] or {})}
+    return body
 
 
 def run_rollback(lxd: Lxd, rollback: Rollback, said: Callable[[str], None] = print) -> None:
-    """The objects made or put back, in order; then each container's steps in order, containers in
-    parallel; then the objects made since deleted, in order. A step already done (a run killed midway,
-    run again) does nothing harmful."""
+    """Phase by phase; in the containers' phase each container's steps in order, containers in parallel.
+    A step already done (a run killed midway, run again) does nothing harmful."""
     def run(steps: list[Step]) -> None:
         for step in steps:
             said(step.text())
             _run_step(lxd, rollback.checkpoint, step)
 
-    by_container: dict[str, list[Step]] = {}
-    for step in rollback.steps:
-        if step.kind == Kind.INSTANCE:
+    for phase in sorted({s.phase for s in rollback.steps}):
+        steps = [s for s in rollback.steps if s.phase == phase]
+        if phase != CONTAINERS:
+            run(steps)
+            continue
+        by_container: dict[str, list[Step]] = {}
+        for step in steps:
             by_container.setdefault(step.name, []).append(step)
-    run([s for s in rollback.steps if s.kind != Kind.INSTANCE and s.verb != "delete"])
-    _each(run, list(by_container.values()))
-    run([s for s in rollback.steps if s.kind != Kind.INSTANCE and s.verb == "delete"])
+        _each(run, list(by_container.values()))
 
 
 def _each(work: Callable[[Any], None], items: list) -> None:
@@ -379,21 +504,37 @@ def _each(work: Callable[[Any], None], items: list) -> None:
 def _run_step(lxd: Lxd, cp: Checkpoint, step: Step) -> None:
     kind, name = step.kind.value, step.name
     if step.verb == "create":
-        body = dict(step.body or {})
-        if step.kind != Kind.NETWORK:
-            body.pop("type", None)
-        lxd.create(kind, {"name": name, **body})
+        _create(lxd, step.kind, step.body or {})
     elif step.verb == "put":
-        _, etag = lxd.get(kind, name)
-        lxd.put(kind, name, _put_body(step.kind, step.body or {}), etag)
+        raw, etag = lxd.get(kind, name)
+        lxd.put(kind, name, _body(step.body or {}, raw.get("config")), etag)
     elif step.verb == "restore":
-        lxd.restore(name, snapshot_name(cp.name))
+        lxd.restore(name, snapshot_name(cp.name), kind)
     elif step.verb in ("start", "stop"):
         raw, _ = lxd.get("instance", name)
         if _state(raw) != ("running" if step.verb == "start" else "stopped"):
             lxd.set_state(name, step.verb, force=step.verb == "stop")
     elif step.verb == "delete":
         _delete(lxd, step.kind, name)
+
+
+def _create(lxd: Lxd, kind: Kind, recorded: dict) -> None:
+    """The object made again from its recorded configuration (a nested one under its recorded parent)."""
+    try:
+        lxd.create(kind.value, _body(recorded), parent=recorded.get("parent", ""))
+    except LxdError:
+        name = recorded.get("name") or recorded.get("listen_address", "")
+        if not _exists(lxd, kind, f"{recorded['parent']}/{name}" if recorded.get("parent") else name):
+            raise
+        # made by an earlier, killed run: the next rollback compares it as any other object
+
+
+def _exists(lxd: Lxd, kind: Kind, name: str) -> bool:
+    try:
+        lxd.get(kind.value, name)
+        return True
+    except LxdNotFound:
+        return False
 
 
 def _delete(lxd: Lxd, kind: Kind, name: str) -> None:

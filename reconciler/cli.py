@@ -25,7 +25,6 @@ exit codes: 0 success; 1 error (invalid lab.yaml, usage, LXD, a failed or refuse
             2 only with `plan --detailed-exitcode`: changes are pending.
 See docs/cli.md (every command and option) and docs/lab-yaml.md (the file) in the repository."""
 UNSAFE_SHARE = 0.3
-KEEP_CHECKPOINTS = 3
 
 
 class Parser(argparse.ArgumentParser):
@@ -137,6 +136,8 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
     if name == "rollback":
         p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
+        p.add_argument("--force", action="store_true", help="delete even a storage volume made after the checkpoint"
+                       " (its data is lost)")
     if name in ("apply", "destroy"):
         p.add_argument("--yes", "--auto-approve", action="store_true", dest="yes", help="do not ask")
         p.add_argument("--parallelism", type=_at_least(1), default=4, metavar="N", help="steps at once (default 4)")
@@ -154,9 +155,9 @@ def _options(name: str, p: argparse.ArgumentParser) -> None:
                        help="take a checkpoint before applying: auto when the plan replaces, restarts, stops, moves or"
                        " deletes anything or changes what is inside a container; always; never (the default: on a dir"
                        " pool a snapshot copies every root filesystem, which stalls the lab's traffic)")
-        p.add_argument("--keep-checkpoints", type=_at_least(1), default=KEEP_CHECKPOINTS, metavar="N",
-                       help=f"automatic checkpoints kept, the oldest pruned (default {KEEP_CHECKPOINTS}); one taken"
-                       " by hand is never pruned")
+        p.add_argument("--keep-checkpoints", type=_at_least(1), default=None, metavar="N",
+                       help="automatic checkpoints kept, the oldest pruned (default: lab.yaml's checkpoints.keep, else"
+                       " 3); one taken by hand is never pruned")
     if name == "validate":
         p.add_argument("files", nargs="*", metavar="FILE", help="lab files to validate (instead of -f); an"
                        " override (NAME.override.yaml, NAME.override.SOMETHING.yaml) is validated merged onto its"
@@ -393,6 +394,7 @@ def _checkpoint_before(args, plan, lab, base: Path, lxd) -> str | None:
     """An automatic checkpoint, named from the plan's fingerprint, when --checkpoint asks for one;
     then the oldest automatic ones beyond --keep-checkpoints pruned. Its name, or None."""
     from . import checkpoint
+    from .kinds import nested_reads
     from .planfile import lab_digest, lab_model
     why = checkpoint.risky(plan)
     if args.checkpoint == "never" or (args.checkpoint == "auto" and not why):
@@ -406,8 +408,8 @@ def _checkpoint_before(args, plan, lab, base: Path, lxd) -> str | None:
         _say(f"Taking checkpoint {name} before applying" + (f": {', '.join(why[:5])}"
                                                              f"{' ...' if len(why) > 5 else ''}" if why else "") + ".")
         checkpoint.take(lxd, place, lab.lab, name, lab_digest(lab, base), plan.fingerprint(), lab_model(lab),
-                        auto=True, said=_say)
-        checkpoint.prune(lxd, place, lab.lab, args.keep_checkpoints, said=_say)
+                        nested_reads(lab), auto=True, said=_say)
+        checkpoint.prune(lxd, place, lab.lab, args.keep_checkpoints or lab.checkpoints.keep, said=_say)
     return name
 
 
@@ -551,6 +553,7 @@ def cmd_checkpoint(args) -> int:
     from datetime import UTC, datetime
 
     from . import checkpoint
+    from .kinds import nested_reads
     from .planfile import lab_digest, lab_model
     if args.delete and not args.name:
         raise Refused("--delete needs the NAME of the checkpoint to delete")
@@ -566,7 +569,7 @@ def cmd_checkpoint(args) -> int:
         _settle(lxd, lab)  # a killed run's snapshot may still be running
         plan, _ = _plan(lab, base, lxd, [])
         taken = checkpoint.take(lxd, place, lab.lab, name, lab_digest(lab, base), plan.fingerprint(), lab_model(lab),
-                                said=_say)
+                                nested_reads(lab), said=_say)
     if args.json:
         print(json.dumps(taken.summary(), indent=1))
     else:
@@ -581,23 +584,27 @@ def cmd_checkpoints(args) -> int:
 
     from . import checkpoint
     lab, _ = _load(args)
-    place = _lock_place(_connect(lab, args.remote), lab)
+    lxd = _connect(lab, args.remote)
+    place = _lock_place(lxd, lab)
     with _checkpoint_errors():
         found = checkpoint.listed(place, lab.lab)
+        sizes = checkpoint.sizes(lxd, found)
     if args.json:
-        print(json.dumps([c.summary() for c in found], indent=1))
+        print(json.dumps([c.summary() | {"size": sizes[c.name]} for c in found], indent=1))
         return EXIT_OK
     if not found:
         print(f"Lab {lab.lab!r} has no checkpoints (`reconcile checkpoint NAME` takes one).")
     for c in found:
         flags = (" (automatic)" if c.auto else "") + ("" if c.complete else " (INCOMPLETE: take it again or delete it)")
-        print(f"{c.name:<24} {c.created}  lab.yaml {c.lab_digest[:12]}  {c.holds()}{flags}")
+        size = "size not reported by LXD" if sizes[c.name] is None else f"{sizes[c.name]} bytes"
+        print(f"{c.name:<24} {c.created}  lab.yaml {c.lab_digest[:12]}  {c.holds()}; {size}{flags}")
     return EXIT_OK
 
 
 def cmd_rollback(args) -> int:
     from . import checkpoint
     from .errors import LxdError
+    from .kinds import nested_reads
     from .planfile import lab_digest, lab_model
     name = _checkpoint_name(args.name)
     lab, base = _load(args)
@@ -606,7 +613,7 @@ def cmd_rollback(args) -> int:
     with _checkpoint_errors(), _locked(place, lab, args.lock_timeout, "rollback"):
         _settle(lxd, lab)  # a killed rollback's restore may still be running
         cp = checkpoint.find(place, lab.lab, name)
-        rollback = checkpoint.plan_rollback(lxd, cp)
+        rollback = checkpoint.plan_rollback(lxd, cp, nested_reads(lab), args.force)
         print(f"Rollback of lab {lab.lab!r} to checkpoint {name} (taken {cp.created}):")
         for step in rollback.steps:
             print(f"  {step.text()}")

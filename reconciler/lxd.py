@@ -407,23 +407,34 @@ class Lxd:
         """Every object of one top-level kind, in one GET."""
         return self._call("get", self._collection(kind), params={"recursion": 1}).json()["metadata"] or []
 
-    def snapshots(self, name: str) -> list[dict]:
-        """An instance's snapshots, in one GET."""
-        return self._call("get", self.api.instances[name].snapshots, params={"recursion": 1}).json()["metadata"] or []
+    def snapshots(self, name: str, kind: str = "instance") -> list[dict]:
+        """An instance's (or a custom volume's, `kind` "volume", name POOL/NAME) snapshots, in one GET."""
+        return self._call("get", self._node(kind, name).snapshots, params={"recursion": 1}).json()["metadata"] or []
 
-    def snapshot(self, name: str, snapshot: str) -> None:
-        """A stateless snapshot of the instance as it stands, running or stopped, that never expires (LXD
-        would otherwise give it the expiry of the instance's `snapshots.expiry`)."""
-        body = {"name": snapshot, "stateful": False, "expires_at": NEVER}
-        self._wait(self._call("post", self.api.instances[name].snapshots, json=body))
+    def snapshot(self, name: str, snapshot: str, kind: str = "instance") -> None:
+        """A stateless snapshot of the instance (or volume) as it stands, running or stopped, that never expires
+        (LXD would otherwise give it the expiry of the instance's `snapshots.expiry`)."""
+        body = {"name": snapshot, "expires_at": NEVER} | ({"stateful": False} if kind == "instance" else {})
+        self._wait(self._call("post", self._node(kind, name).snapshots, json=body))
 
-    def delete_snapshot(self, name: str, snapshot: str) -> None:
-        self._wait(self._call("delete", self.api.instances[name].snapshots[snapshot]))
+    def delete_snapshot(self, name: str, snapshot: str, kind: str = "instance") -> None:
+        self._wait(self._call("delete", self._node(kind, name).snapshots[snapshot]))
 
-    def restore(self, name: str, snapshot: str) -> None:
+    def restore(self, name: str, snapshot: str, kind: str = "instance") -> None:
         """The instance back to its snapshot: root filesystem and its own configuration (LXD stops a running
-        one for the restore and starts it again)."""
-        self._wait(self._call("put", self.api.instances[name], json={"restore": snapshot}))
+        one for the restore and starts it again). A volume: its data (LXD 5.0 refuses while a running
+        instance mounts it)."""
+        self._wait(self._call("put", self._node(kind, name), json={"restore": snapshot}))
+
+    def snapshot_usage(self, volume: str, snapshot: str) -> int | None:
+        """Bytes a volume snapshot uses, where the pool's driver says (a dir pool does not): else None."""
+        pool, _, name = volume.rpartition("/")
+        try:
+            state = self._call("get", self._collection("volume", pool)[f"{name}%2F{snapshot}"].state).json()
+        except LxdError:
+            return None
+        used = ((state.get("metadata") or {}).get("usage") or {}).get("used")
+        return used if isinstance(used, int) and used >= 0 else None
 
     def _output_node(self, name: str, url: str):
         """Where the daemon says it recorded an exec's output: LXD 5.0 under the instance's logs

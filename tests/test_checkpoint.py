@@ -1,6 +1,8 @@
 """Checkpoints and rollback on a real LXD: snapshots and the record kept in LXD, rollback of hand edits
 inside a container, of a container added since and of a profile changed since, the next plan empty;
-names validated; list and delete; the apply lock; a rollback killed midway converges when run again."""
+names validated; list and delete; the apply lock; a rollback killed midway converges when run again;
+custom volumes snapshotted and restored (a file written after is gone, one written before is back), a
+forward changed by hand put back; retention of automatic checkpoints from lab.yaml."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import sys
 import pytest
 from conftest import ROOT, sh
 from test_lxd_core import applied, no_changes
+from test_storage_lxd import store  # noqa: F401  (the fixture that deletes a test's pools after it)
 
 from reconciler.lock import Lock
 from reconciler.lxd import Lxd
@@ -91,7 +94,9 @@ def test_rollback_undoes_hand_edits_a_new_container_and_profile_changes(lab):
     assert lab.instance("c2")["status"] == "Stopped"  # snapshotted where it stands
     [listed] = checkpoints(lab)
     assert listed["name"] == "first" and listed["complete"] and not listed["auto"]
-    assert listed["objects"] == {"acl": [], "network": [f"{lab.tag}b"], "profile": ["net", "old"]}
+    assert listed["objects"] == {"acl": [], "network": [f"{lab.tag}b"], "pool": [], "volume": [], "profile": ["net", "old"],
+                                 "forward": []}  # every kind of the registry but the project's and the containers
+    assert listed["volumes"] == {}
 
     lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /root/after.txt; rm /root/before.txt")
     applied(lab, changed_lab().replace("profiles:\n", "profiles:\n" + LATER_PROFILE, 1)
@@ -262,6 +267,138 @@ def test_a_failed_apply_names_the_checkpoint_to_roll_back_to(lab):
     assert f"`reconcile rollback {auto['name']}` puts it back" in result.err.splitlines()[-1]
 
 
+VOLUME_LAB = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+storage_pools:
+  @TAG@p: {driver: dir}
+volumes:
+  data: {pool: @TAG@p}
+  spare: {pool: @TAG@p, description: mounted by nobody}
+networks:
+  @TAG@v:
+    config: {ipv4.address: 10.203.127.1/24, ipv4.nat: false, ipv6.address: none,
+             ipv4.dhcp.ranges: 10.203.127.100-10.203.127.200}
+containers:
+  c1:
+    image: reconciler-tiny
+    devices:
+      eth0: {type: nic, network: @TAG@v, name: eth0, ipv4.address: 10.203.127.10}
+      data: {type: disk, pool: @TAG@p, source: data, path: /data}
+forwards:
+  "10.203.127.250":
+    network: @TAG@v
+    ports:
+      - {protocol: tcp, listen_port: "8080", target_port: "80", target: c1}
+"""
+LATER_VOLUME = "  later: {pool: @TAG@p}\n"
+
+
+def forward_ports(lab) -> list[dict]:
+    return json.loads(query(f"/1.0/networks/{lab.tag}v/forwards/10.203.127.250?project={lab.project}"))["ports"]
+
+
+@pytest.mark.usefixtures("store")
+def test_rollback_restores_volumes_and_puts_back_a_forward_changed_by_hand(lab):
+    applied(lab, VOLUME_LAB)
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo before > /data/before.txt")
+    taken = lab.run("checkpoint", "first")
+    assert taken.code == 0, taken.out + taken.err
+    assert "Checkpoint first: 1 container, 2 volumes snapshotted" in taken.out, taken.out
+    volumes = [f"{lab.tag}p/data", f"{lab.tag}p/spare"]
+    [listed] = checkpoints(lab)
+    assert sorted(listed["volumes"]) == volumes and listed["size"] is None  # a dir pool reports no size
+    assert listed["objects"]["pool"] == [f"{lab.tag}p"] and listed["objects"]["volume"] == volumes
+    assert listed["objects"]["forward"] == [f"{lab.tag}v/10.203.127.250"]
+    before_ports = forward_ports(lab)
+
+    applied(lab, VOLUME_LAB.replace("volumes:\n", "volumes:\n" + LATER_VOLUME, 1))  # the snapshots are not volumes
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /data/after.txt; rm /data/before.txt")
+    lab.lxc("network", "forward", "port", "remove", f"{lab.tag}v", "10.203.127.250", "tcp", "8080")
+    lab.lxc("network", "forward", "port", "add", f"{lab.tag}v", "10.203.127.250", "tcp", "9090", "10.203.127.10", "81")
+    lab.lxc("storage", "volume", "delete", f"{lab.tag}p", "spare")
+
+    refused = lab.run("rollback", "first", "--yes")
+    assert refused.code == 1 and f"volume.{lab.tag}p/later was created after the checkpoint: deleting it, the" \
+        " data on it is lost (`reconcile rollback --force` deletes it)" in refused.err, refused.out + refused.err
+    result = lab.run("rollback", "first", "--yes", "--force")
+    assert result.code == 0, result.out + result.err
+    out = result.out + result.err
+    assert f"stop     instance.c1: it mounts volume.{lab.tag}p/data, which LXD restores only while no running" in out
+    assert f"restore  volume.{lab.tag}p/data: to snapshot rc-first" in out
+    assert f"create   volume.{lab.tag}p/spare: deleted since the checkpoint, and its snapshot with it: made" \
+        " again empty" in out
+    assert f"put      forward.{lab.tag}v/10.203.127.250: ports changed since the checkpoint" in out
+    assert f"delete   volume.{lab.tag}p/later: created after the checkpoint" in out
+    assert out.index("stop     instance.c1") < out.index("restore  volume.") < out.index("restore  instance.c1") \
+        < out.index("put      forward.") < out.index("delete   volume.")
+
+    assert lab.lxc("exec", "c1", "--", "cat", "/data/before.txt") == "before\n"
+    assert lab.lxc("exec", "c1", "--", "ls", "/data/after.txt", check=False) == ""
+    assert lab.instance("c1")["status"] == "Running"
+    assert forward_ports(lab) == before_ports
+    names = json.loads(lab.lxc("storage", "volume", "list", f"{lab.tag}p", "--format=json"))
+    assert sorted(v["name"] for v in names if v["type"] == "custom" and "/" not in v["name"]) == ["data", "spare"]
+    lab.write(VOLUME_LAB)
+    assert no_changes(lab)
+
+
+@pytest.mark.usefixtures("store")
+def test_a_checkpoint_that_recorded_fewer_kinds_leaves_the_others_alone(lab):
+    """A record taken before pools, volumes and forwards were recorded: rollback neither deletes the lab's
+    pool, volumes and forward as made since, nor restores volumes it has no snapshot of."""
+    from reconciler.checkpoint import Checkpoint, record_name
+    applied(lab, VOLUME_LAB)
+    assert lab.run("checkpoint", "older").code == 0
+    place = Lxd(None, lab.project)
+    raw, etag = place.get("profile", record_name(lab.tag, "older"))
+    cp = Checkpoint.of(raw["config"])
+    cp.objects = {k: v for k, v in cp.objects.items() if k in ("acl", "network", "profile")}
+    cp.volumes = []
+    place.put("profile", record_name(lab.tag, "older"), {**raw, "config": cp.config()}, etag)
+    lab.lxc("exec", "c1", "--", "sh", "-c", "echo after > /data/after.txt")
+
+    result = lab.run("rollback", "older", "--yes", "--force")
+    assert result.code == 0, result.out + result.err
+    assert "volume." not in result.out and "forward." not in result.out and "pool." not in result.out, result.out
+    assert lab.lxc("exec", "c1", "--", "cat", "/data/after.txt") == "after\n"  # no snapshot of it: left as it is
+    lab.write(VOLUME_LAB)
+    assert no_changes(lab)
+
+
+def test_retention_from_lab_yaml_prunes_the_oldest_automatic_checkpoint_and_keeps_a_manual_one(lab):
+    kept = LAB.replace("lxd: {project: @PROJECT@}\n", "lxd: {project: @PROJECT@}\ncheckpoints: {keep: 1}\n")
+    applied(lab, kept)
+    assert lab.run("checkpoint", "by-hand").code == 0
+    names = []
+    for note in ("second", "third"):
+        lab.write(kept.replace("user.note: first", f"user.note: {note}"))
+        result = lab.run("apply", "--yes", "--checkpoint", "always")
+        assert result.code == 0, result.out + result.err
+        names.append(next(c["name"] for c in checkpoints(lab) if c["auto"] and c["name"] not in names))
+    assert "pruning automatic checkpoint " + names[0] in result.err and "keeping the last 1" in result.err
+    assert [(c["name"], c["auto"]) for c in checkpoints(lab)] == [("by-hand", False), (names[1], True)]
+    assert snapshots(lab, "c1") == sorted(["rc-by-hand", "rc-" + names[1]])
+
+    lab.write(kept.replace("user.note: first", "user.note: fourth"))  # the command line wins over lab.yaml
+    assert lab.run("apply", "--yes", "--checkpoint", "always", "--keep-checkpoints", "2").code == 0
+    assert [c["auto"] for c in checkpoints(lab)] == [False, True, True]
+
+
+def test_lab_yaml_retention_is_validated(tmp_path):
+    from reconciler.source import SourceError
+    from reconciler.spec import load_lab
+    path = tmp_path / "lab.yaml"
+    for bad, said in (("0", "greater than or equal to 1"), ('"3"', "a valid integer"), ("101", "less than or equal")):
+        path.write_text(f"lab: l1\ncheckpoints: {{keep: {bad}}}\n")
+        with pytest.raises(SourceError, match=f"lab.yaml:2:.*checkpoints.keep: .*{said}"):
+            load_lab(path)
+    path.write_text("lab: l1\ncheckpoints: {keep: 5}\n")
+    assert load_lab(path)[0].checkpoints.keep == 5
+    path.write_text("lab: l1\n")
+    assert load_lab(path)[0].checkpoints.keep == 3
+
+
 # --- without LXD --------------------------------------------------------------------------------------
 
 def test_checkpoint_names_are_checked_before_anything_else(tmp_path, capsys):
@@ -283,6 +420,10 @@ def test_a_record_reads_back_as_written_and_is_bounded():
                     {"c1": "running"}, {"profile": {"p": {"config": {"user.x": "1"}}}}, {"lab": "lab1"})
     assert Checkpoint.of(cp.config()) == cp
     assert cp.holds() == "1 container, 1 profile"
+    kinds = {"volume": {"p/v": {}}, "forward": {"n/10.0.0.1": {}}, "network": {"n": {}}, "pool": {"p": {}}, "acl": {}}
+    held = Checkpoint("two", "lab1", "", "", "", False, True, {"c1": "running"}, kinds, None, ["p/v"])
+    assert Checkpoint.of(held.config()) == held
+    assert held.holds() == "1 container, 1 volume snapshotted, 1 network, 1 pool, 1 volume, 1 forward"  # plan order
     digests = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(MAX_DATA // 32))  # incompressible
     with pytest.raises(CheckpointError, match="over the 262144 kept in one LXD profile key"):
         Checkpoint("big", "lab1", "", "", "", False, True, {}, {}, digests).config()

@@ -64,8 +64,8 @@ def parents(lab: Lab) -> set[str]:
 
 
 def from_lxd(raw: Mapping[str, Any]) -> Resource | None:
-    if raw.get("type", "custom") != "custom":
-        return None  # a container's or an image's own volume
+    if raw.get("type", "custom") != "custom" or "/" in raw["name"]:
+        return None  # a container's or an image's own volume, or a snapshot (LXD 5.0 lists them as VOLUME/SNAPSHOT)
     config = raw.get("config") or {}
     parent = raw["parent"]
     body = {"pool": parent, "content_type": raw.get("content_type", "filesystem"),

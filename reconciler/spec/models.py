@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -300,6 +301,13 @@ class Adopt(Strict):
     forwards: list[Annotated[str, values.Matching(LISTEN_ADDRESS, "a forward's listen address")]] = []
 
 
+class Checkpoints(Strict):
+    """How many automatic checkpoints (`apply --checkpoint auto|always`) the lab keeps."""
+
+    keep: StrictInt = Field(3, ge=1, le=100, description="automatic checkpoints kept, the oldest pruned first;"
+                            " one taken by hand is never pruned (`apply --keep-checkpoints N` overrides it)")
+
+
 class Lab(Strict):
     """A lab: everything in one lab.yaml."""
 
@@ -322,6 +330,7 @@ class Lab(Strict):
                                         " lab, whatever the pool)")
     haproxy: dict[str, haproxy_spec.HAProxy] = _keyed(INSTANCE_NAME, "HAProxy, keyed by the container"
                                                       " running it")
+    checkpoints: Checkpoints = Checkpoints.model_validate({})
 
     @model_validator(mode="before")
     @classmethod
