@@ -256,12 +256,12 @@ class LabDir:
 
     def lxc(self, *args: str, check: bool = True) -> str:
         if args[:1] == ("exec",) and args[2:3] == ("--",):
-            return self.exec(args[1], list(args[3:]), check=check)
+            return self.exec_recorded(args[1], list(args[3:]), check=check)
         done = sh("lxc", "--project", self.project, *args, check=False)
         assert not check or done.returncode == 0, f"lxc {' '.join(args)}: exit {done.returncode}: {done.stderr}"
         return done.stdout
 
-    def exec(self, container: str, argv: list[str], check: bool = True) -> str:
+    def exec_recorded(self, container: str, argv: list[str], check: bool = True) -> str:
         """What `lxc exec CONTAINER -- ARGV` prints, read from the output LXD records. The CLI's stdout
         websocket can lose a short command's output (LXD 5.0 once gave '' for a `cat` in CI)."""
         body = {"command": argv, "record-output": True, "interactive": False, "wait-for-websocket": False}

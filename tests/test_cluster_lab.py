@@ -150,7 +150,16 @@ def checked(lab: LabDir, what: str) -> str:
             if done.code == 0:
                 return done.out
             time.sleep(3)
-    raise AssertionError(done.out + done.err)
+    raise AssertionError(done.out + done.err + "\n" + proxyha_state(lab))
+
+
+def proxyha_state(lab: LabDir) -> str:
+    """What a failed check needs to be understood: where proxyha runs, its proxy device, HAProxy's state."""
+    placement = placed(lab.project).get("proxyha")
+    devices = query(f"/1.0/instances/proxyha?project={lab.project}").get("expanded_devices", {})
+    haproxy = sh("lxc", "exec", "--project", lab.project, f"{REMOTE}:proxyha", "--", "systemctl", "status",
+                 "--no-pager", "haproxy", check=False)
+    return f"proxyha: {placement}; its proxy devices: {devices}\n{haproxy.stdout}{haproxy.stderr}"
 
 
 def until_addressed(lab: LabDir, name: str, seconds: float = 60) -> None:

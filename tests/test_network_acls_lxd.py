@@ -166,7 +166,8 @@ def test_plan_reads_acls_in_one_call_however_many(lab):
                         for i in range(n))
         text = LAB.replace("acls:\n", "acls:\n" + extra)
         lab.write(text)
-        assert lab.run("apply", "--yes").code == 0
+        applied = lab.run("apply", "--yes")
+        assert applied.code == 0, applied.out + applied.err
         lxd = Lxd(None, lab.project)
         spec, _ = load_lab(lab.file)
         made, _ = build_plan(spec, lab.dir, lxd)
