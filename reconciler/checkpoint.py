@@ -102,6 +102,8 @@ class Checkpoint:
     objects: dict[str, dict[str, dict]] = field(default_factory=dict)  # kind -> name -> writable body
     lab_model: Any = None  # lab.yaml as validated, secrets left out
     volumes: list[str] = field(default_factory=list)  # POOL/NAME of each custom volume snapshotted
+    # A snapshot keeps a container's configuration but not its description: restoring one empties it.
+    descriptions: dict[str, str] = field(default_factory=dict)  # container -> its description then
 
     def holds(self) -> str:
         counts = [f"{len(self.instances)} container{'s' * (len(self.instances) != 1)}"]
@@ -119,7 +121,8 @@ class Checkpoint:
                 "objects": {k: sorted(v) for k, v in self.objects.items()}}
 
     def config(self) -> dict[str, str]:
-        data = {"instances": self.instances, "objects": self.objects, "lab": self.lab_model, "volumes": self.volumes}
+        data = {"instances": self.instances, "objects": self.objects, "lab": self.lab_model, "volumes": self.volumes,
+                "descriptions": self.descriptions}
         encoded = base64.b64encode(zlib.compress(json.dumps(data, sort_keys=True).encode(), 9)).decode()
         if len(encoded) > MAX_DATA:
             raise CheckpointError(f"checkpoint {self.name!r}: its record would be {len(encoded)} bytes, over the"
@@ -137,7 +140,7 @@ class Checkpoint:
         return cls(config.get(NAME_KEY, "?"), config.get(TAG, "?"), config.get(CREATED_KEY, "?"),
                    config.get(DIGEST_KEY, ""), config.get(FINGERPRINT_KEY, ""), config.get(AUTO_KEY) == "true",
                    config.get(COMPLETE_KEY) == "true", data.get("instances") or {}, data.get("objects") or {},
-                   data.get("lab"), data.get("volumes") or [])
+                   data.get("lab"), data.get("volumes") or [], data.get("descriptions") or {})
 
 
 def _plan_order(item: tuple[str, Any]) -> tuple[int, str]:
@@ -216,7 +219,8 @@ def take(lxd: Lxd, place: Lxd, lab: str, name: str, lab_digest: str, fingerprint
     _foreign_snapshots(lxd, targets, name, previous)
     cp = Checkpoint(name, lab, datetime.now(UTC).isoformat(timespec="seconds"), lab_digest, fingerprint, auto,
                     False, {n: _state(r) for n, r in sorted(instances.items())},
-                    {k.value: dict(sorted(v.items())) for k, v in objects.items()}, lab_model, volumes)
+                    {k.value: dict(sorted(v.items())) for k, v in objects.items()}, lab_model, volumes,
+                    {n: r.get("description") or "" for n, r in sorted(instances.items())})
     _write(place, cp, exists=previous is not None)
 
     def one(target: tuple[str, str]) -> None:
@@ -510,6 +514,8 @@ def _run_step(lxd: Lxd, cp: Checkpoint, step: Step) -> None:
         lxd.put(kind, name, _body(step.body or {}, raw.get("config")), etag)
     elif step.verb == "restore":
         lxd.restore(name, snapshot_name(cp.name), kind)
+        if step.kind == Kind.INSTANCE and name in cp.descriptions:
+            lxd.patch(kind, name, {"description": cp.descriptions[name]})
     elif step.verb in ("start", "stop"):
         raw, _ = lxd.get("instance", name)
         if _state(raw) != ("running" if step.verb == "start" else "stopped"):
