@@ -79,8 +79,9 @@ class Guide(LabDir):
         assert result.code == 0, result.err
         return result.out
 
-    def exec(self, container: str, command: str) -> str:
-        return self.lxc("exec", container, "--", "sh", "-c", command)
+    def shell(self, container: str, command: str) -> str:
+        """What a shell command inside the container prints (LabDir.exec runs an argv, which lxc() relies on)."""
+        return self.exec(container, ["sh", "-c", command])
 
     def lan_address(self, container: str) -> str:
         nics = self.instance(container, "/state")["network"]["eth0"]["addresses"]
@@ -166,7 +167,7 @@ def test_weights_backups_maxconn_and_the_stats_page(example):
     print("40 requests for site1.testdomain.com answered by:", counts)
     assert counts == {"site1": 30, "site2": 10}, counts
     assert {get("127.0.0.1", HTTP_PORT, "site2.testdomain.com")[2] for _ in range(6)} == {"site2"}  # no backup
-    stats = {(row[0], row[1]): row for row in (line.split(",") for line in guide.exec(
+    stats = {(row[0], row[1]): row for row in (line.split(",") for line in guide.shell(
         "proxyha", "curl -s 'http://127.0.0.1:8404/stats;csv'").splitlines())}
     field = lambda proxy, server, name: dict(zip(stats[("# pxname", "svname")], stats[(proxy, server)]))[name]
     assert (field("subdomain1", "site1", "weight"), field("subdomain1", "site1", "slim")) == ("3", "20")
@@ -201,7 +202,7 @@ def test_an_acl_on_the_lan_keeps_the_host_to_http_and_the_lab_working(example, g
     guide.apply()
     assert get(web1, 80, "web1")[0] == 200  # HTTP from the host: allowed
     assert get(web1, 8081, "web1")[0] == 0  # the LAN-only port: refused to the host
-    inside = guide.exec("proxyha", f"curl -s -o /dev/null -w '%{{http_code}}' http://{web1}:8081/")
+    inside = guide.shell("proxyha", f"curl -s -o /dev/null -w '%{{http_code}}' http://{web1}:8081/")
     assert inside == "200"  # from the LAN itself: the ACL applies at the bridge's edge only
     print(f"curl http://{web1}:8081/ from proxyha (on the LAN) -> {inside}")
     restarted(guide, "web1")  # DHCP through the bridge with the ACL: web1 gets its address again
