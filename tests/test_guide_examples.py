@@ -5,7 +5,9 @@ One lab for the module (Debian containers take seconds to create), in a project 
 own veth pair and LAN bridge (10.203.62.0/24), so it never meets `make lab`'s or test_guide_lab's.
 Each test merges one example into the test's own override, applies it, sends traffic, and puts the
 guide's lab back.  The host reaches HAProxy through lab.yaml's device on 127.0.0.1, and directly on
-the LAN: from its own address on the LAN bridge to proxyha's address there."""
+the LAN: from its own address on the LAN bridge to proxyha's address there, or to a network forward's.
+An example's global names (network ACLs, storage pools) and its addresses on lab.yaml's LAN
+(10.203.7.x) are made the test's."""
 
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, LabDir
+from conftest import ROOT, LabDir, sh
 from test_guide_lab import guide_lab, restarted, until
 
+from reconciler.check import ask
 from reconciler.source import read_yaml
 
 LAN_HOST, HTTP_PORT = "10.203.62.1", 18610
+LAN_PREFIX = "10.203.62."  # the examples' addresses on lab.yaml's LAN (10.203.7.x) are these here
 ENV = {"LAB_LAN_ADDRESS": f"{LAN_HOST}/24"}  # the LAN as the examples name it (access-rules: from_lan)
 
 
@@ -54,19 +58,31 @@ class Guide(LabDir):
 
     def use(self, example: str | None = None) -> None:
         """lab.override.yaml: the example (its LAN and ACL names made this test's), then the test's own."""
-        data = self.example(example) if example else {}
-        (self.dir / "lab.override.yaml").write_text(json.dumps(merged(data, self.base), indent=1))  # JSON is YAML
+        self.write(self.example(example) if example else {})
 
     def example(self, name: str) -> dict:
+        """The example as this test's: its LAN the test's bridge and subnet (lan0 and lab.yaml's default
+        10.203.7.0/24, which forwards' keys name), its global names (ACLs, storage pools) the test's."""
         data = json.loads(json.dumps(read_yaml(ROOT / "examples" / f"{name}.override.yaml").data))
         data = {k: v for k, v in data.items() if not k.startswith("x-")}
-        if "lan0" in data.get("networks", {}):
-            data["networks"][f"{self.tag}lan"] = data["networks"].pop("lan0")
-        text = json.dumps(data)
-        for acl in data.get("acls", {}):  # network ACLs are global here, as networks are: the test's names
-            text = text.replace(f'"{acl}"', f'"{self.tag}{acl}"').replace(f'"security.acls": "{acl}"',
-                                                                          f'"security.acls": "{self.tag}{acl}"')
+        text = json.dumps(data).replace('"lan0"', f'"{self.tag}lan"').replace("10.203.7.", LAN_PREFIX)
+        for shared in [*data.get("acls", {}), *data.get("storage_pools", {})]:  # global here, as networks are
+            text = text.replace(f'"{shared}"', f'"{self.tag}{shared}"').replace(
+                f'"security.acls": "{shared}"', f'"security.acls": "{self.tag}{shared}"')
         return json.loads(text)
+
+    def write(self, *overrides: dict) -> None:
+        """lab.override.yaml: the overrides merged in order, then the test's own."""
+        data: dict = {}
+        for override in overrides:
+            data = merged(data, override)
+        (self.dir / "lab.override.yaml").write_text(json.dumps(merged(data, self.base), indent=1))  # JSON is YAML
+
+    def logged_once(self, container: str, path: str, marker: str) -> str:
+        """The one line of a log inside a container naming `marker`, waited for (syslog writes it a moment later)."""
+        lines = lambda: [line for line in self.shell(container, f"cat {path}").splitlines() if marker in line]
+        assert until(lambda: len(lines()) == 1, 10), lines()
+        return lines()[0]
 
     def apply(self) -> str:
         result = self.run("apply", "--yes")
@@ -79,12 +95,14 @@ class Guide(LabDir):
         assert result.code == 0, result.err
         return result.out
 
-    def exec(self, container: str, command: str) -> str:
-        return self.lxc("exec", container, "--", "sh", "-c", command)
+    def shell(self, container: str, command: str) -> str:
+        """What a shell command inside the container prints (LabDir.exec runs an argv, which lxc() relies on)."""
+        return self.exec(container, ["sh", "-c", command])
 
     def lan_address(self, container: str) -> str:
-        nics = self.instance(container, "/state")["network"]["eth0"]["addresses"]
-        return next(a["address"] for a in nics if a["family"] == "inet")
+        """Its IPv4 address on the LAN ('' while it has none: DHCP just after a start)."""
+        nics = (self.instance(container, "/state").get("network") or {}).get("eth0", {}).get("addresses", [])
+        return next((a["address"] for a in nics if a["family"] == "inet"), "")
 
 
 def get(address: str, port: int, host: str, path: str = "/", headers: dict | None = None) -> tuple[int, str, str]:
@@ -166,7 +184,7 @@ def test_weights_backups_maxconn_and_the_stats_page(example):
     print("40 requests for site1.testdomain.com answered by:", counts)
     assert counts == {"site1": 30, "site2": 10}, counts
     assert {get("127.0.0.1", HTTP_PORT, "site2.testdomain.com")[2] for _ in range(6)} == {"site2"}  # no backup
-    stats = {(row[0], row[1]): row for row in (line.split(",") for line in guide.exec(
+    stats = {(row[0], row[1]): row for row in (line.split(",") for line in guide.shell(
         "proxyha", "curl -s 'http://127.0.0.1:8404/stats;csv'").splitlines())}
     field = lambda proxy, server, name: dict(zip(stats[("# pxname", "svname")], stats[(proxy, server)]))[name]
     assert (field("subdomain1", "site1", "weight"), field("subdomain1", "site1", "slim")) == ("3", "20")
@@ -201,9 +219,104 @@ def test_an_acl_on_the_lan_keeps_the_host_to_http_and_the_lab_working(example, g
     guide.apply()
     assert get(web1, 80, "web1")[0] == 200  # HTTP from the host: allowed
     assert get(web1, 8081, "web1")[0] == 0  # the LAN-only port: refused to the host
-    inside = guide.exec("proxyha", f"curl -s -o /dev/null -w '%{{http_code}}' http://{web1}:8081/")
+    inside = guide.shell("proxyha", f"curl -s -o /dev/null -w '%{{http_code}}' http://{web1}:8081/")
     assert inside == "200"  # from the LAN itself: the ACL applies at the bridge's edge only
     print(f"curl http://{web1}:8081/ from proxyha (on the LAN) -> {inside}")
     restarted(guide, "web1")  # DHCP through the bridge with the ACL: web1 gets its address again
     assert until(lambda: guide.run("check").code == 0, 90, step=3), guide.run("check").out
+    assert guide.run("plan", "--detailed-exitcode").code == 0
+
+
+@pytest.fixture
+def shared_site(guide):
+    """The guide's lab with shared-site's pool and volume; afterwards the guide's lab put back (from nothing
+    if the test destroyed it) and the test's pool gone, whatever the test left."""
+    guide.use("shared-site")
+    yield guide
+    guide.use()
+    done = guide.run("apply", "--yes", "--force")  # the volume and its pool go: the data with them
+    for pool in json.loads(sh("lxc", "storage", "list", "--format=json").stdout):
+        if pool["name"].startswith(guide.tag):  # left by a test cut short: its volumes, then the pool
+            for vol in json.loads(guide.lxc("storage", "volume", "list", pool["name"], "--format=json")):
+                guide.lxc("storage", "volume", "delete", pool["name"], vol["name"], check=False)
+            sh("lxc", "storage", "delete", pool["name"], check=False)
+    assert done.code == 0, done.out[-2000:] + done.err
+    assert until(lambda: serving(guide), 30)
+
+
+def shared_answers(path: str, n: int = 4) -> set[tuple[int, str, str]]:
+    return {(status, body, server) for status, body, server in
+            (get("127.0.0.1", HTTP_PORT, "site1.testdomain.com", path) for _ in range(n))}
+
+
+def test_one_volume_serves_both_web_servers_outlives_a_replace_and_goes_with_destroy(shared_site):
+    guide, pool = shared_site, f"{shared_site.tag}labdata"
+    shown = guide.plan()
+    assert f"+ pool.{pool} will be created" in shown and f"+ volume.{pool}/shared will be created" in shown, shown
+    done = guide.apply()
+    assert done.index(f"volume.{pool}/shared: created") < done.index("instance.web1: "), done
+    assert until(lambda: serving(guide), 30)
+    page = f"shared by web1 and web2 ({guide.tag})\n"
+    guide.shell("web1", f"printf '{page}' > /var/www/html/shared/hello.txt")  # put there through web1 only
+    assert until(lambda: shared_answers("/shared/hello.txt") == {(200, page, "site1"), (200, page, "site2")}, 30)
+    check = guide.run("check")  # round robin of site1 and site2 as before
+    assert check.code == 0 and "check passed" in check.out, check.out
+    # web1 replaced (its image named by fingerprint): a new container, the same volume and content
+    image = json.loads(sh("lxc", "image", "list", "reconciler-debian", "--format=json").stdout)[0]["fingerprint"]
+    guide.write(guide.example("shared-site"), {"containers": {"web1": {"image": image}}})
+    assert "-/+ instance.web1 will be replaced" in guide.plan()
+    before = guide.instance("web1")["created_at"]
+    assert "instance.web1: replaced" in guide.apply()
+    assert guide.instance("web1")["created_at"] != before
+    assert guide.shell("web1", "cat /var/www/html/shared/hello.txt") == page
+    assert until(lambda: shared_answers("/shared/hello.txt") == {(200, page, "site1"), (200, page, "site2")}, 60)
+    assert guide.run("plan", "--detailed-exitcode").code == 0
+    # out of lab.yaml, the volume's data would go: apply wants --force, and nothing is done without it
+    guide.write({"containers": {"web1": {"image": image}}})  # the example dropped: its mounts, volume and pool
+    refused = guide.run("apply", "--yes")
+    assert refused.code == 1 and f"it deletes volume.{pool}/shared: the data on it is lost" in refused.err, refused.err
+    assert guide.shell("web2", "cat /var/www/html/shared/hello.txt") == page
+    # destroy: the lab's volume and pool go (the plan says the data goes), a volume not the lab's stays
+    guide.write(guide.example("shared-site"), {"containers": {"web1": {"image": image}}})
+    foreign = f"/1.0/storage-pools/default/volumes/custom/{guide.tag}hand?project={guide.project}"
+    guide.lxc("storage", "volume", "create", "default", f"{guide.tag}hand")
+    try:
+        destroyed = guide.run("destroy", "--yes")
+        assert destroyed.code == 0, destroyed.out[-2000:] + destroyed.err
+        assert "the data on it is lost" in destroyed.out
+        assert destroyed.out.index("instance.web2: deleted") < destroyed.out.index(f"volume.{pool}/shared: deleted") \
+            < destroyed.out.index(f"pool.{pool}: deleted"), destroyed.out
+        assert sh("lxc", "query", f"/1.0/storage-pools/{pool}", check=False).returncode != 0
+        assert json.loads(sh("lxc", "query", foreign).stdout)["name"] == f"{guide.tag}hand"  # untouched
+    finally:
+        guide.lxc("storage", "volume", "delete", "default", f"{guide.tag}hand", check=False)
+
+
+FORWARD = f"{LAN_PREFIX}250"  # examples/forward.override.yaml's 10.203.7.250
+
+
+@pytest.mark.parametrize("example", ["forward"], indirect=True)
+def test_a_forward_on_the_lan_reaches_haproxy_which_sees_the_hosts_own_address(example):
+    guide = example
+    shown = guide.plan()
+    assert f"+ forward.{guide.tag}lan/{FORWARD} will be created" in shown, shown
+    done = guide.apply()
+    assert done.index("instance.proxyha: ") < done.index(f"forward.{guide.tag}lan/{FORWARD}: created"), done
+    proxyha = f"{LAN_PREFIX}5"  # its fixed address on the LAN (LXD's DHCP leases it), the forward's target
+    assert until(lambda: guide.lan_address("proxyha") == proxyha, 60), guide.lan_address("proxyha")
+    assert until(lambda: get(FORWARD, 80, "site1.testdomain.com")[0] == 200, 60)
+    servers = {get(FORWARD, 80, "site1.testdomain.com")[2] for _ in range(4)}
+    assert servers == {"site1", "site2"}, servers  # through HAProxy to both web servers
+    path = f"/?client={guide.tag}-forward"  # this run's own: the logs name it once
+    answer = ask(FORWARD, 80, "site1.testdomain.com", path)
+    assert (answer.status, answer.sent_from, answer.seen) == (200, LAN_HOST, LAN_HOST), answer
+    line = guide.logged_once("proxyha", "/var/log/haproxy.log", path)
+    print(f"forward: haproxy.log: {line}")
+    assert f" {LAN_HOST}:" in line and "127.0.0.1" not in line and f" {proxyha}:" not in line, line
+    web = {"site1": "web1", "site2": "web2"}[answer.server]
+    line = guide.logged_once(web, "/var/log/apache2/client-ip.log", path)
+    print(f"forward: {web} client-ip.log: {line}")
+    assert line == f'{LAN_HOST} {LAN_HOST} {proxyha} "GET {path} HTTP/1.1" 200'  # X-Client-IP, X-Forwarded-For, HAProxy
+    check = guide.run("check")  # the proxy devices on 127.0.0.1 still serve, beside the forward
+    assert check.code == 0 and "check passed" in check.out, check.out
     assert guide.run("plan", "--detailed-exitcode").code == 0

@@ -111,6 +111,13 @@ OVERRIDES = {
     and [s.weight for s in lab.haproxy["proxyha"].backends["subdomain1"].servers] == [3, 1],
     "network-acls.override.yaml": lambda lab: lab.networks["lan0"].config["security.acls"] == "lan-web"
     and [r.destination_port for r in lab.acls["lan-web"].ingress] == [["80"], None],
+    "shared-site.override.yaml": lambda lab: lab.volumes["shared"].pool == "labdata" and all(
+        lab.containers[c].devices["shared"] == {"type": "disk", "pool": "labdata", "source": "shared",
+                                                "path": "/var/www/html/shared"} for c in ("web1", "web2")),
+    "forward.override.yaml": lambda lab: lab.forwards["10.203.7.250"].network == "lan0"
+    and [p.target for p in lab.forwards["10.203.7.250"].ports] == ["proxyha"]
+    and lab.containers["proxyha"].devices["eth0"]["ipv4.address"] == "10.203.7.5"
+    and "http" in lab.containers["proxyha"].devices,  # beside the proxy devices, not instead
     "lab.override.example.yaml": lambda lab: lab.networks == {}
     and lab.profiles["macvlan"].devices["eth0"]["parent"] == "eno1",
 }

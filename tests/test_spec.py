@@ -365,7 +365,7 @@ def test_validate_takes_every_shipped_file_where_it_sits():
     valid = [line.split(": valid (")[0] for line in done.stdout.splitlines()]
     assert valid == ["lab.yaml"] + [f"examples/{name}" + (" (merged onto lab.yaml)" if ".override" in name else "")
                                     for name in shipped], done.stdout
-    assert len([v for v in valid if "merged onto" in v]) == 4  # lab.override.example.yaml among them
+    assert len([v for v in valid if "merged onto" in v]) == 6  # lab.override.example.yaml among them
 
 
 def test_an_override_is_validated_merged_onto_its_base_its_errors_where_it_sits(tmp_path, capsys):
