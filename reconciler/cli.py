@@ -82,7 +82,7 @@ COMMANDS = {
     "check": "send HTTP through each HAProxy frontend and show which server answered",
     "import": "write a lab.yaml that adopts containers built by hand, as they are",
     "graph": "the lab's dependency graph: DOT, or SVG/PNG with Graphviz (no LXD needed)",
-    "checkpoint": "snapshot every container of the lab and record its networks, profiles and ACLs, in LXD"
+    "checkpoint": "snapshot every container and volume of the lab and record its other objects, in LXD"
                   " (or --delete one)",
     "checkpoints": "list the lab's checkpoints",
     "rollback": "put the whole lab back to a checkpoint: snapshots restored, objects put back, newer ones deleted",
@@ -214,9 +214,7 @@ def cmd_validate(args) -> int:
             print(err, file=sys.stderr)
             invalid += 1
             continue
-        counts = [_count(len(lab.networks), "network"), _count(len(lab.profiles), "profile"),
-                  _count(len(lab.containers), "container")]
-        print(f"{shown}: valid (lab {lab.lab!r}: {', '.join(counts)})")
+        print(f"{shown}: valid (lab {lab.lab!r}: {', '.join(_declared_counts(lab))})")
     return EXIT_ERROR if invalid else EXIT_OK
 
 
@@ -255,6 +253,17 @@ def _check_of(path: Path, base: str | None) -> _Check:
         # the override that loading NAME.yaml merges anyway: checking the lab checks it
         return _Check(str(named_for)) if path.name == override_path(named_for).name else _Check(str(named_for), path)
     return _Check(base, path)
+
+
+def _declared_counts(lab) -> list[str]:
+    """What the lab declares, kind by kind in plan order: networks, profiles and containers always, every
+    other kind (ACLs, pools, volumes, forwards, ...) when it has any."""
+    from .address import Kind
+    from .kinds import OBJECT_KINDS
+    always = {Kind.NETWORK, Kind.PROFILE, Kind.INSTANCE}
+    counts = [(kind, len(getattr(lab, kind.TABLE))) for kind in sorted(OBJECT_KINDS, key=lambda k: k.RANK)
+              if kind.TABLE and hasattr(lab, kind.TABLE)]
+    return [_count(n, kind.NOUN) for kind, n in counts if n or kind.KIND in always]
 
 
 def _count(n: int, word: str) -> str:

@@ -368,6 +368,16 @@ def test_validate_takes_every_shipped_file_where_it_sits():
     assert len([v for v in valid if "merged onto" in v]) == 6  # lab.override.example.yaml among them
 
 
+def test_validate_counts_every_kind_the_lab_declares(capsys):
+    base = str(ROOT / "lab.yaml")
+    overrides = [str(ROOT / "examples" / f"{name}.override.yaml") for name in ("shared-site", "forward")]
+    assert main(["validate", "--base", base, base, *overrides]) == 0
+    said = [line.split(": valid ")[1] for line in capsys.readouterr().out.splitlines()]
+    assert said == ["(lab 'haproxy-lab': 1 network, 1 profile, 3 containers)",
+                    "(lab 'haproxy-lab': 1 network, 1 storage pool, 1 storage volume, 1 profile, 3 containers)",
+                    "(lab 'haproxy-lab': 1 network, 1 profile, 3 containers, 1 network forward)"]
+
+
 def test_an_override_is_validated_merged_onto_its_base_its_errors_where_it_sits(tmp_path, capsys):
     (tmp_path / "lab.yaml").write_text(GOOD)
     (tmp_path / "lab.override.yaml").write_text("containers:\n  web1:\n    colour: blue\n")
