@@ -434,6 +434,12 @@ def _lock_place(lxd, lab):
         raise Refused(str(err)) from None
 
 
+def _progress(args) -> Callable[[str], None]:
+    """Where a command's progress goes: standard output, in order with what it prints before and after,
+    unless that is JSON."""
+    return _say if getattr(args, "json", False) else lambda text: print(text, flush=True)
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -578,7 +584,7 @@ def cmd_checkpoint(args) -> int:
         _settle(lxd, lab)  # a killed run's snapshot may still be running
         plan, _ = _plan(lab, base, lxd, [])
         taken = checkpoint.take(lxd, place, lab.lab, name, lab_digest(lab, base), plan.fingerprint(), lab_model(lab),
-                                nested_reads(lab), said=_say)
+                                nested_reads(lab), said=_progress(args))
     if args.json:
         print(json.dumps(taken.summary(), indent=1))
     else:
@@ -634,7 +640,7 @@ def cmd_rollback(args) -> int:
         if not _confirmed(args, "roll back"):
             return EXIT_ERROR
         try:
-            checkpoint.run_rollback(lxd, rollback, said=_say)
+            checkpoint.run_rollback(lxd, rollback, said=_progress(args))
         except LxdError as err:
             raise Refused(f"rollback stopped: {err}\nRun `reconcile rollback {name}` again: it takes up where it"
                           " stopped") from None

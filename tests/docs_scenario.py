@@ -78,6 +78,17 @@ def plan_end(printed: str) -> str:
     return _joined(["..."] + [line for line in lines if line.startswith(("Plan:", "Error:"))])
 
 
+def snapshots_sorted(printed: str) -> str:
+    """Containers are snapshotted and restored four at a time, in any order: their lines sorted where they
+    stand, as a block."""
+    lines = _lines(printed)
+    parallel = [i for i, line in enumerate(lines) if re.match(r"^(snapshot|restore|start|stop) ", line)]
+    if parallel:
+        first, last = parallel[0], parallel[-1]
+        lines[first:last + 1] = sorted(lines[first:last + 1])
+    return _joined(lines)
+
+
 def json_excerpt(printed: str) -> str:
     """`plan --json`, its first change whole but for the bodies, the rest elided with `…`."""
     data = json.loads(printed)
@@ -127,6 +138,11 @@ DRIFT = (
     "lxc config device remove proxyha https",
     "lxc exec proxyha -- systemctl stop haproxy",
 )
+EXERCISE = (  # what a class breaks between two exercises
+    "lxc exec proxyha -- sed -i 's/roundrobin/leastconn/' /etc/haproxy/haproxy.cfg",
+    "lxc exec web1 -- systemctl stop apache2",
+    "lxc exec web2 -- sh -c 'echo scribbled > /var/www/html/index.html'",
+)
 GUIDE = (
     Step("destroy-nothing", ("destroy", "--yes")),
     Step("plan-from-nothing", ("plan",), TUTORIAL, excerpt=head_and_tail(24, 2)),
@@ -142,6 +158,11 @@ GUIDE = (
     Step("plan-target-typo", ("plan", "--target", "instance.web3"), CLI, code=1),
     Step("apply-drift", ("apply", "--yes"), TUTORIAL),
     Step("plan-after-drift", ("plan",), TUTORIAL),
+    Step("checkpoint-pristine", ("checkpoint", "pristine"), TUTORIAL, excerpt=snapshots_sorted),
+    Step("rollback-pristine", ("rollback", "pristine", "--yes"), TUTORIAL, before=EXERCISE,
+         excerpt=snapshots_sorted),
+    Step("plan-after-rollback", ("plan",), TUTORIAL),
+    Step("checkpoint-delete", ("checkpoint", "--delete", "pristine")),
     Step("destroy-unconfirmed", ("destroy",), CLI, code=1),
 )
 
