@@ -5,6 +5,7 @@ tests/test_no_downtime.py)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from pathlib import Path
@@ -19,7 +20,19 @@ from reconciler.haproxy import CONFIG_PATH
 from reconciler.haproxy.runtime import SHOW_SERVERS_STATE, ServerState, client_argv, parse_servers_state
 from reconciler.inside import provisioning_of, runtime_question
 from reconciler.kinds import server as server_kind
-from reconciler.plan import Action, Change, Code, Cost, Drain, Plan, Reason, RuntimeSet, Step, make_plan
+from reconciler.plan import (
+    Action,
+    Change,
+    Code,
+    Cost,
+    Drain,
+    Plan,
+    Reason,
+    RuntimeSet,
+    Step,
+    make_plan,
+    plan_from_json,
+)
 from reconciler.render import plan_text
 from reconciler.spec import Lab, load_lab
 
@@ -193,3 +206,13 @@ def test_an_unreadable_runtime_state_is_a_note_and_the_plan_goes_on():
 def test_a_server_address_names_its_proxy_backend_and_server():
     addr = server("proxyha", "subdomain1", "site1")
     assert str(addr) == "server.proxyha:subdomain1/site1" and addr.kind == Kind.SERVER and addr.kind.inside
+
+
+def test_a_saved_plan_keeps_the_server_change_its_socket_and_its_cost():
+    plan = runtime_drift.settled(plan_with(subdomain2__site1=ServerState("maint", 1)))
+    data = json.loads(json.dumps(plan.as_json()))
+    (shown,) = data["changes"]
+    assert (shown["address"], shown["cost"], shown["origin"]) == ("server.proxyha:subdomain2/site1", "runtime", "outside")
+    again = plan_from_json(data)
+    assert again.changes == plan.changes and again.fingerprint() == plan.fingerprint()
+    assert again.changes[0].meta.payload == {"socket": "/run/haproxy/admin.sock"}
