@@ -2,7 +2,8 @@
 
 `project.lab1`, `acl.web-only`, `network.lan0`, `profile.macvlan`, `instance.web1`,
 `forward.lan/10.203.117.250` name LXD objects; `package.web1:apache2`,
-`file.proxyha:/etc/haproxy/haproxy.cfg`, `service.proxyha:haproxy` name things inside a container.
+`file.proxyha:/etc/haproxy/haproxy.cfg`, `service.proxyha:haproxy` name things inside a container, and
+`server.proxyha:subdomain1/site1` an HAProxy server's runtime state (its weight, its admin state).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Kind(StrEnum):
     PACKAGE = "package"
     FILE = "file"
     SERVICE = "service"
+    SERVER = "server"  # an HAProxy server's runtime state: `server.proxyha:subdomain1/site1`
 
     @property
     def inside(self) -> bool:
@@ -124,3 +126,7 @@ def file(container: str, path: str) -> Address:
 
 def service(container: str, name: str) -> Address:
     return Address(Kind.SERVICE, container, name)
+
+
+def server(container: str, backend: str, name: str) -> Address:
+    return Address(Kind.SERVER, container, f"{backend}/{name}")

@@ -191,10 +191,11 @@ def _key(item: Hashable) -> tuple:
 
 
 def _record_steps(plan: Plan) -> dict[Hashable, frozenset]:
-    """One record step per container that has steps inside it, after all of them."""
+    """One record step per container that has steps inside it, after all of them (an HAProxy server's
+    runtime state lives in HAProxy, not in the record)."""
     inside: dict[str, set[Step]] = {}
     for step in plan.graph:
-        if step.address.kind.inside:
+        if step.address.kind.inside and step.address.kind != Kind.SERVER:
             inside.setdefault(step.address.name, set()).add(step)
     return {RecordStep(c): frozenset(steps) for c, steps in inside.items()}
 

@@ -123,11 +123,11 @@ def without_reloads(plan: Plan, haproxy: Mapping[str, HAProxy]) -> Plan:
             continue
         step = Step(config.address, Action.UPDATE)
         found = tuple(RuntimeSet(proxy, spec.global_.stats_socket, b, s, f, v) for b, s, f, v in sets)
-        plan = replace(_dropped(plan, reload), runtime={**plan.runtime, step: found})
+        plan = replace(without_step(plan, reload), runtime={**plan.runtime, step: found})
     return plan
 
 
-def _dropped(plan: Plan, gone: Step) -> Plan:
+def without_step(plan: Plan, gone: Step) -> Plan:
     """The plan without one step; what waited for it waits for what it waited for."""
     change = plan.change_at(gone.address)
     assert change is not None

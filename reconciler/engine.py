@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import disruption, placement
+from . import disruption, placement, runtime_drift
 from .address import Address, Kind, instance, network
 from .context import Context
 from .desired import desired_state, root_disk_problems
@@ -79,12 +79,14 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     for cname, record in _unseen_records(lxd, wanted, owned, renames, sight).items():
         owned.update(recorded_files(cname, record))
     _same_content(owned, desired)
-    inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts)
-    notes = project_notes + placement.notes(places) + _notes(wanted, sight)
+    servers, runtime_notes = runtime_drift.read(wanted, facts)
+    inside = _seen_inside(diff_states(_inside(desired), _inside(owned)), sight, facts) \
+        + runtime_drift.drifted(wanted, servers)
+    notes = project_notes + placement.notes(places) + _notes(wanted, sight) + runtime_notes
     changes = [_destroying(c, lab.lab) for c in objects + inside] if destroy else objects + inside
     plan = make_plan(lab.lab, changes, users_of(live.owned), notes, objects=len(live.owned),
                      frontends=wanted.haproxy)
-    plan = replace(disruption.planned(plan, wanted.haproxy),
+    plan = replace(runtime_drift.settled(disruption.planned(plan, wanted.haproxy)),
                    unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.has_record)
     return plan, Context(lab, base_dir, recorded, facts, frozenset(desired.keys() | owned.keys()))

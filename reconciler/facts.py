@@ -25,8 +25,16 @@ for c in apt-get dnf yum apk; do command -v $c >/dev/null 2>&1 && { pm=$c; break
 z pm "$pm"
 while IFS=: read -r n _ u _; do z user "$n" "$u"; done </etc/passwd
 while IFS=: read -r n _ g _; do z group "$n" "$g"; done </etc/group
-record=$1 pkgs=$2 svcs=$3 listens=$4
-shift 4
+record=$1 pkgs=$2 svcs=$3 listens=$4 sock=$5 client=$6 rtcmd=$7
+shift 7
+if [ -n "$sock" ]; then  # HAProxy's runtime state, through its admin socket (the drain's perl client)
+  to=; command -v timeout >/dev/null 2>&1 && to="timeout 10"
+  if [ ! -S "$sock" ]; then z noruntime "no admin socket at $sock"
+  elif ! command -v perl >/dev/null 2>&1; then z noruntime "no perl to ask $sock"
+  elif rt=$($to perl -e "$client" "$sock" "$rtcmd" 2>&1); then z runtime "$rt"
+  else z noruntime "${rt:-asking $sock failed}"
+  fi
+fi
 if [ -n "$record" ] && [ -f "$record" ]; then  # files an earlier apply wrote: lab.yaml may have dropped some
   z record "$(base64 -w0 <"$record")"
   while IFS= read -r line; do
@@ -87,7 +95,8 @@ exit 0
 
 # Fields after each tag, in order.
 FIELDS = {"os": 1, "pm": 1, "user": 2, "group": 2, "other": 1, "absent": 1, "record": 1, "stat": 1, "sum": 1,
-          "pkgs": 1, "dpkg": 1, "rpm": 1, "apk": 1, "units": 2, "listens": 2, "procs": 2, "content": 2, "end": 0}
+          "pkgs": 1, "dpkg": 1, "rpm": 1, "apk": 1, "units": 2, "listens": 2, "procs": 2, "content": 2, "runtime": 1,
+          "noruntime": 1, "end": 0}
 
 # Right after a start systemd does not answer yet ("Failed to connect to bus"): wait for the
 # boot to finish, bounded, on images that have systemd; others are ready at once.
@@ -112,6 +121,8 @@ class Facts:
     services: dict[str, dict] = field(default_factory=dict)  # name -> {enabled, running}
     listening: dict[str, list[int]] = field(default_factory=dict)  # service -> wanted ports it holds
     record: dict[str, str] | None = None  # "file:/etc/x" -> digest last applied; None: no record
+    runtime: str | None = None  # what HAProxy's admin socket answered (`show servers state`), if asked
+    no_runtime: str = ""  # why it could not be asked (no socket: HAProxy is down)
 
 
 def record_path(lab: str) -> str:
@@ -134,12 +145,16 @@ def parse_record(text: str) -> dict[str, str]:
 
 def facts_argv(files: Iterable[str] = (), secret_files: Iterable[str] = (), packages: Iterable[str] = (),
                services: Iterable[str] = (), record: str | None = None,
-               listens: Mapping[str, Iterable[int]] | None = None) -> list[str]:
+               listens: Mapping[str, Iterable[int]] | None = None,
+               runtime: tuple[str, str, str] | None = None) -> list[str]:
     """The facts exec's argv: the lists of names travel as single words (names hold no spaces: validated),
-    the paths as arguments of their own."""
+    the paths as arguments of their own; `runtime` is (perl client, admin socket, command), as
+    haproxy/runtime.py's client_argv checked and built them."""
     ports = [f"{name}/{port}" for name, wanted in sorted((listens or {}).items()) for port in wanted]
+    client, sock, command = runtime or ("", "", "")
     return ["sh", "-c", FACTS_SCRIPT, "reconciler-facts", record or "", " ".join(packages),
-            " ".join(sorted(services)), " ".join(ports), *sorted(set(files) | set(secret_files))]
+            " ".join(sorted(services)), " ".join(ports), sock, client, command,
+            *sorted(set(files) | set(secret_files))]
 
 
 def content_argv(paths: Iterable[str]) -> list[str]:
@@ -318,9 +333,17 @@ def _record(f: Facts, v: list[str]) -> None:
     f.record = parse_record(base64.b64decode(v[0]).decode("utf-8", "replace"))
 
 
+def _runtime(f: Facts, v: list[str]) -> None:
+    f.runtime = v[0]
+
+
+def _no_runtime(f: Facts, v: list[str]) -> None:
+    f.no_runtime = v[0].strip()[-300:]
+
+
 def _end(f: Facts, v: list[str]) -> None:
     pass
 
 
 _READERS = {"os": _set_os, "pm": _set_pm, "user": _user, "group": _group, "content": _content, "other": _other,
-            "absent": _absent, "record": _record, "end": _end}
+            "absent": _absent, "record": _record, "runtime": _runtime, "noruntime": _no_runtime, "end": _end}

@@ -15,6 +15,7 @@ from . import haproxy
 from .address import Address
 from .errors import LxdError
 from .facts import Facts, FactsError, facts_argv, parse_facts
+from .haproxy import runtime
 from .provision import FileSpec, ServiceSpec
 from .spec import Lab, proxied_frontends, read_source
 
@@ -30,6 +31,7 @@ class Provisioning:
     files: Mapping[str, FileSpec] = field(default_factory=dict)
     services: Mapping[str, ServiceSpec] = field(default_factory=dict)
     generated: frozenset[str] = frozenset()  # paths rendered from the haproxy section
+    admin_socket: str = ""  # HAProxy's: its runtime state is read with the facts
 
     @property
     def empty(self) -> bool:
@@ -47,7 +49,7 @@ def provisioning_of(lab: Lab, name: str) -> Provisioning:
     extra = haproxy_provisioning(lab, name)
     packages = list(c.packages) + [p for p in extra.packages if p not in c.packages]
     return Provisioning(tuple(packages), {**extra.files, **c.files}, {**extra.services, **c.services},
-                        extra.generated)
+                        extra.generated, extra.admin_socket)
 
 
 def waits_for(lab: Lab, cname: str, path: str, want: Provisioning) -> set[str]:
@@ -114,7 +116,7 @@ def haproxy_provisioning(lab: Lab, cname: str) -> Provisioning:
     services["haproxy"] = ServiceSpec(watches=watched + logs, on_change="reload", listens=ports,
                                       after=["rsyslog"] if logs else [])
     return Provisioning(tuple(packages), {**dirs, **support, haproxy.CONFIG_PATH: config}, services,
-                        frozenset({haproxy.CONFIG_PATH}))
+                        frozenset({haproxy.CONFIG_PATH}), spec.global_.stats_socket)
 
 
 def record_key(addr: Address) -> str:
@@ -131,7 +133,7 @@ def container_facts(lxd: Lxd, name: str, want: Provisioning, record: str | None 
         secret = want.secret_paths()
         argv = facts_argv([p for p, s in secret.items() if not s], [p for p, s in secret.items() if s],
                           want.packages, want.services, record,
-                          {n: s.listens for n, s in want.services.items() if s.listens})
+                          {n: s.listens for n, s in want.services.items() if s.listens}, runtime_question(want))
     code, out, err = lxd.execute(name, argv)
     if code != 0:
         raise LxdError(f"instance {name}: reading its files, packages and services failed: {err.strip()}")
@@ -139,3 +141,11 @@ def container_facts(lxd: Lxd, name: str, want: Provisioning, record: str | None 
         return parse_facts(out)
     except FactsError as bad:
         raise LxdError(f"instance {name}: its facts could not be read: {bad}") from None
+
+
+def runtime_question(want: Provisioning) -> tuple[str, str, str] | None:
+    """The perl client, the admin socket and `show servers state`, as the drain's client sends them."""
+    if not want.admin_socket:
+        return None
+    _, _, client, socket, command = runtime.client_argv(want.admin_socket, runtime.SHOW_SERVERS_STATE)
+    return client, socket, command

@@ -291,7 +291,7 @@ _COST_OF = {(Kind.INSTANCE, Action.REPLACE): Cost.RECREATE, (Kind.INSTANCE, Acti
             (Kind.INSTANCE, Action.RESTART): Cost.RESTART, (Kind.INSTANCE, Action.STOP): Cost.RESTART,
             (Kind.INSTANCE, Action.MOVE): Cost.RESTART, (Kind.INSTANCE, Action.RENAME): Cost.RESTART,
             (Kind.SERVICE, Action.RESTART): Cost.RESTART, (Kind.SERVICE, Action.STOP): Cost.RESTART,
-            (Kind.SERVICE, Action.RELOAD): Cost.RELOAD}
+            (Kind.SERVICE, Action.RELOAD): Cost.RELOAD, (Kind.SERVER, Action.UPDATE): Cost.RUNTIME}
 
 
 def action_cost(kind: Kind, action: Action) -> Cost:

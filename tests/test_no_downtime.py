@@ -1,7 +1,9 @@
 """Changes without downtime, proven under load on the guide's lab (real LXD, real Debian containers,
 real HTTP through the proxy device): a steady stream of requests through HAProxy while apply restarts
 both web servers, then while it replaces one, and not one request fails.  The drains and the
-one-at-a-time order are planned in tests/test_disruption.py (no LXD); here they are carried out."""
+one-at-a-time order are planned in tests/test_disruption.py (no LXD); here they are carried out.  Last,
+a server changed by hand through HAProxy's admin socket is drift, put back without a reload (the pure parts:
+tests/test_runtime_drift.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 from test_guide_lab import Guide, guide_lab, until
 
 from reconciler.check import ask
-from reconciler.haproxy.runtime import client_argv, parse_stat
+from reconciler.haproxy.runtime import ServerState, client_argv, parse_servers_state, parse_stat
 
 MAX_REQUESTS = 6000  # bounded: at 20 a second, five minutes
 INTERVAL = 0.05  # seconds between two requests (an Event's wait: the apply's end cuts it short)
@@ -164,4 +166,40 @@ def test_a_weight_and_a_maxconn_go_live_under_load_without_a_reload(steady):
     assert (site1["weight"], site2["slim"]) == ("3", "50"), (site1["weight"], site2["slim"])
     assert parse_stat(stats)[("subdomain1", "site1")].up
     assert "weight 3" in steady.lxc("exec", "proxyha", "--", "cat", "/etc/haproxy/haproxy.cfg")  # a restart finds it
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_server_disabled_and_one_reweighted_by_hand_are_drift_put_back_without_a_reload(steady):
+    image = steady.instance("web2")["config"].get("user.reconciler.image", "reconciler-debian")
+    steady.set_override(NOFILE + f"    image: {image}\n" + WEIGHT)  # what the tests above left
+    steady.apply()  # nothing to do after them; run alone, their settings
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+    assert haproxy_says(steady, "set server subdomain2/site1 state maint").strip() == ""
+    assert haproxy_says(steady, "set weight subdomain1/site2 7").strip() == ""
+    before = worker(steady)
+    plan = steady.run("plan")
+    for expected in ("~ server.proxyha:subdomain2/site1 will be updated in place (HAProxy's runtime state differs:"
+                     " state) [changed outside lab.yaml] [cost: runtime]", '      state: "maint" -> "ready"',
+                     "~ server.proxyha:subdomain1/site2 will be updated in place (HAProxy's runtime state differs:"
+                     " weight) [changed outside lab.yaml] [cost: runtime]", "      weight: 7 -> 1",
+                     "Plan: 2 to update, and "):
+        assert expected in plan.out, f"{expected!r} not in:\n{plan.out}"
+    assert "will be reloaded" not in plan.out, plan.out
+    result = steady.run("apply", "--yes")
+    assert result.code == 0, result.out[-3000:] + result.err
+    state = parse_servers_state(haproxy_says(steady, "show servers state"))
+    assert state[("subdomain2", "site1")] == ServerState("ready", 1), state
+    assert state[("subdomain1", "site2")] == ServerState("ready", 1), state
+    assert worker(steady) == before  # no reload
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+
+
+def test_with_haproxy_down_plan_says_it_could_not_read_the_runtime_state_and_goes_on(steady):
+    steady.lxc("exec", "proxyha", "--", "systemctl", "stop", "haproxy")
+    plan = steady.run("plan")
+    assert "Note: proxyha: HAProxy's runtime state could not be read (" in plan.out, plan.out
+    assert "~ service.proxyha:haproxy will be updated" in plan.out and "running: false -> true" in plan.out, plan.out
+    assert "server.proxyha" not in plan.out, plan.out
+    steady.apply()
+    assert until(steady.serving, 30)
     assert steady.run("plan", "--detailed-exitcode").code == 0

@@ -1,5 +1,6 @@
 """HAProxy's runtime API (the admin socket, `stats socket ... level admin`): the commands apply sends to
-drain a server and put it back, and what `show stat` says about servers.  Pure: the caller runs the
+drain a server and put it back, what `show stat` says about servers, and what `show servers state` says
+(read at plan time, by the facts exec: a server changed by hand through the socket is drift).  Pure: the caller runs the
 client argv inside the HAProxy container (the socket is a Unix socket there, reachable from nowhere else).
 
 Every value that reaches the socket is checked here, whatever built it (a saved plan is a file anyone
@@ -165,3 +166,45 @@ def _server_words(line: str) -> tuple[list[str], dict[str, int]] | None:
             rest.append(words[i])
             i += 1
     return rest, fields
+
+
+# --- the runtime state, read at plan time ---------------------------------------------------------
+
+SHOW_SERVERS_STATE = "show servers state"
+# srv_admin_state's bits (HAProxy's SRV_ADMF_*): what `set server B/S state maint|drain` sets by hand.  The
+# others (maintenance inherited from a tracked server, `disabled` in haproxy.cfg, DNS) are not the runtime
+# API's doing.
+FORCED_MAINT, FORCED_DRAIN = 0x01, 0x08
+_STATE_COLUMNS = ("be_name", "srv_name", "srv_admin_state", "srv_uweight")
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """One server's line of `show servers state`, the parts plan compares with lab.yaml."""
+
+    state: str  # ready, drain or maint: the admin state set through the runtime API
+    weight: int  # srv_uweight: the weight now (`set weight` changes it; haproxy.cfg's is srv_iweight)
+
+
+def parse_servers_state(text: str) -> dict[tuple[str, str], ServerState]:
+    """`show servers state` (format 1: a version line, a `# ` header, a line per server) as
+    {(backend, server): ServerState}; ValueError naming what is wrong when it is not that."""
+    lines = text.splitlines()
+    if len(lines) < 2 or lines[0].strip() != "1" or not lines[1].startswith("# "):
+        raise ValueError("HAProxy's `show servers state` answered: " + (" ".join(lines[:2])[:200] or "nothing"))
+    header = lines[1][2:].split()
+    missing = [c for c in _STATE_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"HAProxy's `show servers state` has no {', '.join(missing)} column")
+    at = {c: header.index(c) for c in _STATE_COLUMNS}
+    out = {}
+    for line in lines[2:]:
+        words = line.split()
+        if not words:
+            continue
+        if len(words) != len(header) or not all(words[at[c]].isdigit() for c in _STATE_COLUMNS[2:]):
+            raise ValueError(f"HAProxy's `show servers state` has a line it does not describe: {line[:200]!r}")
+        admin = int(words[at["srv_admin_state"]])
+        state = "maint" if admin & FORCED_MAINT else "drain" if admin & FORCED_DRAIN else "ready"
+        out[(words[at["be_name"]], words[at["srv_name"]])] = ServerState(state, int(words[at["srv_uweight"]]))
+    return out

@@ -14,7 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 from ..address import Kind
 from ..state import OWNER_KEY
-from . import acl, file, forward, instance, network, package, profile, project, service, storage_pool, storage_volume
+from . import (
+    acl,
+    file,
+    forward,
+    instance,
+    network,
+    package,
+    profile,
+    project,
+    server,
+    service,
+    storage_pool,
+    storage_volume,
+)
 from .contract import InsideKind, Kind_, ObjectKind, Scope
 
 if TYPE_CHECKING:
@@ -22,7 +35,7 @@ if TYPE_CHECKING:
 
 OBJECT_KINDS: tuple[ObjectKind, ...] = (project, acl, network, storage_pool, storage_volume, profile, instance,
                                          forward)
-INSIDE_KINDS: tuple[InsideKind, ...] = (package, file, service)
+INSIDE_KINDS: tuple[InsideKind, ...] = (package, file, server, service)
 
 
 def _check() -> dict[Kind, Kind_]:
