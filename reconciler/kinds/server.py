@@ -9,13 +9,15 @@ and goes with haproxy.cfg (runtime_drift.py decides which servers are compared).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind
 from ..haproxy.runtime import UnsafeValue, client_argv, set_field, set_state
 from ..plan import Action, Change
 
 if TYPE_CHECKING:
+    from ..lxd import RawState
+    from .contract import Chosen
     from .runner import Runner
 
 KIND = Kind.SERVER
@@ -28,6 +30,10 @@ REPLACE_FIELDS: tuple[str, ...] = ()
 def deletable(address: Address) -> bool:
     """A server leaves with haproxy.cfg's line, never through its runtime state."""
     return False
+
+
+def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
+    return {}  # HAProxy's runtime state is not read by import
 
 
 def commands(change: Change) -> list[str]:
