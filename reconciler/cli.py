@@ -12,6 +12,7 @@ import os
 import random
 import re
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
@@ -437,11 +438,20 @@ def _lock_place(lxd, lab):
 def _progress(args) -> Callable[[str], None]:
     """Where a command's progress goes: standard output, in order with what it prints before and after,
     unless that is JSON."""
-    return _say if getattr(args, "json", False) else lambda text: print(text, flush=True)
+    return _say if getattr(args, "json", False) else lambda text: _line(sys.stdout, text)
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    _line(sys.stderr, text)
+
+
+_LINES = threading.Lock()  # steps run in threads: each line is written whole, never two run together
+
+
+def _line(stream, text: str) -> None:
+    with _LINES:
+        stream.write(text + "\n")
+        stream.flush()
 
 
 def _saved(args):

@@ -159,6 +159,8 @@ GUIDE = (
     Step("apply-drift", ("apply", "--yes"), TUTORIAL),
     Step("plan-after-drift", ("plan",), TUTORIAL),
     Step("checkpoint-pristine", ("checkpoint", "pristine"), TUTORIAL, excerpt=snapshots_sorted),
+    Step("checkpoint-taken", ("checkpoint", "pristine"), code=1),
+    Step("rollback-unconfirmed", ("rollback", "pristine"), code=1),
     Step("rollback-pristine", ("rollback", "pristine", "--yes"), TUTORIAL, before=EXERCISE,
          excerpt=snapshots_sorted),
     Step("plan-after-rollback", ("plan",), TUTORIAL),
@@ -222,6 +224,8 @@ MASKS = [
     (re.compile(r"\[\d+\.\ds\]"), "[N.Ns]"),
     (re.compile(r"\b[0-9a-f]{16}\b"), "F"),  # fingerprints
     (re.compile(r"@@ -\d+,\d+ \+\d+,\d+ @@"), "@@ hunk @@"),
+    (re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\b"), "TIME"),  # when a checkpoint was taken
+    (re.compile(r"(lab\.yaml digest )[0-9a-f]{12}\b"), r"\1D"),  # the test's lab.yaml has its own override
 ]
 SERVED = re.compile(r"(-> backend \S+: )(.*)")
 
