@@ -159,7 +159,10 @@ def proxyha_state(lab: LabDir) -> str:
     devices = query(f"/1.0/instances/proxyha?project={lab.project}").get("expanded_devices", {})
     haproxy = sh("lxc", "exec", "--project", lab.project, f"{REMOTE}:proxyha", "--", "systemctl", "status",
                  "--no-pager", "haproxy", check=False)
-    return f"proxyha: {placement}; its proxy devices: {devices}\n{haproxy.stdout}{haproxy.stderr}"
+    member = placement[0] if placement else "lxdm3"
+    listening = sh("lxc", "exec", "--project", "reconciler-cluster", member, "--", "ss", "-ltnp", check=False)
+    return (f"proxyha: {placement}; its proxy devices: {devices}\n{haproxy.stdout}{haproxy.stderr}"
+            f"listening on {member}:\n{listening.stdout}{listening.stderr}")
 
 
 def until_addressed(lab: LabDir, name: str, seconds: float = 60) -> None:
