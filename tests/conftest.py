@@ -16,6 +16,7 @@ import re
 import secrets
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -426,6 +427,17 @@ def incus_ready(lxd_ready) -> None:
                 incus("config", "trust", "remove", trusted["fingerprint"], check=False)
 
 
+def _delete_incus_network(name: str, deadline: float = 30) -> None:
+    """Incus once refused to delete a test's bridge just after its containers were deleted, and the next
+    test on the same subnet failed on it: tried again until it is gone, for a bounded time."""
+    ends = time.monotonic() + deadline
+    while (done := sh("incus", "network", "delete", name, check=False)).returncode != 0:
+        if sh("incus", "network", "show", name, check=False).returncode != 0:
+            return
+        assert time.monotonic() < ends, f"incus network delete {name}: {done.stderr}"
+        time.sleep(0.5)
+
+
 def new_incus_project() -> str:
     """An empty Incus project (profiles of its own, default with a root disk; images shared): its tag."""
     tag = f"{INCUS_PREFIX}{RUN}{next(_counter):02d}"
@@ -445,7 +457,7 @@ def drop_incus_project(tag: str) -> None:
     incus("project", "delete", tag, check=False)
     for net in json.loads(incus("network", "list", "--format=json")):
         if net["name"].startswith(tag) and net.get("managed"):
-            incus("network", "delete", net["name"], check=False)
+            _delete_incus_network(net["name"])
     for acl in json.loads(incus("network", "acl", "list", "--format=json") or "[]"):
         if acl["name"].startswith(tag):
             incus("network", "acl", "delete", acl["name"], check=False)

@@ -89,6 +89,19 @@ def test_a_new_projects_default_profile_names_its_daemon():
     assert made_with("p1", "lxd")["description"] == "Default LXD profile for project p1"
 
 
+def test_an_object_the_lab_does_not_own_is_said_to_be_in_the_daemon_that_holds_it():
+    from reconciler.address import profile
+    from reconciler.engine import _check_conflicts
+    from reconciler.live import Live
+    from reconciler.plan import PlanError
+    from reconciler.state import Resource
+    desired = {profile("net"): Resource(profile("net"), {})}
+    live = Live(owned={}, foreign={profile("net"): None}, profiles={}, nics={})
+    with pytest.raises(PlanError, match=r"^profile\.net already exists in Incus and belongs to no lab \(it has no"):
+        _check_conflicts(desired, live, set(), "Incus")
+    _check_conflicts(desired, live, {profile("net")}, "Incus")  # adopted: taken over as it is
+
+
 def test_an_unknown_daemon_in_lab_yaml_is_refused_with_its_line(tmp_path, capsys):
     from reconciler.cli import main
     lab = tmp_path / "lab.yaml"
@@ -396,3 +409,21 @@ def test_the_guides_lab_comes_up_on_incus_drifts_and_is_repaired(incus_ready, tm
     finally:
         drop_incus_project(tag)
         sh("ip", "link", "delete", parent, check=False)
+
+
+def test_a_create_is_tried_again_only_when_an_interface_of_the_host_vanished():
+    from reconciler.lxd import interface_vanished
+    seen = ('Failed to delete bridge children interfaces: Failed to run: ip -d -j link show veth9acabc83: exit'
+            ' status 1 (Device "veth9acabc83" does not exist.)')
+    assert interface_vanished(LxdError(seen))
+    assert not interface_vanished(LxdError('Network "lan" already exists'))
+    assert not interface_vanished(LxdError("Failed to delete bridge children interfaces: permission denied"))
+
+
+@pytest.mark.daemons("lxd", "incus")
+def test_a_failed_create_is_made_again_only_when_nothing_was_made(lab):
+    lxd = Lxd(lab.socket, lab.project)
+    assert not lxd._may_exist("network", {"name": f"{lab.tag}n"}, "")
+    lab.lxc("network", "create", f"{lab.tag}n", "ipv4.address=none", "ipv6.address=none")
+    assert lxd._may_exist("network", {"name": f"{lab.tag}n"}, "")
+    assert lxd._may_exist("forward", {"listen_address": "10.203.1.1"}, f"{lab.tag}n")  # nameless: never again
