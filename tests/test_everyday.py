@@ -8,6 +8,7 @@ import json
 import os
 import time
 
+import pytest
 from conftest import sh
 from test_lxd_core import HEADER, applied, no_changes
 
@@ -42,6 +43,7 @@ def test_a_stopped_container_keeps_its_declared_files(lab):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_container_stopped_by_hand_plans_no_creates_and_one_apply_converges(lab):
     applied(lab, with_state("running"))
     lab.lxc("stop", "--force", "c1")
@@ -192,6 +194,7 @@ def test_a_nic_moved_through_a_profile_takes_effect(lab):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_each_change_says_whether_lab_yaml_or_the_live_object_moved(lab):
     text = with_state("running").replace("    state: running\n", "    config: {user.note: a}\n")
     applied(lab, text)

@@ -51,6 +51,7 @@ def no_changes(lab) -> bool:
     return result.code == 0
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_create_from_empty_then_plan_is_empty(lab):
     result = applied(lab)
     assert "Apply complete! 4 done, 0 failed, 0 skipped." in result.out
@@ -75,6 +76,7 @@ def test_plan_json_has_the_documented_shape(lab):
         "type": "image", "alias": "reconciler-tiny"}
 
 
+@pytest.mark.daemons("lxd", "incus")
 @pytest.mark.parametrize("drift, shown", [
     (("config", "set", "c1", "user.extra", "x"), 'config["user.extra"]: "x" -> (none)'),
     (("config", "set", "c1", "limits.memory", "128MB"), 'config["limits.memory"]: "128MB" -> "64MB"'),
@@ -99,6 +101,7 @@ def test_drift_done_by_hand_is_shown_and_repaired(lab, drift, shown):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_network_drift_is_repaired(lab):
     applied(lab)
     lab.lxc("network", "set", f"{lab.tag}b", "ipv4.dhcp", "false")
@@ -125,6 +128,7 @@ def test_image_change_replaces_and_keeps_the_rest(lab):
         lab.lxc("image", "alias", "delete", f"{lab.tag}-tiny", check=False)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_update_keeps_lxd_keys_so_the_mac_survives(lab):
     applied(lab)
     before = lab.instance("c1")["config"]
@@ -144,6 +148,7 @@ def test_removal_from_lab_yaml_deletes_the_owned_object(lab):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_objects_the_lab_does_not_own_are_untouched(lab):
     lab.lxc("profile", "create", "handmade")
     lab.lxc("init", "reconciler-tiny", "manual")
@@ -244,6 +249,7 @@ FILES = HEADER + """\
 """
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_files_inside_a_container_are_created_compared_repaired_and_deleted(lab):
     applied(lab, FILES)
     assert lab.lxc("exec", "c1", "--", "cat", "/etc/motd") == "hello\n"
@@ -268,6 +274,7 @@ def test_files_inside_a_container_are_created_compared_repaired_and_deleted(lab)
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_apply_refuses_a_plan_that_moved_on_since_it_was_reviewed(lab):
     lab.write(TINY)
     reviewed = json.loads(lab.run("plan", "--json").out)["fingerprint"]
