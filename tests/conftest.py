@@ -207,7 +207,7 @@ def remove_leftovers(only_run: str | None = None) -> None:
     for net in json.loads(sh("lxc", "network", "list", "--format=json").stdout):
         if net["name"].startswith(prefix) and net.get("managed") and not net["name"].startswith(tuple(alive) or ("-",)):
             sh("lxc", "network", "delete", net["name"], check=False)
-    delete_acls(prefix)
+    delete_acls(prefix, spare=tuple(alive))  # a run still going on keeps its ACLs, as its networks
     _stop_orphan_dnsmasq(prefix)
     _stop_orphan_forkproxies()
     for link in json.loads(sh("ip", "-j", "link", "show", "type", "veth").stdout or "[]"):
@@ -369,11 +369,11 @@ def drop_project(tag: str) -> None:
     delete_acls(tag)
 
 
-def delete_acls(prefix: str) -> None:
+def delete_acls(prefix: str | tuple[str, ...], spare: tuple[str, ...] = ()) -> None:
     """Network ACLs (global without features.networks, as networks are) named with a test's prefix,
-    after the networks that use them."""
+    after the networks that use them; those of the `spare` projects' tags kept."""
     for acl in json.loads(sh("lxc", "network", "acl", "list", "--format=json").stdout or "[]"):
-        if acl["name"].startswith(prefix):
+        if acl["name"].startswith(prefix) and not (spare and acl["name"].startswith(spare)):
             sh("lxc", "network", "acl", "delete", acl["name"], check=False)
 
 
