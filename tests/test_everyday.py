@@ -12,6 +12,8 @@ import pytest
 from conftest import sh
 from test_lxd_core import HEADER, applied, no_changes
 
+from reconciler.daemon import TITLES
+
 KEEP = HEADER + """\
   c1:
     image: reconciler-tiny
@@ -26,6 +28,7 @@ def with_state(state: str) -> str:
     return KEEP.replace("@STATE@", state)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_stopped_container_keeps_its_declared_files(lab):
     applied(lab, with_state("running"))
     lab.write(with_state("stopped"))
@@ -35,7 +38,7 @@ def test_a_stopped_container_keeps_its_declared_files(lab):
     applied(lab, with_state("stopped"))
     plan = lab.run("plan")
     daemon, note = plan.out.splitlines()[:2]
-    assert daemon.startswith("Daemon: LXD ") and note.startswith(
+    assert daemon.startswith(f"Daemon: {TITLES[lab.daemon]} ") and note.startswith(
         "Note: lab.yaml wants c1 stopped: its files, packages and services are not checked while it is"), plan.out
     assert "No changes." in plan.out
     applied(lab, with_state("running"))

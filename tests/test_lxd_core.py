@@ -8,6 +8,7 @@ import json
 import pytest
 from conftest import ROOT
 
+from reconciler.daemon import TITLES
 from reconciler.engine import build_plan
 from reconciler.lxd import Lxd
 from reconciler.spec import load_lab
@@ -110,6 +111,7 @@ def test_network_drift_is_repaired(lab):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_image_change_replaces_and_keeps_the_rest(lab):
     applied(lab)
     fingerprint = json.loads(lab.lxc("image", "list", "reconciler-tiny", "--format=json"))[0]["fingerprint"]
@@ -139,6 +141,7 @@ def test_update_keeps_lxd_keys_so_the_mac_survives(lab):
     assert after["volatile.uuid"] == before["volatile.uuid"]
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_removal_from_lab_yaml_deletes_the_owned_object(lab):
     applied(lab)
     smaller = TINY.split("  c2:\n")[0]
@@ -162,12 +165,13 @@ def test_objects_the_lab_does_not_own_are_untouched(lab):
     assert profiles == {"default", "handmade"}
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_name_taken_by_an_object_the_lab_does_not_own_is_refused(lab):
     lab.lxc("profile", "create", "net")
     lab.write(TINY)
     result = lab.run("plan")
     assert result.code == 1
-    assert "profile.net already exists in LXD and belongs to no lab" in result.err
+    assert f"profile.net already exists in {TITLES[lab.daemon]} and belongs to no lab" in result.err
     assert lab.run("apply", "--yes").code == 1
     assert lab.lxc("profile", "show", "net").count("user.reconciler") == 0
 
