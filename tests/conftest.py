@@ -101,11 +101,13 @@ def pytest_terminal_summary(terminalreporter):
         reason = reason.removeprefix("Skipped: ")
         if reason.startswith(SKIPPED_ON):
             reasons[reason] = reasons.get(reason, 0) + 1
-    for daemon in sorted({reason[len(SKIPPED_ON):].split(":")[0] for reason in reasons}):
+    ran = {"incus" for reports in terminalreporter.stats.values() for report in reports
+           if (getattr(report, "nodeid", "") or "").endswith(("[incus]", "-incus]"))}
+    for daemon in sorted(ran | {reason[len(SKIPPED_ON):].split(":")[0] for reason in reasons}):
         mine = {reason.split(": ", 1)[1]: count for reason, count in reasons.items()
                 if reason.startswith(f"{SKIPPED_ON}{daemon}:")}
         said = "; ".join(f"{why} ({count})" for why, count in sorted(mine.items()))
-        terminalreporter.write_line(f"{sum(mine.values())} tests skipped on {daemon}: {said}")
+        terminalreporter.write_line(f"{sum(mine.values())} tests skipped on {daemon}" + (f": {said}" if said else ""))
 
 
 @pytest.hookimpl(hookwrapper=True)
