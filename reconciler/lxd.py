@@ -49,11 +49,12 @@ POLL_PAUSES = (0.05, 1.0)
 # as the first exec may run): a second attempt with the same mark waits for the first and replays what
 # it printed and how it exited. Records older than an hour are pruned (the mark starts with its time).
 NEVER_STARTED = ("Failed to retrieve PID of executing child process",)
-# Incus 6.0 sets a new bridge up by listing the host's interfaces, and fails the create when one vanishes
-# meanwhile ("Failed to delete bridge children interfaces: ... Device "veth9acabc83" does not exist.", seen
-# whenever another container stopped at that moment). Made again, at most CREATE_ATTEMPTS in all.
+# Incus 6.0 sets a bridge up, and tears it down, by listing the host's interfaces, and fails when one
+# vanishes meanwhile ("Failed to delete bridge children interfaces: ... Device "veth9acabc83" does not
+# exist.", seen whenever a container stopped at that moment, the lab's own on destroy). Tried again, at
+# most VANISHED_ATTEMPTS in all.
 INTERFACE_VANISHED = ("bridge children interfaces", "does not exist")
-CREATE_ATTEMPTS = 3
+VANISHED_ATTEMPTS = 3
 EXEC_ATTEMPTS = 3
 EXEC_GUARD = r"""
 top=/var/lib/reconciler/exec; d=$top/$1; shift  # exit 199: the guard itself failed
@@ -340,12 +341,12 @@ class Lxd:
         """`target`: the cluster member (or @group) an instance is made on; `parent`: the object a nested
         kind is made under (a forward's network). Tried again only when the daemon failed on an interface
         of the host that vanished meanwhile (INTERFACE_VANISHED) and made nothing."""
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
+        for attempt in range(1, VANISHED_ATTEMPTS + 1):
             try:
                 self._wait(self._call("post", self._collection(kind, parent), json=body, target=target))
                 return
             except LxdError as err:
-                if attempt == CREATE_ATTEMPTS or not interface_vanished(err) or self._may_exist(kind, body, parent):
+                if attempt == VANISHED_ATTEMPTS or not interface_vanished(err) or self._may_exist(kind, body, parent):
                     raise
 
     def _may_exist(self, kind: str, body: dict, parent: str) -> bool:
@@ -374,7 +375,19 @@ class Lxd:
         self._wait(self._call("post", self._node(kind, old), json={"name": new}))
 
     def delete(self, kind: str, name: str) -> None:
-        self._wait(self._call("delete", self._node(kind, name)))
+        """Tried again when the daemon failed on an interface of the host that vanished meanwhile (Incus
+        deleting a bridge whose last container's veth was going away); gone by then is done."""
+        for attempt in range(1, VANISHED_ATTEMPTS + 1):
+            try:
+                self._wait(self._call("delete", self._node(kind, name)))
+                return
+            except LxdNotFound:
+                if attempt == 1:
+                    raise
+                return  # the failed attempt deleted it after all
+            except LxdError as err:
+                if attempt == VANISHED_ATTEMPTS or not interface_vanished(err):
+                    raise
 
     def set_state(self, name: str, action: str, force: bool = False, timeout: int = 30) -> None:
         body = {"action": action, "force": force, "timeout": timeout}

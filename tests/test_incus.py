@@ -411,7 +411,7 @@ def test_the_guides_lab_comes_up_on_incus_drifts_and_is_repaired(incus_ready, tm
         sh("ip", "link", "delete", parent, check=False)
 
 
-def test_a_create_is_tried_again_only_when_an_interface_of_the_host_vanished():
+def test_a_create_or_delete_is_tried_again_only_when_an_interface_of_the_host_vanished():
     from reconciler.lxd import interface_vanished
     seen = ('Failed to delete bridge children interfaces: Failed to run: ip -d -j link show veth9acabc83: exit'
             ' status 1 (Device "veth9acabc83" does not exist.)')
