@@ -17,7 +17,8 @@ lab: setup lxd lan image-debian
 	$(RECONCILE) check
 
 # Tests run in pytest-xdist workers, each module whole in one worker (modules that share a subnet or
-# the cluster together: tests/conftest.py SHARED); then, alone, the tests that kill the LXD daemon.
+# the cluster together: tests/conftest.py SHARED); then, alone, the tests that kill the LXD daemon and
+# every test's Incus variant (marker daemon_exclusive).
 WORKERS ?= 3
 test: setup lxd image-tiny image-debian incus lint
 	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --durations=25 -m "not daemon_exclusive"

@@ -491,7 +491,8 @@ def _unmoved(saved, fresh, path: str) -> None:
     from . import planfile
     moved = planfile.moved(saved, fresh)
     if moved:
-        raise Refused(f"LXD moved since the plan in {path} was saved; nothing was done:\n  " + "\n  ".join(moved)
+        daemon = saved.daemon.title if saved.daemon else "LXD"  # the same daemon as now (_same_daemon)
+        raise Refused(f"{daemon} moved since the plan in {path} was saved; nothing was done:\n  " + "\n  ".join(moved)
                       + "\nMake the plan again and review it.")
 
 
@@ -522,7 +523,7 @@ def _settle(lxd, lab) -> None:
     for op in lxd.running_operations():
         touched = sorted(set(op.instances) & names)
         if touched:
-            _say(f"Waiting for LXD to finish {op.description!r} on {', '.join(touched)} (left running by an"
+            _say(f"Waiting for {lxd.daemon.title} to finish {op.description!r} on {', '.join(touched)} (left running by an"
                  " earlier run) ...")
             lxd.wait_operation(op.id)
 

@@ -64,7 +64,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     if destroy:
         desired.update({r.address: r for r in project_kind.emptied_default_profile(live)})
     adopted = _adoptions(wanted, desired, live)
-    _check_conflicts(desired, live, {c.address for c in adopted})
+    _check_conflicts(desired, live, {c.address for c in adopted}, lxd.daemon.title)
     owned = {**live.owned, **{c.address: _as_adopted(live.untagged[c.address], desired[c.address])
                               for c in adopted}}
     renames = _renames(desired, owned) + adopted
@@ -411,14 +411,15 @@ def _used_profile(lab: Lab, name: str) -> bool:
     return any(name in c.profiles for c in lab.containers.values())
 
 
-def _check_conflicts(desired: LabState, live: Live, adopted: set) -> None:
-    """Refuse to take over an object the lab does not own (unless lab.yaml adopts it)."""
+def _check_conflicts(desired: LabState, live: Live, adopted: set, daemon: str = "LXD") -> None:
+    """Refuse to take over an object the lab does not own (unless lab.yaml adopts it), saying which daemon
+    (LXD or Incus) holds it."""
     problems = []
     for addr in sorted(desired.keys() & live.foreign.keys() - adopted):
         owner = live.foreign[addr]
         whose = f"lab {owner!r}" if owner else "no lab (it has no user.reconciler.lab tag)"
         how = "list it under adopt: to take it over as it is" if owner is None else "rename it in lab.yaml"
-        problems.append(f"{addr} already exists in LXD and belongs to {whose}; reconciler will not"
+        problems.append(f"{addr} already exists in {daemon} and belongs to {whose}; reconciler will not"
                         f" take it over unasked: {how}, or delete it by hand")
     for addr, want in desired.items():
         prev = want.meta.prev_address

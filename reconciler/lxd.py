@@ -49,6 +49,12 @@ POLL_PAUSES = (0.05, 1.0)
 # as the first exec may run): a second attempt with the same mark waits for the first and replays what
 # it printed and how it exited. Records older than an hour are pruned (the mark starts with its time).
 NEVER_STARTED = ("Failed to retrieve PID of executing child process",)
+# Incus 6.0 sets a bridge up, and tears it down, by listing the host's interfaces, and fails when one
+# vanishes meanwhile ("Failed to delete bridge children interfaces: ... Device "veth9acabc83" does not
+# exist.", seen whenever a container stopped at that moment, the lab's own on destroy). Tried again, at
+# most VANISHED_ATTEMPTS in all.
+INTERFACE_VANISHED = ("bridge children interfaces", "does not exist")
+VANISHED_ATTEMPTS = 3
 EXEC_ATTEMPTS = 3
 EXEC_GUARD = r"""
 top=/var/lib/reconciler/exec; d=$top/$1; shift  # exit 199: the guard itself failed
@@ -333,8 +339,25 @@ class Lxd:
 
     def create(self, kind: str, body: dict, target: str | None = None, parent: str = "") -> None:
         """`target`: the cluster member (or @group) an instance is made on; `parent`: the object a nested
-        kind is made under (a forward's network)."""
-        self._wait(self._call("post", self._collection(kind, parent), json=body, target=target))
+        kind is made under (a forward's network). Tried again only when the daemon failed on an interface
+        of the host that vanished meanwhile (INTERFACE_VANISHED) and made nothing."""
+        for attempt in range(1, VANISHED_ATTEMPTS + 1):
+            try:
+                self._wait(self._call("post", self._collection(kind, parent), json=body, target=target))
+                return
+            except LxdError as err:
+                if attempt == VANISHED_ATTEMPTS or not interface_vanished(err) or self._may_exist(kind, body, parent):
+                    raise
+
+    def _may_exist(self, kind: str, body: dict, parent: str) -> bool:
+        """The object a failed create was to make is there after all (or, nameless, cannot be looked up)."""
+        if not body.get("name"):
+            return True
+        try:
+            self._call("get", self._collection(kind, parent)[body["name"]])
+            return True
+        except LxdNotFound:
+            return False
 
     def move(self, name: str, member: str) -> None:
         """Move a stopped instance to another cluster member (LXD 5.0 moves containers cold)."""
@@ -352,7 +375,19 @@ class Lxd:
         self._wait(self._call("post", self._node(kind, old), json={"name": new}))
 
     def delete(self, kind: str, name: str) -> None:
-        self._wait(self._call("delete", self._node(kind, name)))
+        """Tried again when the daemon failed on an interface of the host that vanished meanwhile (Incus
+        deleting a bridge whose last container's veth was going away); gone by then is done."""
+        for attempt in range(1, VANISHED_ATTEMPTS + 1):
+            try:
+                self._wait(self._call("delete", self._node(kind, name)))
+                return
+            except LxdNotFound:
+                if attempt == 1:
+                    raise
+                return  # the failed attempt deleted it after all
+            except LxdError as err:
+                if attempt == VANISHED_ATTEMPTS or not interface_vanished(err):
+                    raise
 
     def set_state(self, name: str, action: str, force: bool = False, timeout: int = 30) -> None:
         body = {"action": action, "force": force, "timeout": timeout}
@@ -531,6 +566,12 @@ def guard(argv: list[str], mark: str) -> list[str]:
     """argv run through EXEC_GUARD under `mark` (`TIME-ID`): it runs at most once per mark, a second
     attempt replaying the first's output and exit code (values stay arguments)."""
     return ["sh", "-c", EXEC_GUARD, "reconciler-exec", mark, *argv]
+
+
+def interface_vanished(err: LxdError) -> bool:
+    """The daemon listed the host's interfaces while making a bridge, and one went away meanwhile (another
+    container stopping): nothing of the lab's caused it, and the same create may succeed."""
+    return all(text in str(err) for text in INTERFACE_VANISHED)
 
 
 def never_started(err: LxdError) -> bool:

@@ -1,5 +1,7 @@
 """The test harness: a real LXD daemon (installed, started and initialised if needed), a tiny
-local image, and an LXD project per test so leftovers of earlier runs never matter."""
+local image, and an LXD project per test so leftovers of earlier runs never matter. A test marked
+`@pytest.mark.daemons("lxd", "incus")` runs once per daemon (its `lab` is an Incus project on Incus,
+beside LXD); its Incus variant runs alone, after the parallel tests."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import re
 import secrets
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +60,28 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedScheduling(config, log) if config.getoption("dist") == "loadgroup" else None
 
 
+@pytest.hookimpl(trylast=True)  # after @pytest.mark.parametrize: ids end with the daemon, test[...-incus]
+def pytest_generate_tests(metafunc):
+    """A test (or module) marked `daemons("lxd", "incus")` runs its `lab` once per daemon; one marked
+    `skip_on("incus", "why")` as well has its Incus variant skipped, saying why."""
+    daemons = metafunc.definition.get_closest_marker("daemons")
+    if daemons is None or "lab" not in metafunc.fixturenames:
+        return
+    skips = {mark.args[0]: mark.args[1] for mark in metafunc.definition.iter_markers("skip_on")}
+    metafunc.parametrize("lab", [
+        pytest.param(daemon, id=daemon, marks=[pytest.mark.skip(reason=f"{SKIPPED_ON}{daemon}: {skips[daemon]}")]
+                     if daemon in skips else []) for daemon in daemons.args], indirect=True)
+
+
+SKIPPED_ON = "not run on "  # the start of a daemon variant's skip reason, counted at the end of the run
+
+
+def daemon_of(item) -> str:
+    """The daemon a test's `lab` is on: lxd unless the test runs once per daemon."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("lab", "lxd") if callspec else "lxd"
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
@@ -64,6 +89,25 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.lxd)
         if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
             item.add_marker(pytest.mark.property)
+        if daemon_of(item) == "incus":  # Incus's bridge set-up fails when an LXD test's interface vanishes
+            item.add_marker(pytest.mark.daemon_exclusive)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many daemon variants were skipped, and why: a test that cannot run on one daemon says so."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+        reason = reason.removeprefix("Skipped: ")
+        if reason.startswith(SKIPPED_ON):
+            reasons[reason] = reasons.get(reason, 0) + 1
+    ran = {"incus" for reports in terminalreporter.stats.values() for report in reports
+           if (getattr(report, "nodeid", "") or "").endswith(("[incus]", "-incus]"))}
+    for daemon in sorted(ran | {reason[len(SKIPPED_ON):].split(":")[0] for reason in reasons}):
+        mine = {reason.split(": ", 1)[1]: count for reason, count in reasons.items()
+                if reason.startswith(f"{SKIPPED_ON}{daemon}:")}
+        said = "; ".join(f"{why} ({count})" for why, count in sorted(mine.items()))
+        terminalreporter.write_line(f"{sum(mine.values())} tests skipped on {daemon}" + (f": {said}" if said else ""))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -165,7 +209,7 @@ def remove_leftovers(only_run: str | None = None) -> None:
     for net in json.loads(sh("lxc", "network", "list", "--format=json").stdout):
         if net["name"].startswith(prefix) and net.get("managed") and not net["name"].startswith(tuple(alive) or ("-",)):
             sh("lxc", "network", "delete", net["name"], check=False)
-    delete_acls(prefix)
+    delete_acls(prefix, spare=tuple(alive))  # a run still going on keeps its ACLs, as its networks
     _stop_orphan_dnsmasq(prefix)
     _stop_orphan_forkproxies()
     for link in json.loads(sh("ip", "-j", "link", "show", "type", "veth").stdout or "[]"):
@@ -238,6 +282,12 @@ class Result:
 class LabDir:
     """A lab.yaml in a temporary directory, bound to this test's own LXD project."""
 
+    daemon, client = "lxd", "lxc"  # the daemon, and the command line client that talks to it
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(os.environ.get("LXD_DIR", "/var/lib/lxd"), "unix.socket")
+
     def __init__(self, path: Path, project: str, tag: str):
         self.dir, self.project, self.tag = path, project, tag
         self.file = path / "lab.yaml"
@@ -257,15 +307,15 @@ class LabDir:
     def lxc(self, *args: str, check: bool = True) -> str:
         if args[:1] == ("exec",) and args[2:3] == ("--",):
             return self.exec_recorded(args[1], list(args[3:]), check=check)
-        done = sh("lxc", "--project", self.project, *args, check=False)
-        assert not check or done.returncode == 0, f"lxc {' '.join(args)}: exit {done.returncode}: {done.stderr}"
+        done = sh(self.client, "--project", self.project, *args, check=False)
+        assert not check or done.returncode == 0, f"{self.client} {' '.join(args)}: exit {done.returncode}: {done.stderr}"
         return done.stdout
 
     def exec_recorded(self, container: str, argv: list[str], check: bool = True) -> str:
         """What `lxc exec CONTAINER -- ARGV` prints, read from the output LXD records. The CLI's stdout
         websocket can lose a short command's output (LXD 5.0 once gave '' for a `cat` in CI)."""
         body = {"command": argv, "record-output": True, "interactive": False, "wait-for-websocket": False}
-        done = sh("lxc", "query", "-X", "POST", "--wait", "-d", json.dumps(body),
+        done = sh(self.client, "query", "-X", "POST", "--wait", "-d", json.dumps(body),
                   f"/1.0/instances/{container}/exec?project={self.project}", check=False)
         if done.returncode != 0:  # LXD fails the operation itself for exit codes 126 and 127
             assert not check, f"lxc exec {container} -- {' '.join(argv)}: {done.stderr}"
@@ -278,7 +328,7 @@ class LabDir:
     def _recorded(self, log: str) -> str:
         """A recorded output, read straight from the daemon's socket (`lxc query` parses what it reads as
         JSON, and fails on an empty log or one that is a number)."""
-        connection = UnixHTTPConnection(os.path.join(os.environ.get("LXD_DIR", "/var/lib/lxd"), "unix.socket"))
+        connection = UnixHTTPConnection(self.socket)
         connection.request("GET", f"{log}?project={self.project}")
         response = connection.getresponse()
         body = response.read().decode("utf-8", "replace")
@@ -287,7 +337,21 @@ class LabDir:
         return body
 
     def instance(self, name: str, part: str = "") -> dict:
-        return json.loads(sh("lxc", "query", f"/1.0/instances/{name}{part}?project={self.project}").stdout)
+        return self.query(f"/1.0/instances/{name}{part}?project={self.project}")
+
+    def query(self, path: str):
+        """GET PATH from this lab's daemon, as JSON."""
+        return json.loads(sh(self.client, "query", path).stdout)
+
+
+class IncusLab(LabDir):
+    """A lab directory bound to an Incus project of its own; `lxc` here is Incus's client."""
+
+    daemon, client = "incus", "incus"
+
+    @property
+    def socket(self) -> str:
+        return INCUS_SOCKET
 
 
 def new_project(tag: str) -> None:
@@ -307,11 +371,11 @@ def drop_project(tag: str) -> None:
     delete_acls(tag)
 
 
-def delete_acls(prefix: str) -> None:
+def delete_acls(prefix: str | tuple[str, ...], spare: tuple[str, ...] = ()) -> None:
     """Network ACLs (global without features.networks, as networks are) named with a test's prefix,
-    after the networks that use them."""
+    after the networks that use them; those of the `spare` projects' tags kept."""
     for acl in json.loads(sh("lxc", "network", "acl", "list", "--format=json").stdout or "[]"):
-        if acl["name"].startswith(prefix):
+        if acl["name"].startswith(prefix) and not (spare and acl["name"].startswith(spare)):
             sh("lxc", "network", "acl", "delete", acl["name"], check=False)
 
 
@@ -320,9 +384,82 @@ def next_tag() -> str:
 
 
 @pytest.fixture
-def lab(lxd_ready, tmp_path) -> LabDir:
-    """A lab directory bound to an LXD project of its own for one test, deleted after."""
+def lab(request, lxd_ready, tmp_path, monkeypatch) -> LabDir:
+    """A lab directory bound to a project of its own for one test, deleted after: on LXD, or on Incus
+    (the parameter of a test marked `daemons`), with the environment that points the reconciler there
+    ($INCUS_DIR: the same lab.yaml reaches either)."""
+    monkeypatch.delenv("LXD_DIR" if getattr(request, "param", "lxd") == "incus" else "INCUS_DIR", raising=False)
+    if getattr(request, "param", "lxd") == "incus":
+        request.getfixturevalue("incus_ready")
+        monkeypatch.setenv("INCUS_DIR", os.path.dirname(INCUS_SOCKET))
+        tag = new_incus_project()
+        yield IncusLab(tmp_path, tag, tag)
+        drop_incus_project(tag)
+        return
     tag = next_tag()
     new_project(tag)
     yield LabDir(tmp_path, tag, tag)
     drop_project(tag)
+
+
+# --- Incus, beside LXD --------------------------------------------------------------------------------
+
+INCUS_SOCKET = "/var/lib/incus/unix.socket"
+INCUS_PREFIX = f"{PREFIX}i"  # of every Incus test project and network: rxi<run><n>
+
+
+def incus(*argv: str, check: bool = True) -> str:
+    done = sh("incus", *argv, check=False)
+    assert not check or done.returncode == 0, f"incus {' '.join(argv)}: exit {done.returncode}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def incus_ready(lxd_ready) -> None:
+    """Incus running beside LXD, initialised, with LXD's tiny image (scripts/incus-up.sh); leftovers of
+    earlier runs whose pytest is gone removed."""
+    done = sh("bash", str(ROOT / "scripts" / "incus-up.sh"), check=False)
+    assert done.returncode == 0, f"incus-up.sh failed:\n{done.stdout}\n{done.stderr}"
+    for project in json.loads(incus("project", "list", "--format=json")):
+        if project["name"].startswith(INCUS_PREFIX) and not _alive(project.get("config", {}).get(RUN_KEY)):
+            drop_incus_project(project["name"])
+    if not _another_pytest():  # a killed run's client certificate, trusted for its remote test
+        for trusted in json.loads(incus("config", "trust", "list", "--format=json")):
+            if trusted["name"].startswith(INCUS_PREFIX):
+                incus("config", "trust", "remove", trusted["fingerprint"], check=False)
+
+
+def _delete_incus_network(name: str, deadline: float = 30) -> None:
+    """Incus once refused to delete a test's bridge just after its containers were deleted, and the next
+    test on the same subnet failed on it: tried again until it is gone, for a bounded time."""
+    ends = time.monotonic() + deadline
+    while (done := sh("incus", "network", "delete", name, check=False)).returncode != 0:
+        if sh("incus", "network", "show", name, check=False).returncode != 0:
+            return
+        assert time.monotonic() < ends, f"incus network delete {name}: {done.stderr}"
+        time.sleep(0.5)
+
+
+def new_incus_project() -> str:
+    """An empty Incus project (profiles of its own, default with a root disk; images shared): its tag."""
+    tag = f"{INCUS_PREFIX}{RUN}{next(_counter):02d}"
+    incus("project", "create", tag, "-c", "features.images=false", "-c", "features.profiles=true",
+          "-c", f"{RUN_KEY}={os.getpid()}")
+    incus("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default", "--project", tag)
+    return tag
+
+
+def drop_incus_project(tag: str) -> None:
+    """The Incus project, and the networks and network ACLs whose names start with its tag."""
+    for inst in json.loads(incus("list", "--project", tag, "--format=json")):
+        incus("delete", "--force", "--project", tag, inst["name"], check=False)
+    for prof in json.loads(incus("profile", "list", "--project", tag, "--format=json")):
+        if prof["name"] != "default":
+            incus("profile", "delete", "--project", tag, prof["name"], check=False)
+    incus("project", "delete", tag, check=False)
+    for net in json.loads(incus("network", "list", "--format=json")):
+        if net["name"].startswith(tag) and net.get("managed"):
+            _delete_incus_network(net["name"])
+    for acl in json.loads(incus("network", "acl", "list", "--format=json") or "[]"):
+        if acl["name"].startswith(tag):
+            incus("network", "acl", "delete", acl["name"], check=False)

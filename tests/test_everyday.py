@@ -8,8 +8,11 @@ import json
 import os
 import time
 
+import pytest
 from conftest import sh
 from test_lxd_core import HEADER, applied, no_changes
+
+from reconciler.daemon import TITLES
 
 KEEP = HEADER + """\
   c1:
@@ -25,6 +28,7 @@ def with_state(state: str) -> str:
     return KEEP.replace("@STATE@", state)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_stopped_container_keeps_its_declared_files(lab):
     applied(lab, with_state("running"))
     lab.write(with_state("stopped"))
@@ -34,7 +38,7 @@ def test_a_stopped_container_keeps_its_declared_files(lab):
     applied(lab, with_state("stopped"))
     plan = lab.run("plan")
     daemon, note = plan.out.splitlines()[:2]
-    assert daemon.startswith("Daemon: LXD ") and note.startswith(
+    assert daemon.startswith(f"Daemon: {TITLES[lab.daemon]} ") and note.startswith(
         "Note: lab.yaml wants c1 stopped: its files, packages and services are not checked while it is"), plan.out
     assert "No changes." in plan.out
     applied(lab, with_state("running"))
@@ -42,6 +46,7 @@ def test_a_stopped_container_keeps_its_declared_files(lab):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_container_stopped_by_hand_plans_no_creates_and_one_apply_converges(lab):
     applied(lab, with_state("running"))
     lab.lxc("stop", "--force", "c1")
@@ -192,6 +197,7 @@ def test_a_nic_moved_through_a_profile_takes_effect(lab):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_each_change_says_whether_lab_yaml_or_the_live_object_moved(lab):
     text = with_state("running").replace("    state: running\n", "    config: {user.note: a}\n")
     applied(lab, text)

@@ -12,8 +12,13 @@ import json
 import urllib.error
 import urllib.request
 
+import pytest
 from conftest import sh
 from test_guide_lab import until
+
+from reconciler.daemon import TITLES
+
+pytestmark = pytest.mark.daemons("lxd", "incus")
 
 LISTEN = "10.203.117.250"
 LAB = """\
@@ -76,7 +81,7 @@ def unanswered(url: str) -> bool:
 
 
 def forwards(lab) -> dict[str, dict]:
-    found = json.loads(sh("lxc", "query", f"/1.0/networks/{lab.tag}f/forwards?recursion=1&project={lab.project}").stdout)
+    found = json.loads(sh(lab.client, "query", f"/1.0/networks/{lab.tag}f/forwards?recursion=1&project={lab.project}").stdout)
     return {f["listen_address"]: f for f in found}
 
 
@@ -130,7 +135,8 @@ def test_a_forward_not_the_labs_is_never_touched_and_destroy_removes_the_labs(la
             "ipv6.address=none", "user.reconciler.lab=" + lab.tag)  # the lab's network, made ahead
     lab.lxc("network", "forward", "create", f"{lab.tag}f", LISTEN, "target_address=10.203.117.11")
     refused = lab.run("plan")
-    assert refused.code == 1 and f"forward.{lab.tag}f/{LISTEN} already exists in LXD and belongs to no lab" in refused.err
+    assert refused.code == 1, refused.out
+    assert f"forward.{lab.tag}f/{LISTEN} already exists in {TITLES[lab.daemon]} and belongs to no lab" in refused.err
     lab.lxc("network", "forward", "delete", f"{lab.tag}f", LISTEN)
     lab.lxc("network", "forward", "create", f"{lab.tag}f", "10.203.117.251", "target_address=10.203.117.10")
     applied(lab)
@@ -142,7 +148,7 @@ def test_a_forward_not_the_labs_is_never_touched_and_destroy_removes_the_labs(la
     lab.lxc("network", "forward", "delete", f"{lab.tag}f", "10.203.117.251")
     done = run(lab, "destroy", "--yes")
     assert done.index(f"forward.{lab.tag}f/{LISTEN}: deleted") < done.index(f"network.{lab.tag}f: deleted"), done
-    assert f"{lab.tag}f" not in sh("lxc", "network", "list", "--format=csv").stdout
+    assert f"{lab.tag}f" not in sh(lab.client, "network", "list", "--format=csv").stdout
 
 
 def test_plan_reads_forwards_in_one_call_per_network_however_many(lab):

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import PREFIX, ROOT, RUN, RUN_KEY, LabDir, _alive, _another_pytest, _counter, sh
+from conftest import INCUS_PREFIX, INCUS_SOCKET, ROOT, RUN, IncusLab, drop_incus_project, incus, new_incus_project, sh
 from test_guide_lab import Guide
 
 from reconciler.daemon import Daemon
@@ -24,10 +24,6 @@ from reconciler.render import plan_text
 # Alone, after the parallel tests: Incus's bridge set-up lists the host's interfaces, and failed when an LXD
 # test's interface vanished meanwhile ("Failed to delete bridge children interfaces ... does not exist").
 pytestmark = pytest.mark.daemon_exclusive
-
-INCUS_SOCKET = "/var/lib/incus/unix.socket"
-INCUS_PREFIX = f"{PREFIX}i"  # of every Incus test project and network: rxi<run><n>
-
 
 # --- which socket, without a daemon -----------------------------------------------------------------
 
@@ -93,6 +89,19 @@ def test_a_new_projects_default_profile_names_its_daemon():
     assert made_with("p1", "lxd")["description"] == "Default LXD profile for project p1"
 
 
+def test_an_object_the_lab_does_not_own_is_said_to_be_in_the_daemon_that_holds_it():
+    from reconciler.address import profile
+    from reconciler.engine import _check_conflicts
+    from reconciler.live import Live
+    from reconciler.plan import PlanError
+    from reconciler.state import Resource
+    desired = {profile("net"): Resource(profile("net"), {})}
+    live = Live(owned={}, foreign={profile("net"): None}, profiles={}, nics={})
+    with pytest.raises(PlanError, match=r"^profile\.net already exists in Incus and belongs to no lab \(it has no"):
+        _check_conflicts(desired, live, set(), "Incus")
+    _check_conflicts(desired, live, {profile("net")}, "Incus")  # adopted: taken over as it is
+
+
 def test_an_unknown_daemon_in_lab_yaml_is_refused_with_its_line(tmp_path, capsys):
     from reconciler.cli import main
     lab = tmp_path / "lab.yaml"
@@ -113,66 +122,8 @@ def test_exec_output_is_read_only_under_the_instances_own_logs(url):
 
 # --- a real Incus ------------------------------------------------------------------------------------
 
-def incus(*argv: str, check: bool = True) -> str:
-    done = sh("incus", *argv, check=False)
-    assert not check or done.returncode == 0, f"incus {' '.join(argv)}: exit {done.returncode}: {done.stderr}"
-    return done.stdout
-
-
-@pytest.fixture(scope="session")
-def incus_ready(lxd_ready) -> None:
-    """Incus running beside LXD, initialised, with LXD's tiny image (scripts/incus-up.sh); leftovers of
-    earlier runs whose pytest is gone removed."""
-    done = sh("bash", str(ROOT / "scripts" / "incus-up.sh"), check=False)
-    assert done.returncode == 0, f"incus-up.sh failed:\n{done.stdout}\n{done.stderr}"
-    for project in json.loads(incus("project", "list", "--format=json")):
-        if project["name"].startswith(INCUS_PREFIX) and not _alive(project.get("config", {}).get(RUN_KEY)):
-            drop_incus_project(project["name"])
-    if not _another_pytest():  # a killed run's client certificate, trusted for its remote test
-        for trusted in json.loads(incus("config", "trust", "list", "--format=json")):
-            if trusted["name"].startswith(INCUS_PREFIX):
-                incus("config", "trust", "remove", trusted["fingerprint"], check=False)
-
-
-def drop_incus_project(tag: str) -> None:
-    for inst in json.loads(incus("list", "--project", tag, "--format=json")):
-        incus("delete", "--force", "--project", tag, inst["name"], check=False)
-    for prof in json.loads(incus("profile", "list", "--project", tag, "--format=json")):
-        if prof["name"] != "default":
-            incus("profile", "delete", "--project", tag, prof["name"], check=False)
-    incus("project", "delete", tag, check=False)
-    for net in json.loads(incus("network", "list", "--format=json")):
-        if net["name"].startswith(tag) and net.get("managed"):
-            incus("network", "delete", net["name"], check=False)
-
-
-class IncusLab(LabDir):
-    """A lab directory bound to an Incus project of its own; `lxc` here is Incus's client."""
-
-    def lxc(self, *args: str, check: bool = True) -> str:
-        return incus("--project", self.project, *args, check=check)
-
-    def instance(self, name: str, part: str = "") -> dict:
-        return json.loads(incus("query", f"/1.0/instances/{name}{part}?project={self.project}"))
-
-
-def new_incus_project() -> str:
-    """An empty Incus project (profiles of its own, default with a root disk; images shared): its tag."""
-    tag = f"{INCUS_PREFIX}{RUN}{next(_counter):02d}"
-    incus("project", "create", tag, "-c", "features.images=false", "-c", "features.profiles=true",
-          "-c", f"{RUN_KEY}={os.getpid()}")
-    incus("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default", "--project", tag)
-    return tag
-
-
-@pytest.fixture
-def incus_lab(incus_ready, tmp_path):
-    tag = new_incus_project()
-    yield IncusLab(tmp_path, tag, tag)
-    drop_incus_project(tag)
-
-
-# One lab.yaml for both daemons: no socket, no daemon; $INCUS_DIR points it at Incus. Each daemon's
+# One lab.yaml for both daemons: no socket, no daemon; $INCUS_DIR (set by the `lab` fixture) points it
+# at Incus. Each daemon's
 # bridge has its own subnet and each proxy its own port (no LXD test uses them: grep tests/), so a
 # leftover of one never stands in the other's way.
 SMALL = """\
@@ -199,18 +150,6 @@ containers:
 PLACES = {"lxd": ("10.203.151", 18952), "incus": ("10.203.150", 18951)}
 
 
-@pytest.fixture(params=sorted(PLACES))
-def either_lab(request, no_dirs):
-    """A lab directory on LXD or on Incus (the same lab.yaml), with the environment that picks it."""
-    daemon = request.param
-    net, port = PLACES[daemon]
-    for name, value in (("NET", net), ("PORT", str(port)), ("DAEMON", daemon)):
-        no_dirs.setenv(name, value)
-    if daemon == "incus":
-        no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
-    return daemon, port, request.getfixturevalue("incus_lab" if daemon == "incus" else "lab")
-
-
 def served(port: int, path: str) -> str:
     """A GET through the lab's proxy device, retried for a bounded time (busybox httpd starts with it)."""
     from test_guide_lab import until
@@ -228,9 +167,12 @@ def served(port: int, path: str) -> str:
     return answered[0]
 
 
-@pytest.mark.lxd
-def test_a_small_lab_lives_its_whole_life_on_either_daemon(either_lab):
-    daemon, port, lab = either_lab
+@pytest.mark.daemons("lxd", "incus")
+def test_a_small_lab_lives_its_whole_life_on_either_daemon(lab, monkeypatch):
+    daemon = lab.daemon
+    net, port = PLACES[daemon]
+    for name, value in (("NET", net), ("PORT", str(port)), ("DAEMON", daemon)):
+        monkeypatch.setenv(name, value)
     lab.write(SMALL)
     plan = lab.run("plan")
     assert plan.code == 0, plan.out + plan.err
@@ -265,27 +207,24 @@ def test_a_small_lab_lives_its_whole_life_on_either_daemon(either_lab):
     assert f"{lab.tag}b" not in [n["name"] for n in json.loads(lab.lxc("network", "list", "--format=json"))]
 
 
-@pytest.mark.lxd
-def test_exec_output_is_read_where_each_daemon_records_it(incus_lab, lab):
+@pytest.mark.daemons("lxd", "incus")
+def test_exec_output_is_read_where_each_daemon_records_it(lab):
     """Incus records it under logs/exec-output/, LXD 5.0 under logs/: each is read, then deleted."""
-    for where, socket in ((incus_lab, INCUS_SOCKET), (lab, None)):
-        where.lxc("launch", "reconciler-tiny", "c1")
-        lxd = Lxd(socket, where.project)
-        assert lxd.execute("c1", ["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n", "err\n")
-        logs = json.loads(sh(*(["incus"] if socket else ["lxc"]), "query",
-                             f"/1.0/instances/c1/logs?project={where.project}").stdout)
-        assert not [log for log in logs if "exec" in log], logs
+    lab.lxc("launch", "reconciler-tiny", "c1")
+    lxd = Lxd(lab.socket, lab.project)
+    assert lxd.execute("c1", ["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n", "err\n")
+    logs = lab.query(f"/1.0/instances/c1/logs?project={lab.project}")
+    assert not [log for log in logs if "exec" in log], logs
 
 
-@pytest.mark.lxd
-def test_an_operation_outlasting_one_wait_is_waited_for_again_on_either_daemon(incus_lab, lab):
+@pytest.mark.daemons("lxd", "incus")
+def test_an_operation_outlasting_one_wait_is_waited_for_again_on_either_daemon(lab):
     """LXD 5.0 answers a wait whose timeout passed with the operation still running; Incus 6.0 with an
     error ("context deadline exceeded"), which must not read as the operation's failure."""
-    for where, socket in ((incus_lab, INCUS_SOCKET), (lab, None)):
-        where.lxc("launch", "reconciler-tiny", "c1")
-        lxd = Lxd(socket, where.project)
-        lxd.wait_slice = 1
-        assert lxd.execute_once("c1", ["sh", "-c", "sleep 3; echo slept"], timeout=60) == (0, "slept\n", "")
+    lab.lxc("launch", "reconciler-tiny", "c1")
+    lxd = Lxd(lab.socket, lab.project)
+    lxd.wait_slice = 1
+    assert lxd.execute_once("c1", ["sh", "-c", "sleep 3; echo slept"], timeout=60) == (0, "slept\n", "")
 
 
 @pytest.mark.lxd
@@ -324,11 +263,10 @@ containers:
 """
 
 
-@pytest.mark.lxd
-def test_a_plan_saved_against_incus_is_refused_on_lxd(incus_lab, lxd_ready, no_dirs):
+@pytest.mark.daemons("incus")
+def test_a_plan_saved_against_incus_is_refused_on_lxd(lab, no_dirs):
     """The same lab.yaml (no socket) reaches Incus through $INCUS_DIR, LXD without it: a plan saved
     on one is not applied on the other, and nothing is made there."""
-    lab = incus_lab
     lab.write(OWNED.replace("@PROJECT@", f"{lab.tag}o"))
     no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
     saved = lab.run("plan", "-o", str(lab.dir / "plan.json"))
@@ -379,12 +317,11 @@ containers:
 """
 
 
-@pytest.mark.lxd
+@pytest.mark.daemons("incus")
 @pytest.mark.parametrize("named", [True, False])
-def test_a_lab_reaches_incus_through_an_incus_remote(incus_lab, incus_remote, named):
+def test_a_lab_reaches_incus_through_an_incus_remote(lab, incus_remote, named):
     """The remote comes from incus's client configuration: named (`daemon: incus`), or found there when
     lxc's lists no such remote."""
-    lab = incus_lab
     lab.write(REMOTE_LAB.replace("@DAEMON@", ", daemon: incus" if named else ""))
     applied = lab.run("apply", "--yes")
     assert applied.code == 0 and applied.out.startswith("Daemon: Incus 6."), applied.out + applied.err
@@ -435,13 +372,10 @@ def test_both_daemons_have_every_extension_a_lab_may_need(incus_ready, lxd_ready
     assert {extension for _, extension, _ in needs()} <= have
 
 
-class IncusGuide(Guide):
+class IncusGuide(IncusLab, Guide):
     """The repository's lab.yaml with test_guide_lab's override (its own LAN and ports), on Incus."""
 
     lan_host, http_port = "10.203.152.1", 18962  # no other test uses them
-
-    lxc = IncusLab.lxc
-    instance = IncusLab.instance
 
 
 @pytest.mark.lxd
@@ -475,3 +409,21 @@ def test_the_guides_lab_comes_up_on_incus_drifts_and_is_repaired(incus_ready, tm
     finally:
         drop_incus_project(tag)
         sh("ip", "link", "delete", parent, check=False)
+
+
+def test_a_create_or_delete_is_tried_again_only_when_an_interface_of_the_host_vanished():
+    from reconciler.lxd import interface_vanished
+    seen = ('Failed to delete bridge children interfaces: Failed to run: ip -d -j link show veth9acabc83: exit'
+            ' status 1 (Device "veth9acabc83" does not exist.)')
+    assert interface_vanished(LxdError(seen))
+    assert not interface_vanished(LxdError('Network "lan" already exists'))
+    assert not interface_vanished(LxdError("Failed to delete bridge children interfaces: permission denied"))
+
+
+@pytest.mark.daemons("lxd", "incus")
+def test_a_failed_create_is_made_again_only_when_nothing_was_made(lab):
+    lxd = Lxd(lab.socket, lab.project)
+    assert not lxd._may_exist("network", {"name": f"{lab.tag}n"}, "")
+    lab.lxc("network", "create", f"{lab.tag}n", "ipv4.address=none", "ipv6.address=none")
+    assert lxd._may_exist("network", {"name": f"{lab.tag}n"}, "")
+    assert lxd._may_exist("forward", {"listen_address": "10.203.1.1"}, f"{lab.tag}n")  # nameless: never again

@@ -8,6 +8,7 @@ import json
 import pytest
 from conftest import ROOT
 
+from reconciler.daemon import TITLES
 from reconciler.engine import build_plan
 from reconciler.lxd import Lxd
 from reconciler.spec import load_lab
@@ -51,6 +52,7 @@ def no_changes(lab) -> bool:
     return result.code == 0
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_create_from_empty_then_plan_is_empty(lab):
     result = applied(lab)
     assert "Apply complete! 4 done, 0 failed, 0 skipped." in result.out
@@ -75,6 +77,7 @@ def test_plan_json_has_the_documented_shape(lab):
         "type": "image", "alias": "reconciler-tiny"}
 
 
+@pytest.mark.daemons("lxd", "incus")
 @pytest.mark.parametrize("drift, shown", [
     (("config", "set", "c1", "user.extra", "x"), 'config["user.extra"]: "x" -> (none)'),
     (("config", "set", "c1", "limits.memory", "128MB"), 'config["limits.memory"]: "128MB" -> "64MB"'),
@@ -99,6 +102,7 @@ def test_drift_done_by_hand_is_shown_and_repaired(lab, drift, shown):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_network_drift_is_repaired(lab):
     applied(lab)
     lab.lxc("network", "set", f"{lab.tag}b", "ipv4.dhcp", "false")
@@ -107,6 +111,7 @@ def test_network_drift_is_repaired(lab):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_image_change_replaces_and_keeps_the_rest(lab):
     applied(lab)
     fingerprint = json.loads(lab.lxc("image", "list", "reconciler-tiny", "--format=json"))[0]["fingerprint"]
@@ -125,6 +130,7 @@ def test_image_change_replaces_and_keeps_the_rest(lab):
         lab.lxc("image", "alias", "delete", f"{lab.tag}-tiny", check=False)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_update_keeps_lxd_keys_so_the_mac_survives(lab):
     applied(lab)
     before = lab.instance("c1")["config"]
@@ -135,6 +141,7 @@ def test_update_keeps_lxd_keys_so_the_mac_survives(lab):
     assert after["volatile.uuid"] == before["volatile.uuid"]
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_removal_from_lab_yaml_deletes_the_owned_object(lab):
     applied(lab)
     smaller = TINY.split("  c2:\n")[0]
@@ -144,6 +151,7 @@ def test_removal_from_lab_yaml_deletes_the_owned_object(lab):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_objects_the_lab_does_not_own_are_untouched(lab):
     lab.lxc("profile", "create", "handmade")
     lab.lxc("init", "reconciler-tiny", "manual")
@@ -157,12 +165,13 @@ def test_objects_the_lab_does_not_own_are_untouched(lab):
     assert profiles == {"default", "handmade"}
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_name_taken_by_an_object_the_lab_does_not_own_is_refused(lab):
     lab.lxc("profile", "create", "net")
     lab.write(TINY)
     result = lab.run("plan")
     assert result.code == 1
-    assert "profile.net already exists in LXD and belongs to no lab" in result.err
+    assert f"profile.net already exists in {TITLES[lab.daemon]} and belongs to no lab" in result.err
     assert lab.run("apply", "--yes").code == 1
     assert lab.lxc("profile", "show", "net").count("user.reconciler") == 0
 
@@ -244,6 +253,7 @@ FILES = HEADER + """\
 """
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_files_inside_a_container_are_created_compared_repaired_and_deleted(lab):
     applied(lab, FILES)
     assert lab.lxc("exec", "c1", "--", "cat", "/etc/motd") == "hello\n"
@@ -268,6 +278,7 @@ def test_files_inside_a_container_are_created_compared_repaired_and_deleted(lab)
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_apply_refuses_a_plan_that_moved_on_since_it_was_reviewed(lab):
     lab.write(TINY)
     reviewed = json.loads(lab.run("plan", "--json").out)["fingerprint"]

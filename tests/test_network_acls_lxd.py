@@ -7,15 +7,16 @@ image's) and on 8080, 8081 (started by the test); busybox nc sends the requests.
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
-from conftest import sh
 
+from reconciler.daemon import TITLES
 from reconciler.engine import build_plan
 from reconciler.lxd import Lxd
 from reconciler.spec import load_lab
+
+pytestmark = pytest.mark.daemons("lxd", "incus")
 
 LAB = """\
 lab: @TAG@
@@ -101,7 +102,7 @@ ACL_ONLY = {80: "answered", 8080: "refused", 8081: "no answer"}
 
 def test_an_acl_admits_what_it_allows_and_the_lab_keeps_working(acl_lab):
     lab = acl_lab
-    acl = json.loads(sh("lxc", "query", f"/1.0/network-acls/{lab.tag}web?project={lab.project}").stdout)
+    acl = lab.query(f"/1.0/network-acls/{lab.tag}web?project={lab.project}")
     assert acl["config"]["user.reconciler.lab"] == lab.tag and len(acl["ingress"]) == 2
     assert traffic(lab) == ACL_ONLY  # DHCP worked on both bridges (the addresses), HTTP on 80 only
     assert "No changes." in plan(lab)
@@ -157,7 +158,7 @@ def test_destroy_deletes_the_acl_after_its_network_and_a_foreign_acl_is_never_ta
     lab.lxc("network", "acl", "create", f"{lab.tag}web")  # hand-made, untagged: not the lab's
     lab.write(LAB)
     refused = lab.run("plan")
-    assert refused.code == 1 and f"acl.{lab.tag}web already exists in LXD and belongs to no lab" in refused.err
+    assert refused.code == 1 and f"acl.{lab.tag}web already exists in {TITLES[lab.daemon]} and belongs to no lab" in refused.err
 
 
 def test_plan_reads_acls_in_one_call_however_many(lab):

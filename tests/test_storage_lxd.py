@@ -12,6 +12,10 @@ import json
 import pytest
 from conftest import sh
 
+from reconciler.daemon import TITLES
+
+pytestmark = pytest.mark.daemons("lxd", "incus")
+
 LAB = """\
 lab: @TAG@
 lxd: {project: @PROJECT@}
@@ -40,12 +44,12 @@ def store(lab):
     yield lab
     for inst in json.loads(lab.lxc("list", "--format=json")):
         lab.lxc("delete", "--force", inst["name"], check=False)
-    for pool in json.loads(sh("lxc", "storage", "list", "--format=json").stdout):
+    for pool in json.loads(sh(lab.client, "storage", "list", "--format=json").stdout):
         if pool["name"].startswith(lab.tag):
             for vol in json.loads(lab.lxc("storage", "volume", "list", pool["name"], "--format=json")):
                 if vol["type"] == "custom":
                     lab.lxc("storage", "volume", "delete", pool["name"], vol["name"], check=False)
-            sh("lxc", "storage", "delete", pool["name"], check=False)
+            sh(lab.client, "storage", "delete", pool["name"], check=False)
 
 
 def run(lab, *args: str) -> str:
@@ -54,12 +58,8 @@ def run(lab, *args: str) -> str:
     return result.out
 
 
-def query(path: str) -> dict:
-    return json.loads(sh("lxc", "query", path).stdout)
-
-
-def tiny_fingerprint() -> str:
-    return json.loads(sh("lxc", "image", "list", "reconciler-tiny", "--format=json").stdout)[0]["fingerprint"]
+def tiny_fingerprint(lab) -> str:
+    return json.loads(sh(lab.client, "image", "list", "reconciler-tiny", "--format=json").stdout)[0]["fingerprint"]
 
 
 SHARED = LAB + """\
@@ -78,13 +78,13 @@ def test_a_file_on_the_volume_outlives_its_container_being_replaced_and_is_share
     done = run(lab, "apply", "--yes")
     assert done.index(f"pool.{lab.tag}data: created") < done.index(f"volume.{lab.tag}data/site: created") \
         < done.index("instance.web1: created")
-    assert query(f"/1.0/storage-pools/{lab.tag}data")["config"]["user.reconciler.lab"] == lab.tag
-    volume = query(f"/1.0/storage-pools/{lab.tag}data/volumes/custom/site?project={lab.project}")
+    assert lab.query(f"/1.0/storage-pools/{lab.tag}data")["config"]["user.reconciler.lab"] == lab.tag
+    volume = lab.query(f"/1.0/storage-pools/{lab.tag}data/volumes/custom/site?project={lab.project}")
     assert volume["config"]["user.reconciler.lab"] == lab.tag and volume["config"]["size"] == "64MiB"
     assert "No changes." in run(lab, "plan")
     lab.lxc("exec", "web1", "--", "sh", "-c", "echo kept > /srv/site/index.html")
     assert lab.lxc("exec", "web2", "--", "cat", "/srv/site/index.html") == "kept\n"  # one volume, two containers
-    lab.write(SHARED.replace("image: reconciler-tiny", f"image: {tiny_fingerprint()}", 1))
+    lab.write(SHARED.replace("image: reconciler-tiny", f"image: {tiny_fingerprint(lab)}", 1))
     assert "-/+ instance.web1 will be replaced" in run(lab, "plan")
     before = lab.instance("web1")["created_at"]
     assert "instance.web1: replaced" in run(lab, "apply", "--yes")
@@ -99,7 +99,7 @@ def test_drift_is_shown_and_repaired_a_content_type_replaces_and_removal_deletes
     lab.write(LAB)
     run(lab, "apply", "--yes")
     lab.lxc("storage", "volume", "set", f"{lab.tag}data", "site", "size=32MiB")
-    sh("lxc", "storage", "set", f"{lab.tag}data", "user.note=by hand")
+    sh(lab.client, "storage", "set", f"{lab.tag}data", "user.note=by hand")
     shown = run(lab, "plan")
     assert f"~ volume.{lab.tag}data/site will be updated in place (differs: config.size) [changed outside" \
            " lab.yaml]" in shown, shown
@@ -107,13 +107,13 @@ def test_drift_is_shown_and_repaired_a_content_type_replaces_and_removal_deletes
     assert f"~ pool.{lab.tag}data will be updated in place" in shown and "user.note" in shown
     run(lab, "apply", "--yes")
     assert "No changes." in run(lab, "plan")
-    assert "user.note" not in query(f"/1.0/storage-pools/{lab.tag}data")["config"]
+    assert "user.note" not in lab.query(f"/1.0/storage-pools/{lab.tag}data")["config"]
     lab.write(LAB.replace("size: 64MiB", "size: 16MiB"))
     shrunk = lab.run("apply", "--yes")
     assert shrunk.code == 1 and f"volume.{lab.tag}data/site: size 64MiB -> 16MiB would shrink the volume" in \
         shrunk.out + shrunk.err, shrunk.out + shrunk.err
     site = f"/1.0/storage-pools/{lab.tag}data/volumes/custom/site?project={lab.project}"
-    assert query(site)["config"]["size"] == "64MiB"
+    assert lab.query(site)["config"]["size"] == "64MiB"
     block = LAB.replace("  scratch:\n    pool: @TAG@data\n", "  scratch:\n    pool: @TAG@data\n    content_type: block\n")
     lab.write(block)
     shown = run(lab, "plan")
@@ -123,28 +123,28 @@ def test_drift_is_shown_and_repaired_a_content_type_replaces_and_removal_deletes
     assert refused.code == 1 and f"it replaces volume.{lab.tag}data/scratch: the data on it is lost" in refused.err
     run(lab, "apply", "--yes", "--force")
     scratch = f"/1.0/storage-pools/{lab.tag}data/volumes/custom/scratch?project={lab.project}"
-    assert query(scratch)["content_type"] == "block"
+    assert lab.query(scratch)["content_type"] == "block"
     lab.write(block.replace("  scratch:\n    pool: @TAG@data\n    content_type: block\n", ""))
     assert lab.run("apply", "--yes").code == 1  # without --force: the data on it is lost
     assert f"volume.{lab.tag}data/scratch: deleted" in run(lab, "apply", "--yes", "--force")
-    assert sh("lxc", "query", scratch, check=False).returncode != 0
+    assert sh(lab.client, "query", scratch, check=False).returncode != 0
     destroyed = run(lab, "destroy", "--yes")
     assert destroyed.index("instance.web1: deleted") < destroyed.index(f"volume.{lab.tag}data/site: deleted") \
         < destroyed.index(f"pool.{lab.tag}data: deleted")
-    assert f"{lab.tag}data" not in sh("lxc", "storage", "list", "--format=csv").stdout
+    assert f"{lab.tag}data" not in sh(lab.client, "storage", "list", "--format=csv").stdout
 
 
 def test_a_pool_the_lab_does_not_own_is_never_touched(store):
     lab = store
-    sh("lxc", "storage", "create", f"{lab.tag}data", "dir")  # made by hand: no lab's tag
+    sh(lab.client, "storage", "create", f"{lab.tag}data", "dir")  # made by hand: no lab's tag
     lab.write(LAB)
     refused = lab.run("plan")
-    assert refused.code == 1 and f"pool.{lab.tag}data already exists in LXD and belongs to no lab" in refused.err
-    sh("lxc", "storage", "create", f"{lab.tag}other", "dir", "user.reconciler.lab=someone-else")
+    assert refused.code == 1 and f"pool.{lab.tag}data already exists in {TITLES[lab.daemon]} and belongs to no lab" in refused.err
+    sh(lab.client, "storage", "create", f"{lab.tag}other", "dir", "user.reconciler.lab=someone-else")
     lab.write(LAB.replace("@TAG@data", "@TAG@mine"))
     run(lab, "apply", "--yes")
     run(lab, "destroy", "--yes")
-    names = sh("lxc", "storage", "list", "--format=csv").stdout
+    names = sh(lab.client, "storage", "list", "--format=csv").stdout
     assert f"{lab.tag}data," in names and f"{lab.tag}other," in names and f"{lab.tag}mine," not in names
 
 

@@ -10,16 +10,19 @@ import socket
 import subprocess
 import time
 
+import pytest
 from conftest import ROOT, sh
 from terminal import Terminal
 from test_guide_lab import until
 from test_lxd_core import HEADER, TINY, applied, no_changes
 
+from reconciler.daemon import TITLES
 from reconciler.lock import BEAT, COMMAND, HOLDER, MARK, STARTED, lock_name
 
 CLI = str(ROOT / ".venv" / "bin" / "reconcile")
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_saved_plan_is_applied_exactly(lab, tmp_path):
     lab.write(TINY)
     saved = tmp_path / "plan.json"
@@ -33,6 +36,7 @@ def test_a_saved_plan_is_applied_exactly(lab, tmp_path):
     assert no_changes(lab)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_saved_plan_is_refused_when_lxd_moved_naming_the_object_and_how(lab, tmp_path):
     applied(lab)
     lab.write(TINY.replace("user.note: first", "user.note: second"))
@@ -41,10 +45,11 @@ def test_a_saved_plan_is_refused_when_lxd_moved_naming_the_object_and_how(lab, t
     lab.lxc("config", "set", "c2", "user.extra", "by hand")  # after the review
     result = lab.run("apply", str(saved), "--yes")
     assert result.code == 1, result.out
-    assert "LXD moved since the plan" in result.err and "instance.c2: now needs update" in result.err
+    assert f"{TITLES[lab.daemon]} moved since the plan" in result.err and "instance.c2: now needs update" in result.err
     assert lab.instance("c1")["config"]["user.note"] == "first"  # nothing was done
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_saved_plan_is_refused_when_the_lab_changed_or_the_file_was_edited(lab, tmp_path):
     lab.write(TINY)
     saved = tmp_path / "plan.json"
@@ -63,6 +68,7 @@ def test_a_saved_plan_is_refused_when_the_lab_changed_or_the_file_was_edited(lab
     assert json.loads(lab.lxc("list", "--format=json")) == []
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_plan_file_holds_no_secret(lab, tmp_path):
     secret = HEADER + """\
   c1:
@@ -90,6 +96,7 @@ def hold_lock(lab, holder: str, beat: float) -> None:
         lab.lxc("profile", "set", name, key, value)
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_second_apply_is_refused_naming_the_holder(lab):
     lab.write(TINY)
     hold_lock(lab, f"{socket.gethostname()}:{os.getppid()}", time.time())  # a live process here
@@ -102,6 +109,7 @@ def test_a_second_apply_is_refused_naming_the_holder(lab):
     assert lab.run("plan").code == 0  # plan takes no lock
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_lock_left_by_a_killed_run_is_taken_over(lab):
     lab.write(TINY)
     dead = subprocess.Popen(["true"])
@@ -112,6 +120,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(lab):
     assert lock_name(lab.tag) not in lab.lxc("profile", "list", "--format=csv")  # released: nothing left behind
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_lock_on_another_host_is_taken_over_only_after_its_lease(lab):
     lab.write(TINY)
     hold_lock(lab, "elsewhere:1234", time.time())
@@ -120,6 +129,7 @@ def test_a_lock_on_another_host_is_taken_over_only_after_its_lease(lab):
     assert lab.run("apply", "--yes").code == 0
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_two_applies_at_once_one_runs(lab):
     """The first apply holds the lock while it asks for confirmation on its terminal: the second is
     refused then, whatever the timing; answered, the first goes on."""
@@ -164,12 +174,13 @@ def test_target_plans_and_applies_a_subset_with_what_it_depends_on(lab):
                                         " instance.c2\n") in nothing_close.err, nothing_close.err
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_apply_waits_for_an_operation_a_killed_run_left(lab):
     """An exec left running (it waits for a line on its stdin) is seen by LXD; apply waits for it, and
     goes on once it ends: each side moves on an event the other can see, never on a timer."""
     applied(lab)
     lab.lxc("config", "set", "c1", "user.note", "moved")
-    left = subprocess.Popen(["lxc", "--project", lab.project, "exec", "c1", "--", "sh", "-c", "read line"],
+    left = subprocess.Popen([lab.client, "--project", lab.project, "exec", "c1", "--", "sh", "-c", "read line"],
                             stdin=subprocess.PIPE, text=True)
     apply = None
     try:
@@ -178,7 +189,7 @@ def test_apply_waits_for_an_operation_a_killed_run_left(lab):
                                  stderr=subprocess.PIPE, text=True)
         assert apply.stderr is not None
         said = apply.stderr.readline()  # bounded: apply says it or goes on, and ends either way
-        assert "Waiting for LXD to finish 'Executing command' on c1" in said, said
+        assert f"Waiting for {TITLES[lab.daemon]} to finish 'Executing command' on c1" in said, said
     finally:
         left.communicate("done\n", timeout=30)  # the exec ends: apply goes on
     out, err = apply.communicate(timeout=120)
@@ -187,14 +198,15 @@ def test_apply_waits_for_an_operation_a_killed_run_left(lab):
 
 
 def _executing_on(lab, name: str) -> bool:
-    ops = json.loads(sh("lxc", "query", f"/1.0/operations?recursion=1&project={lab.project}").stdout)
+    ops = lab.query(f"/1.0/operations?recursion=1&project={lab.project}")
     return any(f"/1.0/instances/{name}" in " ".join((op.get("resources") or {}).get("instances") or [])
                for op in ops.get("running") or [])
 
 
+@pytest.mark.daemons("lxd", "incus")
 def test_a_lab_built_by_hand_is_imported_and_adopted_as_it_is(lab, tmp_path):
     net = f"{lab.tag}h"
-    sh("lxc", "network", "create", net, "ipv4.address=10.203.33.1/24", "ipv4.nat=false", "ipv6.address=none")
+    lab.lxc("network", "create", net, "ipv4.address=10.203.33.1/24", "ipv4.nat=false", "ipv6.address=none")
     lab.lxc("profile", "create", "lan")
     lab.lxc("profile", "device", "add", "lan", "eth0", "nic", f"network={net}", "name=eth0")
     lab.lxc("launch", "reconciler-tiny", "web1", "-p", "default", "-p", "lan", "-c", "limits.memory=64MB")
