@@ -384,22 +384,26 @@ def next_tag() -> str:
 
 
 @pytest.fixture
-def lab(request, lxd_ready, tmp_path, monkeypatch) -> LabDir:
+def lab(request, lxd_ready, tmp_path) -> LabDir:
     """A lab directory bound to a project of its own for one test, deleted after: on LXD, or on Incus
     (the parameter of a test marked `daemons`), with the environment that points the reconciler there
-    ($INCUS_DIR: the same lab.yaml reaches either)."""
-    monkeypatch.delenv("LXD_DIR" if getattr(request, "param", "lxd") == "incus" else "INCUS_DIR", raising=False)
-    if getattr(request, "param", "lxd") == "incus":
-        request.getfixturevalue("incus_ready")
-        monkeypatch.setenv("INCUS_DIR", os.path.dirname(INCUS_SOCKET))
-        tag = new_incus_project()
-        yield IncusLab(tmp_path, tag, tag)
-        drop_incus_project(tag)
-        return
-    tag = next_tag()
-    new_project(tag)
-    yield LabDir(tmp_path, tag, tag)
-    drop_project(tag)
+    ($INCUS_DIR: the same lab.yaml reaches either).  Its environment is its own (not the test's
+    `monkeypatch`, which would then be undone after this teardown: a test's $LXD_CONF pointing the client
+    at another remote would still hold while the project is deleted)."""
+    incus = getattr(request, "param", "lxd") == "incus"
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("LXD_DIR" if incus else "INCUS_DIR", raising=False)
+        if incus:
+            request.getfixturevalue("incus_ready")
+            env.setenv("INCUS_DIR", os.path.dirname(INCUS_SOCKET))
+            tag = new_incus_project()
+            yield IncusLab(tmp_path, tag, tag)
+            drop_incus_project(tag)
+            return
+        tag = next_tag()
+        new_project(tag)
+        yield LabDir(tmp_path, tag, tag)
+        drop_project(tag)
 
 
 # --- Incus, beside LXD --------------------------------------------------------------------------------

@@ -90,3 +90,25 @@ def test_the_guard_keeps_arguments_as_data_and_exit_codes_as_they_are(lab):
     assert lxd.execute("c2", ["sh", "-c", "exit 7"])[0] == 7
     with pytest.raises(LxdError, match="Command not found"):  # LXD 5.0 turns exit 127 into a failed operation
         lxd.execute("c2", ["no-such-command"])
+
+
+def test_a_state_change_refused_as_busy_is_asked_again_and_any_other_failure_at_once():
+    """LXD 5.0 refused a start right after a stop whose wait had returned ('busy running a "stop"
+    operation'; nothing was started): asked again, for a bounded time."""
+    from reconciler.lxd import asked_until_not_busy
+    busy = LxdError('Failed to create instance start operation: Instance is busy running a "stop" operation')
+    answers: list = [busy, busy, "started"]
+    pauses: list[float] = []
+
+    def ask():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    assert asked_until_not_busy(ask, pause=pauses.append) == "started" and len(pauses) == 2
+    answers[:] = [LxdError("Instance is already running")]
+    with pytest.raises(LxdError, match="already running"):
+        asked_until_not_busy(ask, pause=pauses.append)
+    answers[:] = [busy]
+    with pytest.raises(LxdError, match="busy"):  # no time left: LXD's own words
+        asked_until_not_busy(ask, seconds=0, pause=pauses.append)

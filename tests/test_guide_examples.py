@@ -96,8 +96,8 @@ class Guide(LabDir):
         return result.out
 
     def shell(self, container: str, command: str) -> str:
-        """What a shell command inside the container prints (LabDir.exec runs an argv, which lxc() relies on)."""
-        return self.exec(container, ["sh", "-c", command])
+        """What a shell command inside the container prints (through LabDir.exec_recorded, as lxc("exec", ...) is)."""
+        return self.exec_recorded(container, ["sh", "-c", command])
 
     def lan_address(self, container: str) -> str:
         """Its IPv4 address on the LAN ('' while it has none: DHCP just after a start)."""
