@@ -325,7 +325,7 @@ def render(text: str, values: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Limits:
-    seconds: float = RENDER_SECONDS  # each template, by an alarm
+    seconds: float = RENDER_SECONDS  # each template's CPU time, by an alarm (the machine's load does not count)
     memory: int = CHILD_MEMORY  # the process's address space
     cpu_seconds: int = CHILD_CPU_SECONDS  # the process's CPU time, whatever happens to the alarms
 
@@ -405,16 +405,16 @@ def _child(jobs: list[tuple[str, Mapping[str, Any]]], limits: Limits, out: int) 
     def stop(signum: int, frame: Any) -> None:
         raise _Timeout
 
-    signal.signal(signal.SIGALRM, stop)
+    signal.signal(signal.SIGPROF, stop)
     env = environment()
     for text, values in jobs:
-        signal.setitimer(signal.ITIMER_REAL, limits.seconds)
+        signal.setitimer(signal.ITIMER_PROF, limits.seconds)
         try:
             item: dict[str, Any] = {"text": _render_one(env, text, values)}
         except (Exception, _Timeout) as err:  # every failure is the template's: reported, never raised
             item = _failure(err, limits)
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
         data = (json.dumps(item) + "\n").encode()
         while data:
             data = data[os.write(out, data):]
@@ -457,7 +457,7 @@ def _failure(err: BaseException, limits: Limits) -> dict[str, Any]:
     if isinstance(err, _TooLarge):
         message = f"renders more than {MAX_OUTPUT} characters"
     elif isinstance(err, _Timeout):
-        message = f"takes more than {limits.seconds:g} s to render"
+        message = f"takes more than {limits.seconds:g} s of CPU to render"
     elif isinstance(err, MemoryError):
         message = f"needs more than {limits.memory // 2**20} MiB to render"
     elif isinstance(err, RecursionError):
