@@ -147,6 +147,7 @@ class Lxd:
         self.project = project
         self.remote = remote
         self.calls = 0
+        self.read_again = 0  # listings asked again (LXD failed one as an object went meanwhile): not needed
         self.wait_slice = WAIT_SLICE
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -262,6 +263,8 @@ class Lxd:
                 except LxdNotFound:
                     if attempt == LISTING_ATTEMPTS:
                         raise
+                    with self._lock:
+                        self.read_again += 1
             raise AssertionError("unreachable")
 
         jobs = [(k, api[k.COLLECTION], project_of(k), 2 if with_addresses and k.DEEP_READ else 1) for k in top]
@@ -276,6 +279,11 @@ class Lxd:
             for (kind, _, _), listed in zip(nested, children):
                 found.setdefault(kind.KIND, []).extend(listed)
             return RawState(found, found_images.result() if found_images else [])
+
+    @property
+    def needed_calls(self) -> int:
+        """The requests sent, but for the listings read again because another client deleted an object."""
+        return self.calls - self.read_again
 
     def running_operations(self) -> list[Operation]:
         """Operations LXD is still running in this project (a killed run's create, start or exec)."""

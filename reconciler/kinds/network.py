@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, acl, network
+from ..errors import LxdError
 from ..plan import Action, Change
 from ..state import (
     APPLIED_KEY,
@@ -83,11 +84,28 @@ def apply(run: Runner, change: Change, action: Action) -> None:
         return run.lxd.put("network", name, {"description": raw.get("description", ""),
                                              "config": {**(raw.get("config") or {}), **tags}}, etag)
     if action == Action.CREATE:
-        return run.lxd.create("network", {"name": name, "type": want["type"],
-                                          "description": want["description"], "config": config})
-    raw, etag = run.fresh(change)
+        try:
+            return run.lxd.create("network", {"name": name, "type": want["type"],
+                                              "description": want["description"], "config": config})
+        except LxdError as err:
+            raw, etag = _made_by_a_killed_run(run, name, err)  # else raised as it was
+    else:
+        raw, etag = run.fresh(change)
     defaults = filled_back(raw, DEFAULTED_KEYS, config)
     run.lxd.put("network", name, {"description": want["description"], "config": {**defaults, **config}}, etag)
+
+
+def _made_by_a_killed_run(run: Runner, name: str, err: LxdError) -> tuple[dict, str]:
+    """A network creation LXD refused as existing, though plan saw none: this lab's killed run had asked
+    for it, and LXD (networks are made synchronously) finished it after plan read. Taken, if it carries
+    this lab's tag, and set as lab.yaml says; anything else raises `err` as it was."""
+    if "already exists" not in str(err):
+        raise err
+    raw, etag = run.lxd.get("network", name)
+    if (raw.get("config") or {}).get(OWNER_KEY) != run.lab_name:
+        raise err
+    run.warn(f"network.{name}: made by an apply that was cut short (LXD finished it after plan read): taken")
+    return raw, etag
 
 
 def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
