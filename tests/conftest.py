@@ -433,15 +433,23 @@ def incus_ready(lxd_ready) -> None:
                 incus("config", "trust", "remove", trusted["fingerprint"], check=False)
 
 
+def until(condition, seconds: float, step: float = 1.0) -> bool:
+    """Poll a condition, bounded in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
 def _delete_incus_network(name: str, deadline: float = 30) -> None:
     """Incus once refused to delete a test's bridge just after its containers were deleted, and the next
     test on the same subnet failed on it: tried again until it is gone, for a bounded time."""
-    ends = time.monotonic() + deadline
-    while (done := sh("incus", "network", "delete", name, check=False)).returncode != 0:
-        if sh("incus", "network", "show", name, check=False).returncode != 0:
-            return
-        assert time.monotonic() < ends, f"incus network delete {name}: {done.stderr}"
-        time.sleep(0.5)
+    def gone() -> bool:
+        return (sh("incus", "network", "delete", name, check=False).returncode == 0
+                or sh("incus", "network", "show", name, check=False).returncode != 0)
+    assert until(gone, deadline, step=0.5), f"incus network delete {name}: still there after {deadline}s"
 
 
 def new_incus_project() -> str:

@@ -13,11 +13,10 @@ import shlex
 import shutil
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, LabDir, drop_project, new_project, next_tag, sh
+from conftest import ROOT, LabDir, drop_project, new_project, next_tag, sh, until
 from docs_scenario import GUIDE, documented, masked, run_scenario, shown_in_docs, wrong_exit_codes
 
 from reconciler.check import ask
@@ -155,16 +154,6 @@ def restarted(guide: LabDir, *names: str, seconds: float = 120) -> None:
 
     assert until(again, seconds), (f"lxc restart {' '.join(names)} (exit {done.returncode}: {done.stderr.strip()}):"
                                    f" not running again after {seconds}s: {states}")
-
-
-def until(condition, seconds: float, step: float = 1.0) -> bool:
-    """Poll a condition, bounded in time."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 @contextlib.contextmanager
