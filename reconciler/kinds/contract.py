@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..state import OWNER_KEY, devices_of
+from ..state import OWNER_KEY, devices_of, own_config
 
 if TYPE_CHECKING:
     from ..address import Address, Kind
@@ -66,6 +66,18 @@ class Chosen:
 def importable(obj: Mapping[str, Any] | None, named: bool = True) -> bool:
     """Exists, and no lab owns it; `named`: one called `default` stays LXD's too (a profile, a pool)."""
     return obj is not None and OWNER_KEY not in (obj.get("config") or {}) and not (named and obj.get("name") == "default")
+
+
+def declared_as(raw: Mapping[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    """An imported object's lab.yaml entry: `head` (its kind's own fields), then its description and the
+    config keys that are its own (not LXD's or reconciler's), where it has any."""
+    out = dict(head)
+    if raw.get("description"):
+        out["description"] = raw["description"]
+    config = own_config(raw.get("config") or {})
+    if config:
+        out["config"] = config
+    return out
 
 
 def imported_part(table: str, owned: Mapping[str, Any], existing: list[str]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from ..state import (
     referenced_networks,
     without_filled,
 )
-from .contract import Chosen, Scope, Wanted, importable, imported_part
+from .contract import Chosen, Scope, Wanted, declared_as, importable, imported_part
 
 if TYPE_CHECKING:
     from ..lxd import RawState
@@ -118,10 +118,4 @@ def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
 
 
 def _declared(raw: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": raw.get("type", "bridge")}
-    if raw.get("description"):
-        out["description"] = raw["description"]
-    config = own_config(raw.get("config") or {})
-    if config:
-        out["config"] = config
-    return out
+    return declared_as(raw, {"type": raw.get("type", "bridge")})

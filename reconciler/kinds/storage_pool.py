@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..address import Address, Kind
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
-from .contract import Chosen, Scope, Wanted, importable, imported_part
+from .contract import Chosen, Scope, Wanted, declared_as, importable, imported_part
 
 if TYPE_CHECKING:
     from ..lxd import RawState
@@ -104,10 +104,4 @@ def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
 
 
 def _declared(raw: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"driver": raw.get("driver", "")}
-    if raw.get("description"):
-        out["description"] = raw["description"]
-    config = own_config(raw.get("config") or {})
-    if config:
-        out["config"] = config
-    return out
+    return declared_as(raw, {"driver": raw.get("driver", "")})
