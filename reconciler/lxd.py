@@ -65,6 +65,11 @@ LISTING_ATTEMPTS = 3
 BUSY = 'Instance is busy running a "'
 BUSY_SECONDS = 30.0
 BUSY_PAUSE = 0.5
+# LXD's database gives up on a transaction it could not begin in time while the host is busy ("Failed to
+# begin transaction: context deadline exceeded", seen under the parallel test suite). A GET changes nothing
+# either way, so a read refused so is asked again, at most DB_BUSY_ATTEMPTS in all; a write never is.
+DB_BUSY = "Failed to begin transaction"
+DB_BUSY_ATTEMPTS = 3
 EXEC_GUARD = r"""
 top=/var/lib/reconciler/exec; d=$top/$1; shift  # exit 199: the guard itself failed
 mkdir -p "$top" || exit 199
@@ -147,7 +152,7 @@ class Lxd:
         self.project = project
         self.remote = remote
         self.calls = 0
-        self.read_again = 0  # listings asked again (LXD failed one as an object went meanwhile): not needed
+        self.read_again = 0  # reads asked again (an object went meanwhile, the database was busy): not needed
         self.wait_slice = WAIT_SLICE
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -282,7 +287,8 @@ class Lxd:
 
     @property
     def needed_calls(self) -> int:
-        """The requests sent, but for the listings read again because another client deleted an object."""
+        """The requests sent, but for the reads asked again (another client deleted an object meanwhile, or
+        LXD's database was too busy to begin a transaction)."""
         return self.calls - self.read_again
 
     def running_operations(self) -> list[Operation]:
@@ -510,6 +516,15 @@ class Lxd:
     # --- plumbing -----------------------------------------------------------------------
 
     def _call(self, verb: str, node, **kwargs):
+        if verb != "get":
+            return self._call_once(verb, node, **kwargs)
+
+        def again() -> None:
+            with self._lock:
+                self.read_again += 1
+        return read_until_db_answers(lambda: self._call_once(verb, node, **kwargs), again)
+
+    def _call_once(self, verb: str, node, **kwargs):
         try:
             return getattr(node, verb)(**kwargs)
         except lxd_errors.LXDAPIException as err:
@@ -609,6 +624,21 @@ def asked_until_not_busy(ask: Callable[[], Any], seconds: float = BUSY_SECONDS,
             if BUSY not in str(err) or time.monotonic() >= deadline:
                 raise
         pause(BUSY_PAUSE)
+
+
+def read_until_db_answers(read: Callable[[], Any], again: Callable[[], None],
+                          pause: Callable[[float], None] = time.sleep) -> Any:
+    """`read()` again while LXD's database could not begin its transaction (DB_BUSY), at most
+    DB_BUSY_ATTEMPTS in all, calling `again()` before each repeat; any other failure at once."""
+    for attempt in range(1, DB_BUSY_ATTEMPTS + 1):
+        try:
+            return read()
+        except LxdError as err:
+            if DB_BUSY not in str(err) or attempt == DB_BUSY_ATTEMPTS:
+                raise
+        again()
+        pause(BUSY_PAUSE * attempt)
+    raise AssertionError("unreachable")
 
 
 def never_started(err: LxdError) -> bool:

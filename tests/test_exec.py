@@ -112,3 +112,28 @@ def test_a_state_change_refused_as_busy_is_asked_again_and_any_other_failure_at_
     answers[:] = [busy]
     with pytest.raises(LxdError, match="busy"):  # no time left: LXD's own words
         asked_until_not_busy(ask, seconds=0, pause=pauses.append)
+
+
+def test_a_read_the_database_was_too_busy_to_begin_is_asked_again_a_bounded_number_of_times():
+    """CI saw a plan fail with LXD's 'Failed to begin transaction: context deadline exceeded' under load:
+    a GET is asked again (counted, so call-count tests can leave it out), at most DB_BUSY_ATTEMPTS in all."""
+    from reconciler.lxd import DB_BUSY_ATTEMPTS, read_until_db_answers
+    busy = LxdError("Failed to begin transaction: context deadline exceeded")
+    answers: list = [busy, busy, "read"]
+    repeats: list[int] = []
+    pauses: list[float] = []
+
+    def read():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    assert read_until_db_answers(read, lambda: repeats.append(1), pauses.append) == "read"
+    assert len(repeats) == len(pauses) == 2
+    answers[:] = [busy] * DB_BUSY_ATTEMPTS + ["never reached"]
+    with pytest.raises(LxdError, match="begin transaction"):
+        read_until_db_answers(read, lambda: repeats.append(1), pauses.append)
+    assert answers == ["never reached"] and len(repeats) == 2 + DB_BUSY_ATTEMPTS - 1
+    answers[:] = [LxdError("Instance not found"), "never reached"]
+    with pytest.raises(LxdError, match="not found"):
+        read_until_db_answers(read, lambda: repeats.append(1), pauses.append)
