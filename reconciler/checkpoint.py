@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from .address import Address, Kind
 from .errors import LxdError, LxdNotFound
-from .kinds import OBJECT_KINDS, object_kind
+from .kinds import OBJECT_KINDS, object_kind, storage_volume
 from .kinds.contract import ObjectKind, Scope
-from .kinds.storage_volume import DATA_LOST, device_deps
+from .kinds.storage_volume import DATA_LOST
 from .live import live_from_raw
 from .plan import Action, Plan
 from .spec import CHECKPOINT_PREFIX
@@ -403,7 +403,8 @@ def _volumes_back(lxd: Lxd, cp: Checkpoint, objects: dict[Kind, dict[str, dict]]
 def _stops_for(restored: list[str], instances: dict[str, dict], steps: list[Step]) -> None:
     """Running containers that mount a volume to restore are stopped first: LXD 5.0 restores none in use."""
     for cname, raw in sorted(instances.items()):
-        mounted = {a.name for a in device_deps(raw.get("expanded_devices") or raw.get("devices") or {})}
+        devices = raw.get("expanded_devices") or raw.get("devices") or {}
+        mounted = {a.name for a in storage_volume.named_by_devices(devices, None)}
         used = sorted(mounted & set(restored))
         if used and _state(raw) == "running":
             steps.append(Step("stop", Kind.INSTANCE, cname, f"it mounts volume.{used[0]}, which LXD restores only"

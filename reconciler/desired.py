@@ -15,7 +15,7 @@ from typing import Any
 
 from .address import file, instance, service
 from .inside import Provisioning, provisioning_of, render_file, waits_for
-from .kinds import OBJECT_KINDS
+from .kinds import OBJECT_KINDS, with_what_devices_name
 from .kinds import file as file_kind
 from .kinds import package as package_kind
 from .kinds import project as project_kind
@@ -38,7 +38,7 @@ def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
     wanted = Wanted(live_profiles)
     for kind in OBJECT_KINDS:
         for res in kind.desired(lab, wanted):
-            add(state, res)
+            add(state, with_what_devices_name(res, lab))
     rendered = render_templates(lab, addresses)
     for name, container in lab.containers.items():
         if container.state == "running":

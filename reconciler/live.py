@@ -11,7 +11,7 @@ from .address import Address, Kind, instance
 from .address import file as file_address
 from .facts import Facts
 from .inside import Provisioning, record_key
-from .kinds import OBJECT_KINDS, object_kind
+from .kinds import OBJECT_KINDS, object_kind, with_what_devices_name
 from .kinds import file as file_kind
 from .kinds import package as package_kind
 from .kinds import service as service_kind
@@ -46,7 +46,7 @@ def live_from_raw(raw: RawState, lab_name: str) -> Live:
     untagged: LabState = {}
     foreign: dict[Address, str | None] = {}
     found = (kind.from_lxd(r) for kind in OBJECT_KINDS for r in raw.objects.get(kind.KIND, []))
-    for res in (r for r in found if r is not None):
+    for res in (with_what_devices_name(r, None) for r in found if r is not None):
         if res.owner == lab_name:
             owned[res.address] = res
         else:

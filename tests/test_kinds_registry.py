@@ -3,6 +3,8 @@ the registry, so a module that forgets a part fails at import, never silently at
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from reconciler import kinds
@@ -48,7 +50,7 @@ def test_only_the_project_is_read_on_its_own():
 
 
 @pytest.mark.parametrize("part", ["RANK", "SHAPE", "ABSENT", "deletable", "from_lxd", "comparable", "TABLE", "apply",
-                                  "imported"])
+                                  "imported", "named_by_devices"])
 def test_a_kind_module_that_lacks_a_part_fails_the_registry_check(monkeypatch, part):
     network = REGISTRY[Kind.NETWORK]
     monkeypatch.delattr(network, part)
@@ -66,3 +68,30 @@ def test_a_table_lab_yaml_lacks_fails_the_registry_check(monkeypatch):
     monkeypatch.setattr(REGISTRY[Kind.ACL], "TABLE", "network_acls")
     with pytest.raises(ImportError, match="lab.yaml has no table 'network_acls'"):
         kinds._check()
+
+
+DEVICES = {"eth0": {"type": "nic", "network": "lan", "security.acls": "web-only"},
+           "root": {"type": "disk", "pool": "fast", "path": "/"},
+           "site": {"type": "disk", "pool": "fast", "source": "site", "path": "/srv"},
+           "other": {"type": "disk", "pool": "fast", "source": "theirs", "path": "/mnt"}}
+
+
+def test_what_devices_name_is_a_dependency_each_kind_declares_for_itself():
+    """Containers and profiles depend on the network, ACL, pool and volume their devices name, added from
+    the registry (`named_by_devices`), not by the container or profile kind naming the others."""
+    from reconciler import address as a
+    from reconciler.desired import desired_state
+    from reconciler.kinds import with_what_devices_name
+    from reconciler.state import Resource
+    lab = Lab.model_validate({"lab": "t", "networks": {"lan": {}}, "acls": {"web-only": {}},
+                              "storage_pools": {"fast": {"driver": "dir"}},
+                              "volumes": {"site": {"pool": "fast"}},
+                              "profiles": {"p": {"devices": DEVICES}},
+                              "containers": {"c": {"image": "i", "devices": DEVICES}}})
+    owned = {a.network("lan"), a.acl("web-only"), a.Address(Kind.POOL, "fast"), a.Address(Kind.VOLUME, "fast/site")}
+    desired = desired_state(lab, Path("."), {}, {})
+    for address in (a.instance("c"), a.profile("p")):
+        assert owned <= set(desired[address].depends_on)
+        assert a.Address(Kind.VOLUME, "fast/theirs") not in desired[address].depends_on  # not the lab's
+    live = with_what_devices_name(Resource(a.profile("p"), {"devices": DEVICES}), None)
+    assert set(live.depends_on) == owned | {a.Address(Kind.VOLUME, "fast/theirs")}  # live: all it names

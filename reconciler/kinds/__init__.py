@@ -10,6 +10,7 @@ mypy cannot see.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..address import Kind
@@ -32,6 +33,7 @@ from .contract import InsideKind, Kind_, ObjectKind, Scope
 
 if TYPE_CHECKING:
     from ..spec import Lab
+    from ..state import Resource
 
 OBJECT_KINDS: tuple[ObjectKind, ...] = (project, acl, network, storage_pool, storage_volume, profile, instance,
                                          forward)
@@ -44,7 +46,7 @@ def _check() -> dict[Kind, Kind_]:
     registry: dict[Kind, Kind_] = {}
     parts = ("KIND", "RANK", "SHAPE", "REPLACE_FIELDS", "ABSENT", "deletable", "apply", "imported")
     object_parts = parts + ("COLLECTION", "PARENT", "SCOPE", "TABLE", "NOUN", "API_EXTENSION", "DEEP_READ", "desired", "from_lxd",
-                             "comparable", "parents")
+                             "comparable", "parents", "named_by_devices")
     for module, needed in [(m, object_parts) for m in OBJECT_KINDS] + [(m, parts) for m in INSIDE_KINDS]:
         missing = [p for p in needed if not hasattr(module, p)]
         if missing:
@@ -67,6 +69,16 @@ def _check() -> dict[Kind, Kind_]:
 
 REGISTRY: dict[Kind, Kind_] = _check()
 _OBJECTS: dict[Kind, ObjectKind] = {m.KIND: m for m in OBJECT_KINDS}
+
+
+def with_what_devices_name(res: Resource, lab: Lab | None) -> Resource:
+    """`res` depending also on what its devices name (a container's or a profile's NICs and disks), as every
+    kind says of its own objects (`named_by_devices`); `lab`: the desired state's, None for the live one."""
+    devices = res.body.get("devices")
+    if not isinstance(devices, Mapping) or not devices:
+        return res
+    named = tuple(a for kind in OBJECT_KINDS for a in kind.named_by_devices(devices, lab))
+    return replace(res, depends_on=tuple(dict.fromkeys(res.depends_on + named)))
 
 
 def rules(kind: Kind) -> Kind_:

@@ -16,7 +16,7 @@ from ..address import Address, Kind, acl
 from ..errors import StaleState
 from ..network_acl import lxd_rule
 from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, own_config
+from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, nic_acls, own_config
 from .contract import Scope, Wanted
 
 if TYPE_CHECKING:
@@ -73,6 +73,11 @@ def _rule(raw: Mapping[str, Any]) -> dict[str, str]:
 
 def parents(lab: Lab) -> set[str]:
     return set()  # not nested
+
+
+def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:
+    """The ACLs NICs apply (`security.acls`); with `lab`, those it declares."""
+    return tuple(acl(n) for n in sorted(nic_acls(devices)) if lab is None or n in lab.acls)
 
 
 def comparable(have: Resource, want: Resource | None) -> Resource:

@@ -133,6 +133,12 @@ class ObjectKind(Kind_, Protocol):
         """A nested kind's parent objects that lab.yaml names (a forward's network); empty for a top-level kind."""
         ...
 
+    def named_by_devices(self, devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:
+        """This kind's objects that a device map (a container's or a profile's) names, which it therefore
+        depends on: a NIC's network and ACLs, a disk's volume or pool.  With `lab` (desired state) only those
+        lab.yaml declares; without (live state) all of them.  () for a kind no device names."""
+        ...
+
     def from_lxd(self, raw: Mapping[str, Any]) -> Resource | None:
         """LXD's JSON (a nested kind's with `parent` added: its parent's name) -> a Resource; None for an
         object no lab could own (a host interface LXD lists with the networks)."""

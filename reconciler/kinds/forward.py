@@ -109,6 +109,10 @@ def parents(lab: Lab) -> set[str]:
     return {f.network for f in lab.forwards.values()}
 
 
+def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:
+    return ()  # no device names a forward
+
+
 # --- applied ----------------------------------------------------------------------------------
 
 def apply(run: Runner, change: Change, action: Action) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Address, Kind, acl, instance, network, profile
+from ..address import Address, Kind, instance, network, profile
 from ..errors import LxdError
 from ..plan import Action, Change, Code, FieldChange, Reason
 from ..source import field_path
@@ -28,11 +28,8 @@ from ..state import (
     devices_of,
     digest,
     lxd_keys,
-    nic_acls,
     own_config,
-    referenced_networks,
 )
-from . import storage_volume
 from .contract import Chosen, Scope, Wanted, imported_part
 
 if TYPE_CHECKING:
@@ -75,9 +72,7 @@ def one(lab: Lab, name: str, c: Container, live_profiles: Mapping[str, Mapping[s
     deps = [profile(p) for p in c.profiles if p in lab.profiles]
     # Every network first, not only those named: a macvlan NIC on a bridge's external port (the
     # simulated LAN) needs that bridge's DHCP server up before the container boots.
-    deps += [network(n) for n in sorted(referenced_networks(devices) | set(lab.networks)) if n in lab.networks]
-    deps += [acl(n) for n in sorted(nic_acls(devices)) if n in lab.acls]
-    deps += storage_volume.device_deps(devices, lab)
+    deps += [network(n) for n in sorted(lab.networks)]  # what its devices name: added from the registry
     settings, sources = _expanded_boot(lab, c, live_profiles)
     meta = Meta(prev_address=instance(c.renamed_from) if c.renamed_from else None,
                 payload={"boot": digest(settings), "boot_settings": settings, "boot_sources": sources})
@@ -120,6 +115,10 @@ def parents(lab: Lab) -> set[str]:
     return set()  # not nested
 
 
+def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:
+    return ()  # no device names a container
+
+
 def comparable(have: Resource, want: Resource | None) -> Resource:
     return have  # LXD keeps what it was given
 
@@ -131,9 +130,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
             "description": raw.get("description", ""), "profiles": list(raw.get("profiles") or []),
             "config": own_config(config), "devices": devices,
             "state": "running" if raw.get("status") == "Running" else "stopped"}
-    deps = [profile(p) for p in body["profiles"]] + [network(n) for n in sorted(referenced_networks(devices))]
-    deps += [acl(n) for n in sorted(nic_acls(devices))]
-    deps += storage_volume.device_deps(devices)
+    deps = [profile(p) for p in body["profiles"]]  # what its devices name: added from the registry
     meta = Meta(location=raw.get("location") or "", placed=config.get(TARGET_KEY) or "",
                 has_record=config.get(RECORD_TAG) == "true", never_started=never_started(raw),
                 payload={"boot_tag": config.get(BOOT_KEY),

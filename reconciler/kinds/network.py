@@ -67,6 +67,11 @@ def parents(lab: Lab) -> set[str]:
     return set()  # not nested
 
 
+def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:
+    """The managed networks NICs join; with `lab`, those it declares."""
+    return tuple(network(n) for n in sorted(referenced_networks(devices)) if lab is None or n in lab.networks)
+
+
 def comparable(have: Resource, want: Resource | None) -> Resource:
     """The live network without the keys LXD filled in itself, unless lab.yaml sets them."""
     return without_filled(have, want, DEFAULTED_KEYS)

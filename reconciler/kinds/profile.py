@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Address, Kind, acl, network, profile
+from ..address import Address, Kind, profile
 from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, nic_acls, own_config, referenced_networks
-from . import storage_volume
+from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, own_config
 from .contract import Chosen, Scope, Wanted, imported_part
 
 if TYPE_CHECKING:
@@ -40,15 +39,16 @@ def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     for name, prof in lab.profiles.items():
         devices = {d: dict(sorted(v.items())) for d, v in sorted(prof.devices.items())}
         body = {"description": prof.description, "config": dict(sorted(prof.config.items())), "devices": devices}
-        deps = tuple(network(n) for n in sorted(referenced_networks(devices)) if n in lab.networks)
-        deps += tuple(acl(n) for n in sorted(nic_acls(devices)) if n in lab.acls)
-        deps += storage_volume.device_deps(devices, lab)
-        out.append(Resource(profile(name), body, deps))
+        out.append(Resource(profile(name), body))  # what its devices name: added from the registry
     return out
 
 
 def parents(lab: Lab) -> set[str]:
     return set()  # not nested
+
+
+def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:
+    return ()  # no device names a profile (a container lists its profiles)
 
 
 def comparable(have: Resource, want: Resource | None) -> Resource:
@@ -59,10 +59,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
     config = raw.get("config") or {}
     devices = devices_of(raw.get("devices"))
     body = {"description": raw.get("description", ""), "config": own_config(config), "devices": devices}
-    deps = tuple(network(n) for n in sorted(referenced_networks(devices)))
-    deps += tuple(acl(n) for n in sorted(nic_acls(devices)))
-    deps += storage_volume.device_deps(devices)
-    return Resource(profile(raw["name"]), body, deps, owner=config.get(OWNER_KEY), applied=config.get(APPLIED_KEY))
+    return Resource(profile(raw["name"]), body, owner=config.get(OWNER_KEY), applied=config.get(APPLIED_KEY))
 
 
 def apply(run: Runner, change: Change, action: Action) -> None:

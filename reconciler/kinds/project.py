@@ -60,6 +60,10 @@ def parents(lab: Lab) -> set[str]:
     return set()  # not nested
 
 
+def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:
+    return ()  # no device names a project
+
+
 def comparable(have: Resource, want: Resource | None) -> Resource:
     return have  # LXD keeps what it was given
 

@@ -55,6 +55,13 @@ def parents(lab: Lab) -> set[str]:
     return set()  # not nested
 
 
+def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:
+    """The pools root disks are on (a disk with `pool` and no `source`; a volume's disk depends on the
+    volume, which depends on its pool); with `lab`, those it declares."""
+    named = (d["pool"] for d in devices.values() if d.get("type") == "disk" and d.get("pool") and not d.get("source"))
+    return tuple(dict.fromkeys(pool(n) for n in named if lab is None or n in lab.storage_pools))
+
+
 def from_lxd(raw: Mapping[str, Any]) -> Resource:
     config = raw.get("config") or {}
     body = {"driver": raw.get("driver", ""), "description": raw.get("description", ""), "config": own_config(config)}

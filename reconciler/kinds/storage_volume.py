@@ -79,19 +79,14 @@ def comparable(have: Resource, want: Resource | None) -> Resource:
     return without_filled(have, want, DEFAULTED_KEYS)
 
 
-def device_deps(devices: Mapping[str, Mapping[str, str]], lab: Lab | None = None) -> tuple[Address, ...]:
-    """What disk devices mount: a volume (`pool` and `source`), or a pool (`pool` alone, a root disk).
-    With `lab` (the desired state), only what the lab owns; without (live), all of it."""
+def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:
+    """The volumes disk devices mount (`pool` and `source`); with `lab`, those it declares."""
     out: list[Address] = []
     for device in devices.values():
         pool_name, source = device.get("pool"), device.get("source", "")
-        if device.get("type") != "disk" or not pool_name:
-            continue
-        if source:
-            owned = lab is None or (source in lab.volumes and lab.volumes[source].pool == pool_name)
-            out += [volume(pool_name, source)] if owned else []
-        elif lab is None or pool_name in lab.storage_pools:
-            out.append(pool(pool_name))
+        if device.get("type") == "disk" and pool_name and source:
+            if lab is None or (source in lab.volumes and lab.volumes[source].pool == pool_name):
+                out.append(volume(pool_name, source))
     return tuple(dict.fromkeys(out))
 
 
