@@ -19,13 +19,14 @@ from .source import field_path
 from .state import LabState, Resource, digest
 
 
-def diff_states(desired: LabState, live: LabState) -> list[Change]:
-    """Every change that takes `live` (owned by the lab) to `desired`."""
+def diff_states(desired: LabState, live: LabState, daemon: str = "LXD") -> list[Change]:
+    """Every change that takes `live` (owned by the lab) to `desired`; `daemon`: which one the reasons name
+    ("not in Incus")."""
     changes: list[Change] = []
     for addr in sorted(desired.keys() | live.keys()):
         want, have = desired.get(addr), live.get(addr)
         if have is None and want is not None:
-            changes.append(create(want))
+            changes.append(create(want, daemon))
         elif want is None and have is not None:
             if deletable(addr):
                 changes.append(Change(addr, (Action.DELETE,), (Reason(Code.NOT_IN_LAB, "not in lab.yaml"),),
@@ -42,8 +43,9 @@ def deletable(addr: Address) -> bool:
     return REGISTRY[addr.kind].deletable(addr)
 
 
-def create(want: Resource) -> Change:
-    return Change(want.address, (Action.CREATE,), (Reason(Code.ABSENT, REGISTRY[want.address.kind].ABSENT),),
+def create(want: Resource, daemon: str = "LXD") -> Change:
+    why = REGISTRY[want.address.kind].ABSENT.format(daemon=daemon)
+    return Change(want.address, (Action.CREATE,), (Reason(Code.ABSENT, why),),
                   None, want.body, origin=Origin.LAB, meta=want.meta, depends_on=want.depends_on)
 
 

@@ -69,7 +69,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
                               for c in adopted}}
     renames = _renames(desired, owned) + adopted
     as_comparable(desired, owned)
-    objects = diff_states(_objects(desired), _objects(owned))
+    objects = diff_states(_objects(desired), _objects(owned), lxd.daemon.title)
     _check_foreign_children(objects, live.foreign)
     objects = placement.placed(_with_sources(objects, live.images, owned) + renames, places, desired, owned)
     sight = _sight(wanted, owned, objects, placement.held(places))

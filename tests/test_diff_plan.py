@@ -80,6 +80,13 @@ def test_diff_cases(name, desired, live_, expected):
     assert actions(desired, live_) == expected
 
 
+def test_a_create_says_which_daemon_lacks_the_object():
+    want = instance()
+    for daemon in ("LXD", "Incus"):
+        [change] = diff_states({want.address: want}, {}, daemon)
+        assert change.reasons[0].text == f"not in {daemon}"
+
+
 def test_field_level_diff_and_reason():
     [change] = diff_states(state(instance(config={"limits.cpu": "2"})),
                            state(live(instance(config={"limits.cpu": "1", "user.x": "y"}))))

@@ -178,6 +178,8 @@ def test_a_small_lab_lives_its_whole_life_on_either_daemon(lab, monkeypatch):
     assert plan.code == 0, plan.out + plan.err
     assert plan.out.splitlines()[0].startswith({"lxd": "Daemon: LXD 5.", "incus": "Daemon: Incus 6."}[daemon])
     assert "Plan: 4 to create." in plan.out
+    title = {"lxd": "LXD", "incus": "Incus"}[daemon]
+    assert f"instance.c1 will be created (not in {title})" in plan.out, plan.out  # the daemon it talks to
 
     applied = lab.run("apply", "--yes")
     assert applied.code == 0 and "Apply complete! 4 done, 0 failed" in applied.out, applied.out + applied.err

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 KIND = Kind.ACL
 RANK = 10  # plan order
 SHAPE = ("octagon", "#f4cccc")
-ABSENT = "not in LXD"  # why a create: what the plan says of one that is not there
+ABSENT = "not in {daemon}"  # why a create: what the plan says of one that is not there
 COLLECTION = "network-acls"
 PARENT: Kind | None = None
 SCOPE = Scope.SHARED

@@ -95,7 +95,7 @@ class Kind_(Protocol):
     RANK: int  # plan order: lower first (a project before its networks, a network before its forwards)
     SHAPE: tuple[str, str]  # `reconcile graph`: Graphviz node shape and fill colour
     REPLACE_FIELDS: tuple[str, ...]  # fields whose change means delete and create again
-    ABSENT: str  # why a create, as the plan says it ("not in LXD", "not installed")
+    ABSENT: str  # why a create, as the plan says it ("not in {daemon}": LXD or Incus; "not installed")
 
     def deletable(self, address: Address) -> bool:
         """Whether one that lab.yaml no longer has is deleted (a package is left installed)."""

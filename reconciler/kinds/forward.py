@@ -36,7 +36,7 @@ SCOPE = Scope.SHARED  # where its network is
 TABLE = "forwards"
 NOUN = "network forward"
 API_EXTENSION = "network_forward"  # what it needs in GET /1.0's api_extensions ("": the core API)
-ABSENT = "not in LXD"  # why a create
+ABSENT = "not in {daemon}"  # why a create
 DEEP_READ = False  # nothing in it needs live addresses
 DEFAULT_TARGET = "target_address"  # the config key of the default target
 

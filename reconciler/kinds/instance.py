@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 KIND = Kind.INSTANCE
 RANK = 50  # plan order
 SHAPE = ("box3d", "#cfe2f3")
-ABSENT = "not in LXD"  # why a create: what the plan says of one that is not there
+ABSENT = "not in {daemon}"  # why a create: what the plan says of one that is not there
 COLLECTION = "instances"
 PARENT: Kind | None = None
 SCOPE = Scope.PROJECT

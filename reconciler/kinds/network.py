@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 KIND = Kind.NETWORK
 RANK = 20  # plan order
 SHAPE = ("hexagon", "#d9ead3")
-ABSENT = "not in LXD"  # why a create: what the plan says of one that is not there
+ABSENT = "not in {daemon}"  # why a create: what the plan says of one that is not there
 COLLECTION = "networks"
 PARENT: Kind | None = None
 SCOPE = Scope.SHARED

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 KIND = Kind.PROFILE
 RANK = 40  # plan order
 SHAPE = ("folder", "#fff2cc")
-ABSENT = "not in LXD"  # why a create: what the plan says of one that is not there
+ABSENT = "not in {daemon}"  # why a create: what the plan says of one that is not there
 COLLECTION = "profiles"
 PARENT: Kind | None = None
 SCOPE = Scope.PROJECT

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 KIND = Kind.PROJECT
 RANK = 0  # plan order
 SHAPE = ("tab", "#eeeeee")
-ABSENT = "not in LXD"  # why a create: what the plan says of one that is not there
+ABSENT = "not in {daemon}"  # why a create: what the plan says of one that is not there
 COLLECTION = "projects"
 PARENT: Kind | None = None
 SCOPE = Scope.OWN

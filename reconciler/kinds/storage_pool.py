@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 KIND = Kind.POOL
 RANK = 25  # after networks, before volumes (30) and profiles
 SHAPE = ("cylinder", "#d0e0e3")
-ABSENT = "not in LXD"  # why a create
+ABSENT = "not in {daemon}"  # why a create
 DEEP_READ = False  # nothing in it needs live addresses
 REPLACE_FIELDS: tuple[str, ...] = ("driver",)
 COLLECTION = "storage-pools"

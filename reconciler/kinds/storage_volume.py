@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 KIND = Kind.VOLUME
 RANK = 30  # after its pool (25), before the profiles and containers that mount it
 SHAPE = ("cylinder", "#b6d7a8")
-ABSENT = "not in LXD"  # why a create
+ABSENT = "not in {daemon}"  # why a create
 DEEP_READ = False  # nothing in it needs live addresses
 REPLACE_FIELDS: tuple[str, ...] = ("pool", "content_type")
 COLLECTION = "volumes/custom"  # under its pool: /1.0/storage-pools/POOL/volumes/custom
