@@ -164,8 +164,9 @@ class Scheduler:
 def first_interrupt_only_stops_starting(on_first: Callable[[], None]) -> Iterator[None]:
     """While apply runs, a first Ctrl-C (SIGINT) only marks the run interrupted, wherever it lands: the
     scheduler starts nothing more and waits for the running steps.  A second one abandons them
-    (KeyboardInterrupt).  Only the main thread can own the handler; elsewhere Python's stays."""
-    if threading.current_thread() is not threading.main_thread():
+    (KeyboardInterrupt).  Only the main thread can own the handler; elsewhere Python's stays.  A run
+    started with SIGINT ignored (a background job of a script, `nohup`) keeps ignoring it, as it was asked."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield
         return
     seen: list[int] = []

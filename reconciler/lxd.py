@@ -70,6 +70,10 @@ BUSY_PAUSE = 0.5
 # either way, so a read refused so is asked again, at most DB_BUSY_ATTEMPTS in all; a write never is.
 DB_BUSY = "Failed to begin transaction"
 DB_BUSY_ATTEMPTS = 3
+# LXD 5.0 reads and writes a container's files through a helper process of its own (forkfile), whose socket
+# it may lose under load ("read unix @->/proc/self/fd/855/forkfile.sock: read: connection reset by peer",
+# seen in the test suite). A file push overwrites the whole file and a read changes nothing: asked again.
+FORKFILE_LOST = "forkfile.sock"
 EXEC_GUARD = r"""
 top=/var/lib/reconciler/exec; d=$top/$1; shift  # exit 199: the guard itself failed
 mkdir -p "$top" || exit 199
@@ -426,13 +430,14 @@ class Lxd:
                   directory: bool = False) -> None:
         headers = {"X-LXD-mode": mode, "X-LXD-uid": str(uid), "X-LXD-gid": str(gid),
                    "X-LXD-type": "directory" if directory else "file", "X-LXD-write": "overwrite"}
-        self._call("post", self.api.instances[name].files, params={"path": path},
-                   data=b"" if directory else data, headers=headers)
+        asked_again_while(FORKFILE_LOST, lambda: self._call("post", self.api.instances[name].files,
+                          params={"path": path}, data=b"" if directory else data, headers=headers))
 
     def read_file(self, name: str, path: str) -> bytes | None:
         """A file's bytes, or None if it is not there; works on a stopped instance (no exec)."""
         try:
-            return self._call("get", self.api.instances[name].files, params={"path": path}, is_api=False).content
+            return asked_again_while(FORKFILE_LOST, lambda: self._call(
+                "get", self.api.instances[name].files, params={"path": path}, is_api=False).content)
         except LxdNotFound:
             return None
 
@@ -522,7 +527,7 @@ class Lxd:
         def again() -> None:
             with self._lock:
                 self.read_again += 1
-        return read_until_db_answers(lambda: self._call_once(verb, node, **kwargs), again)
+        return asked_again_while(DB_BUSY, lambda: self._call_once(verb, node, **kwargs), again)
 
     def _call_once(self, verb: str, node, **kwargs):
         try:
@@ -626,15 +631,16 @@ def asked_until_not_busy(ask: Callable[[], Any], seconds: float = BUSY_SECONDS,
         pause(BUSY_PAUSE)
 
 
-def read_until_db_answers(read: Callable[[], Any], again: Callable[[], None],
-                          pause: Callable[[float], None] = time.sleep) -> Any:
-    """`read()` again while LXD's database could not begin its transaction (DB_BUSY), at most
-    DB_BUSY_ATTEMPTS in all, calling `again()` before each repeat; any other failure at once."""
+def asked_again_while(transient: str, ask: Callable[[], Any], again: Callable[[], None] = lambda: None,
+                      pause: Callable[[float], None] = time.sleep) -> Any:
+    """`ask()` again while LXD fails it with `transient` in its words (a request safe to repeat: a read, a
+    whole-file push), at most DB_BUSY_ATTEMPTS in all, calling `again()` before each repeat; any other
+    failure at once."""
     for attempt in range(1, DB_BUSY_ATTEMPTS + 1):
         try:
-            return read()
+            return ask()
         except LxdError as err:
-            if DB_BUSY not in str(err) or attempt == DB_BUSY_ATTEMPTS:
+            if transient not in str(err) or attempt == DB_BUSY_ATTEMPTS:
                 raise
         again()
         pause(BUSY_PAUSE * attempt)

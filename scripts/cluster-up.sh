@@ -48,15 +48,16 @@ outer() { lxc "$1" --project "$PROJECT" "${@:2}"; }
 # Run a command inside a member (bounded: a wedged member must not hang the script).
 in_m() { local m=$1; shift; timeout 300 lxc exec --project "$PROJECT" "$m" -- "$@"; }
 # `lxc query PATH` inside member M. LXD 5.0's exec now and then fails to attach to a running member
-# ("Failed to retrieve PID of executing child process"): that error, and only it, is tried again,
-# so that a flake is never read as "not clustered" or "not a member".
+# ("Failed to retrieve PID of executing child process"), and its client now and then drops a short
+# command's output: that error and an empty answer, and only they, are tried again, so that a flake is
+# never read as "not clustered" or "not a member".
 query_in() {
   local m=$1 path=$2 try out errf rc=0
   errf=$(mktemp)
   for try in 1 2 3 4 5; do
     rc=0; out=$(in_m "$m" lxc query "$path" 2>"$errf") || rc=$?
-    if [ "$rc" -eq 0 ]; then rm -f "$errf"; printf '%s\n' "$out"; return 0; fi
-    grep -q "Failed to retrieve PID" "$errf" || break
+    if [ "$rc" -eq 0 ] && [ -n "$out" ]; then rm -f "$errf"; printf '%s\n' "$out"; return 0; fi
+    [ "$rc" -eq 0 ] || grep -q "Failed to retrieve PID" "$errf" || break
     sleep "$try"
   done
   cat "$errf" >&2; rm -f "$errf"; return "$rc"
@@ -200,7 +201,8 @@ for m in "${MEMBERS[@]}"; do
     ip link set dev "$port" master "$BRIDGE" up || die "cannot make $port a port of $BRIDGE"
     changed "member $m: $port made a port of $BRIDGE"
   fi
-  if [ "$(in_m "$m" cat "/etc/network/interfaces.d/$LAN_PORT" 2>/dev/null || true)" = "$LAN_PORT_CONF" ]; then
+  # Compared inside, by exit status: LXD 5.0's client now and then drops a short command's output.
+  if in_m "$m" sh -c 'printf "%s\n" "$1" | cmp -s - "$2"' _ "$LAN_PORT_CONF" "/etc/network/interfaces.d/$LAN_PORT"; then
     say "member $m: $LAN_PORT in ifupdown: skipped"
   else
     printf '%s\n' "$LAN_PORT_CONF" | in_m "$m" sh -c "cat > /etc/network/interfaces.d/$LAN_PORT" \

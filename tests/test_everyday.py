@@ -275,8 +275,11 @@ def test_ctrl_c_during_apply_waits_for_the_running_step_and_reports(lab):
     import signal
     import subprocess
     lab.write(with_state("running"))
+    # Started with SIGINT as a terminal's foreground job has it, whatever pytest inherited (a CI runner's
+    # background job ignores it, and apply keeps an ignored SIGINT ignored).
     apply = subprocess.Popen([str(_cli()), "apply", "--yes", "--parallelism", "1", "-f", str(lab.file)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in apply.stdout:  # bounded: the apply ends by itself within seconds
         lines.append(line)

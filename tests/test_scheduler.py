@@ -114,6 +114,23 @@ def test_no_more_steps_run_at_once_than_parallelism_allows():
     assert report.ok and fake.most_at_once == 2
 
 
+@pytest.fixture(autouse=True)
+def python_sigint():
+    """Python's own Ctrl-C handler, whatever this process inherited: a run started in the background of a
+    script inherits SIGINT ignored, which apply keeps (test below)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fake = FakeLxd(on_call=_interrupt_during("create", "network", "n1"))
+    _, report = run(THE_LAB, fake, parallelism=1)
+    assert report.ok and not report.interrupted and set(statuses(report).values()) == {"done"}, statuses(report)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 def _interrupt_during(verb: str, kind: str, name: str):
     def hook(call: Call) -> None:
         if (call.verb, call.kind, call.name) == (verb, kind, name):
