@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import INCUS_PREFIX, INCUS_SOCKET, ROOT, RUN, IncusLab, drop_incus_project, incus, new_incus_project, sh
+from conftest import (
+    INCUS_PREFIX,
+    INCUS_SOCKET,
+    ROOT,
+    RUN,
+    IncusLab,
+    drop_incus_project,
+    incus,
+    new_incus_project,
+    sh,
+    until,
+)
 from test_guide_lab import Guide
 
 from reconciler.daemon import Daemon
@@ -152,7 +166,6 @@ PLACES = {"lxd": ("10.203.151", 18952), "incus": ("10.203.150", 18951)}
 
 def served(port: int, path: str) -> str:
     """A GET through the lab's proxy device, retried for a bounded time (busybox httpd starts with it)."""
-    from test_guide_lab import until
     answered: list[str] = []
 
     def once() -> bool:
@@ -380,11 +393,10 @@ class IncusGuide(IncusLab, Guide):
     lan_host, http_port = "10.203.152.1", 18962  # no other test uses them
 
 
-@pytest.mark.lxd
-def test_the_guides_lab_comes_up_on_incus_drifts_and_is_repaired(incus_ready, tmp_path, no_dirs):
-    """The guide's lab from nothing on Incus (Debian containers, apache2, HAProxy, a macvlan LAN), the
-    same lab.yaml as on LXD: applied, checked by HTTP, its HAProxy configuration edited by hand and put
-    back, destroyed."""
+@contextmanager
+def incus_guide(tmp_path: Path, no_dirs) -> Iterator[IncusGuide]:
+    """The guide's lab directory on an Incus project of its own, with its own LAN; the Debian image in
+    Incus first. Nothing of it is left afterwards."""
     for script, env in (("image-debian.sh", {}), ("incus-up.sh", {"INCUS_IMAGES": "reconciler-debian"})):
         done = sh("bash", str(ROOT / "scripts" / script), env={**os.environ, **env}, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -394,7 +406,18 @@ def test_the_guides_lab_comes_up_on_incus_drifts_and_is_repaired(incus_ready, tm
     sh("bash", str(ROOT / "scripts" / "lan-up.sh"), parent, peer)
     no_dirs.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
     try:
-        guide = IncusGuide(tmp_path, tag, parent, peer)
+        yield IncusGuide(tmp_path, tag, parent, peer)
+    finally:
+        drop_incus_project(tag)
+        sh("ip", "link", "delete", parent, check=False)
+
+
+@pytest.mark.lxd
+def test_the_guides_lab_comes_up_on_incus_drifts_and_is_repaired(incus_ready, tmp_path, no_dirs):
+    """The guide's lab from nothing on Incus (Debian containers, apache2, HAProxy, a macvlan LAN), the
+    same lab.yaml as on LXD: applied, checked by HTTP, its HAProxy configuration edited by hand and put
+    back, destroyed."""
+    with incus_guide(tmp_path, no_dirs) as guide:
         applied = guide.apply()
         assert applied.out.startswith("Daemon: Incus 6."), applied.out[:300]
         checked = guide.run("check")
@@ -408,9 +431,36 @@ def test_the_guides_lab_comes_up_on_incus_drifts_and_is_repaired(incus_ready, tm
         assert guide.run("check").code == 0
         gone = guide.run("destroy", "--yes")
         assert gone.code == 0, gone.out + gone.err
-    finally:
-        drop_incus_project(tag)
-        sh("ip", "link", "delete", parent, check=False)
+
+
+@pytest.mark.lxd
+@pytest.mark.daemon_exclusive  # alone, as the Incus half of every two-daemon test
+@pytest.mark.parametrize("steps", [3, 12])
+def test_a_killed_apply_of_the_guides_lab_converges_on_incus(incus_ready, tmp_path, no_dirs, steps):
+    """Crash recovery on Incus as on LXD (tests/test_crash.py): the guide's lab from nothing, the apply
+    SIGKILLed after its k-th step (an event read from its output, not a timer), then the next apply
+    redoes nothing the killed run reported made; the plan after it is empty and `check` passes."""
+    from test_crash import _created, _finished, _start_apply
+    with incus_guide(tmp_path, no_dirs) as guide:
+        apply = _start_apply(guide)
+        assert apply.stdout is not None
+        seen: list[str] = []
+        for line in apply.stdout:  # bounded: the apply ends by itself
+            seen.append(line)
+            if len(_finished("".join(seen))) == steps:
+                break
+        os.killpg(apply.pid, signal.SIGKILL)
+        out = "".join(seen) + apply.communicate(timeout=60)[0]
+        assert "Apply complete" not in out and len(_finished(out)) >= steps, out
+        assert out.startswith("Daemon: Incus 6."), out[:300]
+        again = guide.run("apply", "--yes")
+        assert again.code == 0, again.out + again.err
+        redone = _created(out) & _created(again.out)
+        assert not redone, f"made again what the killed run had made: {sorted(redone)}"
+        assert guide.run("plan", "--detailed-exitcode").code == 0
+        assert until(lambda: guide.run("check").code == 0, 60, step=2), guide.run("check").out
+        assert sorted(i["name"] for i in json.loads(guide.lxc("list", "--format=json"))) == ["proxyha", "web1", "web2"]
+        assert guide.run("destroy", "--yes").code == 0
 
 
 def test_a_create_or_delete_is_tried_again_only_when_an_interface_of_the_host_vanished():
