@@ -116,8 +116,8 @@ def test_a_state_change_refused_as_busy_is_asked_again_and_any_other_failure_at_
 
 def test_a_read_the_database_was_too_busy_to_begin_is_asked_again_a_bounded_number_of_times():
     """CI saw a plan fail with LXD's 'Failed to begin transaction: context deadline exceeded' under load:
-    a GET is asked again (counted, so call-count tests can leave it out), at most DB_BUSY_ATTEMPTS in all."""
-    from reconciler.lxd import DB_BUSY, DB_BUSY_ATTEMPTS, FORKFILE_LOST, asked_again_while
+    a GET is asked again (counted, so call-count tests can leave it out), at most TRANSIENT_ATTEMPTS in all."""
+    from reconciler.lxd import DB_BUSY, FORKFILE_LOST, TRANSIENT_ATTEMPTS, asked_again_while
     busy = LxdError("Failed to begin transaction: context deadline exceeded")
     answers: list = [busy, busy, "read"]
     repeats: list[int] = []
@@ -130,10 +130,10 @@ def test_a_read_the_database_was_too_busy_to_begin_is_asked_again_a_bounded_numb
         return answer
     assert asked_again_while(DB_BUSY, read, lambda: repeats.append(1), pauses.append) == "read"
     assert len(repeats) == len(pauses) == 2
-    answers[:] = [busy] * DB_BUSY_ATTEMPTS + ["never reached"]
+    answers[:] = [busy] * TRANSIENT_ATTEMPTS + ["never reached"]
     with pytest.raises(LxdError, match="begin transaction"):
         asked_again_while(DB_BUSY, read, lambda: repeats.append(1), pauses.append)
-    assert answers == ["never reached"] and len(repeats) == 2 + DB_BUSY_ATTEMPTS - 1
+    assert answers == ["never reached"] and len(repeats) == 2 + TRANSIENT_ATTEMPTS - 1
     answers[:] = [LxdError("Instance not found"), "never reached"]
     with pytest.raises(LxdError, match="not found"):
         asked_again_while(DB_BUSY, read, lambda: repeats.append(1), pauses.append)
