@@ -313,6 +313,9 @@ class StepRunner:
     def address(self, container: str) -> str:
         return self.addresses([container])[container]
 
+    def nic_address(self, container: str, nic: str) -> str:
+        return wait_for_address(self.lxd, container, nic, ADDRESS_TIMEOUT)
+
     def addresses(self, containers: Iterable[str]) -> dict[str, str]:
         """The live address of each container, waiting (bounded, per NIC) for one just started."""
         return {c: wait_for_address(self.lxd, c, "eth0", ADDRESS_TIMEOUT) for c in containers}

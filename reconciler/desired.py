@@ -31,11 +31,13 @@ Rendered = Mapping[tuple[str, str], bytes]  # (container, path) -> a template's 
 
 
 def desired_state(lab: Lab, base_dir: Path, addresses: Mapping[str, str],
-                  live_profiles: Mapping[str, Mapping[str, Any]]) -> LabState:
+                  live_profiles: Mapping[str, Mapping[str, Any]],
+                  nics: Mapping[str, Mapping[str, str]] | None = None) -> LabState:
     """The whole desired state.  `addresses`: container -> IPv4 where live state knows it;
-    `live_profiles`: LXD's profiles, for what existing ones bring to a container."""
+    `live_profiles`: LXD's profiles, for what existing ones bring to a container; `nics`: container ->
+    {NIC device: IPv4}, likewise (a forward's target)."""
     state: LabState = {}
-    wanted = Wanted(live_profiles)
+    wanted = Wanted(live_profiles, nics or {})
     for kind in OBJECT_KINDS:
         for res in kind.desired(lab, wanted):
             add(state, with_what_devices_name(res, lab))

@@ -31,6 +31,7 @@ from .live import Live, as_comparable, host_routes, live_from_raw, provisioned, 
 from .plan import Action, Change, Code, Origin, Plan, PlanError, Reason, make_plan
 from .source import field_path
 from .spec import REMOTES, Lab, network_overlaps
+from .spec.forward_refs import live_targeted
 from .state import LabState, Resource
 
 if TYPE_CHECKING:
@@ -60,7 +61,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     places = placement.decide(wanted, live.owned, placement.read(lxd, wanted))
     unknown = placement.restarting(places) | _replaced(wanted, live)
     addresses = {c: a for c, a in live.addresses().items() if c not in unknown}
-    desired = desired_state(wanted, base_dir, addresses, live.profiles)
+    nics = {c: a for c, a in live.devices.items() if c not in unknown}
+    desired = desired_state(wanted, base_dir, addresses, live.profiles, nics)
     if destroy:
         desired.update({r.address: r for r in project_kind.emptied_default_profile(live)})
     adopted = _adoptions(wanted, desired, live)
@@ -137,8 +139,9 @@ def _inside(state: LabState) -> LabState:
 
 
 def needs_addresses(lab: Lab) -> bool:
-    """Addresses cost a deeper read; only labs whose files need them pay for it."""
-    return bool(lab.haproxy) or any(f.template for c in lab.containers.values() for f in c.files.values())
+    """Addresses cost a deeper read; only labs whose files or forwards need them pay for it."""
+    return (bool(lab.haproxy) or any(f.template for c in lab.containers.values() for f in c.files.values())
+            or live_targeted(lab))
 
 
 # --- Adoptions ---------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class Live:
     untagged: LabState = field(default_factory=dict)  # objects no lab owns: what `adopt:` may take over
     images: list[dict[str, Any]] = field(default_factory=list)  # local images: fingerprint, aliases
     subnets: dict[str, str] = field(default_factory=dict)  # every managed network's address, for overlaps
+    devices: dict[str, dict[str, str]] = field(default_factory=dict)  # container -> {NIC device: IPv4}, as `nics`
 
     def addresses(self, nic: str = "eth0") -> dict[str, str]:
         """container -> IPv4 of its `nic`, for those that have one now."""
@@ -55,8 +56,22 @@ def live_from_raw(raw: RawState, lab_name: str) -> Live:
                 untagged[res.address] = res
     _instances_use_every_network(owned)
     nics = {i["name"]: ipv4_by_nic(i.get("state")) for i in raw.instances if i.get("state")}
+    devices = {i["name"]: nic_devices(i) for i in raw.instances if i.get("state")}
     return Live(owned, foreign, {p["name"]: p for p in raw.profiles}, nics, untagged, list(raw.images),
-                network_subnets(raw.networks))
+                network_subnets(raw.networks), devices)
+
+
+def nic_devices(raw: Mapping[str, Any]) -> dict[str, str]:
+    """{'lan': '10.0.0.5'}: each NIC device's live IPv4, found by its interface inside (its `name`, or the
+    one LXD gave it, volatile.DEVICE.name)."""
+    by_interface = ipv4_by_nic(raw.get("state"))
+    config = raw.get("expanded_config") or raw.get("config") or {}
+    out = {}
+    for name, device in (raw.get("expanded_devices") or {}).items():
+        interface = device.get("name") or config.get(f"volatile.{name}.name", "")
+        if device.get("type") == "nic" and interface in by_interface:
+            out[name] = by_interface[interface]
+    return out
 
 
 def _instances_use_every_network(owned: LabState) -> None:

@@ -4,7 +4,8 @@ The lab has its own bridge (10.203.117.0/24, no NAT, no IPv6) and a tiny contain
 serving HTTP (busybox httpd on 80, the image's; and on 81 a CGI that prints the client's address, started
 by the test).  The host asks 10.203.117.250, an address of the bridge's subnet outside its DHCP range:
 the kernel forwards it (DNAT) and the container sees the host's own address on the bridge as the client,
-not 127.0.0.1 and not a proxy's."""
+not 127.0.0.1 and not a proxy's.  A container with no fixed address there (a DHCP lease) is a target
+too, by the address it has live: known after apply while it is created, followed when it changes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from conftest import sh
 from test_guide_lab import until
 
 from reconciler.daemon import TITLES
+from reconciler.kinds.file import UNKNOWN
 
 pytestmark = pytest.mark.daemons("lxd", "incus")
 
@@ -97,6 +99,66 @@ def test_a_forward_reaches_its_container_which_sees_the_hosts_address(lab):
     assert "reconciler-tiny" in get(f"http://{LISTEN}:8080/")
     lab.lxc("exec", "web1", "--", *WHO)
     assert get(f"http://{LISTEN}:8081/cgi-bin/who").strip() in ("client=10.203.117.1", "client=[::ffff:10.203.117.1]")
+
+
+# web2 takes a lease from LXD's DHCP server; its NIC has no `name`, so LXD names the interface (eth0,
+# the one the image's udhcpc serves): apply finds it from volatile.lan.name.
+LIVE = LAB.split("containers:")[0] + """\
+containers:
+  web2:
+    image: reconciler-tiny
+    devices: {lan: {type: nic, network: @TAG@f}}
+forwards:
+  "10.203.117.250":
+    network: @TAG@f
+    ports:
+      - {protocol: tcp, listen_port: 8080, target_port: 80, target: web2}
+"""
+MOVED = "10.203.117.60"  # outside the DHCP range: web2's address, set by hand
+
+
+def address_of(lab, name: str) -> str:
+    state = json.loads(sh(lab.client, "query", f"/1.0/instances/{name}/state?project={lab.project}").stdout)
+    found = [a["address"] for a in (state["network"].get("eth0") or {}).get("addresses", [])
+             if a["family"] == "inet" and a["scope"] == "global"]
+    return found[0] if found else ""
+
+
+def target_of(lab) -> str:
+    return forwards(lab)[LISTEN]["ports"][0]["target_address"]
+
+
+def test_a_forward_follows_the_live_address_of_a_container_with_none_fixed(lab):
+    lab.write(LIVE)
+    planned = run(lab, "plan")
+    assert f"+ forward.{lab.tag}f/{LISTEN} will be created" in planned and UNKNOWN in planned, planned
+    done = applied(lab, LIVE)
+    assert done.index("instance.web2: created") < done.index(f"forward.{lab.tag}f/{LISTEN}: created"), done
+    leased = address_of(lab, "web2")
+    assert leased.startswith("10.203.117.") and 100 <= int(leased.rsplit(".", 1)[1]) <= 200, leased
+    assert target_of(lab) == leased
+    assert "No changes." in run(lab, "plan")
+    assert "reconciler-tiny" in get(f"http://{LISTEN}:8080/")
+    # web2's address changed by hand, inside it: plan follows it as an ordinary update of the forward
+    lab.lxc("exec", "web2", "--", "sh", "-c", f"ip -4 addr flush dev eth0 && ip addr add {MOVED}/24 dev eth0")
+    assert until(lambda: address_of(lab, "web2") == MOVED, 15, step=0.5), address_of(lab, "web2")
+    assert unanswered(f"http://{LISTEN}:8080/")
+    shown = run(lab, "plan")
+    assert f"~ forward.{lab.tag}f/{LISTEN} will be updated in place" in shown, shown
+    assert f'target_address: "{leased}" -> "{MOVED}"' in shown and "instance.web2" not in shown, shown
+    moved = applied(lab, LIVE)
+    assert f"forward.{lab.tag}f/{LISTEN}: updated" in moved and target_of(lab) == MOVED, moved
+    assert "reconciler-tiny" in get(f"http://{LISTEN}:8080/")
+    assert "No changes." in run(lab, "plan")
+    # web2 stopped by hand: its address is known only once apply has started it again (a new lease)
+    lab.lxc("stop", "web2", "--force")
+    shown = run(lab, "plan")
+    assert f'target_address: "{MOVED}" -> "{UNKNOWN}"' in shown, shown
+    started = applied(lab, LIVE)
+    assert started.index("instance.web2: started") < started.index(f"forward.{lab.tag}f/{LISTEN}: updated"), started
+    assert target_of(lab) == address_of(lab, "web2") != MOVED
+    assert "reconciler-tiny" in get(f"http://{LISTEN}:8080/")
+    assert "No changes." in run(lab, "plan")
 
 
 def test_drift_is_shown_and_repaired_and_lab_yaml_changes_are_applied(lab):

@@ -1,6 +1,7 @@
 """Network forwards without LXD: lab.yaml's `forwards:` validated (each problem at its line, naming its
-field), the desired forward with its targets resolved from lab.yaml, LXD's JSON read back, a diff per
-port, and the order of steps around its network and target."""
+field), the desired forward with its targets resolved from lab.yaml or from the live address plan read
+("(known after apply)" while there is none), LXD's JSON read back, a diff per port, and the order of
+steps around its network and target."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import pytest
 from reconciler import address as a
 from reconciler.desired import desired_state
 from reconciler.diff import diff_states
-from reconciler.engine import _check_foreign_children
+from reconciler.engine import _check_foreign_children, needs_addresses
 from reconciler.kinds import forward as forward_kind
 from reconciler.kinds import nested_reads
-from reconciler.live import live_from_raw, users_of
+from reconciler.kinds.file import UNKNOWN
+from reconciler.live import live_from_raw, nic_devices, users_of
 from reconciler.lxd import RawState
 from reconciler.plan import Action, PlanError, Step, make_plan
 from reconciler.source import SourceError
 from reconciler.spec import load_lab
+from reconciler.state import Resource
 
 LAB = """\
 lab: fwd
@@ -63,6 +66,7 @@ def problems(tmp_path: Path, text: str) -> list[str]:
     return [str(p).removeprefix(f"{tmp_path}/") for p in caught.value.problems]
 
 
+LIVE = LAB.replace("    target_address: 10.203.117.20\n", "    target: web2\n")  # web2: no fixed address
 PORT_80 = {"description": "HTTP", "listen_port": "80", "protocol": "tcp", "target_address": "10.203.117.10"}
 PORTS_UDP = {"listen_port": "5000-5001,6000", "protocol": "udp", "target_address": "10.203.117.11",
              "target_port": "7000-7002"}
@@ -77,6 +81,56 @@ def test_the_desired_forward_resolves_its_targets_from_lab_yaml_and_waits_for_th
     assert fwd.depends_on == (a.network("lan"), a.instance("web1"))
     assert str(fwd.address) == "forward.lan/10.203.117.250"
     assert a.Address.parse("forward.lan/10.203.117.250") == fwd.address
+
+
+def test_a_container_with_no_fixed_address_is_targeted_by_its_live_one(tmp_path):
+    """web2's NIC on lan (its profile's eth0) has no ipv4.address: the address plan read is the body's; the
+    forward waits for web2, whose address it needs, and the fixed web1 is resolved from lab.yaml as before."""
+    lab = load(tmp_path, LIVE)
+    assert needs_addresses(lab) and not needs_addresses(load(tmp_path, LAB))
+    nics = {"web1": {"eth0": "10.203.117.99"}, "web2": {"eth0": "10.203.117.150"}}
+    fwd = desired_state(lab, tmp_path, {}, {}, nics)[a.forward("lan", "10.203.117.250")]
+    assert fwd.body == {"description": "the web front", "config": {"target_address": "10.203.117.150"},
+                        "ports": {"tcp:80": PORT_80, "udp:5000-5001,6000": PORTS_UDP}}
+    assert fwd.meta.waits_for == ("web2",) and fwd.meta.payload == {}
+    assert fwd.depends_on == (a.network("lan"), a.instance("web2"), a.instance("web1"))
+
+
+def test_a_live_target_with_no_address_yet_is_known_after_apply_which_resolves_it(tmp_path):
+    """web2 to be created (or replaced, or started): plan cannot know its address; apply finds it from the
+    NIC kept in the change (device and interface), once web2, which the forward waits for, has one."""
+    lab = load(tmp_path, LIVE)
+    fwd = desired_state(lab, tmp_path, {}, {}, {"web1": {"eth0": "10.203.117.10"}})[a.forward("lan", "10.203.117.250")]
+    assert fwd.body["config"] == {"target_address": UNKNOWN}
+    assert fwd.body["ports"]["tcp:80"] == PORT_80  # web1's fixed address: no live read needed
+    assert fwd.meta.waits_for == ("web2",)
+    assert fwd.meta.payload == {forward_kind.PENDING: {"": ["web2", "eth0", "eth0"]}}
+    [change] = diff_states({fwd.address: fwd}, {fwd.address: forward_kind.from_lxd(RAW)})
+    assert change.actions == (Action.UPDATE,) and change.meta.payload == fwd.meta.payload
+    assert [(f.path, f.before, f.after) for f in change.diff] == [("config.target_address", "10.203.117.20", UNKNOWN)]
+    plan = make_plan("fwd", diff_states({fwd.address: fwd, a.instance("web2"): Resource(a.instance("web2"), {})}, {}), {})
+    assert Step(a.instance("web2"), Action.CREATE) in plan.graph[Step(fwd.address, Action.CREATE)]
+
+
+def test_a_live_target_on_each_port_is_pending_by_the_ports_key(tmp_path):
+    text = LIVE.replace("    target: web2\n", "").replace(
+        'target_port: "7000-7002", target_address: 10.203.117.11', 'target_port: "7000-7002", target: web2')
+    fwd = desired_state(load(tmp_path, text), tmp_path, {}, {})[a.forward("lan", "10.203.117.250")]
+    assert fwd.body["config"] == {} and fwd.body["ports"]["udp:5000-5001,6000"]["target_address"] == UNKNOWN
+    assert fwd.meta.payload == {forward_kind.PENDING: {"udp:5000-5001,6000": ["web2", "eth0", "eth0"]}}
+
+
+def test_a_nics_live_address_is_found_by_its_device_whatever_lxd_named_its_interface():
+    """lab.yaml names a NIC by its device; inside it is its `name`, or the one LXD gave it (volatile)."""
+    raw = {"name": "web2", "expanded_config": {"volatile.lan.name": "eth1"},
+           "expanded_devices": {"eth0": {"type": "nic", "network": "other", "name": "eth0"},
+                                "lan": {"type": "nic", "network": "lan"}, "root": {"type": "disk", "path": "/"}},
+           "state": {"network": {"eth0": {"addresses": [{"family": "inet", "scope": "global", "address": "10.0.0.5"}]},
+                                 "eth1": {"addresses": [{"family": "inet6", "scope": "global", "address": "fd00::5"},
+                                                        {"family": "inet", "scope": "global", "address": "10.203.117.150"}]},
+                                 "lo": {"addresses": [{"family": "inet", "scope": "local", "address": "127.0.0.1"}]}}}}
+    assert nic_devices(raw) == {"eth0": "10.0.0.5", "lan": "10.203.117.150"}
+    assert live_from_raw(RawState({a.Kind.INSTANCE: [raw]}), "fwd").devices == {"web2": nic_devices(raw)}
 
 
 BAD = [
@@ -106,9 +160,6 @@ BAD = [
     ("two-targets", "target: web1, description", "target: web1, target_address: 10.203.117.9, description",
      "ports[0]: target and target_address name two targets: keep one"),
     ("unknown-target", "target: web1", "target: web3", "ports[0].target: unknown container 'web3'"),
-    ("no-fixed-address", "target: web1", "target: web2",
-     "lab.yaml:25:50: forwards[\"10.203.117.250\"].ports[0].target: container 'web2' has no fixed ipv4.address on"
-     " network 'lan': give its NIC there one, or write target_address"),
     ("same-as-default", "    target_address: 10.203.117.20\n", "    target: web1\n",
      "ports[0]: its target 10.203.117.10 is the forward's default target too, which LXD refuses"),
     ("unknown-field", "listen_port: 80,", "listen: 80, listen_port: 80,", "ports[0].listen: unknown field"),
@@ -121,6 +172,30 @@ def test_what_lxd_would_refuse_is_one_problem_at_its_line(tmp_path, old, new, ex
     found = problems(tmp_path, LAB.replace(old, new, 1))
     assert any(expected in line for line in found), found
     assert all(line.startswith("lab.yaml:") for line in found), found
+
+
+NO_NIC = "    devices: {root: {type: disk, path: /, pool: default}}\nforwards:"
+
+
+def test_a_target_with_no_nic_on_the_forwards_network_is_refused_at_its_line(tmp_path):
+    text = LAB.replace("target: web1", "target: web2").replace("    profiles: [onlan]\nforwards:", NO_NIC)
+    assert problems(tmp_path, text) == [
+        "lab.yaml:25:50: forwards[\"10.203.117.250\"].ports[0].target: container 'web2' has no NIC on network"
+        " 'lan': give it one (its address there is the target), or write target_address"]
+
+
+def test_a_live_target_that_lab_yaml_stops_is_refused_a_fixed_one_is_not(tmp_path):
+    stopped = "    profiles: [onlan]\n    state: stopped\nforwards:"
+    text = LIVE.replace("    profiles: [onlan]\nforwards:", stopped)
+    assert problems(tmp_path, text) == [
+        "lab.yaml:24:13: forwards[\"10.203.117.250\"].target: container 'web2' is not running in lab.yaml, and its"
+        " NIC on network 'lan' has no fixed ipv4.address: it has no address to forward to"]
+    load(tmp_path, LAB.replace("  web2:\n", "  web2:\n    state: stopped\n"))
+
+
+def test_a_live_target_named_twice_is_the_default_target_twice(tmp_path):
+    text = LIVE.replace("target: web1", "target: web2")
+    assert any("ports[0]: its target web2 is the forward's default target too" in p for p in problems(tmp_path, text))
 
 
 def test_one_run_says_every_problem_of_a_forward_each_port_s_target_beside_its_bad_port(tmp_path):

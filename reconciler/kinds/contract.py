@@ -40,6 +40,9 @@ class Wanted:
     """What building the desired state may know of LXD besides lab.yaml."""
 
     live_profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> raw JSON
+    # container -> {NIC device: IPv4} where plan read it and apply keeps it (not one it creates, replaces
+    # or moves): a forward's target by its live address
+    nics: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

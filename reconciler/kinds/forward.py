@@ -1,12 +1,16 @@
 """LXD network forwards the lab owns (`forward.NETWORK/LISTEN_ADDRESS`), nested under their network.
 
 A forward sends traffic for a listen address on a bridge to other addresses, DNAT in the kernel, so the
-target sees the client's own address (no proxy in between).  Targets are lab containers with a fixed
-address on the bridge, resolved from lab.yaml alone.  The ports are kept keyed by "PROTOCOL:LISTEN_PORT",
-so a plan shows a field per port (`ports.tcp:80.target_port: "80" -> "8080"`) whatever order LXD keeps.
-LXD 5.0 takes `user.*` config keys on a forward: it is tagged as every other object.  A forward is read
-per network (one GET each, for the networks the lab owns or names in `forwards:`: `parents`), created after its
-network and target container, deleted before its network; LXD deletes a network's forwards with it.
+target sees the client's own address (no proxy in between).  A target that is a lab container is its
+NIC's fixed address on the bridge, from lab.yaml alone; or, with none there, the address that NIC has
+live, as HAProxy's servers are: plan puts the one it reads in the body (a changed address is an ordinary
+update), or "(known after apply)" while the container is to be created, replaced, moved or started; apply
+resolves that from the address the container has then (waiting for it, bounded).  The ports are kept
+keyed by "PROTOCOL:LISTEN_PORT", so a plan shows a field per port (`ports.tcp:80.target_port: "80" ->
+"8080"`) whatever order LXD keeps.  LXD 5.0 takes `user.*` config keys on a forward: it is tagged
+as every other object.  A forward is read per network (one GET each, for the networks the lab owns or
+names in `forwards:`: `parents`), created after its network and target container, deleted before its
+network; LXD deletes a network's forwards with it.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, forward, instance, network
 from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Body, Resource, digest, own_config, referenced_networks
+from ..state import APPLIED_KEY, OWNER_KEY, Body, Meta, Resource, digest, own_config, referenced_networks
 from .contract import Chosen, Scope, Wanted, importable, imported_part
+from .file import UNKNOWN
 
 if TYPE_CHECKING:
     from ..lxd import RawState
     from ..spec import Lab
-    from ..spec.forward import Forward, ForwardPort
+    from ..spec.forward import Forward, ForwardPort, Targeted
+    from ..spec.forward_refs import Targets
     from .runner import Runner
 
 KIND = Kind.FORWARD
@@ -39,6 +45,7 @@ API_EXTENSION = "network_forward"  # what it needs in GET /1.0's api_extensions 
 ABSENT = "not in {daemon}"  # why a create
 DEEP_READ = False  # nothing in it needs live addresses
 DEFAULT_TARGET = "target_address"  # the config key of the default target
+PENDING = "after_apply"  # payload: body key ("" the default target, else "tcp:80") -> [container, device, interface]
 
 Ports = dict[str, dict[str, str]]
 # LXD 5.0 rewrites a network's whole forward firewall (nft chains fwdprert/fwdout.NETWORK) on each change,
@@ -58,11 +65,34 @@ def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     out = []
     targets = Targets(lab)
     for listen, fwd in lab.forwards.items():
-        default = targets.address(fwd.network, fwd)
+        found = _Resolved(targets, fwd.network, wanted.nics)
+        default = found.address("", fwd)
         body = {"description": fwd.description, "config": {DEFAULT_TARGET: default} if default else {},
-                "ports": keyed(_port(targets.address(fwd.network, p), p) for p in fwd.ports)}
-        out.append(Resource(forward(fwd.network, listen), body, (network(fwd.network),) + _targets(fwd)))
+                "ports": keyed(_port(found.address(f"{p.protocol}:{p.listen_port}", p), p) for p in fwd.ports)}
+        meta = Meta(waits_for=tuple(sorted(found.live)), payload={PENDING: found.pending} if found.pending else {})
+        out.append(Resource(forward(fwd.network, listen), body, (network(fwd.network),) + _targets(fwd), meta=meta))
     return out
+
+
+class _Resolved:
+    """One forward's targets as addresses: from lab.yaml, else the live one plan read; those not known yet
+    "(known after apply)", and kept in `pending` for apply to resolve."""
+
+    def __init__(self, targets: Targets, network_name: str, nics: Mapping[str, Mapping[str, str]]):
+        self.targets, self.network, self.nics = targets, network_name, nics
+        self.live: set[str] = set()  # the containers it leads to by their live address
+        self.pending: dict[str, list[str]] = {}
+
+    def address(self, key: str, t: Targeted) -> str | None:
+        nic = self.targets.live(self.network, t)
+        if nic is None or t.target is None:
+            return self.targets.address(self.network, t)
+        self.live.add(t.target)
+        known = self.nics.get(t.target, {}).get(nic.device)
+        if known:
+            return known
+        self.pending[key] = [t.target, nic.device, nic.interface]
+        return UNKNOWN
 
 
 def deletable(address: Address) -> bool:
@@ -116,15 +146,15 @@ def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) 
 # --- applied ----------------------------------------------------------------------------------
 
 def apply(run: Runner, change: Change, action: Action) -> None:
+    want = {} if action == Action.DELETE else _resolved(run, change)  # any wait for an address: not holding the lock
     with _network_lock(change.address.name.partition("/")[0]):
-        _apply(run, change, action)
+        _apply(run, change, action, want)
 
 
-def _apply(run: Runner, change: Change, action: Action) -> None:
+def _apply(run: Runner, change: Change, action: Action, want: Body) -> None:
     net, _, listen = change.address.name.partition("/")
     if action == Action.DELETE:
         return run.lxd.delete(KIND.value, change.address.name)
-    want = change.after or {}
     if action == Action.ADOPT:  # tagged as it is
         raw, etag = run.fresh(change)
         tags = {OWNER_KEY: run.lab_name, APPLIED_KEY: digest(want)}
@@ -138,6 +168,24 @@ def _apply(run: Runner, change: Change, action: Action) -> None:
         return run.lxd.create(KIND.value, {"listen_address": listen, **body}, parent=net)
     _, etag = run.fresh(change)  # StaleState if it moved since the plan
     run.lxd.put(KIND.value, change.address.name, body, etag)
+
+
+def _resolved(run: Runner, change: Change) -> Body:
+    """The planned body with each target plan could not know resolved from the container's address now."""
+    want = change.after or {}
+    found = {key: run.nic_address(container, interface or _named_by_lxd(run, container, device))
+             for key, (container, device, interface) in (change.meta.payload.get(PENDING) or {}).items()}
+    if not found:
+        return want
+    config = {**want["config"], **({DEFAULT_TARGET: found[""]} if "" in found else {})}
+    ports = {k: {**p, "target_address": found[k]} if k in found else p for k, p in want["ports"].items()}
+    return {**want, "config": config, "ports": ports}
+
+
+def _named_by_lxd(run: Runner, container: str, device: str) -> str:
+    """The interface LXD named a NIC lab.yaml gives no `name`."""
+    raw, _ = run.lxd.get("instance", container)
+    return (raw.get("config") or {}).get(f"volatile.{device}.name") or device
 
 
 # --- imported ---------------------------------------------------------------------------------

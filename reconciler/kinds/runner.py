@@ -42,6 +42,10 @@ class Runner(Protocol):
     def file_bytes(self, change: Change) -> bytes:
         ...
 
+    def nic_address(self, container: str, nic: str) -> str:
+        """The container's IPv4 on `nic` (its interface inside), waiting (bounded) for one just started."""
+        ...
+
     def warn(self, message: str) -> None:
         """Said in the report: something apply did beyond the plan, and why."""
         ...

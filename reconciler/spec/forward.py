@@ -1,7 +1,7 @@
 """lab.yaml's `forwards:` table: LXD network forwards on the lab's bridges, keyed by listen address.
 
-A target is a lab container (its NIC on the forward's network must have a fixed `ipv4.address`, so the
-address is known from lab.yaml alone) or an IPv4 address.  Ports are written as LXD takes them: a port,
+A target is a lab container (its NIC on the forward's network: that NIC's fixed `ipv4.address`, else the
+address it has live) or an IPv4 address.  Ports are written as LXD takes them: a port,
 LOW-HIGH, or a comma-separated list of those, with no spaces (LXD keeps the text as written).
 """
 
@@ -56,8 +56,8 @@ class _Strict(BaseModel):
 
 
 class Targeted(_Strict):
-    target: ContainerRef | None = Field(None, description="a lab container: its fixed ipv4.address on the"
-                                        " forward's network")
+    target: ContainerRef | None = Field(None, description="a lab container: the fixed ipv4.address of its NIC"
+                                        " on the forward's network, else that NIC's live address")
     target_address: Ipv4 | None = Field(None, description="an IPv4 address, as it is")
 
     @model_validator(mode="after")

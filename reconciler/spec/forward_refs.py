@@ -1,44 +1,82 @@
 """Pass 3 of lab.yaml's `forwards:`: each forward's network is the lab's or existing, its listen address
-one of that bridge's own subnet, each target a container with a fixed address there."""
+one of that bridge's own subnet, each target a running container with a NIC there (its fixed address,
+or the one it has live)."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 
 from .declared import Declared, Found, suggest
 from .forward import LISTEN_ADDRESS, Forward, Targeted, port_numbers
 from .models import Lab, expanded_devices
 
 
-def fixed_address(lab: Lab, container: str, network: str) -> str | None:
-    """The container's fixed ipv4.address on `network` (its NIC there, profiles included), from lab.yaml."""
+@dataclass(frozen=True)
+class Nic:
+    """A container's NIC on a forward's network: its fixed address, or where to find its live one."""
+
+    device: str  # the device's name in lab.yaml (its own devices or its profiles')
+    interface: str  # its `name` inside the container; "" when LXD picks one (volatile.DEVICE.name)
+    fixed: str | None  # its ipv4.address in lab.yaml, if any
+
+
+def nic_on(lab: Lab, container: str, network: str) -> Nic | None:
+    """The container's first NIC on `network` (profiles included), from lab.yaml."""
     spec = lab.containers.get(container)
-    devices = expanded_devices(lab, spec).values() if spec else ()
-    found = [d.get("ipv4.address") for d in devices if d.get("type") == "nic" and d.get("network") == network]
+    devices = expanded_devices(lab, spec).items() if spec else ()
+    found = [Nic(name, d.get("name", ""), d.get("ipv4.address") or None) for name, d in devices
+             if d.get("type") == "nic" and d.get("network") == network]
     return found[0] if found else None
 
 
+def fixed_address(lab: Lab, container: str, network: str) -> str | None:
+    """The container's fixed ipv4.address on `network` (its NIC there, profiles included), from lab.yaml."""
+    nic = nic_on(lab, container, network)
+    return nic.fixed if nic else None
+
+
+def live_targeted(lab: Lab) -> bool:
+    """Whether a forward leads to a container by its live address (plan then reads instances' state)."""
+    targets = Targets(lab)
+    return any(targets.live(fwd.network, t) for fwd in lab.forwards.values() for t in (fwd, *fwd.ports))
+
+
 class Targets:
-    """Targets resolved to addresses, each (container, network) worked out once: a lab.yaml may name one
+    """Targets resolved to NICs, each (container, network) worked out once: a lab.yaml may name one
     container in many ports, each through profiles with many devices."""
 
     def __init__(self, lab: Lab):
         self.lab = lab
-        self._found: dict[tuple[str, str], str | None] = {}
+        self._found: dict[tuple[str, str], Nic | None] = {}
 
-    def fixed(self, container: str, network: str) -> str | None:
+    def nic(self, container: str, network: str) -> Nic | None:
         if (container, network) not in self._found:
-            self._found[container, network] = fixed_address(self.lab, container, network)
+            self._found[container, network] = nic_on(self.lab, container, network)
         return self._found[container, network]
 
+    def fixed(self, container: str, network: str) -> str | None:
+        nic = self.nic(container, network)
+        return nic.fixed if nic else None
+
     def address(self, network: str, t: Targeted) -> str | None:
+        """The target's address known from lab.yaml: a fixed one, or target_address; None for a live one."""
         return self.fixed(t.target, network) if t.target is not None else t.target_address
+
+    def live(self, network: str, t: Targeted) -> Nic | None:
+        """The NIC whose live address is the target, for a container with no fixed address there."""
+        nic = self.nic(t.target, network) if t.target is not None else None
+        return nic if nic is not None and nic.fixed is None else None
+
+    def same(self, network: str, t: Targeted) -> str | None:
+        """What names the target, to tell two alike: its address when lab.yaml knows it, else the container."""
+        return self.address(network, t) or t.target
 
 
 def forward_problems(lab: Lab, declared: Declared) -> list[Found]:
     """Each forward's network is the lab's or existing, its listen address a usable one on it, and each
-    target a container with a fixed address there."""
+    target a container with a NIC there."""
     out: list[Found] = []
     targets = Targets(lab)
     for listen, fwd in lab.forwards.items():
@@ -50,10 +88,10 @@ def forward_problems(lab: Lab, declared: Declared) -> list[Found]:
             continue  # no network to find the targets' addresses on
         named = [(where, fwd)] + [(where + ("ports", i), p) for i, p in enumerate(fwd.ports)]
         out += [f for path, t in named for f in _target_problems(targets, declared, path, fwd.network, t)]
-        default = targets.address(fwd.network, fwd)
+        default = targets.same(fwd.network, fwd)
         out += [Found(where + ("ports", i), f"its target {default} is the forward's default target too, which"
                       " LXD refuses: drop the port (the default target gets every port) or the default")
-                for i, p in enumerate(fwd.ports) if default and targets.address(fwd.network, p) == default]
+                for i, p in enumerate(fwd.ports) if default and targets.same(fwd.network, p) == default]
     return out
 
 
@@ -105,8 +143,11 @@ def _target_problems(targets: Targets, declared: Declared, path: tuple, network:
         return [Found(path + ("target",), f"unknown container {t.target!r}{suggest(t.target, declared.containers)}")]
     if t.target not in targets.lab.containers:
         return []  # declared, but failed pass 1: its NICs are unknown
-    if targets.fixed(t.target, network) is None:
-        return [Found(path + ("target",), f"container {t.target!r} has no fixed ipv4.address on network"
-                      f" {network!r}: give its NIC there one, or write target_address")]
+    if targets.nic(t.target, network) is None:
+        return [Found(path + ("target",), f"container {t.target!r} has no NIC on network {network!r}: give it"
+                      " one (its address there is the target), or write target_address")]
+    if targets.live(network, t) and targets.lab.containers[t.target].state != "running":
+        return [Found(path + ("target",), f"container {t.target!r} is not running in lab.yaml, and its NIC on"
+                      f" network {network!r} has no fixed ipv4.address: it has no address to forward to")]
     return []
 
