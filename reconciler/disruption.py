@@ -5,19 +5,23 @@ stops, moves or replaces it (or restarts a service in it) drains those servers f
 apply carries out through HAProxy's admin socket), and such steps that share a backend run one after
 another, whatever --parallelism says: an edge in the step graph, so every order the graph allows (shuffled
 ones too) keeps one server of each backend up.  A backend whose only server is taken away is a warning.
+
+Where haproxy.cfg changes only in what HAProxy's runtime API can set (servers' weights and maxconn, or the
+addresses of servers whose containers get a new one), the file is written and the settings go live through
+the socket (`Plan.runtime`) instead of a reload.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from .address import Kind, file, service
 from .haproxy import CONFIG_PATH, HAProxy
-from .haproxy.runtime import runtime_only
+from .haproxy.runtime import addresses_only, runtime_only
 from .haproxy.words import seconds
 from .kinds.file import UNKNOWN
-from .plan import Action, Drain, Plan, RuntimeSet, Step
+from .plan import ADDR, Action, Drain, Plan, RuntimeSet, Step
 
 # The steps that take a container away, and what becomes of its servers after the step (Drain.then).  A
 # replaced container is provisioned by later steps: its health checks bring it in once it serves.
@@ -95,10 +99,20 @@ def alone(haproxy: Mapping[str, HAProxy], drained: Mapping[Step, tuple[Drain, ..
     return list(dict.fromkeys(out))
 
 
-def planned(plan: Plan, haproxy: Mapping[str, HAProxy]) -> Plan:
+@dataclass(frozen=True)
+class StandIn:
+    """A proxy's haproxy.cfg as plan renders it with a stand-in address for each container whose new address
+    only apply will know (runtime.stand_ins): what the file is, but for those servers' addresses."""
+
+    config: str
+    addresses: Mapping[str, str]  # container -> its stand-in
+
+
+def planned(plan: Plan, haproxy: Mapping[str, HAProxy], stand_in: Mapping[str, StandIn] | None = None) -> Plan:
     """The plan with its drains, the one-at-a-time edges and the warnings, and HAProxy's runtime API
-    instead of a reload where only servers' weights or maxconn change."""
-    plan = without_reloads(plan, haproxy)
+    instead of a reload where only servers' weights or maxconn change, or only the addresses of servers whose
+    containers get a new one (`stand_in`: proxy -> its haproxy.cfg rendered with stand-ins for those)."""
+    plan = without_reloads(plan, haproxy, stand_in or {})
     drained = drains(list(plan.graph), served_by(haproxy))
     if not drained:
         return plan
@@ -106,25 +120,43 @@ def planned(plan: Plan, haproxy: Mapping[str, HAProxy]) -> Plan:
                    warnings=plan.warnings + tuple(alone(haproxy, drained)))
 
 
-def without_reloads(plan: Plan, haproxy: Mapping[str, HAProxy]) -> Plan:
-    """Where haproxy.cfg changes only in servers' weights or maxconn: the file is still written (a restart
+def without_reloads(plan: Plan, haproxy: Mapping[str, HAProxy], stand_in: Mapping[str, StandIn]) -> Plan:
+    """Where haproxy.cfg changes only in what the runtime API can set: the file is still written (a restart
     finds the same state), the settings go live through the runtime API, and HAProxy is not reloaded."""
     for proxy, spec in haproxy.items():
         config = plan.change_at(file(proxy, CONFIG_PATH))
         reload = Step(service(proxy, "haproxy"), Action.RELOAD)
         svc = plan.change_at(reload.address)
         if config is None or svc is None or config.actions != (Action.UPDATE,) or Action.RELOAD not in svc.actions \
-                or svc.reason_for(Action.RELOAD).text != f"{CONFIG_PATH} changed":
+                or svc.reason_for(Action.RELOAD).text != f"{CONFIG_PATH} changed" or config.secret:
             continue
         before, after = ((config.before or {}).get("content"), (config.after or {}).get("content"))
-        sets = runtime_only(before, after) if isinstance(before, str) and isinstance(after, str) \
-            and UNKNOWN not in (before, after) and not config.secret else None
-        if not sets:
+        if not isinstance(before, str) or not isinstance(after, str) or before == UNKNOWN:
             continue
-        step = Step(config.address, Action.UPDATE)
-        found = tuple(RuntimeSet(proxy, spec.global_.stats_socket, b, s, f, v) for b, s, f, v in sets)
-        plan = replace(without_step(plan, reload), runtime={**plan.runtime, step: found})
+        found = settings(proxy, spec, before, after) if after != UNKNOWN else \
+            new_addresses(proxy, spec, before, stand_in[proxy]) if proxy in stand_in else None
+        if found:
+            step = Step(config.address, Action.UPDATE)
+            plan = replace(without_step(plan, reload), runtime={**plan.runtime, step: found})
     return plan
+
+
+def settings(proxy: str, spec: HAProxy, before: str, after: str) -> tuple[RuntimeSet, ...] | None:
+    """The weights and maxconns that take HAProxy from haproxy.cfg `before` to `after`; None if more differs."""
+    sets = runtime_only(before, after)
+    return None if sets is None else tuple(
+        RuntimeSet(proxy, spec.global_.stats_socket, b, s, f, v) for b, s, f, v in sets)
+
+
+def new_addresses(proxy: str, spec: HAProxy, before: str, stand_in: StandIn) -> tuple[RuntimeSet, ...] | None:
+    """An address for each server of the containers that get a new one, when the live haproxy.cfg `before`
+    differs from what apply will write in nothing but those servers' addresses; else None."""
+    moved = addresses_only(before, stand_in.config)
+    sets = tuple(RuntimeSet(proxy, spec.global_.stats_socket, bname, s.label, ADDR, s.port, s.container)
+                 for bname, backend in spec.backends.items() for s in backend.servers if s.container in stand_in.addresses)
+    if moved is None or {(b, s) for b, s, _, _ in moved} - {(r.backend, r.server) for r in sets}:
+        return None
+    return sets
 
 
 def without_step(plan: Plan, gone: Step) -> Plan:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from .haproxy.runtime import (
+    NAME,
     SHOW_STAT,
     ServerStat,
     UnsafeValue,
@@ -28,7 +29,7 @@ from .haproxy.runtime import (
     set_state,
 )
 from .kinds.runner import Runner
-from .plan import Action, Drain, RuntimeSet, Step
+from .plan import ADDR, Action, Drain, RuntimeSet, Step
 
 POLL = 0.25  # seconds between two looks at `show stat`
 
@@ -61,16 +62,24 @@ def order(run: Runner, d: Drain, command: str) -> None:
         raise run.step_error(f"HAProxy refused `{command}`: {answer}")
 
 
-def made_live(run: Runner, sets: tuple[RuntimeSet, ...]) -> None:
-    """haproxy.cfg's new server settings, through the runtime API (the file is written: no reload)."""
+def made_live(run: Runner, sets: tuple[RuntimeSet, ...], address: Callable[[str], str]) -> None:
+    """haproxy.cfg's new server settings, through the runtime API (the file is written: no reload).
+    `address`: a container's live IPv4, which the file was just written with."""
     for r in sets:
         try:
-            command = set_field(r.backend, r.server, r.field, r.value)
-        except UnsafeValue as bad:
+            command = set_address(r.backend, r.server, address(_container(r)), r.value) if r.field == ADDR \
+                else set_field(r.backend, r.server, r.field, r.value)
+        except ValueError as bad:  # UnsafeValue, or an address that is not IPv4
             raise run.step_error(str(bad)) from None
         answer = ask(run, r.proxy, r.socket, command).strip()
-        if answer:
+        if answer and not (r.field == ADDR and any(words in answer for words in OBEYED)):
             raise run.step_error(f"HAProxy refused `{command}`: {answer}")
+
+
+def _container(r: RuntimeSet) -> str:
+    if not NAME.fullmatch(r.container):
+        raise UnsafeValue(f"container {r.container!r} is not a container's name")
+    return r.container
 
 
 def stats(run: Runner, drains: Iterable[Drain]) -> dict[tuple[str, str], ServerStat]:

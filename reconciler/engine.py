@@ -17,14 +17,15 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import disruption, placement, runtime_drift
+from . import disruption, haproxy, placement, runtime_drift
 from .address import Address, Kind, instance, network
 from .context import Context
 from .desired import desired_state, root_disk_problems
 from .diff import diff_states
 from .errors import LxdError
 from .facts import MAX_SHOWN_BYTES, Facts, FactsError, content_argv, parse_facts, parse_record, record_path
-from .inside import container_facts, provisioning_of, record_key
+from .haproxy import runtime
+from .inside import container_facts, provisioning_of, record_key, render_file
 from .kinds import OBJECT_KINDS, object_kind, tables
 from .kinds import project as project_kind
 from .live import Live, as_comparable, host_routes, live_from_raw, provisioned, recorded_files, users_of
@@ -88,7 +89,8 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     changes = [_destroying(c, lab.lab) for c in objects + inside] if destroy else objects + inside
     plan = make_plan(lab.lab, changes, users_of(live.owned), notes, objects=len(live.owned),
                      frontends=wanted.haproxy)
-    plan = replace(runtime_drift.settled(disruption.planned(plan, wanted.haproxy)),
+    plan = replace(runtime_drift.settled(disruption.planned(plan, wanted.haproxy,
+                                                            _stand_ins(wanted, base_dir, addresses, unknown))),
                    unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.has_record)
     return plan, Context(lab, base_dir, recorded, facts, frozenset(desired.keys() | owned.keys()))
@@ -103,6 +105,21 @@ def _check_foreign_children(changes: list[Change], foreign: Mapping[Address, str
     if held:
         raise PlanError("\n".join(f"{object_kind(a.kind).PARENT}.{a.name.rpartition('/')[0]} holds {a}, which is"
                                   " not this lab's: delete or move it by hand first" for a in held))
+
+
+def _stand_ins(lab: Lab, base_dir: Path, addresses: Mapping[str, str], unknown: set[str]
+               ) -> dict[str, disruption.StandIn]:
+    """Each proxy's haproxy.cfg with a stand-in address for the server containers whose new address only
+    apply will know (replaced or moved), where all its other servers' addresses are known."""
+    out = {}
+    for proxy, spec in lab.haproxy.items():
+        changing = sorted(haproxy.server_containers(spec) & unknown)
+        stand_in = runtime.stand_ins(changing)
+        if not changing or stand_in is None or haproxy.server_containers(spec) - set(addresses) - unknown:
+            continue
+        config = render_file(lab, base_dir, proxy, haproxy.CONFIG_PATH, {**addresses, **stand_in})
+        out[proxy] = disruption.StandIn(config.decode(), stand_in)
+    return out
 
 
 def _replaced(lab: Lab, live: Live) -> set[str]:

@@ -67,7 +67,9 @@ def _table(plan: Plan) -> list[str]:
             who = _text(ORIGIN_TEXT[change.origin]) if i == 0 else ""
             cost = plan.cost(change).value if i == 0 else ""
             drains = plan.drains.get(Step(change.address, action), ())
-            why = change.reasons[i].text + (f"; drains {', '.join(map(str, drains))} first" if drains else "")
+            live = plan.runtime.get(Step(change.address, action), ())
+            why = change.reasons[i].text + (f"; drains {', '.join(map(str, drains))} first" if drains else "") \
+                + (f"; through HAProxy's runtime API, no reload: {', '.join(map(str, live))}" if live else "")
             rows.append(f"| {_code(action.symbol)} | {action.word} | {_code(str(change.address))} |"
                         f" {_text(why)} | {who} | {cost} |")
     if plan.unchanged:

@@ -248,20 +248,26 @@ class RuntimeSet:
     socket: str
     backend: str
     server: str
-    field: str  # weight or maxconn
-    value: int
+    field: str  # weight, maxconn, or addr (the address of `container`, known only once apply has it)
+    value: int  # for addr, the port
+    container: str = ""  # for addr: the container whose new address the server gets
 
     def __str__(self) -> str:
+        if self.field == ADDR:
+            return f"{self.backend}/{self.server} addr {self.container}'s new address port {self.value}"
         return f"{self.backend}/{self.server} {self.field} {self.value}"
 
     def as_json(self) -> dict[str, Any]:
         return {"proxy": self.proxy, "socket": self.socket, "backend": self.backend, "server": self.server,
-                "field": self.field, "value": self.value}
+                "field": self.field, "value": self.value} | ({"container": self.container} if self.container else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RuntimeSet:
         return cls(str(data["proxy"]), str(data["socket"]), str(data["backend"]), str(data["server"]),
-                   str(data["field"]), int(data["value"]))
+                   str(data["field"]), int(data["value"]), str(data.get("container", "")))
+
+
+ADDR = "addr"  # a RuntimeSet's field for a server's address
 
 
 THEN = ("ready", "checks", "away")

@@ -4,6 +4,7 @@ what reaches HAProxy's admin socket.  No LXD (the drains themselves: tests/test_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -15,6 +16,7 @@ from reconciler.address import Address, Kind, file, instance, profile, service
 from reconciler.haproxy import HAProxy
 from reconciler.haproxy.runtime import (
     UnsafeValue,
+    addresses_only,
     client_argv,
     force_down,
     parse_stat,
@@ -22,6 +24,7 @@ from reconciler.haproxy.runtime import (
     set_address,
     set_field,
     set_state,
+    stand_ins,
 )
 from reconciler.markdown import plan_markdown
 from reconciler.plan import Action, Change, Code, Cost, Plan, Reason, Step, make_plan, plan_from_json
@@ -261,3 +264,115 @@ def test_haproxys_answer_to_a_new_address_is_obeyed_and_an_error_is_not():
         order(run_answering(obeyed), d, command)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="HAProxy refused .*: No such server."):
         order(run_answering("No such server.\n"), d, command)  # type: ignore[arg-type]
+
+
+# --- a replaced server's new address, without a reload ---------------------------------------------
+
+LAB = load_lab(ROOT / "lab.yaml", {})[0]
+LIVE = {"web1": "10.203.90.11", "web2": "10.203.90.12", "proxyha": "10.203.90.10"}
+
+
+def _guide_config(addresses: dict[str, str]) -> str:
+    from reconciler.inside import render_file
+    return render_file(LAB, ROOT, "proxyha", "/etc/haproxy/haproxy.cfg", addresses).decode()
+
+
+def _replaced_web2(before: str) -> Plan:
+    """web2 replaced: haproxy.cfg is known only after apply; the plan's decision from its stand-in rendering."""
+    from reconciler.engine import _stand_ins
+    stand_in = _stand_ins(LAB, ROOT, {c: a for c, a in LIVE.items() if c != "web2"}, {"web2"})
+    assert stand_in["proxyha"].addresses == {"web2": "192.0.2.1"}
+    changes = [change(instance("web2"), Action.REPLACE, code=Code.REPLACE)] + _config_and_reload(
+        before, "(known after apply)")
+    return disruption.planned(make_plan("lab", changes, {}), LAB.haproxy, stand_in)
+
+
+def test_a_server_address_changes_alone_between_two_configs_and_nothing_else_does():
+    before = _guide_config(LIVE)
+    after = _guide_config({**LIVE, "web2": "10.203.90.77"})
+    assert addresses_only(before, after) == [("subdomain1", "site2", "10.203.90.77", 80),
+                                             ("subdomain2", "site2", "10.203.90.77", 80)]
+    assert addresses_only(before, before) == []
+    assert addresses_only(before, after.replace("10.203.90.77:80", "10.203.90.77:8080")) is None  # a port
+    assert addresses_only(before, after.replace("balance roundrobin", "balance leastconn")) is None
+    assert addresses_only(before, after.replace("rise 2", "rise 3")) is None  # the server line, beyond its address
+    assert addresses_only(before, after + "    server site3 10.203.90.13:80\n") is None
+    assert addresses_only(before, after.replace("10.203.90.77:80", "web2.lan:80")) is None  # not an IPv4
+    assert stand_ins(["web2", "db"]) == {"db": "192.0.2.1", "web2": "192.0.2.2"}
+    assert stand_ins([f"c{i}" for i in range(300)]) is None
+
+
+def test_a_replaced_servers_new_address_is_written_and_made_live_without_a_reload():
+    plan = _replaced_web2(_guide_config(LIVE))
+    cfg = file("proxyha", "/etc/haproxy/haproxy.cfg")
+    cfg_step = Step(cfg, Action.UPDATE)
+    assert [str(r) for r in plan.runtime[cfg_step]] == [
+        "subdomain1/site2 addr web2's new address port 80", "subdomain2/site2 addr web2's new address port 80"]
+    assert service("proxyha", "haproxy") not in {c.address for c in plan.changes}
+    assert plan.cost(plan.change_at(cfg)) == Cost.RUNTIME  # type: ignore[arg-type]
+    shown = "through HAProxy's runtime API, no reload: subdomain1/site2 addr web2's new address port 80"
+    assert shown in plan_text(plan) and shown in plan_markdown(plan, "lab.yaml")
+    assert "| runtime |" in plan_markdown(plan, "lab.yaml")
+    as_json = plan.as_json()
+    assert as_json["runtime"][str(cfg_step)][0]["container"] == "web2"
+    again = plan_from_json(json.loads(json.dumps(as_json)))
+    assert again.runtime == plan.runtime and again.fingerprint() == plan.fingerprint()
+
+
+def test_an_address_and_anything_else_still_reload():
+    live = _guide_config(LIVE)
+    others = {"a balance": live.replace("balance roundrobin", "balance leastconn", 1),
+              "a port": live.replace(f"{LIVE['web1']}:80", f"{LIVE['web1']}:8080"),
+              "a server added": live.replace("    server site1 ", "    server site3 10.203.90.13:80\n    server site1 ", 1),
+              "a frontend": live.replace("frontend ", "frontend old", 1),
+              "web1's address": live.replace(LIVE["web1"], "10.203.90.99")}  # web1 is not replaced: not planned
+    for what, before in others.items():
+        assert before != live, what
+        plan = _replaced_web2(before)
+        assert plan.runtime == {}, what
+        assert Action.RELOAD in plan.change_at(service("proxyha", "haproxy")).actions, what  # type: ignore[union-attr]
+    # Without a stand-in rendering (an address plan could not render), the reload stays.
+    changes = _config_and_reload(live, "(known after apply)")
+    assert disruption.planned(make_plan("lab", changes, {}), LAB.haproxy).runtime == {}
+
+
+def test_apply_writes_a_new_address_only_when_nothing_else_differs_and_sends_it_checked():
+    from types import SimpleNamespace
+
+    from reconciler.apply import StepRunner
+    from reconciler.draining import made_live
+    from reconciler.errors import StaleState
+
+    live = _guide_config(LIVE)
+    plan = _replaced_web2(live)
+    cfg = plan.change_at(file("proxyha", "/etc/haproxy/haproxy.cfg"))
+    runner = SimpleNamespace(plan=plan)
+    StepRunner._only_new_addresses(runner, cfg, _guide_config({**LIVE, "web2": "10.203.90.77"}).encode())
+    StepRunner._only_new_addresses(runner, cfg, live.encode())  # it got its old address back
+    for beyond, said in ((_guide_config({**LIVE, "web1": "10.203.90.99"}), "the addresses of subdomain1/site1,"
+                          " subdomain2/site1"), (live.replace("roundrobin", "leastconn"), "other lines")):
+        with pytest.raises(StaleState, match=f"differs from the live one in {said}, beyond the addresses of"
+                                             " subdomain1/site2, subdomain2/site2 .* nothing was written"):
+            StepRunner._only_new_addresses(runner, cfg, beyond.encode())
+
+    sent: list[str] = []
+
+    def answering(answer: str):
+        def execute(container, argv):
+            sent.append(argv[-1])
+            return 0, answer, ""
+        return SimpleNamespace(lxd=SimpleNamespace(execute=execute), last_lines=lambda out, err: out,
+                               step_error=RuntimeError)
+
+    sets = plan.runtime[Step(cfg.address, Action.UPDATE)]  # type: ignore[union-attr]
+    made_live(answering("IP changed from '10.203.90.12' to '10.203.90.77', no need to change the port by"
+                        " 'stats socket command'\n"), sets, {"web2": "10.203.90.77"}.__getitem__)  # type: ignore[arg-type]
+    assert sent == ["set server subdomain1/site2 addr 10.203.90.77 port 80",
+                    "set server subdomain2/site2 addr 10.203.90.77 port 80"]
+    with pytest.raises(RuntimeError, match="HAProxy refused .*No such server"):
+        made_live(answering("No such server.\n"), sets, {"web2": "10.203.90.77"}.__getitem__)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="Only decimal digits permitted"):
+        made_live(answering(""), sets, {"web2": "10.203.90.77; show info"}.__getitem__)  # type: ignore[arg-type]
+    edited = (dataclasses.replace(sets[0], container="web2;x"),)
+    with pytest.raises(RuntimeError, match="is not a container's name"):
+        made_live(answering(""), edited, {"web2": "10.203.90.77"}.__getitem__)  # type: ignore[arg-type]

@@ -1,9 +1,9 @@
 """Changes without downtime, proven under load on the guide's lab (real LXD, real Debian containers,
 real HTTP through the proxy device): a steady stream of requests through HAProxy while apply restarts
-both web servers, then while it replaces one, and not one request fails.  The drains and the
-one-at-a-time order are planned in tests/test_disruption.py (no LXD); here they are carried out.  Last,
-a server changed by hand through HAProxy's admin socket is drift, put back without a reload (the pure parts:
-tests/test_runtime_drift.py)."""
+both web servers, then while it replaces one (its new address made live through the admin socket, no
+reload), and not one request fails.  The drains and the one-at-a-time order are planned in
+tests/test_disruption.py (no LXD); here they are carried out.  Last, a server changed by hand through
+HAProxy's admin socket is drift, put back without a reload (the pure parts: tests/test_runtime_drift.py)."""
 
 from __future__ import annotations
 
@@ -128,16 +128,36 @@ def test_both_web_servers_restart_one_at_a_time_under_load_without_one_request_f
     assert steady.run("plan", "--detailed-exitcode").code == 0
 
 
+def addresses_in_haproxy(lab: Guide) -> dict[tuple[str, str], str]:
+    """(backend, server) -> the address HAProxy's running worker sends it requests at (`show servers state`)."""
+    lines = haproxy_says(lab, "show servers state").splitlines()
+    header = lines[1][2:].split()
+    rows = [dict(zip(header, line.split())) for line in lines[2:] if line.strip()]
+    return {(r["be_name"], r["srv_name"]): r["srv_addr"] for r in rows}
+
+
 def test_a_web_server_replaced_under_load_fails_no_request(steady):
+    """Its new address goes live through HAProxy's runtime API: haproxy.cfg is written, HAProxy not reloaded."""
     fingerprint = steady.instance("web2")["config"]["volatile.base_image"][:12]
     steady.set_override(NOFILE + f"    image: {fingerprint}\n")  # the same image, written otherwise: a replace
     plan = steady.run("plan")
     assert "-/+ instance.web2 will be replaced" in plan.out and "[cost: recreate]" in plan.out, plan.out
     assert "drains subdomain1/site2, subdomain2/site2 first" in plan.out, plan.out
+    assert "through HAProxy's runtime API, no reload: subdomain1/site2 addr web2's new address port 80," \
+        " subdomain2/site2 addr web2's new address port 80" in plan.out, plan.out
+    assert "service.proxyha:haproxy will be reloaded" not in plan.out, plan.out
+    old_address, before = steady.lan_address("web2"), worker(steady)
     result, sent, failed, seconds = under_load(steady, "apply", "--yes", "--force")
     assert result.code == 0, result.out[-3000:] + result.err
-    print(f"\nreplace of web2 under load: {sent} requests in {seconds:.1f}s, {len(failed)} failed")
+    new_address = steady.lan_address("web2")
+    print(f"\nreplace of web2 under load: {sent} requests in {seconds:.1f}s, {len(failed)} failed,"
+          f" web2 {old_address} -> {new_address}, worker {before} -> {worker(steady)}")
     assert sent > 40 and failed == [], f"{len(failed)} of {sent} failed: {failed[:5]}"
+    assert worker(steady) == before  # no reload
+    live = addresses_in_haproxy(steady)
+    assert live[("subdomain1", "site2")] == live[("subdomain2", "site2")] == new_address, (live, new_address)
+    cfg = steady.lxc("exec", "proxyha", "--", "cat", "/etc/haproxy/haproxy.cfg")
+    assert f"server site2 {new_address}:80 " in cfg, cfg  # a restart finds the same
     site2 = lambda: "site2" in {a.server for a in steady.answers("site1.testdomain.com")}
     assert until(site2, 30), diagnosis(steady) + result.out[-3000:]
     assert until(lambda: steady.run("check").code == 0, 30), steady.run("check").out

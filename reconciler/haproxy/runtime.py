@@ -168,6 +168,57 @@ def _server_words(line: str) -> tuple[list[str], dict[str, int]] | None:
     return rest, fields
 
 
+# --- a server's address, without a reload ---------------------------------------------------------
+
+# Where plan does not know a container's new address yet (a replace), it renders haproxy.cfg with a stand-in
+# from TEST-NET-1 (RFC 5737: documentation only, never a lab's) and compares that with the live file.
+STAND_IN_NET = ipaddress.IPv4Network("192.0.2.0/24")
+
+
+def stand_ins(containers: list[str]) -> dict[str, str] | None:
+    """A stand-in address for each container, in name order; None when there are more than the net holds."""
+    hosts = list(STAND_IN_NET.hosts())
+    if len(containers) > len(hosts):
+        return None
+    return {c: str(ip) for c, ip in zip(sorted(containers), hosts)}
+
+
+def addresses_only(before: str, after: str) -> list[tuple[str, str, str, int]] | None:
+    """(backend, server, address, port) of each server whose address is all that differs between haproxy.cfg
+    `before` and `after`, or None when anything else differs (a port, a server added, any other line)."""
+    old, new = before.splitlines(), after.splitlines()
+    if len(old) != len(new):
+        return None
+    out = []
+    section = ""
+    for a, b in zip(old, new):
+        if not a.startswith((" ", "\t")):
+            section = a
+        if a == b:
+            continue
+        head, found = section.split(), _address_delta(a, b)
+        if len(head) != 2 or head[0] != "backend" or found is None:
+            return None
+        out.append((head[1], *found))
+    return out
+
+
+def _address_delta(before: str, after: str) -> tuple[str, str, int] | None:
+    """(server, new address, port) when two `server` lines differ only in the address of `ADDRESS:PORT`."""
+    old, new = before.split(), after.split()
+    if len(old) < 3 or len(old) != len(new) or old[0] != "server" or new[0] != "server" \
+            or old[:2] + old[3:] != new[:2] + new[3:]:
+        return None
+    (_, old_port), (address, port) = old[2].rpartition(":")[::2], new[2].rpartition(":")[::2]
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        return None
+    if old_port != port or not port.isdigit():
+        return None
+    return new[1], address, int(port)
+
+
 # --- the runtime state, read at plan time ---------------------------------------------------------
 
 SHOW_SERVERS_STATE = "show servers state"
