@@ -1,5 +1,4 @@
-"""Benchmark the reconciler against plain `lxc` (or `incus`): on the local LXD, over HTTPS, on a
-cluster, and on the local Incus.
+"""Benchmark the reconciler against plain `lxc`/`incus`: local LXD, over HTTPS, a cluster, local Incus.
 
 What it measures, for each place and each lab size N (tiny busybox containers):
 
@@ -614,7 +613,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cluster-sizes", help="lab sizes on the cluster (default --sizes, else 3,20)")
     parser.add_argument("--incus-sizes", help="lab sizes on Incus (default --sizes, else 3,20,100)")
     parser.add_argument("--no-doc", action="store_true",
-                        help="print only; leave docs/performance.md and docs/performance.png alone")
+                        help="print only; leave docs/performance.md, .json and .png alone")
     parser.add_argument("--plot", type=Path, metavar="PNG",
                         help="also write the plot here (with --no-doc: only here)")
     args = parser.parse_args(argv)
