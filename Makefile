@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine (as root):
 #   make lab   - install the tool and LXD, build the Debian image, bring up the guide's lab, check it by HTTP
+#                (on Incus instead on a machine with Incus and no LXD, or with DAEMON=incus)
 #   make test  - the whole test suite, against real LXD and Incus daemons this starts if needed
 #   make unit  - the tests that need no LXD; make fuzz - Hypothesis exploring new examples
 #   make incus - Incus (Debian's incus-base) beside LXD, initialised, with LXD's images (tests/test_incus.py)
@@ -10,11 +11,27 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RECONCILE := $(VENV)/bin/reconcile
 
-.PHONY: fuzz docs-outputs docs-graph lint schema lab test setup lxd lan incus images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down cluster-test
+.PHONY: fuzz docs-outputs docs-graph lint schema lab lab-daemon test setup lxd lan incus images image-tiny image-debian image-lxd-member unit bench clean cluster cluster-down cluster-test
 
-lab: setup lxd lan image-debian
-	$(RECONCILE) apply --yes
-	$(RECONCILE) check
+# The daemon `make lab` uses: lxd, or incus on a machine with Incus and no LXD (scripts/lab-daemon.sh).
+# DAEMON=incus picks Incus on a machine with both; LXD is then neither installed, started nor asked,
+# and reconcile is sent to Incus by INCUS_DIR (LXD_DIR unset).
+DAEMON ?= $(shell scripts/lab-daemon.sh)
+INCUS_DIR ?= /var/lib/incus
+LAB_CLIENT_lxd := lxc
+LAB_CLIENT_incus := incus
+LAB_ENV_incus := env -u LXD_DIR INCUS_DIR=$(INCUS_DIR)
+# incus-up.sh copies no image from LXD: image-debian.sh imports the lab's own.
+LAB_UP_lxd := scripts/lxd-up.sh
+LAB_UP_incus := $(LAB_ENV_incus) INCUS_IMAGES=none scripts/incus-up.sh
+
+lab: setup lab-daemon lan
+	$(LAB_ENV_$(DAEMON)) IMAGE_CLIENT=$(LAB_CLIENT_$(DAEMON)) scripts/image-debian.sh
+	$(LAB_ENV_$(DAEMON)) $(RECONCILE) apply --yes
+	$(LAB_ENV_$(DAEMON)) $(RECONCILE) check
+
+lab-daemon:
+	$(or $(LAB_UP_$(DAEMON)),$(error make lab: DAEMON is lxd or incus, not '$(DAEMON)'))
 
 # Tests run in pytest-xdist workers, each module whole in one worker (modules that share a subnet or
 # the cluster together: tests/conftest.py SHARED); then, alone, the tests that kill the LXD daemon and
@@ -88,9 +105,10 @@ cluster-test: setup lxd image-tiny image-debian
 	$(PY) -m pytest -q -s tests/test_cluster_lab.py
 
 # The local daemon, the same over HTTPS (scripts/remote-local.sh: the lxc remote bench-https in
-# its own lxc configuration), and the cluster of `make cluster` if it is up (else its rows are
-# skipped); writes docs/performance.md's results and docs/performance.png (matplotlib, installed
-# into the venv here, not a dependency of the package). Other flags: make bench BENCH_ARGS='--sizes 3'
+# its own lxc configuration), the cluster of `make cluster` if it is up, and the local Incus of `make
+# incus` if it runs (else their rows are skipped); writes docs/performance.md's results,
+# docs/performance.json and docs/performance.png (matplotlib, installed into the venv here, not a
+# dependency of the package). Other flags: make bench BENCH_ARGS='--sizes 3' (or '--where incus')
 bench: setup lxd image-tiny
 	$(VENV)/bin/pip install -q matplotlib
 	$(PY) scripts/benchmark.py $(BENCH_ARGS)

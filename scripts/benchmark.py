@@ -1,4 +1,4 @@
-"""Benchmark the reconciler against plain `lxc`: on the local LXD, over HTTPS, and on a cluster.
+"""Benchmark the reconciler against plain `lxc`/`incus`: local LXD, over HTTPS, a cluster, local Incus.
 
 What it measures, for each place and each lab size N (tiny busybox containers):
 
@@ -6,11 +6,12 @@ What it measures, for each place and each lab size N (tiny busybox containers):
                    empty LXD project (a subprocess: interpreter start and imports included);
 * no-op plan     - `reconcile plan` once the lab is applied: the LXD API calls it makes (from
                    RECONCILER_STATS=1) and its wall time, the median of 5 runs (process start included);
-* lxc serial     - the same N containers made by a shell loop of `lxc launch`, one after another;
-* lxc 4-parallel - the same with `xargs -P4`, four `lxc launch` at a time (what apply's default
+* lxc serial     - the same N containers made by a shell loop of `lxc launch` (`incus launch` on
+                   Incus), one after another;
+* lxc 4-parallel - the same with `xargs -P4`, four launches at a time (what apply's default
                    parallelism of 4 competes with).
 
-The places (--where, default all three, measured in this order):
+The places (--where, default all four, measured in this order):
 
 * local   - the local daemon through its unix socket; sizes 3, 20 and 100;
 * remote  - the same daemon as the lxc remote `bench-https` on https://127.0.0.1:8443, set up by
@@ -19,6 +20,9 @@ The places (--where, default all three, measured in this order):
 * cluster - the three-member cluster of `make cluster`, the lxc remote `labcluster` (default lxc
             configuration); LXD places the containers on its members. Skipped, with a note, when
             that remote does not exist. Sizes 3 and 20.
+* incus   - the local Incus through its unix socket ($INCUS_DIR, /var/lib/incus or /run/incus; `make
+            incus` starts one beside LXD), with the `incus` client; sizes 3, 20 and 100. Skipped,
+            with a note, when there is no incus client or no Incus socket.
 
 Each N gets its own LXD project `benchN` on that place (images from the default project, own
 default profile with a root disk on pool `default`); every timed run starts from an empty project.
@@ -28,11 +32,13 @@ same daemon). Needs root (or the lxd group), a running LXD and the `reconciler-t
 image-tiny`; `make cluster` copies it into the cluster). The results table and machine facts are
 printed, and written into docs/performance.md between `<!-- bench:start -->` and `<!-- bench:end -->`
 with a plot of plan and apply times against N (docs/performance.png; needs matplotlib, which `make
-bench` installs into the venv).
+bench` installs into the venv). Each run's results are kept as data in docs/performance.json: the
+places a run does not measure keep the rows of the last run that did, and say when that was.
 
 Run:  make bench            (= .venv/bin/python scripts/benchmark.py)
       python3 scripts/benchmark.py --sizes 3 --where local,remote --no-doc   (every place at N=3, only print)
       python3 scripts/benchmark.py --cluster-sizes 3,20,50                    (other sizes on one place)
+      python3 scripts/benchmark.py --where incus                              (only Incus; the others' rows kept)
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -56,6 +63,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
 PLOT = DOC.with_suffix(".png")
+DATA = DOC.with_suffix(".json")  # every place's rows, from the last run that measured it
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 IMAGE = "reconciler-tiny"
 POOL = "default"
@@ -64,11 +72,12 @@ PLAN_RUNS = 5
 GOAL_PLAN_N, GOAL_PLAN_SECONDS, GOAL_RATIO = 100, 1.0, 1.25
 TIMEOUT = 1800
 PROBE_TIMEOUT = 30  # is a remote there at all
-WHERE = ("local", "remote", "cluster")  # measured in this order
-DEFAULT_SIZES = {"local": [3, 20, 100], "remote": [3, 20], "cluster": [3, 20]}
+WHERE = ("local", "remote", "cluster", "incus")  # measured in this order
+DEFAULT_SIZES = {"local": [3, 20, 100], "remote": [3, 20], "cluster": [3, 20], "incus": [3, 20, 100]}
 HTTPS_REMOTE = "bench-https"  # scripts/remote-local.sh: the local daemon on https://127.0.0.1:8443
 CLUSTER_REMOTE = "labcluster"  # scripts/cluster-up.sh
 REMOTE_SETUP = ROOT / "scripts" / "remote-local.sh"
+INCUS_DIRS = ("/var/lib/incus", "/run/incus")  # where Incus's socket usually is, after $INCUS_DIR
 
 
 class BenchError(Exception):
@@ -106,27 +115,36 @@ def reconcile_argv() -> list[str]:
 
 @dataclass
 class Place:
-    """Where containers are made: the local socket, or an lxc remote (with its lxc configuration)."""
+    """Where containers are made: the local socket, or an lxc remote (with its lxc configuration), or
+    the local Incus (its client `incus`, its socket's directory in INCUS_DIR)."""
 
-    where: str  # local | remote | cluster
+    where: str  # local | remote | cluster | incus
     remote: str | None = None  # the lxc remote; None: the unix socket
     lxd_conf: str | None = None  # LXD_CONF for lxc and reconcile; None: the environment's
     sizes: list[int] = field(default_factory=list)
     facts: str = ""
+    incus_dir: str | None = None  # set on Incus: INCUS_DIR for incus and reconcile, LXD_DIR unset
+
+    @property
+    def client(self) -> str:
+        return "incus" if self.incus_dir else "lxc"
 
     @property
     def env(self) -> dict:
+        if self.incus_dir:
+            return {**{k: v for k, v in os.environ.items() if k != "LXD_DIR"}, "INCUS_DIR": self.incus_dir}
         return {**os.environ, "LXD_CONF": self.lxd_conf} if self.lxd_conf else dict(os.environ)
 
     def at(self, name: str) -> str:
         """An lxc object argument on this place: `remote:name`, or just the name locally."""
         return f"{self.remote}:{name}" if self.remote else name
 
-    def lxc(self, *args: str, timeout: float = TIMEOUT) -> str:
-        return run(["lxc", *args], self.env, timeout).stdout
+    def cli(self, *args: str, timeout: float = TIMEOUT) -> str:
+        """The place's client (`lxc` or `incus`) with these arguments: its stdout."""
+        return run([self.client, *args], self.env, timeout).stdout
 
     def query(self, path: str, timeout: float = TIMEOUT):
-        return json.loads(self.lxc("query", self.at(path), timeout=timeout))
+        return json.loads(self.cli("query", self.at(path), timeout=timeout))
 
 
 LOCAL = Place("local")
@@ -155,7 +173,7 @@ def https_place(sizes: list[int]) -> Place:
 def cluster_place(sizes: list[int]) -> Place | None:
     """The remote `labcluster` of `make cluster`, or None (and a note) when there is none."""
     names = [line.split(",", 1)[0].removesuffix(" (current)") for line in
-             LOCAL.lxc("remote", "list", "--format", "csv").splitlines()]
+             LOCAL.cli("remote", "list", "--format", "csv").splitlines()]
     if CLUSTER_REMOTE not in names:
         say(f"cluster rows skipped: run `make cluster` (no lxc remote {CLUSTER_REMOTE!r})")
         return None
@@ -165,6 +183,25 @@ def cluster_place(sizes: list[int]) -> Place | None:
     except BenchError as err:
         raise BenchError(f"the cluster (lxc remote {CLUSTER_REMOTE}) does not answer: `make cluster` brings it"
                          f" up\n{err}") from None
+    return place
+
+
+def incus_place(sizes: list[int]) -> Place | None:
+    """The local Incus through its socket, or None (and a note) when there is no client or socket."""
+    if not shutil.which("incus"):
+        say("incus rows skipped: no incus client (`make incus` installs Incus beside LXD)")
+        return None
+    dirs = [os.environ["INCUS_DIR"]] if os.environ.get("INCUS_DIR") else list(INCUS_DIRS)
+    found = next((d for d in dirs if Path(d, "unix.socket").is_socket()), None)
+    if found is None:
+        say(f"incus rows skipped: no Incus socket ({', '.join(d + '/unix.socket' for d in dirs)}; `make incus`"
+            " starts one)")
+        return None
+    place = Place("incus", sizes=sizes, incus_dir=found)
+    try:
+        place.query("/1.0", timeout=PROBE_TIMEOUT)
+    except BenchError as err:
+        raise BenchError(f"Incus ({found}/unix.socket) does not answer: `make incus` starts it\n{err}") from None
     return place
 
 
@@ -181,6 +218,9 @@ def describe(place: Place) -> str:
     driver = place.query(f"/1.0/storage-pools/{POOL}")["driver"]
     if place.where == "local":
         return f"LXD {lxd_version()} (`lxd --version`) on the unix socket; pool `{POOL}`, driver `{driver}`"
+    if place.where == "incus":
+        return (f"Incus {server['environment']['server_version']} on the unix socket {place.incus_dir}/unix.socket,"
+                f" client `incus`; pool `{POOL}`, driver `{driver}`")
     url = next((addr for addr in server["environment"].get("addresses", []) if addr), "")
     if place.where == "remote":
         return (f"the same daemon over HTTPS, lxc remote `{place.remote}` (https://{url}, its own lxc"
@@ -221,7 +261,7 @@ def running_count(place: Place, project: str) -> int:
 
 def empty_project(place: Place, project: str, attempts: int = 5) -> None:
     """Force-delete every instance, eight `lxc delete` at a time; retry what an interrupted run left busy."""
-    cmd = f"xargs -r -P8 -n10 lxc delete --force --project {shlex.quote(project)}"
+    cmd = f"xargs -r -P8 -n10 {place.client} delete --force --project {shlex.quote(project)}"
     for attempt in range(attempts):
         names = instances(place, project)
         if not names:
@@ -241,17 +281,17 @@ def drop_project(place: Place, project: str) -> None:
     for url in place.query(f"/1.0/profiles?project={project}"):
         profile = url.rsplit("/", 1)[-1].split("?")[0]
         if profile != "default":
-            place.lxc("profile", "delete", place.at(profile), "--project", project)
-    place.lxc("project", "delete", place.at(project))
+            place.cli("profile", "delete", place.at(profile), "--project", project)
+    place.cli("project", "delete", place.at(project))
 
 
 def make_project(place: Place, project: str) -> None:
     if project_exists(place, project):
-        raise BenchError(f"LXD project {project!r} ({place.where}) exists and was not made by this script:"
+        raise BenchError(f"project {project!r} ({place.where}) exists and was not made by this script:"
                          " delete it by hand or pick other sizes")
-    place.lxc("project", "create", place.at(project), "-c", "features.images=false", "-c",
+    place.cli("project", "create", place.at(project), "-c", "features.images=false", "-c",
               "features.profiles=true", "-c", f"{MARK}=true")
-    place.lxc("profile", "device", "add", place.at("default"), "root", "disk", "path=/", f"pool={POOL}",
+    place.cli("profile", "device", "add", place.at("default"), "root", "disk", "path=/", f"pool={POOL}",
               "--project", project)
 
 
@@ -284,6 +324,8 @@ def container_names(n: int) -> list[str]:
 
 def write_lab(directory: Path, place: Place, project: str, names: list[str]) -> Path:
     lxd = f"{{project: {project}, remote: {place.remote}}}" if place.remote else f"{{project: {project}}}"
+    if place.incus_dir:
+        lxd = f"{{project: {project}, daemon: incus}}"
     lines = [f"lab: {project}", f"lxd: {lxd}", "containers:"]
     lines += [f"  {name}: {{image: {IMAGE}, profiles: [default]}}" for name in names]
     path = directory / f"{place.where}-{project}.yaml"
@@ -298,8 +340,8 @@ def expect_running(place: Place, project: str, n: int, what: str) -> None:
 
 
 def lxc_loop(place: Place, project: str, names: list[str], parallel: int) -> float:
-    """Wall time of a shell loop of `lxc launch`, serial or `parallel` at a time, from empty."""
-    launch = f"lxc launch {shlex.quote(place.at(IMAGE))} --project {shlex.quote(project)}"
+    """Wall time of a shell loop of `lxc launch` (`incus launch`), serial or `parallel` at a time, from empty."""
+    launch = f"{place.client} launch {shlex.quote(place.at(IMAGE))} --project {shlex.quote(project)}"
     prefix = f"{place.remote}:" if place.remote else ""
     if parallel == 1:
         script = f"set -e; for i in {' '.join(names)}; do {launch} {prefix}$i; done"
@@ -317,7 +359,7 @@ def warm_up(place: Place, project: str) -> None:
     on = members(place) if place.where == "cluster" else []
     for member in on or [None]:
         target = ["--target", member] if member else []
-        place.lxc("launch", place.at(IMAGE), place.at(f"warmup-{member}" if member else "warmup"),
+        place.cli("launch", place.at(IMAGE), place.at(f"warmup-{member}" if member else "warmup"),
                   "--project", project, *target)
     empty_project(place, project)
 
@@ -353,9 +395,9 @@ def bench_size(place: Place, n: int, directory: Path) -> dict:
     warm_up(place, project)
     row = {"where": place.where, "n": n}
     step = f"{place.where} N={n}"
-    say(f"{step}: lxc serial")
+    say(f"{step}: {place.client} serial")
     row["serial"] = lxc_loop(place, project, names, 1)
-    say(f"{step}: lxc 4-parallel")
+    say(f"{step}: {place.client} 4-parallel")
     row["parallel4"] = lxc_loop(place, project, names, 4)
     say(f"{step}: reconcile apply")
     row["apply"] = cold_apply(place, lab, project, n)
@@ -373,8 +415,8 @@ def say(text: str) -> None:
 # --- reporting ------------------------------------------------------------------------------
 
 def table(rows: list[dict]) -> str:
-    lines = ["| where | N | plan API calls | no-op plan (s) | cold apply (s) | lxc serial (s) | lxc 4-parallel (s) |"
-             " apply / lxc-4 ratio |",
+    lines = ["| where | N | plan API calls | no-op plan (s) | cold apply (s) | lxc/incus serial (s) |"
+             " lxc/incus 4-parallel (s) | apply / 4-parallel ratio |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['where']} | {r['n']} | {r['calls']} | {r['plan']:.2f} | {r['apply']:.2f} |"
@@ -409,31 +451,77 @@ def goals(rows: list[dict]) -> list[str]:
     ratios = "; ".join(f"{where}: " + ", ".join(f"{r['ratio']:.2f}x at N={r['n']}" for r in rs)
                        for where, rs in places.items())
     verdict = f"MISSED at {missed}" if missed else "met"
-    out.append(f"- Cold apply within {GOAL_RATIO}x of the four-at-a-time lxc loop: **{verdict}** ({ratios}).")
+    out.append(f"- Cold apply within {GOAL_RATIO}x of the four-at-a-time lxc (incus) loop: **{verdict}** ({ratios}).")
     return out
 
 
-def machine_facts(places: list[Place], load_before: float) -> list[str]:
+def this_run(rows: list[dict], places: list[Place], argv: list[str], load_before: float, when: str) -> dict:
+    """One run's results as data (docs/performance.json keeps them)."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
     how = shlex.join([Path(reconcile_argv()[0]).name, *reconcile_argv()[1:]])
-    return [f"- nproc: {len(os.sched_getaffinity(0))} ({cpu})",
-            *(f"- {place.where}: {place.facts}" for place in places),
-            f"- kernel {platform.release()}, Python {platform.python_version()}; reconcile run as `{how}`",
-            f"- load average (1 min) {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after it"
-            " (other work on the machine skews the times)"]
+    return {"when": when, "command": shlex.join(argv), "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "nproc": f"{len(os.sched_getaffinity(0))} ({cpu})",
+            "system": f"kernel {platform.release()}, Python {platform.python_version()}; reconcile run as `{how}`",
+            "places": {place.where: place.facts for place in places if any(r["where"] == place.where for r in rows)},
+            "rows": rows}
 
 
-def report(rows: list[dict], places: list[Place], argv: list[str], load_before: float, when: str,
-           image: str | None) -> str:
-    runs = "; ".join(f"{r['where']} N={r['n']}: " + ", ".join(f"{t:.2f}" for t in r["plan_runs"]) for r in rows)
+def earlier_runs(path: Path) -> list[dict]:
+    """The runs docs/performance.json holds, newest first ([] when there is none)."""
+    if not path.exists():
+        return []
+    try:
+        return json.loads(path.read_text())["runs"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise BenchError(f"{path.relative_to(ROOT)} is not the benchmark's results ({err}): fix or delete it") from None
+
+
+def merged(run: dict, earlier: list[dict]) -> list[dict]:
+    """This run first, then what earlier runs measured on the places this one did not (each place's rows
+    from the last run that measured it)."""
+    runs, covered = [run], set(run["places"])
+    for old in earlier:
+        kept = {where: facts for where, facts in old["places"].items() if where not in covered}
+        if kept:
+            runs.append({**old, "places": kept, "rows": [r for r in old["rows"] if r["where"] in kept]})
+        covered |= set(kept)
+    return runs
+
+
+def all_rows(runs: list[dict]) -> list[dict]:
+    """Every run's rows, by place (WHERE's order), then N."""
+    return sorted((r for run in runs for r in run["rows"]), key=lambda r: (WHERE.index(r["where"]), r["n"]))
+
+
+def provenance(runs: list[dict]) -> str:
+    """When and how the rows were measured: one run, or this run and the ones whose rows are kept."""
+    first, *kept = runs
+    text = f"Measured {first['when']} with `{first['command']}`"
+    for run in kept:
+        text += f"; the {', '.join(run['places'])} rows kept from {run['when']} (`{run['command']}`)"
+    return text + ":"
+
+
+def machine_facts(runs: list[dict]) -> list[str]:
+    places = {where: facts for run in reversed(runs) for where, facts in run["places"].items()}
+    lines = [f"- nproc: {runs[0]['nproc']}", *(f"- {where}: {places[where]}" for where in WHERE if where in places)]
+    for run in runs:
+        label = f"{run['when']} ({', '.join(run['places'])}): " if len(runs) > 1 else ""
+        lines.append(f"- {label}{run['system']}; load average (1 min) {run['load'][0]:.2f} before the run,"
+                     f" {run['load'][1]:.2f} after it (other work on the machine skews the times)")
+    return lines
+
+
+def report(runs: list[dict], image: str | None) -> str:
+    rows = all_rows(runs)
+    plans = "; ".join(f"{r['where']} N={r['n']}: " + ", ".join(f"{t:.2f}" for t in r["plan_runs"]) for r in rows)
     picture = [f"![No-op plan and cold apply time against N, one line per place]({image})", ""] if image else []
-    return "\n".join([f"Measured {when} with `{shlex.join(argv)}`:", "", table(rows), "", *picture,
-                      "Goals:", "", *goals(rows), "", "Machine:", "", *machine_facts(places, load_before), "",
-                      f"No-op plan runs (s): {runs}."])
+    return "\n".join([provenance(runs), "", table(rows), "", *picture, "Goals:", "", *goals(rows), "", "Machine:", "",
+                      *machine_facts(runs), "", f"No-op plan runs (s): {plans}."])
 
 
-PLOT_STYLE = {"local": "tab:blue", "remote": "tab:orange", "cluster": "tab:green"}
+PLOT_STYLE = {"local": "tab:blue", "remote": "tab:orange", "cluster": "tab:green", "incus": "tab:red"}
 
 
 def plot_ready() -> None:
@@ -443,6 +531,10 @@ def plot_ready() -> None:
     except ImportError:
         raise BenchError("matplotlib is missing, and the plot needs it: `make bench` installs it into the venv"
                          f" ({Path(sys.executable).parent / 'pip'} install matplotlib), or pass --no-doc") from None
+
+
+def client_of(where: str) -> str:
+    return "incus" if where == "incus" else "lxc"
 
 
 def plot(rows: list[dict], path: Path, when: str) -> None:
@@ -462,7 +554,7 @@ def plot(rows: list[dict], path: Path, when: str) -> None:
             ax.plot(ns, [r[key] for r in rs], marker="o", color=PLOT_STYLE[where], label=where)
             if key == "apply":
                 ax.plot(ns, [r["parallel4"] for r in rs], marker=".", linestyle="--", linewidth=1,
-                        color=PLOT_STYLE[where], alpha=0.6, label=f"{where}: lxc 4-parallel")
+                        color=PLOT_STYLE[where], alpha=0.6, label=f"{where}: {client_of(where)} 4-parallel")
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(sizes))
         ax.xaxis.set_minor_locator(NullLocator())
@@ -473,10 +565,14 @@ def plot(rows: list[dict], path: Path, when: str) -> None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle(f"reconcile against LXD, by place ({when}; scripts/benchmark.py)", fontsize="medium")
+    fig.suptitle(f"reconcile against LXD and Incus, by place ({when}; scripts/benchmark.py)", fontsize="medium")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, metadata={"Software": None})
     pyplot.close(fig)
+
+
+def write_data(runs: list[dict]) -> None:
+    DATA.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
 
 
 def write_doc(text: str) -> None:
@@ -509,13 +605,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--where", default=",".join(WHERE),
                         help="comma-separated places: local, remote (the local daemon over HTTPS, lxc remote"
-                             f" {HTTPS_REMOTE}), cluster (lxc remote {CLUSTER_REMOTE}); default all three")
-    parser.add_argument("--sizes", help="comma-separated lab sizes for every place (default 3,20,100 local,"
-                                         " 3,20 remote and cluster)")
+                             f" {HTTPS_REMOTE}), cluster (lxc remote {CLUSTER_REMOTE}), incus (the local Incus);"
+                             " default all four")
+    parser.add_argument("--sizes", help="comma-separated lab sizes for every place (default 3,20,100 local and"
+                                         " incus, 3,20 remote and cluster)")
     parser.add_argument("--remote-sizes", help="lab sizes over HTTPS (default --sizes, else 3,20)")
     parser.add_argument("--cluster-sizes", help="lab sizes on the cluster (default --sizes, else 3,20)")
+    parser.add_argument("--incus-sizes", help="lab sizes on Incus (default --sizes, else 3,20,100)")
     parser.add_argument("--no-doc", action="store_true",
-                        help="print only; leave docs/performance.md and docs/performance.png alone")
+                        help="print only; leave docs/performance.md, .json and .png alone")
     parser.add_argument("--plot", type=Path, metavar="PNG",
                         help="also write the plot here (with --no-doc: only here)")
     args = parser.parse_args(argv)
@@ -528,13 +626,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.sizes = {"local": every or DEFAULT_SIZES["local"],
                   "remote": sizes_list(parser, "--remote-sizes", args.remote_sizes) or every or DEFAULT_SIZES["remote"],
                   "cluster": (sizes_list(parser, "--cluster-sizes", args.cluster_sizes) or every
-                              or DEFAULT_SIZES["cluster"])}
+                              or DEFAULT_SIZES["cluster"]),
+                  "incus": sizes_list(parser, "--incus-sizes", args.incus_sizes) or every or DEFAULT_SIZES["incus"]}
     return args
 
 
 def preflight(place: Place) -> None:
     if IMAGE not in [a["name"] for a in place.query("/1.0/images/aliases?recursion=1")]:
-        fix = "`make cluster` copies it in" if place.where == "cluster" else "run `make image-tiny`"
+        fix = {"cluster": "`make cluster` copies it in", "incus": "`make incus` copies it in"}.get(
+            place.where, "run `make image-tiny`")
         raise BenchError(f"image alias {IMAGE!r} missing on {place.where}: {fix}")
 
 
@@ -543,6 +643,8 @@ def open_place(where: str, sizes: list[int]) -> Place | None:
         return Place("local", sizes=sizes)
     if where == "remote":
         return https_place(sizes)
+    if where == "incus":
+        return incus_place(sizes)
     return cluster_place(sizes)
 
 
@@ -588,17 +690,23 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         say("nothing measured")
         return 1
+    run = this_run(rows, places, ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])],
+                   load_before, when)
+    try:
+        runs = [run] if args.no_doc else merged(run, earlier_runs(DATA))
+    except BenchError as err:
+        say(f"benchmark failed: {err}\nmeasured:\n{table(rows)}")
+        return 1
     if args.plot:
-        plot(rows, args.plot, when)
+        plot(all_rows(runs), args.plot, when)
         say(f"plot written to {args.plot}")
-    image = None if args.no_doc else PLOT.name
-    text = report(rows, places, ["scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])],
-                  load_before, when, image)
+    text = report(runs, None if args.no_doc else PLOT.name)
     print(text)
     if not args.no_doc:
-        plot(rows, PLOT, when)
+        plot(all_rows(runs), PLOT, when)
         write_doc(text)
-        say(f"\nwritten to {DOC.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
+        write_data(runs)
+        say(f"\nwritten to {DOC.relative_to(ROOT)}, {DATA.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
     return 0
 
 

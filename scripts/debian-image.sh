@@ -1,13 +1,17 @@
 # Sourced by image-debian.sh and image-lxd-member.sh: what building a Debian container image with
-# debootstrap and importing it into LXD takes, whatever goes inside. The caller sets NAME (for its
-# messages), ALIAS, KIND (the cache folder's prefix), INCLUDE (packages beyond minbase) and
+# debootstrap and importing it into LXD or Incus takes, whatever goes inside. The caller sets NAME (for
+# its messages), ALIAS, KIND (the cache folder's prefix), INCLUDE (packages beyond minbase) and
 # DESCRIPTION, defines customize_rootfs (run with the rootfs in $R), then calls:
-#   image_prepare   - mirror, recipe, LXD; exits 0 when the image is up to date
+#   image_prepare   - mirror, recipe, the daemon; exits 0 when the image is up to date
 #   image_build     - debootstrap, DHCP on eth0, customize_rootfs, the tarballs (unless cached)
 #   image_import    - import, move the alias, delete the image it replaced
 # Tarballs are cached in $IMAGE_CACHE (default /var/cache/reconciler/images) under a hash of the
 # caller, this file, the mirror and the suite; the image records it as properties.recipe.
-# Env: DEBIAN_MIRROR, DEBIAN_SUITE (bookworm), IMAGE_CACHE
+# The daemon is the client's: IMAGE_CLIENT=lxc (LXD, started by scripts/lxd-up.sh if down) or incus
+# (Incus, scripts/incus-up.sh); by default lxc, or incus on a machine with Incus and no LXD
+# (scripts/lab-daemon.sh), so LXD is never installed there. The same tarballs make the same
+# fingerprint in either daemon.
+# Env: DEBIAN_MIRROR, DEBIAN_SUITE (bookworm), IMAGE_CACHE, IMAGE_CLIENT
 
 SUITE=${DEBIAN_SUITE:-bookworm}
 CACHE=${IMAGE_CACHE:-/var/cache/reconciler/images}
@@ -16,6 +20,16 @@ T=$SECONDS
 say() { printf '%s: %s\n' "$NAME" "$*"; }
 die() { printf '%s: ERROR: %s\n' "$NAME" "$*" >&2; exit 1; }
 step() { say "$* ($((SECONDS - T))s)"; T=$SECONDS; }
+
+if [ -z "${IMAGE_CLIENT:-}" ]; then
+  case $(bash "$HERE/lab-daemon.sh") in incus) IMAGE_CLIENT=incus ;; *) IMAGE_CLIENT=lxc ;; esac
+fi
+case $IMAGE_CLIENT in
+  lxc) DAEMON_NAME=LXD UP=lxd-up.sh ;;
+  incus) DAEMON_NAME=Incus UP=incus-up.sh ;;
+  *) die "IMAGE_CLIENT is lxc or incus, not '$IMAGE_CLIENT'" ;;
+esac
+client() { "$IMAGE_CLIENT" "$@"; }
 
 # The mirror is never written down here: take the system's first non-security apt source.
 mirror() {
@@ -32,8 +46,9 @@ image_prepare() {
   case $MIRROR in http://*|https://*|file:/*) ;; *) die "no usable Debian mirror ('$MIRROR') in apt sources: set DEBIAN_MIRROR" ;; esac
   RECIPE=$({ cat "$HERE/$(basename "$0")" "${BASH_SOURCE[0]}"; echo "$MIRROR"; echo "$SUITE"; } | sha256sum | cut -d' ' -f1)
   DIR=$CACHE/$KIND-$SUITE-${RECIPE:0:16}
-  lxc info >/dev/null 2>&1 || bash "$HERE/lxd-up.sh" || die "no LXD daemon (scripts/lxd-up.sh failed)"
-  if [ "$(lxc image show "$ALIAS" 2>/dev/null | sed -n 's/^  recipe: //p' || true)" = "$RECIPE" ]; then
+  # INCUS_IMAGES=none: incus-up.sh copies no image from LXD (there may be none).
+  client info >/dev/null 2>&1 || INCUS_IMAGES=none bash "$HERE/$UP" || die "no $DAEMON_NAME daemon (scripts/$UP failed)"
+  if [ "$(client image show "$ALIAS" 2>/dev/null | sed -n 's/^  recipe: //p' || true)" = "$RECIPE" ]; then
     step "image $ALIAS is up to date (recipe ${RECIPE:0:12}): skipped"; exit 0
   fi
 }
@@ -131,17 +146,17 @@ image_build() {
 image_import() {
   local fp old out
   fp=$(cat "$DIR/meta.tar.gz" "$DIR/rootfs.tar.gz" | sha256sum | cut -d' ' -f1)
-  if lxc image info "$fp" >/dev/null 2>&1; then
-    say "image ${fp:0:12} already in LXD: import skipped"
+  if client image info "$fp" >/dev/null 2>&1; then
+    say "image ${fp:0:12} already in $DAEMON_NAME: import skipped"
   else
-    out=$(lxc image import "$DIR/meta.tar.gz" "$DIR/rootfs.tar.gz" 2>&1) || die "lxc image import: $out"
-    step "imported image ${fp:0:12}"
+    out=$(client image import "$DIR/meta.tar.gz" "$DIR/rootfs.tar.gz" 2>&1) || die "$IMAGE_CLIENT image import: $out"
+    step "imported image ${fp:0:12} into $DAEMON_NAME"
   fi
-  old=$(lxc query "/1.0/images/aliases/$ALIAS" 2>/dev/null | sed -n 's/.*"target": *"\([0-9a-f]*\)".*/\1/p' || true)
-  [ -z "$old" ] || lxc image alias delete "$ALIAS"
-  lxc image alias create "$ALIAS" "$fp" >/dev/null || die "cannot create alias $ALIAS"
-  if [ -n "$old" ] && [ "$old" != "$fp" ] && lxc query "/1.0/images/$old" | grep -q '"aliases": \[\]'; then
-    lxc image delete "$old" && say "deleted replaced image ${old:0:12}"
+  old=$(client query "/1.0/images/aliases/$ALIAS" 2>/dev/null | sed -n 's/.*"target": *"\([0-9a-f]*\)".*/\1/p' || true)
+  [ -z "$old" ] || client image alias delete "$ALIAS"
+  client image alias create "$ALIAS" "$fp" >/dev/null || die "cannot create alias $ALIAS"
+  if [ -n "$old" ] && [ "$old" != "$fp" ] && client query "/1.0/images/$old" | grep -q '"aliases": \[\]'; then
+    client image delete "$old" && say "deleted replaced image ${old:0:12}"
   fi
-  say "alias $ALIAS -> ${fp:0:12} (recipe ${RECIPE:0:12})"
+  say "alias $ALIAS -> ${fp:0:12} in $DAEMON_NAME (recipe ${RECIPE:0:12})"
 }

@@ -2,10 +2,13 @@
 # Make sure a local Incus runs beside LXD, initialised like scripts/lxd-up.sh does LXD (storage pool
 # "default" + a root disk on the "default" profile, no network: `incus admin init --auto` would make
 # incusbr0 with NAT and IPv6), and holds LXD's reconciler-tiny image (and reconciler-debian, the
-# guide's, when LXD has it). Idempotent.
+# guide's, when LXD has it). Idempotent. On a machine without LXD (no lxc) it copies nothing by
+# default, and never installs LXD: scripts/image-debian.sh builds the guide's image straight into Incus.
 # Debian's incus-base (containers only) comes from bookworm-backports on Debian 12, from main on 13.
 # Env: INCUS_DIR (default /var/lib/incus), INCUS_LOG_DIR (default /var/log/reconciler), INCUS_IMAGES
-# (the LXD image aliases to copy over; default reconciler-tiny, and reconciler-debian if LXD has it).
+# (the LXD image aliases to copy over; default reconciler-tiny, and reconciler-debian if LXD has it;
+# `none`: no image, LXD not asked, as `make lab` on Incus does; without LXD only reconciler-debian,
+# built by image-debian.sh).
 set -euo pipefail
 
 export INCUS_DIR=${INCUS_DIR:-/var/lib/incus}
@@ -72,8 +75,24 @@ else
   say "root disk (pool default) added to the default profile"
 fi
 
-# 4. Images: LXD's, exported and imported as they are (same files, so the same fingerprint: an
-# alias already naming LXD's fingerprint is up to date).
+# 4. Images. Without LXD: only the guide's, built straight into Incus (nothing to copy from).
+if [ "$IMAGES" = none ]; then
+  say "images: none asked (INCUS_IMAGES=none): LXD not asked"
+  say "using socket $INCUS_DIR/unix.socket"
+  exit 0
+fi
+if ! command -v lxc >/dev/null; then
+  [ -n "${INCUS_IMAGES:-}" ] || { say "no LXD beside Incus: no image to copy"; IMAGES=""; }
+  for alias in $IMAGES; do
+    [ "$alias" = reconciler-debian ] || die "no LXD to copy $alias from (only reconciler-debian is built here)"
+    IMAGE_CLIENT=incus bash "$HERE/image-debian.sh" "$alias" || die "image-debian.sh into Incus failed"
+  done
+  say "using socket $INCUS_DIR/unix.socket"
+  exit 0
+fi
+
+# With LXD: LXD's, exported and imported as they are (same files, so the same fingerprint: an alias
+# already naming LXD's fingerprint is up to date).
 if [ -z "${INCUS_IMAGES:-}" ] && lxc image show reconciler-debian >/dev/null 2>&1; then
   IMAGES="$IMAGES reconciler-debian"
 fi

@@ -479,3 +479,33 @@ def test_a_failed_create_is_made_again_only_when_nothing_was_made(lab):
     lab.lxc("network", "create", f"{lab.tag}n", "ipv4.address=none", "ipv6.address=none")
     assert lxd._may_exist("network", {"name": f"{lab.tag}n"}, "")
     assert lxd._may_exist("forward", {"listen_address": "10.203.1.1"}, f"{lab.tag}n")  # nameless: never again
+
+
+@pytest.mark.lxd
+def test_a_lab_built_by_hand_on_lxd_moves_to_incus_by_import_then_apply(incus_ready, lab, tmp_path, monkeypatch):
+    """docs/lab-yaml.md's move: `reconcile import` against LXD (the `lab` fixture's project), then the
+    lab.yaml it wrote applied against Incus (only lxd.project changed, to an Incus project of its own):
+    the same container and profile there, running, and the plan after it empty."""
+    lab.lxc("profile", "create", "mv")
+    lab.lxc("profile", "set", "mv", "user.note", "moved")
+    lab.lxc("launch", "reconciler-tiny", "m1", "--profile", "default", "--profile", "mv", "-c", "limits.memory=64MiB")
+    written = tmp_path / "imported.yaml"
+    on_lxd = {**{k: v for k, v in os.environ.items() if k != "INCUS_DIR"}, "LXD_DIR": "/var/lib/lxd"}
+    done = sh(str(ROOT / ".venv" / "bin" / "reconcile"), "import", "m1", "--project", lab.project, "-o", str(written),
+              env=on_lxd, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    monkeypatch.delenv("LXD_DIR", raising=False)
+    monkeypatch.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
+    tag = new_incus_project()
+    try:
+        moved = IncusLab(tmp_path, tag, tag)
+        moved.write(written.read_text().replace(f"project: {lab.project}\n", f"project: {tag}\n", 1))
+        applied = moved.run("apply", "--yes")
+        assert applied.code == 0 and applied.out.startswith("Daemon: Incus 6."), applied.out + applied.err
+        assert moved.run("plan", "--detailed-exitcode").code == 0
+        there = moved.instance("m1")
+        assert there["status"] == "Running" and there["profiles"] == ["default", "mv"], there
+        assert there["config"]["limits.memory"] == "64MiB"
+        assert moved.query(f"/1.0/profiles/mv?project={tag}")["config"]["user.note"] == "moved"
+    finally:
+        drop_incus_project(tag)
