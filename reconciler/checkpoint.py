@@ -52,6 +52,12 @@ MAX_DATA = 256 * 1024  # encoded bytes of one record: every plan's GET of the pr
 # Fields LXD reports that are not an object's configuration: what uses it, where and how it runs now.
 NOT_CONFIG = ("used_by", "status", "locations", "location", "managed", "project", "created_at", "etag")
 VOLATILE = "volatile."  # config keys LXD keeps for itself (a volume's idmap): never recorded, never put back
+# A container rollback starts is waited for until its boot has finished (systemd's, where it has one: its
+# services and its DHCP lease are up), at most BOOT_SECONDS: else a plan just after the rollback saw a
+# service not started yet and an address not leased yet, and was not empty (seen in the test suite).
+BOOT_SECONDS = 90
+BOOTED = ["sh", "-c", "command -v systemctl >/dev/null 2>&1 || exit 0;"
+          f" timeout {BOOT_SECONDS} systemctl is-system-running --wait >/dev/null 2>&1; exit 0"]
 # Rollback's phases, in order: objects before the containers (by plan order), running containers that mount
 # a volume to restore stopped (LXD 5.0 refuses "Cannot restore custom volume used by running instances"),
 # volumes restored, each container restored and set to its state (in parallel), objects after the
@@ -521,6 +527,8 @@ def _run_step(lxd: Lxd, cp: Checkpoint, step: Step) -> None:
         raw, _ = lxd.get("instance", name)
         if _state(raw) != ("running" if step.verb == "start" else "stopped"):
             lxd.set_state(name, step.verb, force=step.verb == "stop")
+        if step.verb == "start":
+            lxd.execute(name, BOOTED, timeout=BOOT_SECONDS + 30)  # "degraded" or a timeout: the plan will say
     elif step.verb == "delete":
         _delete(lxd, step.kind, name)
 
