@@ -50,9 +50,10 @@ if [ -S "$INCUS_DIR/unix.socket" ] && timeout 20 incus info >/dev/null 2>&1; the
 else
   mkdir -p "$LOG_DIR"
   say "starting incusd (log: $LOG_DIR/incus.log)"
-  # As for LXD: PID 1 may not be systemd; its own session, immune to SIGHUP, outlives make.
+  # As for LXD: PID 1 may not be systemd; its own session, immune to SIGHUP, outlives make; started from /
+  # (its working directory must outlive the caller's).
   # shellcheck disable=SC2094
-  setsid nohup "$INCUSD" --group root --logfile "$LOG_DIR/incus.log" >>"$LOG_DIR/incus.log" 2>&1 </dev/null &
+  (cd / && exec setsid nohup "$INCUSD" --group root --logfile "$LOG_DIR/incus.log" >>"$LOG_DIR/incus.log" 2>&1 </dev/null) &
   if ! incus admin waitready --timeout 60; then
     tail -n 20 "$LOG_DIR/incus.log" >&2 || true
     die "incusd did not become ready within 60 s (see $LOG_DIR/incus.log)"

@@ -36,9 +36,11 @@ else
   say "starting lxd (log: $LOG_DIR/lxd.log)"
   # PID 1 may not be systemd: start it ourselves, in its own session (setsid) and
   # immune to SIGHUP (nohup), so it outlives this script and any make target.
-  # lxd opens its --logfile in append mode, so stdout/stderr can share it.
+  # lxd opens its --logfile in append mode, so stdout/stderr can share it. Started from /: the daemon
+  # (and every rsync it runs for a snapshot) keeps its working directory, which must outlive the caller's
+  # (a test's clone deleted later left every snapshot failing with "getcwd(): No such file or directory").
   # shellcheck disable=SC2094
-  LXD_DIR=$found setsid nohup lxd --group root --logfile "$LOG_DIR/lxd.log" \
+  cd / && LXD_DIR=$found setsid nohup lxd --group root --logfile "$LOG_DIR/lxd.log" \
     >>"$LOG_DIR/lxd.log" 2>&1 </dev/null &
   if ! LXD_DIR=$found lxd waitready --timeout 60; then
     tail -n 20 "$LOG_DIR/lxd.log" >&2 || true
