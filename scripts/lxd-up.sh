@@ -40,8 +40,8 @@ else
   # (and every rsync it runs for a snapshot) keeps its working directory, which must outlive the caller's
   # (a test's clone deleted later left every snapshot failing with "getcwd(): No such file or directory").
   # shellcheck disable=SC2094
-  cd / && LXD_DIR=$found setsid nohup lxd --group root --logfile "$LOG_DIR/lxd.log" \
-    >>"$LOG_DIR/lxd.log" 2>&1 </dev/null &
+  (cd / && LXD_DIR=$found exec setsid nohup lxd --group root --logfile "$LOG_DIR/lxd.log" \
+    >>"$LOG_DIR/lxd.log" 2>&1 </dev/null) &
   if ! LXD_DIR=$found lxd waitready --timeout 60; then
     tail -n 20 "$LOG_DIR/lxd.log" >&2 || true
     die "lxd did not become ready within 60 s (see $LOG_DIR/lxd.log)"
