@@ -121,20 +121,31 @@ def set_field(backend: str, server: str, field: str, value: int) -> str:
 def runtime_only(before: str, after: str) -> list[tuple[str, str, str, int]] | None:
     """(backend, server, field, value) that take a running HAProxy from haproxy.cfg `before` to `after`
     through the runtime API, or None when anything else differs (a reload is needed)."""
-    old, new = before.splitlines(), after.splitlines()
-    if len(old) != len(new):
+    changed = changed_lines(before, after)
+    if changed is None:
         return None
     out: list[tuple[str, str, str, int]] = []
-    section = ""
-    for a, b in zip(old, new):
-        if not a.startswith((" ", "\t")):
-            section = a
-        if a == b:
-            continue
+    for section, a, b in changed:
         found = _server_delta(section, a, b)
         if found is None:
             return None
         out += found
+    return out
+
+
+def changed_lines(before: str, after: str) -> list[tuple[str, str, str]] | None:
+    """(section header, old line, new line) of each line that differs between two haproxy.cfg texts of the
+    same length; None when their lengths differ (a line added or removed: never a runtime change)."""
+    old, new = before.splitlines(), after.splitlines()
+    if len(old) != len(new):
+        return None
+    out = []
+    section = ""
+    for a, b in zip(old, new):
+        if not a.startswith((" ", "\t")):
+            section = a
+        if a != b:
+            out.append((section, a, b))
     return out
 
 
@@ -186,16 +197,11 @@ def stand_ins(containers: list[str]) -> dict[str, str] | None:
 def addresses_only(before: str, after: str) -> list[tuple[str, str, str, int]] | None:
     """(backend, server, address, port) of each server whose address is all that differs between haproxy.cfg
     `before` and `after`, or None when anything else differs (a port, a server added, any other line)."""
-    old, new = before.splitlines(), after.splitlines()
-    if len(old) != len(new):
+    changed = changed_lines(before, after)
+    if changed is None:
         return None
     out = []
-    section = ""
-    for a, b in zip(old, new):
-        if not a.startswith((" ", "\t")):
-            section = a
-        if a == b:
-            continue
+    for section, a, b in changed:
         head, found = section.split(), _address_delta(a, b)
         if len(head) != 2 or head[0] != "backend" or found is None:
             return None
