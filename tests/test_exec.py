@@ -92,6 +92,16 @@ def test_the_guard_keeps_arguments_as_data_and_exit_codes_as_they_are(lab):
         lxd.execute("c2", ["no-such-command"])
 
 
+def answered_in_turn(answers: list):
+    """A call that gives the next of `answers` each time (an exception is raised), from the list as it is then."""
+    def call():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    return call
+
+
 def test_a_state_change_refused_as_busy_is_asked_again_and_any_other_failure_at_once():
     """LXD 5.0 refused a start right after a stop whose wait had returned ('busy running a "stop"
     operation'; nothing was started): asked again, for a bounded time."""
@@ -100,11 +110,7 @@ def test_a_state_change_refused_as_busy_is_asked_again_and_any_other_failure_at_
     answers: list = [busy, busy, "started"]
     pauses: list[float] = []
 
-    def ask():
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+    ask = answered_in_turn(answers)
     assert asked_until_not_busy(ask, pause=pauses.append) == "started" and len(pauses) == 2
     answers[:] = [LxdError("Instance is already running")]
     with pytest.raises(LxdError, match="already running"):
@@ -123,11 +129,7 @@ def test_a_read_the_database_was_too_busy_to_begin_is_asked_again_a_bounded_numb
     repeats: list[int] = []
     pauses: list[float] = []
 
-    def read():
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+    read = answered_in_turn(answers)
     assert asked_again_while(DB_BUSY, read, lambda: repeats.append(1), pauses.append) == "read"
     assert len(repeats) == len(pauses) == 2
     answers[:] = [busy] * TRANSIENT_ATTEMPTS + ["never reached"]
