@@ -24,7 +24,9 @@ class ImportError_(Exception):
     """What was asked cannot be imported (a name LXD does not have, one another lab owns)."""
 
 
-def import_lab(raw: RawState, names: list[str], lab_name: str, project: str) -> str:
+def import_lab(raw: RawState, names: list[str], lab_name: str, project: str, daemon: str = "LXD") -> str:
+    """lab.yaml for these containers (every one no lab owns when none is named) of `project` on `daemon`
+    (its title, for the header: LXD or Incus)."""
     from .kinds import INSIDE_KINDS, OBJECT_KINDS  # the registry imports the kind modules, which import contract
     chosen = choose(raw, names)
     lab: dict[str, Any] = {"lab": lab_name, "lxd": {"project": project}, "existing": {}, "adopt": {}}
@@ -34,7 +36,7 @@ def import_lab(raw: RawState, names: list[str], lab_name: str, project: str) -> 
                 lab[key].update(value)
             else:
                 lab[key] = value
-    head = (f"# Written by `reconcile import` from LXD project {project!r} on"
+    head = (f"# Written by `reconcile import` from {daemon} project {project!r} on"
             f" {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.\n"
             "# `reconcile plan` shows only adoptions (the ownership tag); after `reconcile apply` the lab is\n"
             "# reconciler's, exactly as it was.  Edit it from there.\n")

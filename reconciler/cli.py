@@ -738,7 +738,7 @@ def cmd_import(args) -> int:
     try:
         top = lxd.read(with_addresses=False)  # first the containers, to know which pools and bridges to look in
         text = import_lab(lxd.read(with_addresses=False, under=named_parents(top, args.names)), args.names, name,
-                          args.project)
+                          args.project, lxd.daemon.title)
     except ImportError_ as err:
         raise Refused(str(err)) from None
     if args.out:

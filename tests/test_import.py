@@ -172,3 +172,9 @@ def test_adopting_a_volume_or_forward_lab_yaml_does_not_declare_is_a_located_err
     assert "adopt.volumes[0]: 'sight' is not one of the lab's volumes; did you mean 'site'?" in said, said
     assert "adopt.forwards[0]: '10.203.241.251' is not one of the lab's forwards" in said, said
     assert str(path) in said
+
+
+def test_the_header_names_the_daemon_it_was_read_from():
+    assert import_lab(raw_state(), ["web1"], "imp", "p1").startswith("# Written by `reconcile import` from LXD project 'p1'")
+    assert import_lab(raw_state(), ["web1"], "imp", "p1", "Incus").startswith(
+        "# Written by `reconcile import` from Incus project 'p1'")

@@ -494,6 +494,7 @@ def test_a_lab_built_by_hand_on_lxd_moves_to_incus_by_import_then_apply(incus_re
     done = sh(str(ROOT / ".venv" / "bin" / "reconcile"), "import", "m1", "--project", lab.project, "-o", str(written),
               env=on_lxd, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert written.read_text().startswith(f"# Written by `reconcile import` from LXD project {lab.project!r} on")
     monkeypatch.delenv("LXD_DIR", raising=False)
     monkeypatch.setenv("INCUS_DIR", str(Path(INCUS_SOCKET).parent))
     tag = new_incus_project()
