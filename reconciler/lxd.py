@@ -21,7 +21,7 @@ from pylxd import exceptions as lxd_errors
 
 from .address import Kind
 from .daemon import TITLES, Daemon
-from .errors import LxdError, LxdNotFound, LxdUnreachable, StaleState
+from .errors import LxdError, LxdNotFound, LxdUnreachable, StaleState, asked_again_while
 from .kinds import OBJECT_KINDS, object_kind
 from .kinds.contract import ObjectKind, Scope
 from .state import ipv4_by_nic
@@ -67,9 +67,8 @@ BUSY_SECONDS = 30.0
 BUSY_PAUSE = 0.5
 # LXD's database gives up on a transaction it could not begin in time while the host is busy ("Failed to
 # begin transaction: context deadline exceeded", seen under the parallel test suite). A GET changes nothing
-# either way, so a read refused so is asked again (TRANSIENT_ATTEMPTS in all); a write never is.
+# either way, so a read refused so is asked again (errors.asked_again_while); a write never is.
 DB_BUSY = "Failed to begin transaction"
-TRANSIENT_ATTEMPTS = 3
 # LXD 5.0 reads and writes a container's files through a helper process of its own (forkfile), whose socket
 # it may lose under load ("read unix @->/proc/self/fd/855/forkfile.sock: read: connection reset by peer",
 # seen in the test suite). A file push overwrites the whole file and a read changes nothing: asked again.
@@ -629,22 +628,6 @@ def asked_until_not_busy(ask: Callable[[], Any], seconds: float = BUSY_SECONDS,
             if BUSY not in str(err) or time.monotonic() >= deadline:
                 raise
         pause(BUSY_PAUSE)
-
-
-def asked_again_while(transient: str, ask: Callable[[], Any], again: Callable[[], None] = lambda: None,
-                      pause: Callable[[float], None] = time.sleep) -> Any:
-    """`ask()` again while LXD fails it with `transient` in its words (a request safe to repeat: a read, a
-    whole-file push), at most TRANSIENT_ATTEMPTS in all, calling `again()` before each repeat; any other
-    failure at once."""
-    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
-        try:
-            return ask()
-        except LxdError as err:
-            if transient not in str(err) or attempt == TRANSIENT_ATTEMPTS:
-                raise
-        again()
-        pause(BUSY_PAUSE * attempt)
-    raise AssertionError("unreachable")
 
 
 def never_started(err: LxdError) -> bool:

@@ -123,7 +123,8 @@ def test_a_state_change_refused_as_busy_is_asked_again_and_any_other_failure_at_
 def test_a_read_the_database_was_too_busy_to_begin_is_asked_again_a_bounded_number_of_times():
     """CI saw a plan fail with LXD's 'Failed to begin transaction: context deadline exceeded' under load:
     a GET is asked again (counted, so call-count tests can leave it out), at most TRANSIENT_ATTEMPTS in all."""
-    from reconciler.lxd import DB_BUSY, FORKFILE_LOST, TRANSIENT_ATTEMPTS, asked_again_while
+    from reconciler.errors import TRANSIENT_ATTEMPTS, asked_again_while
+    from reconciler.lxd import DB_BUSY, FORKFILE_LOST
     busy = LxdError("Failed to begin transaction: context deadline exceeded")
     answers: list = [busy, busy, "read"]
     repeats: list[int] = []
@@ -143,3 +144,55 @@ def test_a_read_the_database_was_too_busy_to_begin_is_asked_again_a_bounded_numb
     lost = LxdError("read unix @->/proc/self/fd/855/forkfile.sock: read: connection reset by peer")
     answers[:] = [lost, "pushed"]
     assert asked_again_while(FORKFILE_LOST, read, pause=pauses.append) == "pushed"
+
+
+class _Networks:
+    """A recording stand-in for the LXD client a network's apply uses: each write fails with the next of
+    `failures` (None: it succeeds); every call is recorded."""
+
+    def __init__(self, *failures: LxdError | None):
+        self.failures, self.calls = list(failures), []
+
+    def _write(self, what: str) -> None:
+        self.calls.append(what)
+        failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            raise failure
+
+    def create(self, kind: str, body: dict) -> None:
+        self._write(f"create {body['name']}")
+
+    def put(self, kind: str, name: str, body: dict, etag: str) -> None:
+        self._write(f"put {name} {etag}")
+
+    def get(self, kind: str, name: str) -> tuple[dict, str]:
+        self.calls.append(f"get {name}")
+        return {"config": {"ipv4.address": "10.203.62.1/24"}}, "etag-after-undo"
+
+
+def test_a_bridge_whose_new_dnsmasq_found_the_old_one_still_there_is_asked_again():
+    """CI saw LXD 5.0 fail a bridge's update with 'dnsmasq: failed to create listening socket for
+    10.203.62.1: Address already in use' (its old dnsmasq not yet gone); LXD undoes it: asked again."""
+    from types import SimpleNamespace
+
+    from reconciler.address import network
+    from reconciler.kinds import network as network_kind
+    from reconciler.plan import Action, Change
+    raced = LxdError('The DNS and DHCP service exited prematurely: Process exited with non-zero value 2 ("dnsmasq:'
+                     ' failed to create listening socket for 10.203.62.1: Address already in use")')
+    want = {"type": "bridge", "description": "", "config": {"ipv4.address": "10.203.62.1/24"}}
+    change = Change(network("lan"), (Action.UPDATE,), (), want, want)
+
+    def run(lxd: _Networks):
+        return SimpleNamespace(lxd=lxd, lab_name="lab", fresh=lambda c: ({"config": {}}, "etag-planned"))
+
+    lxd = _Networks(raced, None)
+    network_kind.apply(run(lxd), change, Action.UPDATE)  # type: ignore[arg-type]
+    assert lxd.calls == ["put lan etag-planned", "get lan", "put lan etag-after-undo"]
+    lxd = _Networks(raced, None)
+    network_kind.apply(run(lxd), Change(network("lan"), (Action.CREATE,), (), None, want), Action.CREATE)  # type: ignore[arg-type]
+    assert lxd.calls == ["create lan", "create lan"]
+    lxd = _Networks(LxdError("Invalid value for network ipv4.address"))
+    with pytest.raises(LxdError, match="Invalid value"):  # any other refusal: at once
+        network_kind.apply(run(lxd), change, Action.UPDATE)  # type: ignore[arg-type]
+    assert lxd.calls == ["put lan etag-planned"]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, acl, network
-from ..errors import LxdError
+from ..errors import LxdError, asked_again_while
 from ..plan import Action, Change
 from ..state import (
     APPLIED_KEY,
@@ -90,14 +90,28 @@ def apply(run: Runner, change: Change, action: Action) -> None:
                                              "config": {**(raw.get("config") or {}), **tags}}, etag)
     if action == Action.CREATE:
         try:
-            return run.lxd.create("network", {"name": name, "type": want["type"],
-                                              "description": want["description"], "config": config})
+            return asked_again_while(DNSMASQ_RACE, lambda: run.lxd.create("network", {
+                "name": name, "type": want["type"], "description": want["description"], "config": config}))
         except LxdError as err:
             raw, etag = _made_by_a_killed_run(run, name, err)  # else raised as it was
     else:
         raw, etag = run.fresh(change)
-    defaults = filled_back(raw, DEFAULTED_KEYS, config)
-    run.lxd.put("network", name, {"description": want["description"], "config": {**defaults, **config}}, etag)
+    seen = [(raw, etag)]  # as LXD has it: after a refusal (it put the old config back), read again
+
+    def put() -> None:
+        found, tag = seen[-1]
+        defaults = filled_back(found, DEFAULTED_KEYS, config)
+        run.lxd.put("network", name, {"description": want["description"], "config": {**defaults, **config}}, tag)
+
+    asked_again_while(DNSMASQ_RACE, put, lambda: seen.append(run.lxd.get("network", name)))
+
+
+# LXD 5.0 restarts a bridge's dnsmasq when the bridge is made or its config changes, and may start the new
+# one before the old one has let go of the bridge's address ('The DNS and DHCP service exited prematurely:
+# ... dnsmasq: failed to create listening socket for 10.203.62.1: Address already in use', seen under the
+# parallel test suite).  LXD then undoes the request (the old config back, a new bridge gone), so the same
+# request is asked again, a bounded number of times (errors.asked_again_while).
+DNSMASQ_RACE = "failed to create listening socket"
 
 
 def _made_by_a_killed_run(run: Runner, name: str, err: LxdError) -> tuple[dict, str]:
