@@ -26,14 +26,14 @@ from .address import Address, Kind
 from .context import Context
 from .draining import NotAsked, drained, made_live
 from .facts import BOOTED_ARGV, Facts, record_path, record_text
-from .haproxy.runtime import addresses_only
+from .haproxy.runtime import RUNTIME_FIELDS, server_deltas
 from .inside import MissingAddress, Provisioning, container_facts, record_key, render_file
 from .kinds import REGISTRY, object_kind
 from .kinds import file as file_kind
 from .kinds.runner import Runner
 from .lxd import Lxd, LxdError, StaleState, wait_for_address
 from .outcome import Outcome, Report, Status
-from .plan import ADDR, Action, Change, Plan, Step, redact
+from .plan import Action, Change, Plan, Step, redact
 from .state import RECORD_TAG, Body, digest
 
 ADDRESS_TIMEOUT = 90.0
@@ -223,7 +223,8 @@ class StepRunner:
             with drained(run, step, self.plan.drains.get(step, ()), self.address):
                 changed = REGISTRY[step.address.kind].apply(run, change, step.action)
             if step in self.plan.runtime:
-                made_live(run, self.plan.runtime[step], self.address)
+                written = (self.applied.get(change.address) or change.after or {}).get("content")
+                made_live(run, self.plan.runtime[step], self.address, str(written or ""))
             if changed and step.address.kind.inside:
                 with self._lock:
                     self.changed.add(step.address)
@@ -307,27 +308,31 @@ class StepRunner:
         planned = after.get("sha256")
         if not waits and planned not in (None, file_kind.UNKNOWN) and file_kind.sha256(data) != planned:
             raise StaleState(f"{change.address}: the lab's files changed since the plan was made; run plan again")
-        self._only_new_addresses(change, data)
+        self._only_planned_servers(change, data)
         self.applied[change.address] = {**after, "sha256": file_kind.sha256(data),
                                         "content": file_kind.shown(data, change.secret)}
         return data
 
-    def _only_new_addresses(self, change: Change, data: bytes) -> None:
-        """A haproxy.cfg whose new server addresses the plan makes live without a reload must differ from the
-        live file in nothing else: what else differs would need the reload the plan dropped.  Refused, before
-        it is written, rather than reloaded: the plan a reviewer approved said `runtime`."""
-        sets = [r for r in self.plan.runtime.get(Step(change.address, Action.UPDATE), ()) if r.field == ADDR]
+    def _only_planned_servers(self, change: Change, data: bytes) -> None:
+        """A haproxy.cfg whose server changes the plan makes live without a reload (with addresses only apply
+        knows) must differ from the live file in nothing else: what else differs would need the reload the
+        plan dropped.  Refused, before it is written, rather than reloaded: the plan a reviewer approved said
+        `runtime`."""
+        sets = self.plan.runtime.get(Step(change.address, Action.UPDATE), ())
         if not sets:
             return
         before = (change.before or {}).get("content")
-        moved = addresses_only(before, data.decode("utf-8", "replace")) if isinstance(before, str) else None
-        planned = {f"{r.backend}/{r.server}" for r in sets}
-        beyond = sorted({f"{b}/{s}" for b, s, _, _ in moved or ()} - planned)
-        if moved is None or beyond:
-            what = "other lines" if moved is None else "the addresses of " + ", ".join(beyond)
-            raise StaleState(f"{change.address}: the file to write differs from the live one in {what}, beyond the"
-                             f" addresses of {', '.join(sorted(planned))} that the plan makes live without reloading"
-                             " HAProxy; nothing was written: run plan again")
+        found = server_deltas(before, data.decode("utf-8", "replace")) if isinstance(before, str) else None
+        planned = {(r.backend, r.server, r.field) for r in sets}
+        values = {(r.backend, r.server, r.field): r.value for r in sets if r.field in RUNTIME_FIELDS}
+        beyond = sorted({f"{d.backend}/{d.server} {d.field}" for d in found or ()
+                         if (d.backend, d.server, d.field) not in planned
+                         or values.get((d.backend, d.server, d.field), d.value) != d.value})
+        if found is None or beyond:
+            what = "other lines" if found is None else ", ".join(beyond)
+            raise StaleState(f"{change.address}: the file to write differs from the live one in {what}, beyond what"
+                             f" the plan makes live without reloading HAProxy ({', '.join(map(str, sets))});"
+                             " nothing was written: run plan again")
 
     def address(self, container: str) -> str:
         return self.addresses([container])[container]

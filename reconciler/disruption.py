@@ -1,14 +1,15 @@
 """Steps that take a container away from HAProxy, planned so that requests do not notice.  Pure.
 
 A container backs the HAProxy servers lab.yaml's `haproxy:` section points at it.  A step that restarts,
-stops, moves or replaces it (or restarts a service in it) drains those servers first (`Plan.drains`, which
+stops, moves or replaces it (or restarts a service in it, or installs a package in it once it serves: the
+package's scripts may restart its service) drains those servers first (`Plan.drains`, which
 apply carries out through HAProxy's admin socket), and such steps that share a backend run one after
 another, whatever --parallelism says: an edge in the step graph, so every order the graph allows (shuffled
 ones too) keeps one server of each backend up.  A backend whose only server is taken away is a warning.
 
-Where haproxy.cfg changes only in what HAProxy's runtime API can set (servers' weights and maxconn, or the
-addresses of servers whose containers get a new one), the file is written and the settings go live through
-the socket (`Plan.runtime`) instead of a reload.
+Where haproxy.cfg changes only in what HAProxy's runtime API can set (servers added or removed, their
+addresses, weights and maxconn), the file is written and the changes go live through the socket
+(`Plan.runtime`) instead of a reload.
 """
 
 from __future__ import annotations
@@ -18,17 +19,21 @@ from dataclasses import dataclass, replace
 
 from .address import Kind, file, service
 from .haproxy import CONFIG_PATH, HAProxy
-from .haproxy.runtime import addresses_only, runtime_only
+from .haproxy.runtime import ADD, ADDR, DEL, server_deltas
 from .haproxy.words import seconds
 from .kinds.file import UNKNOWN
-from .plan import ADDR, Action, Drain, Plan, RuntimeSet, Step
+from .plan import Action, Drain, Plan, RuntimeSet, Step
 
 # The steps that take a container away, and what becomes of its servers after the step (Drain.then).  A
 # replaced container is provisioned by later steps: its health checks bring it in once it serves.
+# A package installed where a server already serves is drained too: its maintainer scripts may restart the
+# service (an Apache module's restarts apache2), and they do not say beforehand whether they will.
 _AWAY = {(Kind.INSTANCE, Action.RESTART): "ready", (Kind.INSTANCE, Action.MOVE): "ready",
          (Kind.INSTANCE, Action.STOP): "away", (Kind.INSTANCE, Action.REPLACE): "checks",
-         (Kind.SERVICE, Action.RESTART): "ready"}
-_WORDS = {Action.RESTART: "restarts", Action.MOVE: "moves", Action.STOP: "is stopped", Action.REPLACE: "is replaced"}
+         (Kind.SERVICE, Action.RESTART): "ready", (Kind.PACKAGE, Action.CREATE): "ready"}
+_NEW = (Action.CREATE, Action.REPLACE)  # a container these make serves nothing before its packages
+_WORDS = {Action.RESTART: "restarts", Action.MOVE: "moves", Action.STOP: "is stopped", Action.REPLACE: "is replaced",
+          Action.CREATE: "is installed"}
 
 
 def served_by(haproxy: Mapping[str, HAProxy]) -> dict[str, list[Drain]]:
@@ -47,9 +52,12 @@ def served_by(haproxy: Mapping[str, HAProxy]) -> dict[str, list[Drain]]:
 def drains(steps: list[Step], served: Mapping[str, list[Drain]]) -> dict[Step, tuple[Drain, ...]]:
     """The servers each step takes away."""
     out = {}
+    new = {s.address.name for s in steps if s.address.kind == Kind.INSTANCE and s.action in _NEW}
     for step in steps:
         then = _AWAY.get((step.address.kind, step.action))
         container = step.address.name
+        if step.address.kind == Kind.PACKAGE and container in new:
+            continue
         if then is not None and served.get(container):
             out[step] = tuple(replace(d, then=then) for d in served[container])
     return out
@@ -69,6 +77,24 @@ def one_at_a_time(graph: Mapping[Step, frozenset[Step]], drained: Mapping[Step, 
             if first == then or _waits_for(out, then, first) or _waits_for(out, first, then):
                 continue
             out[then].add(first)
+    return {s: frozenset(w) for s, w in out.items()}
+
+
+def deleted_last(graph: Mapping[Step, frozenset[Step]], haproxy: Mapping[str, HAProxy]
+                 ) -> dict[Step, frozenset[Step]]:
+    """`graph` with each container deletion after HAProxy's new haproxy.cfg (its servers removed through the
+    runtime API, drained first) and its reload: HAProxy stops sending a container requests before it goes.
+    Where the graph already orders them the other way, it is left as it is (never a cycle)."""
+    out = {s: set(w) for s, w in graph.items()}
+    haproxy_steps = [s for s in graph if s.address.name in haproxy and (
+        s == Step(file(s.address.name, CONFIG_PATH), Action.UPDATE)
+        or s == Step(service(s.address.name, "haproxy"), Action.RELOAD))]
+    for step in graph:
+        if step.address.kind != Kind.INSTANCE or step.action != Action.DELETE or step.address.name in haproxy:
+            continue
+        for first in haproxy_steps:
+            if not _waits_for(out, first, step):
+                out[step].add(first)
     return {s: frozenset(w) for s, w in out.items()}
 
 
@@ -110,9 +136,11 @@ class StandIn:
 
 def planned(plan: Plan, haproxy: Mapping[str, HAProxy], stand_in: Mapping[str, StandIn] | None = None) -> Plan:
     """The plan with its drains, the one-at-a-time edges and the warnings, and HAProxy's runtime API
-    instead of a reload where only servers' weights or maxconn change, or only the addresses of servers whose
-    containers get a new one (`stand_in`: proxy -> its haproxy.cfg rendered with stand-ins for those)."""
+    instead of a reload where haproxy.cfg changes only in its servers: added, removed, their addresses,
+    weights and maxconn (`stand_in`: proxy -> its haproxy.cfg rendered with stand-ins for the addresses
+    only apply will know)."""
     plan = without_reloads(plan, haproxy, stand_in or {})
+    plan = replace(plan, graph=deleted_last(plan.graph, haproxy))
     drained = drains(list(plan.graph), served_by(haproxy))
     if not drained:
         return plan
@@ -124,39 +152,43 @@ def without_reloads(plan: Plan, haproxy: Mapping[str, HAProxy], stand_in: Mappin
     """Where haproxy.cfg changes only in what the runtime API can set: the file is still written (a restart
     finds the same state), the settings go live through the runtime API, and HAProxy is not reloaded."""
     for proxy, spec in haproxy.items():
-        config = plan.change_at(file(proxy, CONFIG_PATH))
+        config_change = plan.change_at(file(proxy, CONFIG_PATH))
         reload = Step(service(proxy, "haproxy"), Action.RELOAD)
         svc = plan.change_at(reload.address)
-        if config is None or svc is None or config.actions != (Action.UPDATE,) or Action.RELOAD not in svc.actions \
-                or svc.reason_for(Action.RELOAD).text != f"{CONFIG_PATH} changed" or config.secret:
+        if config_change is None or svc is None or config_change.actions != (Action.UPDATE,) \
+                or Action.RELOAD not in svc.actions or svc.reason_for(Action.RELOAD).text != f"{CONFIG_PATH} changed" \
+                or config_change.secret:
             continue
-        before, after = ((config.before or {}).get("content"), (config.after or {}).get("content"))
+        before, after = ((config_change.before or {}).get("content"), (config_change.after or {}).get("content"))
         if not isinstance(before, str) or not isinstance(after, str) or before == UNKNOWN:
             continue
-        found = settings(proxy, spec, before, after) if after != UNKNOWN else \
-            new_addresses(proxy, spec, before, stand_in[proxy]) if proxy in stand_in else None
+        config = after if after != UNKNOWN else stand_in[proxy].config if proxy in stand_in else None
+        found = settings(proxy, spec, before, config) if config is not None else None
         if found:
-            step = Step(config.address, Action.UPDATE)
+            step = Step(config_change.address, Action.UPDATE)
             plan = replace(without_step(plan, reload), runtime={**plan.runtime, step: found})
     return plan
 
 
 def settings(proxy: str, spec: HAProxy, before: str, after: str) -> tuple[RuntimeSet, ...] | None:
-    """The weights and maxconns that take HAProxy from haproxy.cfg `before` to `after`; None if more differs."""
-    sets = runtime_only(before, after)
-    return None if sets is None else tuple(
-        RuntimeSet(proxy, spec.global_.stats_socket, b, s, f, v) for b, s, f, v in sets)
-
-
-def new_addresses(proxy: str, spec: HAProxy, before: str, stand_in: StandIn) -> tuple[RuntimeSet, ...] | None:
-    """An address for each server of the containers that get a new one, when the live haproxy.cfg `before`
-    differs from what apply will write in nothing but those servers' addresses; else None."""
-    moved = addresses_only(before, stand_in.config)
-    sets = tuple(RuntimeSet(proxy, spec.global_.stats_socket, bname, s.label, ADDR, s.port, s.container)
-                 for bname, backend in spec.backends.items() for s in backend.servers if s.container in stand_in.addresses)
-    if moved is None or {(b, s) for b, s, _, _ in moved} - {(r.backend, r.server) for r in sets}:
+    """What takes HAProxy from the live haproxy.cfg `before` to `after` (rendered with stand-ins where a
+    container's new address only apply will know) through its runtime API; None where a reload is needed.
+    A server's address and an added server's line are those apply writes, read from the file then."""
+    deltas = server_deltas(before, after)
+    if deltas is None:
         return None
-    return sets
+    servers = {(bname, s.label): s for bname, backend in spec.backends.items() for s in backend.servers}
+    socket, out = spec.global_.stats_socket, []
+    for d in deltas:
+        if d.field in (ADDR, ADD):
+            server = servers[(d.backend, d.server)]  # `after` is rendered from lab.yaml: it names only its servers
+            out.append(RuntimeSet(proxy, socket, d.backend, d.server, d.field, server.port, server.container))
+        elif d.field == DEL:
+            wait = seconds(spec.backends[d.backend].drain_timeout)  # its `backend` line is in both: lab.yaml has it
+            out.append(RuntimeSet(proxy, socket, d.backend, d.server, DEL, max(1, round(wait))))
+        else:
+            out.append(RuntimeSet(proxy, socket, d.backend, d.server, d.field, int(d.value)))
+    return tuple(out)
 
 
 def without_step(plan: Plan, gone: Step) -> Plan:

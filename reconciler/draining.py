@@ -7,7 +7,8 @@ stay drained; a replaced one's are not waited for (later steps provision it: its
 
 HAProxy is reached by an exec in its container (the socket is a Unix socket there).  A server HAProxy
 does not know yet (added by this apply), or an HAProxy that cannot be asked (not running, no perl),
-is not drained: the report says so and the step goes on, as it would have without draining.
+is not drained: the report says so and the step goes on, as it would have without draining.  A server
+that was down before the step is set ready after it but not waited for: its checks bring it in if ever.
 """
 
 from __future__ import annotations
@@ -17,19 +18,27 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from .haproxy.runtime import (
+    ADD,
+    ADDR,
+    DEL,
     NAME,
+    RELOAD,
     SHOW_STAT,
     ServerStat,
     UnsafeValue,
+    add_server,
     client_argv,
+    del_server,
+    enable_health,
     force_down,
     parse_stat,
+    server_words,
     set_address,
     set_field,
     set_state,
 )
 from .kinds.runner import Runner
-from .plan import ADDR, Action, Drain, RuntimeSet, Step
+from .plan import Action, Drain, RuntimeSet, Step
 
 POLL = 0.25  # seconds between two looks at `show stat`
 
@@ -53,6 +62,7 @@ def ask(run: Runner, proxy: str, socket: str, command: str) -> str:
 # 'B' ...", or, when a moved container kept its address, "no need to change the addr, no need to change the
 # port by 'stats socket command'".
 OBEYED = ("changed from", "no need to change")
+ADDED, DELETED = "New server registered.", "Server deleted."  # how HAProxy says it added or removed a server
 
 
 def order(run: Runner, d: Drain, command: str) -> None:
@@ -62,18 +72,69 @@ def order(run: Runner, d: Drain, command: str) -> None:
         raise run.step_error(f"HAProxy refused `{command}`: {answer}")
 
 
-def made_live(run: Runner, sets: tuple[RuntimeSet, ...], address: Callable[[str], str]) -> None:
+def made_live(run: Runner, sets: tuple[RuntimeSet, ...], address: Callable[[str], str], written: str) -> None:
     """haproxy.cfg's new server settings, through the runtime API (the file is written: no reload).
-    `address`: a container's live IPv4, which the file was just written with."""
+    `address`: a container's live IPv4, which the file was just written with; `written`: the file.  Where
+    HAProxy refuses to add or remove a server (a version without dynamic servers), it is reloaded instead:
+    the file is written and was checked with `haproxy -c`, and a reload is hitless."""
     for r in sets:
         try:
-            command = set_address(r.backend, r.server, address(_container(r)), r.value) if r.field == ADDR \
-                else set_field(r.backend, r.server, r.field, r.value)
+            if r.field == ADD:
+                _add(run, r, written)
+            elif r.field == DEL:
+                _remove(run, r)
+            else:
+                command = set_address(r.backend, r.server, address(_container(r)), r.value) if r.field == ADDR \
+                    else set_field(r.backend, r.server, r.field, r.value)
+                answer = ask(run, r.proxy, r.socket, command).strip()
+                if answer and not (r.field == ADDR and any(words in answer for words in OBEYED)):
+                    raise run.step_error(f"HAProxy refused `{command}`: {answer}")
+        except Refused as why:
+            run.warn(f"{r.proxy}: {why}; HAProxy was reloaded instead")
+            run.exec(r.proxy, RELOAD, "reloading HAProxy")
+            return
         except ValueError as bad:  # UnsafeValue, or an address that is not IPv4
             raise run.step_error(str(bad)) from None
+
+
+class Refused(Exception):
+    """HAProxy would not add or remove a server at runtime: what it said."""
+
+
+def _add(run: Runner, r: RuntimeSet, written: str) -> None:
+    """`add server` with the words of its line in the file just written, then its health checks on and its
+    health down, then ready: it serves once its checks pass (a server HAProxy adds starts in maintenance)."""
+    words = server_words(written, r.backend, r.server)
+    if words is None:
+        raise run.step_error(f"{r.backend}/{r.server} is not in the haproxy.cfg just written")
+    command = add_server(r.backend, r.server, words)
+    answer = ask(run, r.proxy, r.socket, command).strip()
+    if ADDED not in answer:
+        raise Refused(f"HAProxy refused `{command}`: {answer}")
+    then = ([enable_health(r.backend, r.server), force_down(r.backend, r.server)] if "check" in words else []) \
+        + [set_state(r.backend, r.server, "ready")]
+    for command in then:
         answer = ask(run, r.proxy, r.socket, command).strip()
-        if answer and not (r.field == ADDR and any(words in answer for words in OBEYED)):
+        if answer:
             raise run.step_error(f"HAProxy refused `{command}`: {answer}")
+
+
+def _remove(run: Runner, r: RuntimeSet) -> None:
+    """Maintenance (no new requests), its sessions ended (bounded: `value` seconds), then `del server`."""
+    state = set_state(r.backend, r.server, "maint")
+    answer = ask(run, r.proxy, r.socket, state).strip()
+    if answer:
+        raise Refused(f"HAProxy refused `{state}`: {answer}")
+    deadline = time.monotonic() + r.value
+    while True:
+        answer = ask(run, r.proxy, r.socket, del_server(r.backend, r.server)).strip()
+        if DELETED in answer:
+            return
+        if "connection" not in answer.lower():  # anything but "still has connections": a refusal
+            raise Refused(f"HAProxy refused `{del_server(r.backend, r.server)}`: {answer}")
+        if time.monotonic() >= deadline:
+            raise Refused(f"HAProxy did not remove {r.backend}/{r.server} within {r.value}s: {answer}")
+        time.sleep(POLL)  # sessions still open: `del server` is refused until they end
 
 
 def _container(r: RuntimeSet) -> str:
@@ -111,7 +172,8 @@ def drained(run: Runner, step: Step, drains: tuple[Drain, ...], address: Callabl
     except BaseException:
         _ready_unchecked(run, [d for d in present if d.then != "away"])  # the health check keeps a broken one out
         raise
-    _bring_back(run, step, [d for d in present if d.then != "away"], address)
+    was_up = {d for d in present if known[(d.backend, d.server)].up}  # one down before is not waited for after
+    _bring_back(run, step, [d for d in present if d.then != "away"], address, was_up)
 
 
 def _wait_sessions_end(run: Runner, step: Step, drains: tuple[Drain, ...]) -> None:
@@ -138,15 +200,17 @@ def _ready_unchecked(run: Runner, drains: list[Drain]) -> None:
             run.warn(f"{d}: could not be set back to ready: {err}")
 
 
-def _bring_back(run: Runner, step: Step, drains: list[Drain], address: Callable[[str], str]) -> None:
-    """Health forced down, state ready: only passing checks, from now on, let requests reach it again."""
+def _bring_back(run: Runner, step: Step, drains: list[Drain], address: Callable[[str], str],
+                was_up: set[Drain]) -> None:
+    """Health forced down, state ready: only passing checks, from now on, let requests reach it again.  The
+    step waits for those that were up before it (one that was down may well stay so: not the step's doing)."""
     for d in drains:
         if step.action == Action.MOVE:
             order(run, d, set_address(d.backend, d.server, address(step.address.name), d.port))
         if d.checked:
             order(run, d, force_down(d.backend, d.server))
         order(run, d, set_state(d.backend, d.server, "ready"))
-    checked = [d for d in drains if d.checked and d.then == "ready"]
+    checked = [d for d in drains if d.checked and d.then == "ready" and d in was_up]
     if not checked:
         return
     deadline = time.monotonic() + max(d.ready_seconds for d in checked)

@@ -90,7 +90,7 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
     plan = make_plan(lab.lab, changes, users_of(live.owned), notes, objects=len(live.owned),
                      frontends=wanted.haproxy)
     plan = replace(runtime_drift.settled(disruption.planned(plan, wanted.haproxy,
-                                                            _stand_ins(wanted, base_dir, addresses, unknown))),
+                                                            _stand_ins(wanted, base_dir, addresses))),
                    unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.has_record)
     return plan, Context(lab, base_dir, recorded, facts, frozenset(desired.keys() | owned.keys()))
@@ -107,15 +107,14 @@ def _check_foreign_children(changes: list[Change], foreign: Mapping[Address, str
                                   " not this lab's: delete or move it by hand first" for a in held))
 
 
-def _stand_ins(lab: Lab, base_dir: Path, addresses: Mapping[str, str], unknown: set[str]
-               ) -> dict[str, disruption.StandIn]:
-    """Each proxy's haproxy.cfg with a stand-in address for the server containers whose new address only
-    apply will know (replaced or moved), where all its other servers' addresses are known."""
+def _stand_ins(lab: Lab, base_dir: Path, addresses: Mapping[str, str]) -> dict[str, disruption.StandIn]:
+    """Each proxy's haproxy.cfg with a stand-in address for each server container whose address only apply
+    will know (a new, replaced, moved or stopped one): what the file will be, but for those addresses."""
     out = {}
     for proxy, spec in lab.haproxy.items():
-        changing = sorted(haproxy.server_containers(spec) & unknown)
+        changing = sorted(haproxy.server_containers(spec) - set(addresses))
         stand_in = runtime.stand_ins(changing)
-        if not changing or stand_in is None or haproxy.server_containers(spec) - set(addresses) - unknown:
+        if not changing or stand_in is None:
             continue
         config = render_file(lab, base_dir, proxy, haproxy.CONFIG_PATH, {**addresses, **stand_in})
         out[proxy] = disruption.StandIn(config.decode(), stand_in)

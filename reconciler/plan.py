@@ -19,6 +19,7 @@ from typing import Any
 
 from .address import Address, Kind
 from .daemon import Daemon
+from .haproxy.runtime import ADD, ADDR, DEL, RUNTIME_FIELDS
 from .state import Meta
 
 Body = dict[str, Any]
@@ -248,13 +249,17 @@ class RuntimeSet:
     socket: str
     backend: str
     server: str
-    field: str  # weight, maxconn, or addr (the address of `container`, known only once apply has it)
-    value: int  # for addr, the port
-    container: str = ""  # for addr: the container whose new address the server gets
+    field: str  # weight, maxconn, addr (the address of `container`, known only once apply has it), add or del
+    value: int  # for addr and add, the port; for del, the drain's bounded wait in seconds
+    container: str = ""  # for addr and add: the container whose address the server gets
 
     def __str__(self) -> str:
         if self.field == ADDR:
             return f"{self.backend}/{self.server} addr {self.container}'s new address port {self.value}"
+        if self.field == ADD:
+            return f"{self.backend}/{self.server} added ({self.container} port {self.value})"
+        if self.field == DEL:
+            return f"{self.backend}/{self.server} removed (drained first, at most {self.value}s)"
         return f"{self.backend}/{self.server} {self.field} {self.value}"
 
     def as_json(self) -> dict[str, Any]:
@@ -263,11 +268,13 @@ class RuntimeSet:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RuntimeSet:
+        if data["field"] not in RUNTIME_SET_FIELDS:
+            raise ValueError(f"a runtime setting's field is {data['field']!r}, not one of {', '.join(RUNTIME_SET_FIELDS)}")
         return cls(str(data["proxy"]), str(data["socket"]), str(data["backend"]), str(data["server"]),
                    str(data["field"]), int(data["value"]), str(data.get("container", "")))
 
 
-ADDR = "addr"  # a RuntimeSet's field for a server's address
+RUNTIME_SET_FIELDS = (*RUNTIME_FIELDS, ADDR, ADD, DEL)
 
 
 THEN = ("ready", "checks", "away")

@@ -20,7 +20,8 @@ from .address import Kind, file, instance, server, service
 from .disruption import without_step
 from .facts import Facts
 from .haproxy import CONFIG_PATH
-from .haproxy.runtime import ServerState, parse_servers_state
+from .haproxy.runtime import ADD, DEL, ServerState, parse_servers_state
+from .kinds.server import IN_HAPROXY
 from .plan import Action, Change, Code, FieldChange, Origin, Plan, Reason, Step
 from .spec import Lab
 from .state import Meta
@@ -48,23 +49,34 @@ def read(lab: Lab, facts: Mapping[str, Facts]) -> tuple[dict[str, States], list[
 
 
 def drifted(lab: Lab, found: Mapping[str, States]) -> list[Change]:
-    """An update for each server of lab.yaml whose runtime weight or admin state differs from lab.yaml's."""
+    """An update for each server of lab.yaml whose runtime weight or admin state differs from lab.yaml's, and
+    for each server HAProxy runs without (or with) although lab.yaml names it (or not): a reload puts
+    haproxy.cfg's servers back, where no other step of the plan does (settled)."""
     out = []
     for proxy, states in sorted(found.items()):
         spec = lab.haproxy[proxy]
+        socket = spec.global_.stats_socket
+        named = {(bname, srv.label) for bname, backend in spec.backends.items() for srv in backend.servers}
         for bname, backend in spec.backends.items():
             for srv in backend.servers:
                 have = states.get((bname, srv.label))
                 if have is None:
-                    continue  # not in HAProxy yet: haproxy.cfg brings it
+                    out.append(_update(proxy, socket, bname, srv.label, *_presence(False)))
+                    continue
                 want: dict[str, object] = {"weight": 1 if srv.weight is None else srv.weight, "state": "ready"}
                 now: dict[str, object] = {"weight": have.weight, "state": have.state}
                 if lab.containers[srv.container].state != "running":
                     del want["state"], now["state"]  # apply left its servers drained when it stopped it
                 fields = tuple(FieldChange(k, now[k], want[k]) for k in want if now[k] != want[k])
                 if fields:
-                    out.append(_update(proxy, spec.global_.stats_socket, bname, srv.label, now, want, fields))
+                    out.append(_update(proxy, socket, bname, srv.label, now, want, fields))
+        out += [_update(proxy, socket, b, s, *_presence(True)) for b, s in sorted(states.keys() - named)]
     return out
+
+
+def _presence(running: bool) -> tuple[dict, dict, tuple[FieldChange, ...]]:
+    """A server HAProxy runs (`running`) that lab.yaml does not name, or the other way round."""
+    return {IN_HAPROXY: running}, {IN_HAPROXY: not running}, (FieldChange(IN_HAPROXY, running, not running),)
 
 
 def _update(proxy: str, socket: str, backend: str, name: str, now: dict, want: dict,
@@ -102,8 +114,9 @@ def _put_back_anyway(plan: Plan, change: Change) -> set[str]:
     actions = {kind: set(c.actions) for kind, c in ((k, plan.change_at(a)) for k, a in (
         (Kind.INSTANCE, instance(proxy)), (Kind.SERVICE, service(proxy, "haproxy")))) if c is not None}
     if any(actions.get(kind, set()) & restarts for kind, restarts in _RESTARTS_HAPROXY.items()):
-        return {"weight", "state"}  # a new HAProxy process starts from haproxy.cfg
-    out = {"weight", "state"} if Action.RELOAD in actions.get(Kind.SERVICE, set()) else set()
-    out |= {r.field for sets in plan.runtime.values() for r in sets if r.proxy == proxy and f"{r.backend}/{r.server}" == key}
+        return {"weight", "state", IN_HAPROXY}  # a new HAProxy process starts from haproxy.cfg
+    out = {"weight", "state", IN_HAPROXY} if Action.RELOAD in actions.get(Kind.SERVICE, set()) else set()
+    out |= {IN_HAPROXY if r.field in (ADD, DEL) else r.field for sets in plan.runtime.values() for r in sets
+            if r.proxy == proxy and f"{r.backend}/{r.server}" == key}
     out |= {"state" for drains in plan.drains.values() for d in drains if d.proxy == proxy and str(d) == key}
     return out

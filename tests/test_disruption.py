@@ -15,12 +15,13 @@ from reconciler import disruption
 from reconciler.address import Address, Kind, file, instance, profile, service
 from reconciler.haproxy import HAProxy
 from reconciler.haproxy.runtime import (
+    Delta,
     UnsafeValue,
-    addresses_only,
+    add_server,
     client_argv,
     force_down,
     parse_stat,
-    runtime_only,
+    server_deltas,
     set_address,
     set_field,
     set_state,
@@ -78,6 +79,20 @@ def test_restarts_stops_moves_and_replaces_drain_and_only_they():
         "instance.web1#restart": ["ready", "ready"], "instance.web1#move": ["ready", "ready"],
         "instance.web1#stop": ["away", "away"], "instance.web1#replace": ["checks", "checks"],
         "service.web2:apache2#restart": ["ready", "ready"]}
+
+
+def test_a_package_installed_where_a_server_serves_drains_it_and_one_a_new_container_gets_does_not():
+    from reconciler.address import package
+    mod = Step(package("web1", "libapache2-mod-php"), Action.CREATE)
+    served = disruption.served_by(GUIDE)
+    assert {str(s): [str(d) for d in ds] for s, ds in disruption.drains([mod], served).items()} == {
+        "package.web1:libapache2-mod-php#create": ["subdomain1/site1", "subdomain2/site1"]}
+    for new in (Action.CREATE, Action.REPLACE):  # nothing to drain: it serves nothing before its packages
+        assert disruption.drains([Step(instance("web1"), new), mod], served).keys() == {Step(instance("web1"), new)} - {
+            Step(instance("web1"), Action.CREATE)}
+    spec = HAProxy.model_validate({"backends": {"solo": {"servers": [{"container": "web1"}]}}})
+    warned = planned([change(package("web1", "libapache2-mod-php"), Action.CREATE)], {"proxyha": spec})
+    assert warned.warnings == ("solo has no other server: requests fail while web1's libapache2-mod-php is installed",)
 
 
 def test_two_servers_of_one_backend_restart_one_after_the_other_in_every_order():
@@ -201,20 +216,56 @@ backend subdomain1
 """
 
 
-def test_only_weights_and_maxconn_go_through_the_runtime_api():
+def test_only_server_lines_go_through_the_runtime_api():
     before = CFG.format(one="", two=" maxconn 50")
-    assert runtime_only(before, CFG.format(one=" weight 3", two=" maxconn 80")) == [
-        ("subdomain1", "site1", "weight", 3), ("subdomain1", "site2", "maxconn", 80)]
-    assert runtime_only(CFG.format(one=" weight 3", two=""), CFG.format(one="", two="")) == [
-        ("subdomain1", "site1", "weight", 1)]  # HAProxy's default weight
-    assert runtime_only(before, CFG.format(one="", two="")) is None  # no runtime value means "no maxconn"
-    assert runtime_only(before, before.replace("10.203.7.11", "10.203.7.13")) is None  # an address: a reload
-    assert runtime_only(before, before.replace("roundrobin", "leastconn")) is None
-    assert runtime_only(before, before + "    server site3 10.203.7.14:80\n") is None
+    assert server_deltas(before, CFG.format(one=" weight 3", two=" maxconn 80")) == [
+        Delta("subdomain1", "site1", "weight", 3), Delta("subdomain1", "site2", "maxconn", 80)]
+    assert server_deltas(CFG.format(one=" weight 3", two=""), CFG.format(one="", two="")) == [
+        Delta("subdomain1", "site1", "weight", 1)]  # HAProxy's default weight
+    assert server_deltas(before, CFG.format(one="", two="")) is None  # no runtime value means "no maxconn"
+    assert server_deltas(before, before.replace("10.203.7.11", "10.203.7.13")) == [
+        Delta("subdomain1", "site1", "addr", "10.203.7.13")]
+    assert server_deltas(before, before.replace("roundrobin", "leastconn")) is None
     assert set_field("b", "s", "weight", 0) == "set weight b/s 0"
     assert set_field("b", "s", "maxconn", 9) == "set maxconn server b/s 9"
     with pytest.raises(ValueError):
         set_field("b", "s", "weight", 257)
+
+
+SITE3 = "    server site3 10.203.7.14:80 check inter 1s rise 2 fall 2 weight 2\n"
+
+
+def test_a_server_added_or_removed_goes_through_the_runtime_api_where_haproxy_allows_it():
+    before = CFG.format(one="", two="")
+    added = before + SITE3
+    assert server_deltas(before, added) == [
+        Delta("subdomain1", "site3", "add", "10.203.7.14:80 check inter 1s rise 2 fall 2 weight 2")]
+    assert server_deltas(added, before) == [Delta("subdomain1", "site3", "del")]
+    # Removed, changed and added in one: each server's own delta, removals first.
+    site2 = "    server site2 10.203.7.12:80 check inter 1s rise 2 fall 2\n"
+    mixed = added.replace(site2, "").replace("10.203.7.11:80 check inter 1s rise 2 fall 2",
+                                              "10.203.7.21:80 check inter 1s rise 2 fall 2 weight 5")
+    assert server_deltas(before, mixed) == [
+        Delta("subdomain1", "site2", "del"), Delta("subdomain1", "site1", "addr", "10.203.7.21"),
+        Delta("subdomain1", "site1", "weight", 5), Delta("subdomain1", "site3", "add",
+                                                         "10.203.7.14:80 check inter 1s rise 2 fall 2 weight 2")]
+    # HAProxy adds servers at runtime only where the algorithm is dynamic; it removes them anywhere.
+    hashed = before.replace("roundrobin", "source")
+    assert server_deltas(hashed, hashed + SITE3) is None and server_deltas(hashed + SITE3, hashed) == [
+        Delta("subdomain1", "site3", "del")]
+    reordered = before.replace(site2, "").replace("    server site1", site2 + "    server site1")
+    refused = {"servers reordered": reordered,
+               "a word that is not data": before + "    server site3 10.203.7.14:80 check;show\n",
+               "a host name": before + "    server site3 web3.lan:80 check\n",
+               "a port": before.replace("10.203.7.11:80", "10.203.7.11:8080"),
+               "a check setting": before.replace("rise 2 fall 2\n    server site2", "rise 3 fall 2\n    server site2"),
+               "a server named twice": before + site2}
+    for what, after in refused.items():
+        assert after != before and server_deltas(before, after) is None, what
+    assert server_deltas(before + site2, before) is None  # nor a live file that names one twice
+    assert add_server("b", "s", ["10.0.0.1:80", "check"]) == "add server b/s 10.0.0.1:80 check"
+    with pytest.raises(UnsafeValue):
+        add_server("b", "s", ["10.0.0.1:80", "check", "\nshow"])
 
 
 def _config_and_reload(before: str, after: str, also: tuple[Action, ...] = ()) -> list[Change]:
@@ -236,12 +287,15 @@ def test_a_weight_change_is_written_and_made_live_without_a_reload():
     assert "through HAProxy's runtime API, no reload: subdomain1/site1 weight 3" in plan_text(plan)
     again = plan_from_json(json.loads(json.dumps(plan.as_json())))
     assert again.runtime == plan.runtime and again.fingerprint() == plan.fingerprint()
-    # The service's other actions stay; an address change still reloads.
+    # The service's other actions stay; an address goes live too, with the address apply reads then;
+    # anything else reloads.
     kept = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one=" weight 3", two=""),
                                       (Action.UPDATE,)))
     assert kept.changes[1].actions == (Action.UPDATE,)
     moved = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one="", two="").replace(".11", ".13")))
-    assert moved.runtime == {} and Action.RELOAD in moved.changes[1].actions
+    assert [str(r) for r in moved.runtime[cfg_step]] == ["subdomain1/site1 addr web1's new address port 80"]
+    checks = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one="", two="").replace("1s", "2s")))
+    assert checks.runtime == {} and Action.RELOAD in checks.changes[1].actions
 
 
 def test_haproxys_answer_to_a_new_address_is_obeyed_and_an_error_is_not():
@@ -280,7 +334,7 @@ def _guide_config(addresses: dict[str, str]) -> str:
 def _replaced_web2(before: str) -> Plan:
     """web2 replaced: haproxy.cfg is known only after apply; the plan's decision from its stand-in rendering."""
     from reconciler.engine import _stand_ins
-    stand_in = _stand_ins(LAB, ROOT, {c: a for c, a in LIVE.items() if c != "web2"}, {"web2"})
+    stand_in = _stand_ins(LAB, ROOT, {c: a for c, a in LIVE.items() if c != "web2"})
     assert stand_in["proxyha"].addresses == {"web2": "192.0.2.1"}
     changes = [change(instance("web2"), Action.REPLACE, code=Code.REPLACE)] + _config_and_reload(
         before, "(known after apply)")
@@ -290,14 +344,13 @@ def _replaced_web2(before: str) -> Plan:
 def test_a_server_address_changes_alone_between_two_configs_and_nothing_else_does():
     before = _guide_config(LIVE)
     after = _guide_config({**LIVE, "web2": "10.203.90.77"})
-    assert addresses_only(before, after) == [("subdomain1", "site2", "10.203.90.77", 80),
-                                             ("subdomain2", "site2", "10.203.90.77", 80)]
-    assert addresses_only(before, before) == []
-    assert addresses_only(before, after.replace("10.203.90.77:80", "10.203.90.77:8080")) is None  # a port
-    assert addresses_only(before, after.replace("balance roundrobin", "balance leastconn")) is None
-    assert addresses_only(before, after.replace("rise 2", "rise 3")) is None  # the server line, beyond its address
-    assert addresses_only(before, after + "    server site3 10.203.90.13:80\n") is None
-    assert addresses_only(before, after.replace("10.203.90.77:80", "web2.lan:80")) is None  # not an IPv4
+    assert server_deltas(before, after) == [Delta("subdomain1", "site2", "addr", "10.203.90.77"),
+                                            Delta("subdomain2", "site2", "addr", "10.203.90.77")]
+    assert server_deltas(before, before) == []
+    assert server_deltas(before, after.replace("10.203.90.77:80", "10.203.90.77:8080")) is None  # a port
+    assert server_deltas(before, after.replace("balance roundrobin", "balance leastconn")) is None
+    assert server_deltas(before, after.replace("rise 2", "rise 3")) is None  # the server line, beyond its address
+    assert server_deltas(before, after.replace("10.203.90.77:80", "web2.lan:80")) is None  # not an IPv4
     assert stand_ins(["web2", "db"]) == {"db": "192.0.2.1", "web2": "192.0.2.2"}
     assert stand_ins([f"c{i}" for i in range(300)]) is None
 
@@ -319,18 +372,27 @@ def test_a_replaced_servers_new_address_is_written_and_made_live_without_a_reloa
     assert again.runtime == plan.runtime and again.fingerprint() == plan.fingerprint()
 
 
-def test_an_address_and_anything_else_still_reload():
+def test_an_address_and_anything_but_server_lines_still_reload():
     live = _guide_config(LIVE)
     others = {"a balance": live.replace("balance roundrobin", "balance leastconn", 1),
               "a port": live.replace(f"{LIVE['web1']}:80", f"{LIVE['web1']}:8080"),
-              "a server added": live.replace("    server site1 ", "    server site3 10.203.90.13:80\n    server site1 ", 1),
-              "a frontend": live.replace("frontend ", "frontend old", 1),
-              "web1's address": live.replace(LIVE["web1"], "10.203.90.99")}  # web1 is not replaced: not planned
+              "a frontend": live.replace("frontend ", "frontend old", 1)}
     for what, before in others.items():
         assert before != live, what
         plan = _replaced_web2(before)
         assert plan.runtime == {}, what
         assert Action.RELOAD in plan.change_at(service("proxyha", "haproxy")).actions, what  # type: ignore[union-attr]
+    # Other server lines go live with the new address: a server the live file has and lab.yaml has not, and
+    # an address lab.yaml's web1 has now.
+    cfg_step = Step(file("proxyha", "/etc/haproxy/haproxy.cfg"), Action.UPDATE)
+    extra = _replaced_web2(live.replace("    server site1 ", "    server site3 10.203.90.13:80\n    server site1 ", 1))
+    assert [str(r) for r in extra.runtime[cfg_step]] == [
+        "subdomain1/site3 removed (drained first, at most 10s)", "subdomain1/site2 addr web2's new address port 80",
+        "subdomain2/site2 addr web2's new address port 80"]
+    moved = _replaced_web2(live.replace(LIVE["web1"], "10.203.90.99"))
+    assert [str(r) for r in moved.runtime[cfg_step]] == [
+        "subdomain1/site1 addr web1's new address port 80", "subdomain1/site2 addr web2's new address port 80",
+        "subdomain2/site2 addr web2's new address port 80", "subdomain2/site1 addr web1's new address port 80"]
     # Without a stand-in rendering (an address plan could not render), the reload stays.
     changes = _config_and_reload(live, "(known after apply)")
     assert disruption.planned(make_plan("lab", changes, {}), LAB.haproxy).runtime == {}
@@ -347,13 +409,14 @@ def test_apply_writes_a_new_address_only_when_nothing_else_differs_and_sends_it_
     plan = _replaced_web2(live)
     cfg = plan.change_at(file("proxyha", "/etc/haproxy/haproxy.cfg"))
     runner = SimpleNamespace(plan=plan)
-    StepRunner._only_new_addresses(runner, cfg, _guide_config({**LIVE, "web2": "10.203.90.77"}).encode())
-    StepRunner._only_new_addresses(runner, cfg, live.encode())  # it got its old address back
-    for beyond, said in ((_guide_config({**LIVE, "web1": "10.203.90.99"}), "the addresses of subdomain1/site1,"
-                          " subdomain2/site1"), (live.replace("roundrobin", "leastconn"), "other lines")):
-        with pytest.raises(StaleState, match=f"differs from the live one in {said}, beyond the addresses of"
-                                             " subdomain1/site2, subdomain2/site2 .* nothing was written"):
-            StepRunner._only_new_addresses(runner, cfg, beyond.encode())
+    StepRunner._only_planned_servers(runner, cfg, _guide_config({**LIVE, "web2": "10.203.90.77"}).encode())
+    StepRunner._only_planned_servers(runner, cfg, live.encode())  # it got its old address back
+    for beyond, said in ((_guide_config({**LIVE, "web1": "10.203.90.99"}), "subdomain1/site1 addr,"
+                          " subdomain2/site1 addr"), (live.replace("roundrobin", "leastconn"), "other lines")):
+        with pytest.raises(StaleState, match=f"differs from the live one in {said}, beyond what the plan makes"
+                                             r" live without reloading HAProxy \(subdomain1/site2 addr web2's new"
+                                             " address port 80, subdomain2/site2 .* nothing was written"):
+            StepRunner._only_planned_servers(runner, cfg, beyond.encode())
 
     sent: list[str] = []
 
@@ -366,13 +429,115 @@ def test_apply_writes_a_new_address_only_when_nothing_else_differs_and_sends_it_
 
     sets = plan.runtime[Step(cfg.address, Action.UPDATE)]  # type: ignore[union-attr]
     made_live(answering("IP changed from '10.203.90.12' to '10.203.90.77', no need to change the port by"
-                        " 'stats socket command'\n"), sets, {"web2": "10.203.90.77"}.__getitem__)  # type: ignore[arg-type]
+                        " 'stats socket command'\n"), sets, {"web2": "10.203.90.77"}.__getitem__, live)  # type: ignore[arg-type]
     assert sent == ["set server subdomain1/site2 addr 10.203.90.77 port 80",
                     "set server subdomain2/site2 addr 10.203.90.77 port 80"]
     with pytest.raises(RuntimeError, match="HAProxy refused .*No such server"):
-        made_live(answering("No such server.\n"), sets, {"web2": "10.203.90.77"}.__getitem__)  # type: ignore[arg-type]
+        made_live(answering("No such server.\n"), sets, {"web2": "10.203.90.77"}.__getitem__, live)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="Only decimal digits permitted"):
-        made_live(answering(""), sets, {"web2": "10.203.90.77; show info"}.__getitem__)  # type: ignore[arg-type]
+        made_live(answering(""), sets, {"web2": "10.203.90.77; show info"}.__getitem__, live)  # type: ignore[arg-type]
     edited = (dataclasses.replace(sets[0], container="web2;x"),)
     with pytest.raises(RuntimeError, match="is not a container's name"):
-        made_live(answering(""), edited, {"web2": "10.203.90.77"}.__getitem__)  # type: ignore[arg-type]
+        made_live(answering(""), edited, {"web2": "10.203.90.77"}.__getitem__, live)  # type: ignore[arg-type]
+
+
+class _Socket:
+    """A recording stand-in for the Runner that draining.py uses: HAProxy's answers in turn, every command
+    sent through the admin socket, every other exec and warning."""
+
+    def __init__(self, *answers: str):
+        self.answers, self.sent, self.execs, self.warnings = list(answers), [], [], []
+        from types import SimpleNamespace
+        self.lxd = SimpleNamespace(execute=self._execute)
+
+    def _execute(self, container: str, argv: list[str]) -> tuple[int, str, str]:
+        self.sent.append(argv[-1])
+        return 0, self.answers.pop(0) if self.answers else "", ""
+
+    def exec(self, container: str, argv: list[str], what: str) -> str:
+        self.execs.append(" ".join(argv))
+        return ""
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    step_error = staticmethod(RuntimeError)
+    last_lines = staticmethod(lambda out, err: out)
+
+
+def _added_and_removed() -> tuple[str, tuple]:
+    from reconciler.plan import RuntimeSet
+    before = CFG.format(one="", two="") + SITE3
+    after = before.replace(SITE3, "    server site4 10.203.7.15:80 check inter 1s rise 2 fall 2\n")
+    sets = tuple(RuntimeSet("proxyha", "/run/haproxy/admin.sock", d.backend, d.server, d.field,
+                            80 if d.field == "add" else 10, "web4" if d.field == "add" else "")
+                 for d in server_deltas(before, after) or ())
+    assert [str(r) for r in sets] == ["subdomain1/site3 removed (drained first, at most 10s)",
+                                               "subdomain1/site4 added (web4 port 80)"]
+    return after, sets
+
+
+def test_a_server_is_removed_once_its_sessions_end_and_added_as_its_line_says_healthy_by_its_checks():
+    from reconciler.draining import made_live
+    written, sets = _added_and_removed()
+    run = _Socket("", "Server still has connections attached to it, cannot remove it.", "Server deleted.\n",
+                  "New server registered.\n", "", "", "")
+    made_live(run, sets, {}.__getitem__, written)  # type: ignore[arg-type]
+    assert run.sent == ["set server subdomain1/site3 state maint", "del server subdomain1/site3",
+                        "del server subdomain1/site3",
+                        "add server subdomain1/site4 10.203.7.15:80 check inter 1s rise 2 fall 2",
+                        "enable health subdomain1/site4", "set server subdomain1/site4 health down",
+                        "set server subdomain1/site4 state ready"]
+    assert run.execs == run.warnings == []
+
+
+def test_an_haproxy_that_refuses_dynamic_servers_is_reloaded_instead_and_says_so():
+    from reconciler.draining import made_live
+    written, sets = _added_and_removed()
+    refused = _Socket("", "Unknown command: 'del'\n")
+    made_live(refused, sets, {}.__getitem__, written)  # type: ignore[arg-type]
+    assert refused.sent == ["set server subdomain1/site3 state maint", "del server subdomain1/site3"]
+    assert refused.execs == ["systemctl reload -- haproxy"]  # the file is written and checked: it has both
+    assert refused.warnings == ["proxyha: HAProxy refused `del server subdomain1/site3`: Unknown command: 'del';"
+                                " HAProxy was reloaded instead"]
+    no_add = _Socket("", "Server deleted.", "This command is restricted to experimental mode only.\n")
+    made_live(no_add, sets, {}.__getitem__, written)  # type: ignore[arg-type]
+    assert no_add.execs == ["systemctl reload -- haproxy"] and "experimental mode" in no_add.warnings[0]
+    # A server line that is not in the file written is an error, never a guess.
+    with pytest.raises(RuntimeError, match="subdomain1/site4 is not in the haproxy.cfg just written"):
+        made_live(_Socket("", "Server deleted."), sets, {}.__getitem__, CFG.format(one="", two=""))  # type: ignore[arg-type]
+
+
+def _stat(status: str) -> str:
+    return f"# pxname,svname,scur,status,check_status\nsubdomain1,site1,0,{status},L7OK\n"
+
+
+def test_a_server_down_before_its_step_is_set_ready_after_it_but_not_waited_for():
+    from reconciler.draining import drained
+    from reconciler.plan import Drain
+    step = Step(service("web1", "apache2"), Action.RESTART)
+    d = Drain("proxyha", "/run/haproxy/admin.sock", "subdomain1", "site1", 80, True, 10, 60)
+    for before, answers, waited in (("DOWN", (), False), ("UP", (_stat("DOWN 1/2"), _stat("UP")), True)):
+        run = _Socket(_stat(before), "", _stat(before), "", "", *answers)
+        with drained(run, step, (d,), {}.__getitem__):  # type: ignore[arg-type]
+            run.sent.append("(the step)")
+        assert run.sent[:6] == ["show stat", "set server subdomain1/site1 state drain", "show stat", "(the step)",
+                                "set server subdomain1/site1 health down", "set server subdomain1/site1 state ready"]
+        assert run.sent[6:] == (["show stat", "show stat"] if waited else []), before
+
+
+def test_a_container_is_deleted_only_after_haproxy_lets_go_of_it():
+    cfg = file("proxyha", "/etc/haproxy/haproxy.cfg")
+    gone = Change(instance("web2"), (Action.DELETE,), (Reason(Code.NOT_IN_LAB, "not in lab.yaml"),), {"state": "running"},
+                  None)
+    plan = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one=" weight 2", two="")) + [gone])
+    delete = Step(instance("web2"), Action.DELETE)
+    assert Step(cfg, Action.UPDATE) in plan.graph[delete]  # its servers removed (drained) first
+    reloaded = planned(_config_and_reload(CFG.format(one="", two=""), CFG.format(one="", two="").replace("1s", "2s"))
+                       + [gone])
+    assert {Step(cfg, Action.UPDATE), Step(service("proxyha", "haproxy"), Action.RELOAD)} <= reloaded.graph[delete]
+    # An order the graph has the other way is kept: never a cycle.
+    graph = dict(plan.graph)
+    graph[Step(cfg, Action.UPDATE)] = frozenset({delete})
+    graph[delete] = frozenset()
+    assert disruption.deleted_last(graph, GUIDE)[delete] == frozenset()

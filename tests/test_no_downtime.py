@@ -189,6 +189,54 @@ def test_a_weight_and_a_maxconn_go_live_under_load_without_a_reload(steady):
     assert steady.run("plan", "--detailed-exitcode").code == 0
 
 
+ADDED = WEIGHT + "          - {name: site3, container: web2, port: 80}\n"
+
+
+def test_a_server_added_then_removed_under_load_fails_no_request_and_never_reloads(steady):
+    """`add server` with haproxy.cfg's own line, in by its health checks; `del server` once drained."""
+    image = steady.instance("web2")["config"].get("user.reconciler.image", "reconciler-debian")
+    kept = NOFILE + f"    image: {image}\n"  # what the tests above left
+    steady.set_override(kept + ADDED)
+    plan = steady.run("plan")
+    assert "through HAProxy's runtime API, no reload: subdomain1/site3 added (web2 port 80)" in plan.out, plan.out
+    assert "will be reloaded" not in plan.out, plan.out
+    before = worker(steady)
+    result, sent, failed, seconds = under_load(steady, "apply", "--yes")
+    assert result.code == 0, result.out[-3000:] + result.err
+    assert ("subdomain1", "site3") in addresses_in_haproxy(steady), diagnosis(steady)
+    site3 = lambda: "site3" in {a.server for a in steady.answers("site1.testdomain.com")}
+    assert until(site3, 30), diagnosis(steady)  # in rotation once its checks pass
+    added = f"a server added under load: {sent} requests in {seconds:.1f}s, {len(failed)} failed"
+    assert sent > 5 and failed == [], f"{len(failed)} of {sent} failed: {failed[:5]}"
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+
+    steady.set_override(kept + WEIGHT)
+    plan = steady.run("plan")
+    assert "subdomain1/site3 removed (drained first, at most 10s)" in plan.out, plan.out
+    result, sent, failed, seconds = under_load(steady, "apply", "--yes")
+    assert result.code == 0, result.out[-3000:] + result.err
+    print(f"\n{added}; removed: {sent} requests in {seconds:.1f}s, {len(failed)} failed;"
+          f" worker {before} -> {worker(steady)}")
+    assert sent > 5 and failed == [], f"{len(failed)} of {sent} failed: {failed[:5]}"
+    assert worker(steady) == before  # neither reloaded HAProxy
+    assert ("subdomain1", "site3") not in addresses_in_haproxy(steady)
+    assert "site3" not in steady.lxc("exec", "proxyha", "--", "cat", "/etc/haproxy/haproxy.cfg")
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_server_deleted_by_hand_through_the_socket_is_drift_a_reload_puts_back(steady):
+    assert haproxy_says(steady, "set server subdomain2/site2 state maint").strip() == ""
+    assert "Server deleted." in haproxy_says(steady, "del server subdomain2/site2")
+    before = worker(steady)
+    plan = steady.run("plan")
+    assert "~ server.proxyha:subdomain2/site2 will be updated in place (HAProxy's runtime state differs:" \
+        " in_haproxy) [changed outside lab.yaml]" in plan.out, plan.out
+    result = steady.run("apply", "--yes")
+    assert result.code == 0, result.out[-3000:] + result.err
+    assert ("subdomain2", "site2") in addresses_in_haproxy(steady) and worker(steady) != before  # reloaded
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+
+
 def test_a_server_disabled_and_one_reweighted_by_hand_are_drift_put_back_without_a_reload(steady):
     image = steady.instance("web2")["config"].get("user.reconciler.image", "reconciler-debian")
     steady.set_override(NOFILE + f"    image: {image}\n" + WEIGHT)  # what the tests above left

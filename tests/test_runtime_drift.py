@@ -216,3 +216,36 @@ def test_a_saved_plan_keeps_the_server_change_its_socket_and_its_cost():
     again = plan_from_json(data)
     assert again.changes == plan.changes and again.fingerprint() == plan.fingerprint()
     assert again.changes[0].meta.payload == {"socket": "/run/haproxy/admin.sock"}
+
+
+def test_a_server_haproxy_runs_without_or_with_against_lab_yaml_is_drift_a_reload_puts_right():
+    found = states()
+    del found["proxyha"][("subdomain1", "site2")]  # `del server` by hand, or an apply cut short
+    found["proxyha"][("subdomain2", "site9")] = ServerState("ready", 1)  # `add server` by hand
+    changes = {str(c.address): c for c in runtime_drift.drifted(LAB, found)}
+    assert set(changes) == {"server.proxyha:subdomain1/site2", "server.proxyha:subdomain2/site9"}
+    missing, extra = changes["server.proxyha:subdomain1/site2"], changes["server.proxyha:subdomain2/site9"]
+    assert (missing.before, missing.after) == ({"in_haproxy": False}, {"in_haproxy": True})
+    assert (extra.before, extra.after) == ({"in_haproxy": True}, {"in_haproxy": False})
+
+    class Reloading:
+        execs: list = []
+
+        def exec(self, container, argv, what):
+            self.execs.append((container, " ".join(argv)))
+            return ""
+
+    run = Reloading()
+    assert server_kind.apply(run, missing, Action.UPDATE) is True  # type: ignore[arg-type]
+    assert run.execs == [("proxyha", "systemctl reload -- haproxy")]
+    # A reload or a runtime add/remove the plan makes anyway puts them right: no drift left.
+    reload = Change(service("proxyha", "haproxy"), (Action.RELOAD,), (Reason(Code.WATCHED_FILE, "x changed"),),
+                    None, {"running": True})
+    with_reload = make_plan("lab", [reload, *runtime_drift.drifted(LAB, found)], {})
+    assert runtime_drift.settled(with_reload).changes == (reload,)
+    plan = make_plan("lab", runtime_drift.drifted(LAB, found), {})
+    cfg = Step(file("proxyha", CONFIG_PATH), Action.UPDATE)
+    sock = "/run/haproxy/admin.sock"
+    added = RuntimeSet("proxyha", sock, "subdomain1", "site2", "add", 80, "web2")
+    settled = runtime_drift.settled(Plan(plan.lab, plan.changes, plan.graph, runtime={cfg: (added,)}))
+    assert [str(c.address) for c in settled.changes] == ["server.proxyha:subdomain2/site9"]

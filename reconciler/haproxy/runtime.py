@@ -64,6 +64,7 @@ def set_address(backend: str, server: str, address: str, port: int) -> str:
 
 
 SHOW_STAT = "show stat"
+RELOAD = ["systemctl", "reload", "--", "haproxy"]  # where the runtime API cannot: haproxy.cfg, hitless
 
 
 @dataclass(frozen=True)
@@ -118,56 +119,101 @@ def set_field(backend: str, server: str, field: str, value: int) -> str:
     return f"set maxconn server {_server(backend, server)} {int(value)}"
 
 
-def runtime_only(before: str, after: str) -> list[tuple[str, str, str, int]] | None:
-    """(backend, server, field, value) that take a running HAProxy from haproxy.cfg `before` to `after`
-    through the runtime API, or None when anything else differs (a reload is needed)."""
-    changed = changed_lines(before, after)
-    if changed is None:
+# --- haproxy.cfg's server lines, compared: what the runtime API can make live without a reload ----------
+
+ADD, DEL, ADDR = "add", "del", "addr"  # a Delta's field beyond RUNTIME_FIELDS
+# HAProxy adds a server at runtime only to a backend whose algorithm is dynamic (`source` hashes statically).
+DYNAMIC_BALANCE = ("roundrobin", "leastconn")
+WORD = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")  # a server line's word that may reach `add server`
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A server's change between two haproxy.cfg texts that HAProxy's runtime API makes live."""
+
+    backend: str
+    server: str
+    field: str  # weight, maxconn, addr (value: the new IPv4), add (value: the line's words after the name), del
+    value: int | str = 0
+
+
+@dataclass(frozen=True)
+class _Layout:
+    others: list[str]  # every line but the backends' server lines
+    servers: dict[str, dict[str, list[str]]]  # backend -> server -> the words after its name, in file order
+    balance: dict[str, str]  # backend -> its algorithm
+
+
+def _layout(text: str) -> _Layout | None:
+    """haproxy.cfg as its server lines and the rest; None when a backend names a server twice."""
+    others: list[str] = []
+    servers: dict[str, dict[str, list[str]]] = {}
+    balance: dict[str, str] = {}
+    backend = ""
+    for line in text.splitlines():
+        words = line.split()
+        if not line.startswith((" ", "\t")):
+            backend = words[1] if len(words) == 2 and words[0] == "backend" else ""
+        if backend and len(words) >= 3 and words[0] == "server":
+            if words[1] in servers.setdefault(backend, {}):
+                return None
+            servers[backend][words[1]] = words[2:]
+            continue
+        if backend and len(words) == 2 and words[0] == "balance":
+            balance[backend] = words[1]
+        others.append(line)
+    return _Layout(others, servers, balance)
+
+
+def server_deltas(before: str, after: str) -> list[Delta] | None:
+    """What takes a running HAProxy from haproxy.cfg `before` to `after` through the runtime API: servers
+    removed, servers' addresses, weights and maxconn, servers added (per backend, in that order); None when
+    anything else differs (a reload is needed): another line, a port, a server's other words, the order
+    of the servers both have, a server added to a backend whose algorithm is not dynamic."""
+    old, new = _layout(before), _layout(after)
+    if old is None or new is None or old.others != new.others:
         return None
-    out: list[tuple[str, str, str, int]] = []
-    for section, a, b in changed:
-        found = _server_delta(section, a, b)
-        if found is None:
+    out: list[Delta] = []
+    for backend in dict.fromkeys([*old.servers, *new.servers]):
+        was, now = old.servers.get(backend, {}), new.servers.get(backend, {})
+        kept = [name for name in was if name in now]
+        if kept != [name for name in now if name in was]:
+            return None  # reordered: the runtime API cannot
+        out += [Delta(backend, name, DEL) for name in was if name not in now]
+        for name in kept:
+            found = _line_delta(backend, name, was[name], now[name])
+            if found is None:
+                return None
+            out += found
+        added = [name for name in now if name not in was]
+        if added and new.balance.get(backend) not in DYNAMIC_BALANCE:
             return None
-        out += found
+        for name in added:
+            if not _addable(now[name]):
+                return None
+            out.append(Delta(backend, name, ADD, " ".join(now[name])))
     return out
 
 
-def changed_lines(before: str, after: str) -> list[tuple[str, str, str]] | None:
-    """(section header, old line, new line) of each line that differs between two haproxy.cfg texts of the
-    same length; None when their lengths differ (a line added or removed: never a runtime change)."""
-    old, new = before.splitlines(), after.splitlines()
-    if len(old) != len(new):
-        return None
+def _line_delta(backend: str, name: str, before: list[str], after: list[str]) -> list[Delta] | None:
+    (old_host, old_port), (host, port) = before[0].rpartition(":")[::2], after[0].rpartition(":")[::2]
+    (old_rest, old_fields), (new_rest, new_fields) = _runtime_words(before[1:]), _runtime_words(after[1:])
+    if old_port != port or old_rest != new_rest or set(old_fields) - set(new_fields) - {"weight"}:
+        return None  # a port, another word, or a maxconn dropped (the runtime API has no "no maxconn")
     out = []
-    section = ""
-    for a, b in zip(old, new):
-        if not a.startswith((" ", "\t")):
-            section = a
-        if a != b:
-            out.append((section, a, b))
+    if host != old_host:
+        if not _ipv4(host):
+            return None
+        out.append(Delta(backend, name, ADDR, host))
+    defaults = {"weight": 1}  # HAProxy's default weight
+    for f in RUNTIME_FIELDS:
+        if new_fields.get(f, defaults.get(f)) != old_fields.get(f, defaults.get(f)):
+            out.append(Delta(backend, name, f, new_fields.get(f, defaults.get(f, 0))))
     return out
 
 
-def _server_delta(section: str, before: str, after: str) -> list[tuple[str, str, str, int]] | None:
-    head = section.split()
-    old, new = _server_words(before), _server_words(after)
-    if len(head) != 2 or head[0] != "backend" or old is None or new is None:
-        return None
-    (old_rest, old_fields), (new_rest, new_fields) = old, new
-    if old_rest != new_rest or set(old_fields) - set(new_fields) - {"weight"}:
-        return None  # more than weight or maxconn moved, or a maxconn was dropped (no runtime value means none)
-    name = old_rest[1]
-    changed = [(f, new_fields.get(f, 1)) for f in RUNTIME_FIELDS if new_fields.get(f, 1 if f == "weight" else None)
-               != old_fields.get(f, 1 if f == "weight" else None)]
-    return [(head[1], name, f, int(v)) for f, v in changed]
-
-
-def _server_words(line: str) -> tuple[list[str], dict[str, int]] | None:
-    """A `server` line's words but weight and maxconn, and those two; None for another line."""
-    words = line.split()
-    if len(words) < 3 or words[0] != "server":
-        return None
+def _runtime_words(words: list[str]) -> tuple[list[str], dict[str, int]]:
+    """A server line's words but weight and maxconn, and those two."""
     rest, fields, i = [], {}, 0
     while i < len(words):
         if words[i] in RUNTIME_FIELDS and i + 1 < len(words) and words[i + 1].isdigit():
@@ -179,7 +225,39 @@ def _server_words(line: str) -> tuple[list[str], dict[str, int]] | None:
     return rest, fields
 
 
-# --- a server's address, without a reload ---------------------------------------------------------
+def _ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _addable(words: list[str]) -> bool:
+    host, _, port = words[0].rpartition(":")
+    return _ipv4(host) and port.isdigit() and all(WORD.fullmatch(w) for w in words)
+
+
+def server_words(config: str, backend: str, server: str) -> list[str] | None:
+    """The words after a server's name on its line of haproxy.cfg; None when it has no such line."""
+    layout = _layout(config)
+    return None if layout is None else layout.servers.get(backend, {}).get(server)
+
+
+def add_server(backend: str, server: str, words: list[str]) -> str:
+    """The command that adds a server as its haproxy.cfg line says (each word checked: data, never syntax)."""
+    if not _addable(words):
+        raise UnsafeValue(f"server line {' '.join(words)[:120]!r} is not one `add server` may take")
+    return f"add server {_server(backend, server)} {' '.join(words)}"
+
+
+def enable_health(backend: str, server: str) -> str:
+    return f"enable health {_server(backend, server)}"
+
+
+def del_server(backend: str, server: str) -> str:
+    return f"del server {_server(backend, server)}"
+
 
 # Where plan does not know a container's new address yet (a replace), it renders haproxy.cfg with a stand-in
 # from TEST-NET-1 (RFC 5737: documentation only, never a lab's) and compares that with the live file.
@@ -192,37 +270,6 @@ def stand_ins(containers: list[str]) -> dict[str, str] | None:
     if len(containers) > len(hosts):
         return None
     return {c: str(ip) for c, ip in zip(sorted(containers), hosts)}
-
-
-def addresses_only(before: str, after: str) -> list[tuple[str, str, str, int]] | None:
-    """(backend, server, address, port) of each server whose address is all that differs between haproxy.cfg
-    `before` and `after`, or None when anything else differs (a port, a server added, any other line)."""
-    changed = changed_lines(before, after)
-    if changed is None:
-        return None
-    out = []
-    for section, a, b in changed:
-        head, found = section.split(), _address_delta(a, b)
-        if len(head) != 2 or head[0] != "backend" or found is None:
-            return None
-        out.append((head[1], *found))
-    return out
-
-
-def _address_delta(before: str, after: str) -> tuple[str, str, int] | None:
-    """(server, new address, port) when two `server` lines differ only in the address of `ADDRESS:PORT`."""
-    old, new = before.split(), after.split()
-    if len(old) < 3 or len(old) != len(new) or old[0] != "server" or new[0] != "server" \
-            or old[:2] + old[3:] != new[:2] + new[3:]:
-        return None
-    (_, old_port), (address, port) = old[2].rpartition(":")[::2], new[2].rpartition(":")[::2]
-    try:
-        ipaddress.IPv4Address(address)
-    except ValueError:
-        return None
-    if old_port != port or not port.isdigit():
-        return None
-    return new[1], address, int(port)
 
 
 # --- the runtime state, read at plan time ---------------------------------------------------------

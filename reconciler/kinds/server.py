@@ -3,8 +3,10 @@ admin socket reports them (`show servers state`, read at plan time by the HAProx
 
 lab.yaml's weight (HAProxy's default 1) and `ready` are what every server should have.  One set otherwise
 by hand through the socket is drift: plan shows it as an update of `server.PROXY:BACKEND/SERVER`, and apply
-puts it back through the same socket, without a reload.  Nothing is created or deleted here: a server comes
-and goes with haproxy.cfg (runtime_drift.py decides which servers are compared).
+puts it back through the same socket, without a reload.  A server comes and goes with haproxy.cfg (through
+the runtime API where it can: disruption.py); one HAProxy runs without although lab.yaml names it (an
+apply cut short between the file and the socket, a `del server` by hand), or runs although lab.yaml does
+not, is drift put right by a reload (runtime_drift.py decides which servers are compared).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind
-from ..haproxy.runtime import UnsafeValue, client_argv, set_field, set_state
+from ..haproxy.runtime import RELOAD, UnsafeValue, client_argv, set_field, set_state
 from ..plan import Action, Change
 
 if TYPE_CHECKING:
@@ -24,6 +26,7 @@ KIND = Kind.SERVER
 RANK = 90  # plan order: after the service (HAProxy's reload) that would put it back anyway
 SHAPE = ("octagon", "#d9ead3")
 ABSENT = "not in HAProxy's runtime state"
+IN_HAPROXY = "in_haproxy"  # a server HAProxy runs without (or with) against lab.yaml: a reload puts it right
 REPLACE_FIELDS: tuple[str, ...] = ()
 
 
@@ -49,7 +52,12 @@ def commands(change: Change) -> list[str]:
 
 
 def apply(run: Runner, change: Change, action: Action) -> bool:
-    """Each command through HAProxy's admin socket, which answers nothing when it obeys."""
+    """Each command through HAProxy's admin socket, which answers nothing when it obeys; a server HAProxy
+    runs without (or with) against haproxy.cfg, by a reload (haproxy.cfg is as lab.yaml says: the plan
+    writes it first)."""
+    if IN_HAPROXY in (change.after or {}):
+        run.exec(change.address.name, RELOAD, "reloading HAProxy")
+        return True
     socket = str(change.meta.payload.get("socket", ""))
     try:
         sent = [(c, client_argv(socket, c)) for c in commands(change)]
