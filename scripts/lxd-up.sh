@@ -10,13 +10,15 @@ die() { printf 'lxd-up: ERROR: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
 # 1. Packages. iptables/nftables: without them LXD cannot create bridges; dnsmasq-base (only
-# recommended by the lxd package) is the DHCP server of every LXD bridge, the lab's LAN among them.
-if command -v lxd >/dev/null && command -v lxc >/dev/null && command -v dnsmasq >/dev/null; then
-  say "lxd, lxc and dnsmasq present: install skipped"
+# recommended by the lxd package) is the DHCP server of every LXD bridge, the lab's LAN among them;
+# btrfs-progs (only suggested) lets LXD make a btrfs pool (mkfs.btrfs on its loop file, btrfs for the rest).
+if command -v lxd >/dev/null && command -v lxc >/dev/null && command -v dnsmasq >/dev/null \
+    && command -v mkfs.btrfs >/dev/null; then
+  say "lxd, lxc, dnsmasq and mkfs.btrfs present: install skipped"
 else
-  say "installing lxd lxd-client nftables iptables dnsmasq-base (apt)"
+  say "installing lxd lxd-client nftables iptables dnsmasq-base btrfs-progs (apt)"
   apt-get update -q >/dev/null || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q lxd lxd-client nftables iptables dnsmasq-base \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q lxd lxd-client nftables iptables dnsmasq-base btrfs-progs \
     >/dev/null || die "apt-get install lxd failed"
 fi
 

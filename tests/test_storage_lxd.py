@@ -1,6 +1,7 @@
 """Storage pools and custom volumes on a real LXD (dir driver): created, drift-checked and repaired,
 replaced, deleted and destroyed; a pool the lab does not own is never touched; and the point of it all,
-a file on a volume outlives the container that wrote it being replaced.
+a file on a volume outlives the container that wrote it being replaced. A btrfs pool on the loop file
+LXD makes for it as well: there a volume's size is a quota (grown in place, shrunk when its data fits).
 
 Pools are server-wide: each test names its pools with its project's tag (two runs never clash) and its
 fixture deletes every pool so named, after the containers and volumes on them."""
@@ -8,9 +9,10 @@ fixture deletes every pool so named, after the containers and volumes on them.""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
-from conftest import sh
+from conftest import sh, until
 
 from reconciler.daemon import TITLES
 
@@ -157,3 +159,73 @@ def test_a_volume_dropped_with_the_disk_that_mounts_it_is_let_go_of_first(store)
     done = run(lab, "apply", "--yes", "--force")
     assert done.index("instance.web1: updated") < done.index(f"volume.{lab.tag}data/site: deleted")
     assert lab.instance("web1")["devices"] == {} and "No changes." in run(lab, "plan")
+
+
+BTRFS = """\
+lab: @TAG@
+lxd: {project: @PROJECT@}
+storage_pools:
+  @TAG@bt:
+    driver: btrfs
+    description: on a loop file the daemon makes
+    config: {size: 1GiB}
+volumes:
+  data:
+    pool: @TAG@bt
+    config: {size: 64MiB}
+containers:
+  box:
+    image: reconciler-tiny
+    devices:
+      data: {type: disk, pool: @TAG@bt, source: data, path: /srv/data}
+"""
+MIB = 2 ** 20
+
+
+def test_a_btrfs_pool_on_a_loop_file_its_volume_grows_in_place_never_shrinks_and_drift_is_put_back(store):
+    lab = store
+    bt = f"{lab.tag}bt"
+    lab.write(BTRFS)
+    done = run(lab, "apply", "--yes")
+    assert done.index(f"pool.{bt}: created") < done.index(f"volume.{bt}/data: created") < done.index("instance.box: created")
+    made = lab.query(f"/1.0/storage-pools/{bt}")
+    loop = made["config"]["source"]  # filled in by the daemon: the loop file it made, no drift
+    assert made["driver"] == "btrfs" and made["config"]["size"] == "1GiB" and loop.endswith(f"/disks/{bt}.img")
+    assert os.path.isfile(loop) and "No changes." in run(lab, "plan")
+    site = f"/1.0/storage-pools/{bt}/volumes/custom/data?project={lab.project}"
+    state = f"/1.0/storage-pools/{bt}/volumes/custom/data/state?project={lab.project}"
+
+    lab.lxc("storage", "volume", "set", bt, "data", "size=32MiB")  # by hand, while it holds next to nothing
+    shown = run(lab, "plan")
+    assert f"~ volume.{bt}/data will be updated in place (differs: config.size) [changed outside lab.yaml]" in shown
+    assert 'config.size: "32MiB" -> "64MiB"' in shown, shown
+    run(lab, "apply", "--yes")
+    assert lab.query(site)["config"]["size"] == "64MiB" and "No changes." in run(lab, "plan")
+
+    lab.lxc("exec", "box", "--", "sh", "-c", "echo kept > /srv/data/note && dd if=/dev/zero of=/srv/data/a bs=1M count=40")
+    assert "No changes." in run(lab, "apply", "--yes")
+    assert lab.lxc("exec", "box", "--", "cat", "/srv/data/note") == "kept\n"
+
+    lab.write(BTRFS.replace("size: 64MiB", "size: 128MiB"))  # grows in place: its quota group's limit
+    shown = run(lab, "plan")
+    assert f"~ volume.{bt}/data will be updated in place (differs: config.size)" in shown, shown
+    assert f"volume.{bt}/data: updated" in run(lab, "apply", "--yes")
+    lab.lxc("exec", "box", "--", "sh", "-c", "dd if=/dev/zero of=/srv/data/b bs=1M count=40 && sync")  # 80MiB > 64MiB
+    # LXD counts what btrfs has committed (the sync); LXD 5.0 gives the quota as the total, Incus 6.0 gives 0
+    assert until(lambda: lab.query(state)["usage"]["used"] >= 80 * MIB, 30, step=0.5), lab.query(state)
+    assert lab.query(site)["config"]["size"] == "128MiB"
+    assert lab.daemon != "lxd" or lab.query(state)["usage"]["total"] == 128 * MIB
+
+    lab.write(BTRFS)  # 64MiB again: refused before the daemon is asked, saying why
+    refused = lab.run("apply", "--yes")
+    assert refused.code == 1 and f"volume.{bt}/data: size 128MiB -> 64MiB would shrink the volume, on btrfs its size" \
+        " is a quota" in refused.out + refused.err, refused.out + refused.err
+    assert lab.query(site)["config"]["size"] == "128MiB"
+    lab.lxc("exec", "box", "--", "sh", "-c", "echo more >> /srv/data/note")  # and it still takes writes
+    assert lab.lxc("exec", "box", "--", "sh", "-c", "cat /srv/data/note; wc -c < /srv/data/a") == \
+        f"kept\nmore\n{40 * MIB}\n"
+
+    destroyed = run(lab, "destroy", "--yes")
+    assert destroyed.index("instance.box: deleted") < destroyed.index(f"volume.{bt}/data: deleted") \
+        < destroyed.index(f"pool.{bt}: deleted")
+    assert f"{bt}," not in sh(lab.client, "storage", "list", "--format=csv").stdout and not os.path.exists(loop)

@@ -229,3 +229,12 @@ def test_a_volume_grows_and_never_shrinks():
     assert storage_volume.shrinks("64MiB", "1GiB") is None and storage_volume.shrinks(None, "1GiB") is None
     assert storage_volume.shrinks("1GiB", "1073741824") is None  # the same size, another unit
     assert "size 1GiB -> 64MiB would shrink the volume" in storage_volume.shrinks("1GiB", "64MiB")
+
+
+
+def test_on_btrfs_a_shrink_is_refused_too_saying_why():
+    refused = storage_volume.shrinks("128MiB", "100MiB", "btrfs")
+    assert refused and refused.startswith("size 128MiB -> 100MiB would shrink the volume, on btrfs its size is a quota")
+    assert "data beyond the new size would be lost" not in refused and "a volume only grows" in refused
+    assert "data beyond the new size would be lost" in storage_volume.shrinks("128MiB", "100MiB", "dir")
+    assert storage_volume.shrinks("64MiB", "128MiB", "btrfs") is None
