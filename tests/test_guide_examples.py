@@ -305,8 +305,9 @@ def test_a_forward_on_the_lan_reaches_haproxy_which_sees_the_hosts_own_address(e
     proxyha = f"{LAN_PREFIX}5"  # its fixed address on the LAN (LXD's DHCP leases it), the forward's target
     assert until(lambda: guide.lan_address("proxyha") == proxyha, 60), guide.lan_address("proxyha")
     assert until(lambda: get(FORWARD, 80, "site1.testdomain.com")[0] == 200, 60)
-    servers = {get(FORWARD, 80, "site1.testdomain.com")[2] for _ in range(4)}
-    assert servers == {"site1", "site2"}, servers  # through HAProxy to both web servers
+    servers: set[str] = set()  # through HAProxy to both web servers: bounded, as health checks settle after
+    assert until(lambda: servers.add(get(FORWARD, 80, "site1.testdomain.com")[2]) or servers == {"site1", "site2"},
+                 30, 0.5), servers  # proxyha's restart (under load one can be down a check or two: seen in a run)
     path = f"/?client={guide.tag}-forward"  # this run's own: the logs name it once
     answer = ask(FORWARD, 80, "site1.testdomain.com", path)
     assert (answer.status, answer.sent_from, answer.seen) == (200, LAN_HOST, LAN_HOST), answer
