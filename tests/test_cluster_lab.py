@@ -296,7 +296,7 @@ def test_the_guides_lab_over_three_members_moves_back_and_rides_out_an_evacuatio
     after = address(lab, "web2")
     print("\n" + move.said(f"move of web2 back to lxdm2 by apply (its address {before} -> {after})"))
     assert "instance.web2: moved" in moved and placed(lab.project)["web2"] == ("lxdm2", "Running")
-    assert move.sent > 40 and move.failed == [], move.said("the move")
+    assert move.sent > 40 and move.failed == [], move.said("the move") + "\n" + proxyha_state(lab)
     # draining._bring_back set site2's address to web2's live one before it set it ready (a move may change it)
     live = haproxy_addresses(lab)
     assert live[("subdomain1", "site2")] == live[("subdomain2", "site2")] == after, (live, after)
@@ -325,7 +325,7 @@ def test_the_guides_lab_over_three_members_moves_back_and_rides_out_an_evacuatio
         settled(lab, "apply after the restore")
         checked(lab, "reconcile check after the restore")
     print("\n" + evacuation.said("evacuation of lxdm2 and its restore"))
-    assert evacuation.sent > 40 and evacuation.failed == [], evacuation.said("the evacuation")
+    assert evacuation.sent > 40 and evacuation.failed == [], evacuation.said("the evacuation") + "\n" + proxyha_state(lab)
 
     gone = ok(lab, "destroy", "--yes", what="destroy (3 containers, then the project)")
     assert f"project.{lab.project}: deleted" in gone
