@@ -218,11 +218,24 @@ def remove_leftovers(only_run: str | None = None) -> None:
             sh("ip", "link", "delete", link["ifname"], check=False)
 
 
+def _in_our_pid_namespace(pid: str) -> bool:
+    """pgrep on the host also lists the processes of the cluster's members (system containers, each with
+    its own LXD), whose PIDs and interfaces are their own: judged from the host, a member's forkproxy
+    looked orphaned, and killing it closed the member's proxy device (tests/test_cluster_lab.py saw the
+    requests through lxdm3's address refused while another test session started)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid")
+    except OSError:  # gone meanwhile
+        return False
+
+
 def _stop_orphan_dnsmasq(prefix: str | tuple[str, ...]) -> None:
     """A test bridge's dnsmasq that outlived its bridge (its LXD was killed meanwhile) keeps the bridge's
     address bound, and the next bridge on that subnet cannot start its own: stop it."""
     for line in sh("pgrep", "-a", "dnsmasq", check=False).stdout.splitlines():
         pid, _, command = line.partition(" ")
+        if not _in_our_pid_namespace(pid):
+            continue
         interface = next((arg.split("=", 1)[1] for arg in command.split() if arg.startswith("--interface=")), "")
         if interface.startswith(prefix) and sh("ip", "link", "show", interface, check=False).returncode != 0:
             sh("kill", pid, check=False)
@@ -234,7 +247,7 @@ def _stop_orphan_forkproxies() -> None:
     `-- LXD_PID FD LISTEN CONTAINER_PID FD CONNECT ...`."""
     for line in sh("pgrep", "-a", "-f", "lxd forkproxy", check=False).stdout.splitlines():
         pid, *args = line.split()
-        if "--" in args and len(args) > args.index("--") + 4:
+        if _in_our_pid_namespace(pid) and "--" in args and len(args) > args.index("--") + 4:
             container = args[args.index("--") + 4]
             if container.isdigit() and not Path(f"/proc/{container}").exists():
                 sh("kill", pid, check=False)

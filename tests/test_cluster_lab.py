@@ -1,7 +1,8 @@
 """Labs on the real three-member LXD cluster scripts/cluster-up.sh builds (lxdm1..3, system containers on
 the bridge lcbr0, the lxc remote `labcluster`): the guide's lab spread over the members
 (examples/cluster.yaml), checked by HTTP through the proxy device on lxdm3's own address; a container
-moved by hand and moved back; a member evacuated and restored; placement with groups, stopped and
+moved by hand and moved back by apply, then its member evacuated and restored, each under a steady stream
+of requests through that device (none may fail: docs/performance.md); placement with groups, stopped and
 held containers; plan's API calls the same for one container and for three spread over the members.
 
 Each lab lives in a project it owns and deletes.  The cluster is left up, every member Online (a test
@@ -15,20 +16,29 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from conftest import PREFIXES, ROOT, RUN_KEY, LabDir, next_tag, sh
 from test_cluster_infra import cluster_up
 
+from reconciler.check import ask
+from reconciler.haproxy.runtime import client_argv
+
 REMOTE = "labcluster"
 MEMBERS = ("lxdm1", "lxdm2", "lxdm3")
 TIMES: list[tuple[str, float]] = []  # what, seconds: printed at the end, for docs/scale.md
 EVACUATIONS = Path("/run/reconciler-test/evacuated")  # member -> pid of the test run that evacuated it
 CHECK_TRIES = 6  # a moved server is seconds from HAProxy's health checks marking it up
+PROXY = ("10.203.90.13", 80)  # proxyha's proxy device: lxdm3's own address (examples/cluster.yaml's defaults)
+HOSTS = ("site1.testdomain.com", "site2.testdomain.com")
+MAX_REQUESTS = 12000  # bounded: at 20 a second, ten minutes
+INTERVAL = 0.05  # seconds between two requests (an Event's wait: the end of the load cuts it short)
 
 
 @contextmanager
@@ -165,14 +175,85 @@ def proxyha_state(lab: LabDir) -> str:
             f"listening on {member}:\n{listening.stdout}{listening.stderr}")
 
 
+def address(lab: LabDir, name: str) -> str | None:
+    """The container's IPv4 on eth0, as LXD reports it."""
+    state = query(f"/1.0/instances/{name}/state?project={lab.project}")
+    found = [a["address"] for a in ((state.get("network") or {}).get("eth0") or {}).get("addresses", [])
+             if a["family"] == "inet"]
+    return found[0] if found else None
+
+
 def until_addressed(lab: LabDir, name: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        state = query(f"/1.0/instances/{name}/state?project={lab.project}")
-        if any(a["family"] == "inet" for a in ((state.get("network") or {}).get("eth0") or {}).get("addresses", [])):
+        if address(lab, name):
             return
         time.sleep(1)
     raise AssertionError(f"{name} has no address after {seconds}s")
+
+
+def haproxy_addresses(lab: LabDir) -> dict[tuple[str, str], str]:
+    """(backend, server) -> the address proxyha's running HAProxy sends it requests at (`show servers state`)."""
+    lines = rlxc("exec", "--project", lab.project, f"{REMOTE}:proxyha", "--",
+                 *client_argv("/run/haproxy/admin.sock", "show servers state")).splitlines()
+    header = lines[1][2:].split()
+    rows = [dict(zip(header, line.split())) for line in lines[2:] if line.strip()]
+    return {(r["be_name"], r["srv_name"]): r["srv_addr"] for r in rows}
+
+
+@dataclass
+class Stream:
+    """Requests sent through the proxy device while something happens: how many, the failed ones (seconds
+    since the start, status, server, marker), and marks (seconds, what began) to tell the phases apart."""
+
+    started: float = field(default_factory=time.monotonic)
+    sent: int = 0
+    failed: list[tuple[float, int, str, str]] = field(default_factory=list)
+    marks: list[tuple[float, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.started, 1)
+
+    def mark(self, what: str) -> None:
+        self.marks.append((self.now(), what))
+
+    def failed_during(self, what: str) -> list[tuple[float, int, str, str]]:
+        """The failures from the mark `what` to the next mark."""
+        starts = [t for t, w in self.marks if w == what]
+        ends = [t for t, _ in self.marks if t > starts[0]] if starts else []
+        return [f for f in self.failed if starts and starts[0] <= f[0] < (ends[0] if ends else float("inf"))]
+
+    def said(self, what: str) -> str:
+        phases = ", ".join(f"{w} at {t:.1f}s: {len(self.failed_during(w))} failed" for t, w in self.marks)
+        return (f"{what} under load: {self.sent} requests in {self.seconds:.1f}s, {len(self.failed)} failed"
+                f" ({phases}); first failures: {self.failed[:5]}")
+
+
+@contextmanager
+def under_load() -> Iterator[Stream]:
+    """A steady stream of requests through proxyha's proxy device, alternating both sites, from a thread,
+    for as long as the body runs (at most MAX_REQUESTS)."""
+    stream, done = Stream(), threading.Event()
+
+    def requesting() -> None:
+        while not done.is_set() and stream.sent < MAX_REQUESTS:
+            answer = ask(*PROXY, HOSTS[stream.sent % 2])
+            stream.sent += 1
+            if answer.status != 200:
+                stream.failed.append((stream.now(), answer.status, answer.server, answer.marker))
+            done.wait(INTERVAL)
+
+    requester = threading.Thread(target=requesting, daemon=True)
+    requester.start()
+    try:
+        yield stream
+    finally:
+        done.set()
+        requester.join(timeout=30)
+        stream.seconds = time.monotonic() - stream.started
+    assert not requester.is_alive(), "the requests did not stop"
+    assert stream.sent < MAX_REQUESTS, f"the load stopped at {MAX_REQUESTS} requests, before the body ended"
 
 
 def settled(lab: LabDir, what: str) -> None:
@@ -207,25 +288,44 @@ def test_the_guides_lab_over_three_members_moves_back_and_rides_out_an_evacuatio
     refused = lab.run("apply", "--yes")
     assert refused.code == 1 and "this plan moves web2 to another cluster member" in refused.err
     assert "--allow-restart" in refused.err and placed(lab.project)["web2"][0] == "lxdm1"  # nothing was done
-    moved = ok(lab, "apply", "--yes", "--allow-restart", what="apply --allow-restart moving web2 back")
+    assert "drains subdomain1/site2, subdomain2/site2 first" in plan.out, plan.out  # disruption.py: a move drains
+    before = address(lab, "web2")
+    with under_load() as move:
+        move.mark("apply --allow-restart")
+        moved = ok(lab, "apply", "--yes", "--allow-restart", what="apply --allow-restart moving web2 back (under load)")
+    after = address(lab, "web2")
+    print("\n" + move.said(f"move of web2 back to lxdm2 by apply (its address {before} -> {after})"))
     assert "instance.web2: moved" in moved and placed(lab.project)["web2"] == ("lxdm2", "Running")
+    assert move.sent > 40 and move.failed == [], move.said("the move") + "\n" + proxyha_state(lab)
+    # draining._bring_back set site2's address to web2's live one before it set it ready (a move may change it)
+    live = haproxy_addresses(lab)
+    assert live[("subdomain1", "site2")] == live[("subdomain2", "site2")] == after, (live, after)
     assert lab.run("plan", "--detailed-exitcode").code == 0
     checked(lab, "reconcile check after the move")
 
-    with evacuated("lxdm2", "web2, migrated"):
-        web2 = placed(lab.project)["web2"]
-        assert web2[0] in ("lxdm1", "lxdm3") and web2[1] == "Running"  # cluster.evacuate: migrate
-        plan = ok(lab, "plan", what="plan with lxdm2 evacuated")
-        assert (f"Note: web2 is on {web2[0]}, lab.yaml says lxdm2, but lxdm2 is evacuated: it stays where it is"
-                in plan), plan
-        assert ">>" not in plan  # no move to a member that cannot start it
+    # LXD, not apply, takes web2 away (stop, copy, start elsewhere) and back: HAProxy learns it from its
+    # health checks only.
+    with under_load() as evacuation:
+        evacuation.mark("evacuate")
+        with evacuated("lxdm2", "web2 migrated, under load"):
+            evacuation.mark("evacuated")
+            web2 = placed(lab.project)["web2"]
+            assert web2[0] in ("lxdm1", "lxdm3") and web2[1] == "Running"  # cluster.evacuate: migrate
+            plan = ok(lab, "plan", what="plan with lxdm2 evacuated")
+            assert (f"Note: web2 is on {web2[0]}, lab.yaml says lxdm2, but lxdm2 is evacuated: it stays where it is"
+                    in plan), plan
+            assert ">>" not in plan  # no move to a member that cannot start it
+            until_addressed(lab, "web2")
+            settled(lab, "apply with lxdm2 evacuated")
+            checked(lab, "reconcile check with lxdm2 evacuated")
+            evacuation.mark("restore")
+        evacuation.mark("restored")
+        assert placed(lab.project)["web2"][0] == "lxdm2"  # LXD brought it back
         until_addressed(lab, "web2")
-        settled(lab, "apply with lxdm2 evacuated")
-        checked(lab, "reconcile check with lxdm2 evacuated")
-    assert placed(lab.project)["web2"][0] == "lxdm2"  # LXD brought it back
-    until_addressed(lab, "web2")
-    settled(lab, "apply after the restore")
-    checked(lab, "reconcile check after the restore")
+        settled(lab, "apply after the restore")
+        checked(lab, "reconcile check after the restore")
+    print("\n" + evacuation.said("evacuation of lxdm2 and its restore"))
+    assert evacuation.sent > 40 and evacuation.failed == [], evacuation.said("the evacuation") + "\n" + proxyha_state(lab)
 
     gone = ok(lab, "destroy", "--yes", what="destroy (3 containers, then the project)")
     assert f"project.{lab.project}: deleted" in gone
