@@ -56,10 +56,11 @@ def under_load(lab: Guide, *argv: str):
     applier.start()
     sent, failed = 0, []
     while not done.is_set() and sent < MAX_REQUESTS:
-        answer = ask("127.0.0.1", lab.http_port, HOSTS[sent % 2])
+        host = HOSTS[sent % 2]
+        answer = ask("127.0.0.1", lab.http_port, host)
         sent += 1
         if answer.status != 200:
-            failed.append((round(time.monotonic() - started, 1), answer.status, answer.server, answer.marker))
+            failed.append((round(time.monotonic() - started, 1), host, answer.status, answer.server, answer.marker))
         done.wait(INTERVAL)
     applier.join(timeout=600)
     assert results, "apply did not end"
@@ -270,4 +271,75 @@ def test_with_haproxy_down_plan_says_it_could_not_read_the_runtime_state_and_goe
     assert "server.proxyha" not in plan.out, plan.out
     steady.apply()
     assert until(steady.serving, 30)
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+
+
+TUNED = """\
+  web1:
+    config: {limits.kernel.nofile: "16384"}
+    profiles: [default, macvlan, webtune]
+  web2:
+    config: {limits.kernel.nofile: "16384"}
+    profiles: [default, macvlan, webtune]
+"""
+
+
+def with_webtune(lab: Guide, nproc: int) -> None:
+    """lab.override.yaml with a profile `webtune` (a restart-only key) beside the override's own profiles."""
+    path = lab.dir / "lab.override.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("profiles:\n", f'profiles:\n  webtune:\n    config: {{limits.kernel.nproc: "{nproc}"}}\n', 1))
+
+
+def test_a_restart_only_key_of_a_profile_both_web_servers_share_restarts_them_one_at_a_time_under_load(steady):
+    image = steady.instance("web2")["config"].get("user.reconciler.image", "reconciler-debian")
+    for nproc in (8192, 16384):  # both join the profile (a restart each), then the profile alone changes
+        steady.set_override(TUNED + f"    image: {image}\n" + WEIGHT)
+        with_webtune(steady, nproc)
+        plan = steady.run("plan")
+        assert 'config["limits.kernel.nproc"] (profile webtune) take effect only after a restart' in plan.out, plan.out
+        assert "drains subdomain1/site1, subdomain2/site1 first" in plan.out, plan.out
+        assert "drains subdomain1/site2, subdomain2/site2 first" in plan.out and "Warning:" not in plan.out, plan.out
+        result, sent, failed, seconds = under_load(steady, "apply", "--yes", "--parallelism", "4")
+        assert result.code == 0, result.out[-3000:] + result.err
+        for name in ("web1", "web2"):
+            limits = steady.lxc("exec", name, "--", "sh", "-c", "grep 'processes' /proc/1/limits")
+            assert str(nproc) in limits, limits  # the restart did happen
+        apart = abs(booted(steady, "web2") - booted(steady, "web1"))
+        print(f"\nprofile webtune nproc {nproc} under load: {sent} requests in {seconds:.1f}s, {len(failed)} failed;"
+              f" their inits started {apart:.1f}s apart")
+        assert apart >= 2.0, f"web1 and web2 started {apart:.2f}s apart: they restarted together"
+        assert sent > 40 and failed == [], f"{len(failed)} of {sent} failed: {failed[:5]}"
+        assert steady.run("plan", "--detailed-exitcode").code == 0
+
+
+ALONE = """\
+      subdomain2:
+        servers:
+          - {name: site2, container: web2, port: 80}
+"""
+
+
+def test_a_restart_of_a_backends_only_server_is_warned_and_its_failures_counted_the_other_backend_keeps_serving(steady):
+    image = steady.instance("web2")["config"].get("user.reconciler.image", "reconciler-debian")
+    kept = TUNED + f"    image: {image}\n" + WEIGHT
+    steady.set_override(kept + ALONE)  # subdomain2 left with web2 alone: site1 removed through the runtime API
+    with_webtune(steady, 16384)
+    steady.apply()
+    restarted_web2 = kept.replace('"16384"}\n    profiles: [default, macvlan, webtune]\n    image',
+                                  '"8192"}\n    profiles: [default, macvlan, webtune]\n    image')
+    steady.set_override(restarted_web2 + ALONE)
+    with_webtune(steady, 16384)
+    plan = steady.run("plan")
+    assert "Warning: subdomain2 has no other server: requests fail while web2 restarts" in plan.out, plan.out
+    result, sent, failed, seconds = under_load(steady, "apply", "--yes")
+    assert result.code == 0, result.out[-3000:] + result.err
+    hosts = sorted({host for _, host, *_ in failed})
+    print(f"\nweb2, subdomain2's only server, restarted under load (warned): {sent} requests in {seconds:.1f}s,"
+          f" {len(failed)} failed, all for {hosts}")
+    assert hosts in ([], ["site2.testdomain.com"]), failed[:5]  # subdomain1 (site1's host) kept web1: none there
+    steady.set_override(restarted_web2)
+    with_webtune(steady, 16384)
+    steady.apply()  # site1 back in subdomain2
+    assert until(lambda: steady.run("check").code == 0, 30), steady.run("check").out
     assert steady.run("plan", "--detailed-exitcode").code == 0
