@@ -66,7 +66,7 @@ def _converges(lab, what: str, done_before: set[str]) -> None:
     redone = done_before & _created(result.out)
     assert not redone, f"{what}: the next apply created again what the killed run had made: {sorted(redone)}"
     assert lab.run("plan", "--detailed-exitcode").code == 0, f"{what}: plan not empty after the next apply"
-    assert until(lambda: lab.run("check").code == 0, 60, step=2), f"{what}: {lab.run('check').out}"
+    assert until(lambda: lab.run("check").code == 0, 60, step=2), f"{what}: {lab.run('check').out}\n{_listening(lab)}"
     names = sorted(i["name"] for i in json.loads(lab.lxc("list", "--format=json")))
     assert names == ["bystander", "proxyha", "web1", "web2"], f"{what}: {names}"
     profiles = sorted(p["name"] for p in json.loads(lab.lxc("profile", "list", "--format=json")))
@@ -78,6 +78,16 @@ def _converges(lab, what: str, done_before: set[str]) -> None:
     steps = len(_finished(result.out))
     RESULTS.append(f"{what}: converged in {time.monotonic() - started:.1f}s ({steps} steps) {waited} {took}"
                    f" {remade}".rstrip())
+
+
+def _listening(lab) -> str:
+    """For a failed check (run 15 once found nothing listening on the proxy device's port after a daemon
+    kill): who listens on the host's lab ports, and proxyha's devices and state as LXD has them."""
+    ports = sh("ss", "-Hltnp", check=False).stdout.splitlines()
+    held = [line for line in ports if f":{lab.http_port} " in line or f":{lab.http_port + 1} " in line]
+    proxyha = json.loads(lab.lxc("query", f"/1.0/instances/proxyha?project={lab.project}", check=False) or "{}")
+    return (f"listening on {lab.http_port}/{lab.http_port + 1}: {held or 'nothing'}; proxyha: "
+            f"{proxyha.get('status')}, devices {proxyha.get('expanded_devices', {}).get('http')}")
 
 
 def _finished(out: str) -> list[str]:
