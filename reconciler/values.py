@@ -216,3 +216,21 @@ def route_subnet(route: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
         return ipaddress.ip_network(words[0], strict=False), device
     except ValueError:
         return None, device
+
+
+# LXD's sizes: a byte count, or one with a decimal (kB, MB, ...) or binary (KiB, MiB, ...) unit.
+SIZE = re.compile(r"(\d{1,30})\s*([KMGTPE]i?B|B)?")
+UNITS = {"B": 1, **{f"{u}B": 1000 ** (i + 1) for i, u in enumerate("KMGTPE")},
+         **{f"{u}iB": 1024 ** (i + 1) for i, u in enumerate("KMGTPE")}}
+
+
+def size_bytes(text: str | None) -> int | None:
+    """LXD's size ("64MiB", "1GB", "1073741824") in bytes; None if absent or not of that form."""
+    found = SIZE.fullmatch(text or "")
+    return int(found.group(1)) * UNITS[found.group(2) or "B"] if found else None
+
+
+def size_problem(text: str) -> str | None:
+    if size_bytes(text) is None:
+        return f"{text!r} is not a size LXD takes, such as 64MiB, 1GB or 1073741824"
+    return None

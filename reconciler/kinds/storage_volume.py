@@ -9,13 +9,13 @@ change is a new address: the old volume is deleted, a new one created).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
+from ..values import size_bytes
 from .contract import Chosen, Scope, Wanted, importable, imported_part
 from .storage_pool import pool
 
@@ -155,17 +155,6 @@ def shrinks(have: str | None, want: str | None, driver: str = "") -> str | None:
         else "and data beyond the new size would be lost"
     return (f"size {have} -> {want} would shrink the volume, {why}: a volume only grows (to make it smaller,"
             " declare a new one and copy the data)")
-
-
-SIZE = re.compile(r"(\d{1,30})\s*([KMGTPE]i?B|B)?")
-UNITS = {"B": 1, **{f"{u}B": 1000 ** (i + 1) for i, u in enumerate("KMGTPE")},
-         **{f"{u}iB": 1024 ** (i + 1) for i, u in enumerate("KMGTPE")}}
-
-
-def size_bytes(text: str | None) -> int | None:
-    """LXD's size ("64MiB", "1GB", "1073741824") in bytes; None if absent or not of that form."""
-    found = SIZE.fullmatch(text or "")
-    return int(found.group(1)) * UNITS[found.group(2) or "B"] if found else None
 
 
 def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:

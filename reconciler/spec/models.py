@@ -257,6 +257,18 @@ def _own_keys(config: dict[str, str]) -> dict[str, str]:
 
 
 OwnConfig = Annotated[Config, AfterValidator(_own_keys)]
+SIZE_KEYS = ("size", "volume.size")  # a pool's loop file and its volumes' default; a volume's own
+
+
+def _sizes(config: dict[str, str]) -> dict[str, str]:
+    for key in SIZE_KEYS:
+        problem = values.size_problem(str(config[key])) if key in config else None
+        if problem:
+            raise ValueError(f"{key}: {problem}")
+    return config
+
+
+StorageConfig = Annotated[OwnConfig, AfterValidator(_sizes)]
 PoolRef = Annotated[str, values.Matching(POOL_NAME, "a storage pool name")]
 
 
@@ -265,7 +277,8 @@ class StoragePool(Strict):
 
     driver: Literal["dir", "btrfs", "lvm", "zfs"] = Field(description="LXD's storage driver; a change replaces the pool")
     description: str = ""
-    config: OwnConfig = Field({}, description="LXD pool keys (source, size, volume.size, ...); values become strings")
+    config: StorageConfig = Field({}, description="LXD pool keys (source, size, volume.size, ...); values become"
+                                  " strings")
 
 
 class Volume(Strict):
@@ -276,7 +289,8 @@ class Volume(Strict):
                           " a change replaces the volume")
     description: str = ""
     content_type: Literal["filesystem", "block"] = Field("filesystem", description="a change replaces the volume")
-    config: OwnConfig = Field({}, description="LXD volume keys (size, security.shifted, ...); values become strings")
+    config: StorageConfig = Field({}, description="LXD volume keys (size, security.shifted, ...); values become"
+                                  " strings")
 
 
 class Existing(Strict):
