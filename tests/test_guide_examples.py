@@ -21,6 +21,7 @@ import pytest
 from conftest import ROOT, LabDir, sh
 from test_guide_lab import guide_lab, restarted, until
 
+from reconciler import dns
 from reconciler.check import ask
 from reconciler.source import read_yaml
 
@@ -98,6 +99,11 @@ class Guide(LabDir):
     def shell(self, container: str, command: str) -> str:
         """What a shell command inside the container prints (through LabDir.exec_recorded, as lxc("exec", ...) is)."""
         return self.exec_recorded(container, ["sh", "-c", command])
+
+    def leases(self) -> list[tuple[str, str, str]]:
+        """(host name, MAC, address) of every lease LXD knows on the LAN bridge: what a failure shows."""
+        found = json.loads(self.lxc("query", f"/1.0/networks/{self.tag}lan/leases?project={self.tag}"))
+        return [(lease.get("hostname", ""), lease.get("hwaddr", ""), lease.get("address", "")) for lease in found]
 
     def lan_address(self, container: str) -> str:
         """Its IPv4 address on the LAN ('' while it has none: DHCP just after a start)."""
@@ -302,8 +308,11 @@ def test_a_forward_on_the_lan_reaches_haproxy_which_sees_the_hosts_own_address(e
     assert f"+ forward.{guide.tag}lan/{FORWARD} will be created" in shown, shown
     done = guide.apply()
     assert done.index("instance.proxyha: ") < done.index(f"forward.{guide.tag}lan/{FORWARD}: created"), done
+    # The LAN bridge's step ended once its dnsmasq served (restarted for the new DHCP range): a container
+    # started on it at once gets its fixed address (before, run 16 found dnsmasq gone and proxyha on its old lease).
+    assert dns.answers(LAN_HOST, "_gateway.lxd", 0), "the LAN's dnsmasq does not answer after apply"
     proxyha = f"{LAN_PREFIX}5"  # its fixed address on the LAN (LXD's DHCP leases it), the forward's target
-    assert until(lambda: guide.lan_address("proxyha") == proxyha, 60), guide.lan_address("proxyha")
+    assert until(lambda: guide.lan_address("proxyha") == proxyha, 60), (guide.lan_address("proxyha"), guide.leases())
     assert until(lambda: get(FORWARD, 80, "site1.testdomain.com")[0] == 200, 60)
     servers: set[str] = set()  # through HAProxy to both web servers: bounded, as health checks settle after
     assert until(lambda: servers.add(get(FORWARD, 80, "site1.testdomain.com")[2]) or servers == {"site1", "site2"},

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .. import dns
 from ..address import Address, Kind, acl, network
 from ..errors import LxdError, asked_again_while
 from ..plan import Action, Change
@@ -90,10 +92,12 @@ def apply(run: Runner, change: Change, action: Action) -> None:
                                              "config": {**(raw.get("config") or {}), **tags}}, etag)
     if action == Action.CREATE:
         try:
-            return asked_again_while(DNSMASQ_RACE, lambda: run.lxd.create("network", {
+            asked_again_while(DNSMASQ_RACE, lambda: run.lxd.create("network", {
                 "name": name, "type": want["type"], "description": want["description"], "config": config}))
         except LxdError as err:
             raw, etag = _made_by_a_killed_run(run, name, err)  # else raised as it was
+        else:
+            return _until_dnsmasq_answers(run, name)
     else:
         raw, etag = run.fresh(change)
     seen = [(raw, etag)]  # as LXD has it: after a refusal (it put the old config back), read again
@@ -104,6 +108,7 @@ def apply(run: Runner, change: Change, action: Action) -> None:
         run.lxd.put("network", name, {"description": want["description"], "config": {**defaults, **config}}, tag)
 
     asked_again_while(DNSMASQ_RACE, put, lambda: seen.append(run.lxd.get("network", name)))
+    _until_dnsmasq_answers(run, name)
 
 
 # LXD 5.0 restarts a bridge's dnsmasq when the bridge is made or its config changes, and may start the new
@@ -112,6 +117,38 @@ def apply(run: Runner, change: Change, action: Action) -> None:
 # parallel test suite).  LXD then undoes the request (the old config back, a new bridge gone), so the same
 # request is asked again, a bounded number of times (errors.asked_again_while).
 DNSMASQ_RACE = "failed to create listening socket"
+
+
+# LXD returns from a bridge's creation or update as soon as it has started the new dnsmasq, and tells it
+# of a container's fixed address (ipv4.address) by writing a hosts file and sending SIGHUP.  A SIGHUP in
+# dnsmasq's first moments, before its handler is in place, kills it (the default action), and one in the
+# rest of its start-up is ignored: a container started at once on the bridge then gets no lease, or a
+# dynamic one instead of its fixed address (seen under the parallel suite: proxyha kept its old lease).
+# So a bridge's step ends once its dnsmasq answers DNS, which it does only from its main loop: the name
+# asked is in LXD's own domain (answered by dnsmasq itself, never forwarded).  Only where LXD runs on
+# this machine, whose routes reach the bridge's address; bounded, and a warning if it never answers.
+DNSMASQ_WAIT = 10.0
+
+
+def _until_dnsmasq_answers(run: Runner, name: str) -> None:
+    if not run.lxd.local:
+        return
+    raw, _ = run.lxd.get("network", name)
+    config = raw.get("config") or {}
+    gateway = dnsmasq_address(config)
+    if raw.get("type", "bridge") != "bridge" or gateway is None or not os.path.exists(f"/sys/class/net/{name}"):
+        return  # no DNS there, or not a bridge of this host's (asked only on the lab's own bridge)
+    if not dns.answers(gateway, f"_gateway.{config.get('dns.domain') or 'lxd'}", DNSMASQ_WAIT):
+        run.warn(f"network.{name}: its DNS and DHCP server (dnsmasq) did not answer on {gateway} within"
+                 f" {DNSMASQ_WAIT:.0f}s: a container started on it now may get no lease or not its fixed address")
+
+
+def dnsmasq_address(config: Mapping[str, Any]) -> str | None:
+    """Where a bridge's dnsmasq answers DNS: its IPv4 address, unless it has none or no DNS."""
+    address = str(config.get("ipv4.address") or "")
+    if config.get("dns.mode") == "none" or address in ("", "none", "auto"):
+        return None
+    return address.partition("/")[0]
 
 
 def _made_by_a_killed_run(run: Runner, name: str, err: LxdError) -> tuple[dict, str]:
