@@ -148,7 +148,9 @@ def test_a_read_the_database_was_too_busy_to_begin_is_asked_again_a_bounded_numb
 
 class _Networks:
     """A recording stand-in for the LXD client a network's apply uses: each write fails with the next of
-    `failures` (None: it succeeds); every call is recorded."""
+    `failures` (None: it succeeds); every call is recorded.  A remote daemon's: no dnsmasq of this host's to wait for."""
+
+    local = False
 
     def __init__(self, *failures: LxdError | None):
         self.failures, self.calls = list(failures), []

@@ -154,6 +154,35 @@ def test_one_run_says_a_frontend_s_bad_bind_and_a_server_that_is_no_lab_containe
         " 'web1'?"]
 
 
+def test_a_server_s_bad_port_leaves_its_name_and_its_container_judged(tmp_path):
+    """A server's fields are judged one by one: a bad port no longer hides a name used twice or a container
+    that is not the lab's, in one run; a bad container name stands in for nothing (no second message)."""
+    found = errors(tmp_path, """\
+    lab: demo
+    containers:
+      proxy: {image: x}
+      web1: {image: x}
+    haproxy:
+      proxy:
+        frontends:
+          f: {bind: "*:80", default_backend: b}
+        backends:
+          b:
+            servers:
+              - {name: s1, container: web1, port: 99999}
+              - {name: s1, container: web9}
+              - {name: s2, container: "Bad!"}
+              - {name: s2, container: web1}
+    """)
+    assert [e.removeprefix(f"{tmp_path}/") for e in found] == [
+        "lab.yaml:12:47: haproxy.proxy.backends.b.servers[0].port: Input should be less than or equal to 65535",
+        "lab.yaml:13:20: haproxy.proxy.backends.b.servers[1].name: server name 's1' is used twice in this backend",
+        "lab.yaml:13:35: haproxy.proxy.backends.b.servers[1].container: 'web9' is not a lab container; did you mean"
+        " 'web1'?",
+        "lab.yaml:14:35: haproxy.proxy.backends.b.servers[2].container: container 'Bad!' is not an LXD container name",
+        "lab.yaml:15:20: haproxy.proxy.backends.b.servers[3].name: server name 's2' is used twice in this backend"]
+
+
 def test_a_bad_top_level_field_hides_only_what_depends_on_it(tmp_path):
     """A bad name in existing.acls leaves ACL names unjudged, not profiles, networks or NICs; a bad
     lxd.project is not taken for the default project."""

@@ -69,9 +69,12 @@ def _check_backend(backend: Backend, containers: set[str], failed: PathSet, hint
     for i, server in enumerate(backend.servers):
         if failed.at(("servers", i)):
             continue  # a stand-in: its name is nobody's
-        if server.container not in containers:
+        container_failed = failed.at(("servers", i, "container"))  # a stand-in: judged at its own line
+        if server.container not in containers and not container_failed:
             problems.append((("servers", i, "container"), (f"{server.container!r} is not a lab "
                              f"container{container_hint(server.container, containers, budget=hints)}")))
+        if failed.at(("servers", i, "name")) or (server.name is None and container_failed):
+            continue  # its name in haproxy.cfg is unknown
         if server.label in seen:
             problems.append((("servers", i, "name"), (f"server name {server.label!r} is used "
                              "twice in this backend")))

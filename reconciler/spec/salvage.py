@@ -21,7 +21,6 @@ WHOLE_PARTS: tuple[tuple, ...] = (
     ("*", "*", "devices", "*"),
     ("acls", "*", ("ingress", "egress"), "*"),
     ("haproxy", "*", "frontends", "*", ("access", "routes"), "*"),
-    ("haproxy", "*", "backends", "*", "servers", "*"),
     ("haproxy", "*", "frontends", "*", "tls"),
     ("haproxy", "*", "conditions", "*"),
     ("haproxy", "*", "stats")
@@ -44,6 +43,8 @@ STAND_INS: tuple[tuple[tuple, Any], ...] = (
     (("haproxy", "*", "frontends", "*", "routes", "*"), {"host": "invalid", "backend": "invalid"}),
     (("haproxy", "*", "backends", "*"), {}),
     (("haproxy", "*", "backends", "*", "servers", "*"), {"container": "invalid"}),
+    # A server's fields are judged one by one: a bad port leaves its name and container checked.
+    (("haproxy", "*", "backends", "*", "servers", "*", "container"), "invalid"),
     (("haproxy", "*", "conditions", "*"), {"method": "GET"}),
     # A forward's port keeps its place, so that its target is still checked (a port of its own, should
     # it clash with another, fails the whole forward: no worse than leaving the port out).
