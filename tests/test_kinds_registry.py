@@ -88,10 +88,10 @@ def test_what_devices_name_is_a_dependency_each_kind_declares_for_itself():
                               "volumes": {"site": {"pool": "fast"}},
                               "profiles": {"p": {"devices": DEVICES}},
                               "containers": {"c": {"image": "i", "devices": DEVICES}}})
-    owned = {a.network("lan"), a.acl("web-only"), a.Address(Kind.POOL, "fast"), a.Address(Kind.VOLUME, "fast/site")}
+    owned = {a.network("lan"), a.acl("web-only"), a.Address(Kind("pool"), "fast"), a.Address(Kind("volume"), "fast/site")}
     desired = desired_state(lab, Path("."), {}, {})
     for address in (a.instance("c"), a.profile("p")):
         assert owned <= set(desired[address].depends_on)
-        assert a.Address(Kind.VOLUME, "fast/theirs") not in desired[address].depends_on  # not the lab's
+        assert a.Address(Kind("volume"), "fast/theirs") not in desired[address].depends_on  # not the lab's
     live = with_what_devices_name(Resource(a.profile("p"), {"devices": DEVICES}), None)
-    assert set(live.depends_on) == owned | {a.Address(Kind.VOLUME, "fast/theirs")}  # live: all it names
+    assert set(live.depends_on) == owned | {a.Address(Kind("volume"), "fast/theirs")}  # live: all it names

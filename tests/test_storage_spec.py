@@ -47,8 +47,8 @@ containers:
       site: {type: disk, pool: labdata, source: site, path: /var/www/html, readonly: true}
 """
 
-POOL = a.Address(a.Kind.POOL, "labdata")
-VOLUME = a.Address(a.Kind.VOLUME, "labdata/site")
+POOL = a.Address(a.Kind("pool"), "labdata")
+VOLUME = a.Address(a.Kind("volume"), "labdata/site")
 
 # `lxc query /1.0/storage-pools/rk-probe-x` on LXD 5.0.2, after `lxc storage create rk-probe-x dir
 # user.reconciler.lab=probe` (name and lab changed to this test's)
@@ -91,7 +91,7 @@ def test_what_lab_yaml_does_not_own_is_no_dependency(tmp_path):
                + "  web3:\n    image: reconciler-tiny\n    devices:\n"
                "      old: {type: disk, pool: default, source: old, path: /old}\n")
     deps = desired_state(lab, tmp_path, {}, {})[a.instance("web3")].depends_on
-    assert [d for d in deps if d.kind in (a.Kind.POOL, a.Kind.VOLUME)] == []
+    assert [d for d in deps if d.kind in (a.Kind("pool"), a.Kind("volume"))] == []
 
 
 BAD = [
@@ -158,7 +158,7 @@ def test_a_source_set_in_lab_yaml_is_compared(tmp_path):
 
 
 def live(pools: list[dict], volumes: list[dict], instances: list[dict] = ()):
-    raw = {a.Kind.INSTANCE: list(instances), a.Kind.POOL: list(pools), a.Kind.VOLUME: list(volumes)}
+    raw = {a.Kind.INSTANCE: list(instances), a.Kind("pool"): list(pools), a.Kind("volume"): list(volumes)}
     return live_from_raw(RawState(raw), "store")
 
 

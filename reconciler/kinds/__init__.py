@@ -54,7 +54,7 @@ def _check() -> dict[Kind, Kind_]:
         if module.KIND in registry:
             raise ImportError(f"two kind modules for {module.KIND.value}")
         registry[module.KIND] = module
-    unregistered = set(Kind) - set(registry)
+    unregistered = set(Kind.registered()) - set(registry)
     if unregistered:
         raise ImportError(f"no kind module for {', '.join(sorted(k.value for k in unregistered))}")
     for module in OBJECT_KINDS:
@@ -79,6 +79,17 @@ def with_what_devices_name(res: Resource, lab: Lab | None) -> Resource:
         return res
     named = tuple(a for kind in OBJECT_KINDS for a in kind.named_by_devices(devices, lab))
     return replace(res, depends_on=tuple(dict.fromkeys(res.depends_on + named)))
+
+
+def needs_addresses(lab: Lab) -> bool:
+    """Whether some kind's objects need the containers' live addresses to be planned (an optional hook,
+    `needs_addresses(lab)`: a forward to a container by its live address); default: no."""
+    return any(hook(lab) for hook in _hooks("needs_addresses"))
+
+
+def _hooks(name: str) -> list[Callable[..., Any]]:
+    """An optional hook of every object kind that has it, in registry order."""
+    return [getattr(m, name) for m in OBJECT_KINDS if hasattr(m, name)]
 
 
 def rules(kind: Kind) -> Kind_:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..address import Address, Kind, forward, instance, network
+from ..address import Address, Kind, instance, network
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Body, Meta, Resource, digest, own_config, referenced_networks
 from .contract import Chosen, Scope, Wanted, importable, imported_part
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..spec.forward_refs import Targets
     from .runner import Runner
 
-KIND = Kind.FORWARD
+KIND = Kind.register("forward")
 RANK = 55  # after the instances it leads to (and their networks), before what runs inside containers
 SHAPE = ("cds", "#d0e0e3")
 REPLACE_FIELDS: tuple[str, ...] = ()  # its identity is its address (network and listen address): all else is PUT
@@ -53,6 +53,11 @@ Ports = dict[str, dict[str, str]]
 # one's missing): apply's parallel steps change one network's forwards one at a time.
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+
+
+def forward(network_name: str, listen_address: str) -> Address:
+    """A network's forward: `forward.lan/10.203.117.250` (nested: PARENT/NAME)."""
+    return Address(KIND, f"{network_name}/{listen_address}")
 
 
 def _network_lock(name: str) -> threading.Lock:
@@ -137,6 +142,12 @@ def parents(lab: Lab) -> set[str]:
     """The networks lab.yaml's forwards name: plan reads their forwards (and those of the lab's own networks),
     so a forward someone else made there is seen, never overwritten."""
     return {f.network for f in lab.forwards.values()}
+
+
+def needs_addresses(lab: Lab) -> bool:
+    """Optional hook: whether plan must read live addresses (a forward that leads to a container by its live one)."""
+    from ..spec.forward_refs import live_targeted
+    return live_targeted(lab)
 
 
 def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:

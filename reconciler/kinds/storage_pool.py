@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..spec import Lab
     from .runner import Runner
 
-KIND = Kind.POOL
+KIND = Kind.register("pool")
 RANK = 25  # after networks, before volumes (30) and profiles
 SHAPE = ("cylinder", "#d0e0e3")
 ABSENT = "not in {daemon}"  # why a create
@@ -38,7 +38,7 @@ DEFAULTED_KEYS = ("source", "size", "lvm.vg_name", "lvm.thinpool_name", "zfs.poo
 
 
 def pool(name: str) -> Address:
-    return Address(Kind.POOL, name)
+    return Address(KIND, name)
 
 
 def desired(lab: Lab, wanted: Wanted) -> list[Resource]:

@@ -16,6 +16,7 @@ from ..address import Address, Kind
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
 from ..values import size_bytes
+from . import storage_pool
 from .contract import Chosen, Scope, Wanted, importable, imported_part
 from .storage_pool import pool
 
@@ -24,14 +25,14 @@ if TYPE_CHECKING:
     from ..spec import Lab
     from .runner import Runner
 
-KIND = Kind.VOLUME
+KIND = Kind.register("volume")
 RANK = 30  # after its pool (25), before the profiles and containers that mount it
 SHAPE = ("cylinder", "#b6d7a8")
 ABSENT = "not in {daemon}"  # why a create
 DEEP_READ = False  # nothing in it needs live addresses
 REPLACE_FIELDS: tuple[str, ...] = ("pool", "content_type")
 COLLECTION = "volumes/custom"  # under its pool: /1.0/storage-pools/POOL/volumes/custom
-PARENT: Kind | None = Kind.POOL
+PARENT: Kind | None = storage_pool.KIND
 SCOPE = Scope.PROJECT  # in the lab's project when it has features.storage.volumes, else in default
 TABLE = "volumes"
 NOUN = "storage volume"
@@ -43,7 +44,7 @@ DATA_LOST = "the data on it is lost"
 
 
 def volume(pool_name: str, name: str) -> Address:
-    return Address(Kind.VOLUME, f"{pool_name}/{name}")
+    return Address(KIND, f"{pool_name}/{name}")
 
 
 def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
@@ -93,7 +94,7 @@ def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) 
 def loses_data(change: Change, action: Action) -> bool:
     """A volume deleted or replaced: its data goes with it (LXD 5.0 does not say whether a volume is empty
     without reading each one, so every volume is taken to hold data)."""
-    return change.address.kind == Kind.VOLUME and action in (Action.DELETE, Action.REPLACE)
+    return change.address.kind == KIND and action in (Action.DELETE, Action.REPLACE)
 
 
 def data_losses(changes: Iterable[Change]) -> list[str]:
