@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import address as a
+from reconciler import kinds
 from reconciler.desired import desired_state
 from reconciler.diff import diff_states
 from reconciler.kinds import storage_pool, storage_volume
@@ -215,9 +216,9 @@ def test_a_volume_deleted_or_replaced_is_named_as_data_loss(tmp_path):
              "description": "the web site, shared by both servers"}
     replaced = diff_states({VOLUME: desired[VOLUME]}, live([RAW_POOL], [block]).owned)
     gone = diff_states({}, live([RAW_POOL], [RAW_VOLUME]).owned)
-    assert storage_volume.data_losses(replaced) == ["it replaces volume.labdata/site: the data on it is lost"]
-    assert storage_volume.data_losses(gone) == ["it deletes volume.labdata/site: the data on it is lost"]
-    assert storage_volume.data_losses(diff_states({}, live([RAW_POOL], []).owned)) == []  # a pool alone: no data
+    assert kinds.data_losses(replaced) == ["it replaces volume.labdata/site: the data on it is lost"]
+    assert kinds.data_losses(gone) == ["it deletes volume.labdata/site: the data on it is lost"]
+    assert kinds.data_losses(diff_states({}, live([RAW_POOL], []).owned)) == []  # a pool alone: no data
     text = plan_text(make_plan("store", gone, {}), colour=False, lab_file="lab.yaml")
     assert "- volume.labdata/site will be deleted" in text and "      the data on it is lost" in text
 
