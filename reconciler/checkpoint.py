@@ -313,7 +313,7 @@ def sizes(lxd: Lxd, found: list[Checkpoint]) -> dict[str, int | None]:
             if cname in cp.instances and size is not None:
                 used[cp.name].append(size if isinstance(size, int) and size >= 0 else None)
     for cp in found:
-        used[cp.name] += [lxd.snapshot_usage(v, snapshot_name(cp.name)) for v in cp.volumes]
+        used[cp.name] += [lxd.snapshot_usage(v, snapshot_name(cp.name), storage_volume.KIND.value) for v in cp.volumes]
     return {n: sum(u) if u and None not in u else None for n, u in used.items()}  # type: ignore[arg-type]
 
 
