@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from .address import Address, Kind
 from .errors import LxdError, LxdNotFound
+
+# A feature built on the volume kind (it snapshots volumes), not something adding that kind had to touch.
 from .kinds import OBJECT_KINDS, object_kind, storage_volume
 from .kinds.contract import ObjectKind, Scope
 from .kinds.storage_volume import DATA_LOST
@@ -216,7 +218,7 @@ def take(lxd: Lxd, place: Lxd, lab: str, name: str, lab_digest: str, fingerprint
     """Record the lab's objects, then snapshot each container where it stands, and each custom volume."""
     check_name(name)
     instances, objects = owned_now(lxd, lab, under)
-    volumes = sorted(objects.get(Kind.VOLUME) or {})
+    volumes = sorted(objects.get(storage_volume.KIND) or {})
     previous = _previous(place, lab, name)
     if previous is not None and previous.complete:
         raise CheckpointError(f"lab {lab!r} already has a checkpoint {name!r} (taken {previous.created}): choose"
@@ -311,7 +313,7 @@ def sizes(lxd: Lxd, found: list[Checkpoint]) -> dict[str, int | None]:
             if cname in cp.instances and size is not None:
                 used[cp.name].append(size if isinstance(size, int) and size >= 0 else None)
     for cp in found:
-        used[cp.name] += [lxd.snapshot_usage(v, snapshot_name(cp.name)) for v in cp.volumes]
+        used[cp.name] += [lxd.snapshot_usage(v, snapshot_name(cp.name), storage_volume.KIND.value) for v in cp.volumes]
     return {n: sum(u) if u and None not in u else None for n, u in used.items()}  # type: ignore[arg-type]
 
 
@@ -381,7 +383,7 @@ def _objects_back(lxd: Lxd, cp: Checkpoint, objects: dict[Kind, dict[str, dict]]
             now = objects[kind.KIND].get(name)
             if now is None:
                 refused += _refused_create(lxd, kind.KIND, name)
-                emptied = kind.KIND == Kind.VOLUME and name in cp.volumes
+                emptied = kind.KIND == storage_volume.KIND and name in cp.volumes
                 steps.append(Step("create", kind.KIND, name, "deleted since the checkpoint" + (
                     ", and its snapshot with it: made again empty from its recorded configuration (a container"
                     " that mounts it cannot start without it); its data is not restored" if emptied else ""),
@@ -396,12 +398,12 @@ def _volumes_back(lxd: Lxd, cp: Checkpoint, objects: dict[Kind, dict[str, dict]]
     """Each snapshotted volume still there restored to its snapshot; the names restored."""
     snap, restored = snapshot_name(cp.name), []
     for name in cp.volumes:
-        if name not in (objects.get(Kind.VOLUME) or {}):
+        if name not in (objects.get(storage_volume.KIND) or {}):
             continue  # made again empty by _objects_back
         if snap not in _snapshot_names(lxd, name, "volume"):
             refused.append(f"volume {name} has no snapshot {snap} any more (deleted by hand?): it cannot be restored")
             continue
-        steps.append(Step("restore", Kind.VOLUME, name, f"to snapshot {snap}", phase=VOLUMES))
+        steps.append(Step("restore", storage_volume.KIND, name, f"to snapshot {snap}", phase=VOLUMES))
         restored.append(name)
     return restored
 
@@ -445,7 +447,7 @@ def _made_since(cp: Checkpoint, objects: dict[Kind, dict[str, dict]], force: boo
         for name in sorted(set(objects[kind.KIND]) - set(cp.objects.get(kind.KIND.value) or {})):
             if kind.KIND == Kind.PROFILE and name == "default":
                 continue
-            if kind.KIND == Kind.VOLUME and not force:
+            if kind.KIND == storage_volume.KIND and not force:
                 refused.append(f"volume.{name} was created after the checkpoint: deleting it, {DATA_LOST}"
                                " (`reconcile rollback --force` deletes it)")
             steps.append(Step("delete", kind.KIND, name, "created after the checkpoint", phase=DELETES))

@@ -503,7 +503,7 @@ def _reviewed(args, plan) -> None:
 
 
 def _safe(args, plan) -> None:
-    from .kinds.storage_volume import data_losses
+    from .kinds import data_losses
     problems = plan.unsafe(UNSAFE_SHARE) + data_losses(plan.changes)
     if problems and not args.force:
         raise Refused("this plan is refused without --force: " + "; ".join(problems))

@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import disruption, haproxy, placement, runtime_drift
+from . import disruption, haproxy, kinds, placement, runtime_drift
 from .address import Address, Kind, instance, network
 from .context import Context
 from .desired import desired_state, root_disk_problems
@@ -32,7 +32,6 @@ from .live import Live, as_comparable, host_routes, live_from_raw, provisioned, 
 from .plan import Action, Change, Code, Origin, Plan, PlanError, Reason, make_plan
 from .source import field_path
 from .spec import REMOTES, Lab, network_overlaps
-from .spec.forward_refs import live_targeted
 from .state import LabState, Resource
 
 if TYPE_CHECKING:
@@ -157,7 +156,7 @@ def _inside(state: LabState) -> LabState:
 def needs_addresses(lab: Lab) -> bool:
     """Addresses cost a deeper read; only labs whose files or forwards need them pay for it."""
     return (bool(lab.haproxy) or any(f.template for c in lab.containers.values() for f in c.files.values())
-            or live_targeted(lab))
+            or kinds.needs_addresses(lab))
 
 
 # --- Adoptions ---------------------------------------------------------------------------------

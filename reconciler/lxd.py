@@ -476,7 +476,7 @@ class Lxd:
         return self._call("get", self._collection(kind), params={"recursion": 1}).json()["metadata"] or []
 
     def snapshots(self, name: str, kind: str = "instance") -> list[dict]:
-        """An instance's (or a custom volume's, `kind` "volume", name POOL/NAME) snapshots, in one GET."""
+        """An instance's (or another kind's, `kind` its word: a custom volume's, name POOL/NAME) snapshots, in one GET."""
         return self._call("get", self._node(kind, name).snapshots, params={"recursion": 1}).json()["metadata"] or []
 
     def snapshot(self, name: str, snapshot: str, kind: str = "instance") -> None:
@@ -494,11 +494,12 @@ class Lxd:
         instance mounts it)."""
         self._wait(self._call("put", self._node(kind, name), json={"restore": snapshot}))
 
-    def snapshot_usage(self, volume: str, snapshot: str) -> int | None:
-        """Bytes a volume snapshot uses, where the pool's driver says (a dir pool does not): else None."""
-        pool, _, name = volume.rpartition("/")
+    def snapshot_usage(self, name: str, snapshot: str, kind: str) -> int | None:
+        """Bytes a snapshot of a nested object uses (a custom volume's: `kind` its word, name POOL/NAME), where
+        its pool's driver says (a dir pool does not): else None."""
+        parent, _, own = name.rpartition("/")
         try:
-            state = self._call("get", self._collection("volume", pool)[f"{name}%2F{snapshot}"].state).json()
+            state = self._call("get", self._collection(kind, parent)[f"{own}%2F{snapshot}"].state).json()
         except LxdError:
             return None
         used = ((state.get("metadata") or {}).get("usage") or {}).get("used")

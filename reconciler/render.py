@@ -12,8 +12,8 @@ import os
 import unicodedata
 from typing import Any, TextIO
 
+from .kinds import data_lost
 from .kinds.file import UNKNOWN
-from .kinds.storage_volume import DATA_LOST, loses_data
 from .outcome import Outcome, Report, Status
 from .plan import SECRET, SECRET_CHANGED, Action, Change, Code, Origin, Plan, Step, redact
 from .source import field_path
@@ -111,8 +111,9 @@ def _details(change: Change, action: Action, paint: Painter, lab_file: str) -> l
         renamed = change.reasons[0].code == Code.NOT_IN_LAB  # gone from lab.yaml: perhaps only renamed there
         lines.append(paint("31;1", "      it is RUNNING: its root filesystem is lost" + (
             ". If it was renamed in lab.yaml, declare renamed_from on the new name instead" if renamed else "")))
-    if loses_data(change, action):
-        lines.append(paint("31;1", f"      {DATA_LOST}"))
+    lost = data_lost(change, action)
+    if lost:
+        lines.append(paint("31;1", f"      {lost}"))
     for field in change.diff:
         if field.path == "content":
             lines += _content_lines(field.before, after.get("content"), paint, after, lab_file)

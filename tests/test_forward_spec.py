@@ -75,7 +75,7 @@ PORTS_UDP = {"listen_port": "5000-5001,6000", "protocol": "udp", "target_address
 def test_the_desired_forward_resolves_its_targets_from_lab_yaml_and_waits_for_them(tmp_path):
     lab = load(tmp_path, LAB)
     state = desired_state(lab, tmp_path, {}, {})
-    fwd = state[a.forward("lan", "10.203.117.250")]
+    fwd = state[forward_kind.forward("lan", "10.203.117.250")]
     assert fwd.body == {"description": "the web front", "config": {"target_address": "10.203.117.20"},
                         "ports": {"tcp:80": PORT_80, "udp:5000-5001,6000": PORTS_UDP}}
     assert fwd.depends_on == (a.network("lan"), a.instance("web1"))
@@ -89,7 +89,7 @@ def test_a_container_with_no_fixed_address_is_targeted_by_its_live_one(tmp_path)
     lab = load(tmp_path, LIVE)
     assert needs_addresses(lab) and not needs_addresses(load(tmp_path, LAB))
     nics = {"web1": {"eth0": "10.203.117.99"}, "web2": {"eth0": "10.203.117.150"}}
-    fwd = desired_state(lab, tmp_path, {}, {}, nics)[a.forward("lan", "10.203.117.250")]
+    fwd = desired_state(lab, tmp_path, {}, {}, nics)[forward_kind.forward("lan", "10.203.117.250")]
     assert fwd.body == {"description": "the web front", "config": {"target_address": "10.203.117.150"},
                         "ports": {"tcp:80": PORT_80, "udp:5000-5001,6000": PORTS_UDP}}
     assert fwd.meta.waits_for == ("web2",) and fwd.meta.payload == {}
@@ -100,7 +100,7 @@ def test_a_live_target_with_no_address_yet_is_known_after_apply_which_resolves_i
     """web2 to be created (or replaced, or started): plan cannot know its address; apply finds it from the
     NIC kept in the change (device and interface), once web2, which the forward waits for, has one."""
     lab = load(tmp_path, LIVE)
-    fwd = desired_state(lab, tmp_path, {}, {}, {"web1": {"eth0": "10.203.117.10"}})[a.forward("lan", "10.203.117.250")]
+    fwd = desired_state(lab, tmp_path, {}, {}, {"web1": {"eth0": "10.203.117.10"}})[forward_kind.forward("lan", "10.203.117.250")]
     assert fwd.body["config"] == {"target_address": UNKNOWN}
     assert fwd.body["ports"]["tcp:80"] == PORT_80  # web1's fixed address: no live read needed
     assert fwd.meta.waits_for == ("web2",)
@@ -115,7 +115,7 @@ def test_a_live_target_with_no_address_yet_is_known_after_apply_which_resolves_i
 def test_a_live_target_on_each_port_is_pending_by_the_ports_key(tmp_path):
     text = LIVE.replace("    target: web2\n", "").replace(
         'target_port: "7000-7002", target_address: 10.203.117.11', 'target_port: "7000-7002", target: web2')
-    fwd = desired_state(load(tmp_path, text), tmp_path, {}, {})[a.forward("lan", "10.203.117.250")]
+    fwd = desired_state(load(tmp_path, text), tmp_path, {}, {})[forward_kind.forward("lan", "10.203.117.250")]
     assert fwd.body["config"] == {} and fwd.body["ports"]["udp:5000-5001,6000"]["target_address"] == UNKNOWN
     assert fwd.meta.payload == {forward_kind.PENDING: {"udp:5000-5001,6000": ["web2", "eth0", "eth0"]}}
 
@@ -257,7 +257,7 @@ def test_a_port_changed_by_hand_is_a_diff_of_that_port(tmp_path):
 def live_state(*forwards: dict, lab: str = "fwd"):
     network = {"name": "lan", "managed": True, "type": "bridge", "description": "",
                "config": {"user.reconciler.lab": "fwd", "ipv4.address": "10.203.117.1/24"}}
-    raw = RawState({a.Kind.NETWORK: [network], a.Kind.FORWARD: list(forwards)})
+    raw = RawState({a.Kind.NETWORK: [network], a.Kind("forward"): list(forwards)})
     return live_from_raw(raw, lab)
 
 
@@ -270,7 +270,7 @@ def test_a_forward_is_deleted_before_its_network():
 def test_a_forward_the_lab_does_not_own_keeps_its_network(tmp_path):
     foreign = {**RAW, "config": {}, "listen_address": "10.203.117.251"}
     live = live_state(RAW, foreign)
-    assert live.foreign == {a.forward("lan", "10.203.117.251"): None}
+    assert live.foreign == {forward_kind.forward("lan", "10.203.117.251"): None}
     changes = diff_states({}, live.owned)
     with pytest.raises(PlanError, match=r"network.lan holds forward.lan/10.203.117.251, which is not this lab's"):
         _check_foreign_children(changes, live.foreign)
@@ -280,7 +280,7 @@ def test_a_forward_the_lab_does_not_own_keeps_its_network(tmp_path):
 def test_a_forward_is_created_after_its_network_and_target(tmp_path):
     state = desired_state(load(tmp_path, LAB), tmp_path, {}, {})
     plan = make_plan("fwd", diff_states(state, {}), {})
-    step = Step(a.forward("lan", "10.203.117.250"), Action.CREATE)
+    step = Step(forward_kind.forward("lan", "10.203.117.250"), Action.CREATE)
     assert {Step(a.network("lan"), Action.CREATE), Step(a.instance("web1"), Action.CREATE)} <= plan.graph[step]
 
 
@@ -297,6 +297,6 @@ def test_plan_reads_the_forwards_of_the_networks_it_owns_or_names(tmp_path):
 def test_graph_draws_a_forward_after_the_container_it_leads_to(tmp_path):
     from reconciler.graph import Edge, lab_graph, to_dot
     graph = lab_graph("fwd", desired_state(load(tmp_path, LAB), tmp_path, {}, {}))
-    fwd = a.forward("lan", "10.203.117.250")
+    fwd = forward_kind.forward("lan", "10.203.117.250")
     assert Edge(a.instance("web1"), fwd) in graph.edges
     assert '"forward.lan/10.203.117.250" [label="forward\\nlan/10.203.117.250", shape=cds' in to_dot(graph)

@@ -67,9 +67,9 @@ IMAGES = [{"fingerprint": "6b9ef359e924fd0ac717194ed8c6a4e8f35e1b24fc32d4ef31ed5
 
 
 def raw_state(**changed) -> RawState:
-    objects = {Kind.INSTANCE: [WEB1], Kind.PROFILE: [DEFAULT_PROFILE], Kind.NETWORK: [NETWORK], Kind.POOL: POOLS,
-               Kind.VOLUME: [VOLUME], Kind.FORWARD: [FORWARD]}
-    objects.update({Kind[k.upper()]: v for k, v in changed.items()})
+    objects = {Kind.INSTANCE: [WEB1], Kind.PROFILE: [DEFAULT_PROFILE], Kind.NETWORK: [NETWORK], Kind("pool"): POOLS,
+               Kind("volume"): [VOLUME], Kind("forward"): [FORWARD]}
+    objects.update({Kind(k): v for k, v in changed.items()})
     return RawState(copy.deepcopy(objects), copy.deepcopy(IMAGES))
 
 
@@ -93,7 +93,7 @@ def test_the_written_lab_validates_and_declares_what_lxd_has(tmp_path):
     path = tmp_path / "lab.yaml"
     path.write_text(import_lab(raw_state(), ["web1"], "imp", "rximpjson"))
     lab, _ = load_lab(path, {})
-    for kind, live in ((Kind.POOL, POOLS[1]), (Kind.VOLUME, VOLUME), (Kind.FORWARD, FORWARD), (Kind.NETWORK, NETWORK)):
+    for kind, live in ((Kind("pool"), POOLS[1]), (Kind("volume"), VOLUME), (Kind("forward"), FORWARD), (Kind.NETWORK, NETWORK)):
         rules = object_kind(kind)
         [want] = rules.desired(lab, Wanted())
         have = rules.from_lxd(live)
@@ -142,13 +142,13 @@ def test_a_default_target_is_the_container_by_name(tmp_path):
                                                                    "target": "web1"}}
     (tmp_path / "lab.yaml").write_text(text)
     lab, _ = load_lab(tmp_path / "lab.yaml", {})
-    [want] = object_kind(Kind.FORWARD).desired(lab, Wanted())
-    assert want.body == object_kind(Kind.FORWARD).from_lxd(fwd).body
+    [want] = object_kind(Kind("forward")).desired(lab, Wanted())
+    assert want.body == object_kind(Kind("forward")).from_lxd(fwd).body
 
 
 def test_import_reads_nested_kinds_only_under_what_the_chosen_containers_name():
     under = named_parents(raw_state(), ["web1"])
-    pool, forward = object_kind(Kind.VOLUME), object_kind(Kind.FORWARD)
+    pool, forward = object_kind(Kind("volume")), object_kind(Kind("forward"))
     assert under(pool, POOLS[1]) and under(pool, POOLS[0])  # its volume's pool, its root disk's
     assert under(forward, NETWORK) and not under(forward, {**NETWORK, "name": "lxdbr0"})
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import address as a
+from reconciler import kinds
 from reconciler.desired import desired_state
 from reconciler.diff import diff_states
 from reconciler.kinds import storage_pool, storage_volume
@@ -47,8 +48,8 @@ containers:
       site: {type: disk, pool: labdata, source: site, path: /var/www/html, readonly: true}
 """
 
-POOL = a.Address(a.Kind.POOL, "labdata")
-VOLUME = a.Address(a.Kind.VOLUME, "labdata/site")
+POOL = a.Address(a.Kind("pool"), "labdata")
+VOLUME = a.Address(a.Kind("volume"), "labdata/site")
 
 # `lxc query /1.0/storage-pools/rk-probe-x` on LXD 5.0.2, after `lxc storage create rk-probe-x dir
 # user.reconciler.lab=probe` (name and lab changed to this test's)
@@ -91,7 +92,7 @@ def test_what_lab_yaml_does_not_own_is_no_dependency(tmp_path):
                + "  web3:\n    image: reconciler-tiny\n    devices:\n"
                "      old: {type: disk, pool: default, source: old, path: /old}\n")
     deps = desired_state(lab, tmp_path, {}, {})[a.instance("web3")].depends_on
-    assert [d for d in deps if d.kind in (a.Kind.POOL, a.Kind.VOLUME)] == []
+    assert [d for d in deps if d.kind in (a.Kind("pool"), a.Kind("volume"))] == []
 
 
 BAD = [
@@ -158,7 +159,7 @@ def test_a_source_set_in_lab_yaml_is_compared(tmp_path):
 
 
 def live(pools: list[dict], volumes: list[dict], instances: list[dict] = ()):
-    raw = {a.Kind.INSTANCE: list(instances), a.Kind.POOL: list(pools), a.Kind.VOLUME: list(volumes)}
+    raw = {a.Kind.INSTANCE: list(instances), a.Kind("pool"): list(pools), a.Kind("volume"): list(volumes)}
     return live_from_raw(RawState(raw), "store")
 
 
@@ -215,9 +216,9 @@ def test_a_volume_deleted_or_replaced_is_named_as_data_loss(tmp_path):
              "description": "the web site, shared by both servers"}
     replaced = diff_states({VOLUME: desired[VOLUME]}, live([RAW_POOL], [block]).owned)
     gone = diff_states({}, live([RAW_POOL], [RAW_VOLUME]).owned)
-    assert storage_volume.data_losses(replaced) == ["it replaces volume.labdata/site: the data on it is lost"]
-    assert storage_volume.data_losses(gone) == ["it deletes volume.labdata/site: the data on it is lost"]
-    assert storage_volume.data_losses(diff_states({}, live([RAW_POOL], []).owned)) == []  # a pool alone: no data
+    assert kinds.data_losses(replaced) == ["it replaces volume.labdata/site: the data on it is lost"]
+    assert kinds.data_losses(gone) == ["it deletes volume.labdata/site: the data on it is lost"]
+    assert kinds.data_losses(diff_states({}, live([RAW_POOL], []).owned)) == []  # a pool alone: no data
     text = plan_text(make_plan("store", gone, {}), colour=False, lab_file="lab.yaml")
     assert "- volume.labdata/site will be deleted" in text and "      the data on it is lost" in text
 

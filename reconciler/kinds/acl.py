@@ -22,7 +22,7 @@ from .contract import Scope, Wanted
 if TYPE_CHECKING:
     from ..lxd import RawState
     from ..spec import Lab
-    from .contract import Chosen
+    from .contract import Chosen, LabTable
     from .runner import Runner
 
 KIND = Kind.ACL
@@ -33,6 +33,7 @@ COLLECTION = "network-acls"
 PARENT: Kind | None = None
 SCOPE = Scope.SHARED
 TABLE = "acls"
+LAB_TABLE: LabTable | None = None  # a core table: spec.models has its model
 NOUN = "network ACL"
 API_EXTENSION = "network_acl"  # what it needs in GET /1.0's api_extensions ("": the core API)
 DEEP_READ = False

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..state import OWNER_KEY, devices_of, own_config
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from ..address import Address, Kind
     from ..lxd import RawState
     from ..plan import Action, Change
@@ -64,6 +66,22 @@ class Chosen:
         for name in instance.get("profiles") or []:
             out.update(devices_of((by_name.get(name) or {}).get("devices")))
         return {**out, **devices_of(instance.get("devices"))}
+
+
+@dataclass(frozen=True)
+class LabTable:
+    """A kind's own table in lab.yaml (`LAB_TABLE`): spec gives `Lab` a field for it (and `adopt:` and
+    `existing:` a list where the kind says so), checks its keys, and stands in for its failed parts; the
+    kind's module reads it through a typed accessor of its own.  The core's tables (networks, profiles,
+    containers, acls, haproxy) are spec's, and their kinds' LAB_TABLE is None."""
+
+    model: type[BaseModel]  # one entry
+    key: str  # the pattern its keys follow (the schema's propertyNames; pass 2 checks them)
+    noun: str  # how a bad key is called: "'x' is not a valid {noun} name"
+    description: str  # the table's, in the schema
+    adopt: Any = None  # the type of an item of `adopt.TABLE` (None: `adopt:` does not list this kind)
+    existing: tuple[Any, tuple[str, ...]] | None = None  # `existing.TABLE`: an item's type, and the default
+    stand_ins: tuple[tuple[tuple, Any], ...] = ()  # (path inside an entry, value): what a failed part stands in for
 
 
 def importable(obj: Mapping[str, Any] | None, named: bool = True) -> bool:
@@ -124,6 +142,7 @@ class ObjectKind(Kind_, Protocol):
     TABLE: str  # the lab.yaml table that declares them ("" when none: the project is `project:`)
     NOUN: str  # how messages call one ("storage pool")
     API_EXTENSION: str  # the API extension a lab with one needs (decided from api_extensions, never a version)
+    LAB_TABLE: LabTable | None  # its own lab.yaml table, when TABLE is not one of the core's
 
     def desired(self, lab: Lab, wanted: Wanted) -> list[Resource]: ...
 
@@ -146,6 +165,12 @@ class ObjectKind(Kind_, Protocol):
         """LXD's JSON (a nested kind's with `parent` added: its parent's name) -> a Resource; None for an
         object no lab could own (a host interface LXD lists with the networks)."""
         ...
+
+
+# Optional hooks an object kind may define (the registry calls those it has; default: nothing):
+# - `problems(lab, declared) -> list[Found]`: pass 3 of lab.yaml, its cross-references (spec/references.py);
+# - `needs_addresses(lab) -> bool`: whether plan must read the containers' live addresses for it;
+# - `loses_data(change, action) -> bool` with `DATA_LOST`: a change that apply does only with --force.
 
 
 class InsideKind(Kind_, Protocol):

@@ -30,7 +30,7 @@ from ..state import (
     lxd_keys,
     own_config,
 )
-from .contract import Chosen, Scope, Wanted, imported_part
+from .contract import Chosen, LabTable, Scope, Wanted, imported_part
 
 if TYPE_CHECKING:
     from ..lxd import RawState
@@ -45,6 +45,7 @@ COLLECTION = "instances"
 PARENT: Kind | None = None
 SCOPE = Scope.PROJECT
 TABLE = "containers"
+LAB_TABLE: LabTable | None = None  # a core table: spec.models has its model
 NOUN = "container"
 API_EXTENSION = "instances"  # what it needs in GET /1.0's api_extensions ("": the core API)
 DEEP_READ = True

@@ -21,7 +21,7 @@ from ..state import (
     referenced_networks,
     without_filled,
 )
-from .contract import Chosen, Scope, Wanted, declared_as, importable, imported_part
+from .contract import Chosen, LabTable, Scope, Wanted, declared_as, importable, imported_part
 
 if TYPE_CHECKING:
     from ..lxd import RawState
@@ -36,6 +36,7 @@ COLLECTION = "networks"
 PARENT: Kind | None = None
 SCOPE = Scope.SHARED
 TABLE = "networks"
+LAB_TABLE: LabTable | None = None  # a core table: spec.models has its model
 NOUN = "network"
 API_EXTENSION = ""  # what it needs in GET /1.0's api_extensions ("": the core API)
 DEEP_READ = False

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..address import Address, Kind, profile
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, devices_of, digest, own_config
-from .contract import Chosen, Scope, Wanted, imported_part
+from .contract import Chosen, LabTable, Scope, Wanted, imported_part
 
 if TYPE_CHECKING:
     from ..lxd import RawState
@@ -23,6 +23,7 @@ COLLECTION = "profiles"
 PARENT: Kind | None = None
 SCOPE = Scope.PROJECT
 TABLE = "profiles"
+LAB_TABLE: LabTable | None = None  # a core table: spec.models has its model
 NOUN = "profile"
 API_EXTENSION = ""  # what it needs in GET /1.0's api_extensions ("": the core API)
 DEEP_READ = False

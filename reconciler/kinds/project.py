@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..live import Live
     from ..lxd import Lxd, RawState
     from ..spec import Lab, OwnedProject
-    from .contract import Chosen
+    from .contract import Chosen, LabTable
     from .runner import Runner
 
 KIND = Kind.PROJECT
@@ -37,6 +37,7 @@ COLLECTION = "projects"
 PARENT: Kind | None = None
 SCOPE = Scope.OWN
 TABLE = ""
+LAB_TABLE: LabTable | None = None  # no table: `project:` is part of spec.models' Lab
 NOUN = "project"
 API_EXTENSION = "projects"  # what it needs in GET /1.0's api_extensions ("": the core API)
 DEEP_READ = False

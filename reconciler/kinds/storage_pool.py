@@ -7,20 +7,25 @@ ownership tags as networks do.  A pool's driver cannot change in place: a change
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from pydantic import AfterValidator, Field
+
+from .. import values
 from ..address import Address, Kind
+from ..fields import OwnConfig, Strict
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
-from .contract import Chosen, Scope, Wanted, declared_as, importable, imported_part
+from .contract import Chosen, LabTable, Scope, Wanted, declared_as, importable, imported_part
 
 if TYPE_CHECKING:
     from ..lxd import RawState
     from ..spec import Lab
+    from ..spec.declared import Declared, Found
     from .runner import Runner
 
-KIND = Kind.POOL
+KIND = Kind.register("pool")
 RANK = 25  # after networks, before volumes (30) and profiles
 SHAPE = ("cylinder", "#d0e0e3")
 ABSENT = "not in {daemon}"  # why a create
@@ -37,14 +42,86 @@ API_EXTENSION = "storage"  # what it needs in GET /1.0's api_extensions ("": the
 DEFAULTED_KEYS = ("source", "size", "lvm.vg_name", "lvm.thinpool_name", "zfs.pool_name")
 
 
+# --- lab.yaml's `storage_pools:` -----------------------------------------------------------------
+
+POOL_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
+SIZE_KEYS = ("size", "volume.size")  # a pool's loop file and its volumes' default; a volume's own
+
+
+def _sizes(config: dict[str, str]) -> dict[str, str]:
+    for key in SIZE_KEYS:
+        problem = values.size_problem(str(config[key])) if key in config else None
+        if problem:
+            raise ValueError(f"{key}: {problem}")
+    return config
+
+
+StorageConfig = Annotated[OwnConfig, AfterValidator(_sizes)]
+PoolRef = Annotated[str, values.Matching(POOL_NAME, "a storage pool name")]
+
+
+class StoragePool(Strict):
+    """An LXD storage pool the lab owns (server-wide, like LXD's pools)."""
+
+    driver: Literal["dir", "btrfs", "lvm", "zfs"] = Field(description="LXD's storage driver; a change replaces the pool")
+    description: str = ""
+    config: StorageConfig = Field({}, description="LXD pool keys (source, size, volume.size, ...); values become"
+                                  " strings")
+
+
+LAB_TABLE: LabTable | None = LabTable(StoragePool, POOL_NAME, "storage pool", "storage pools the lab owns (server-wide)",
+                                      adopt=PoolRef, existing=(PoolRef, ("default",)))
+
+
+def pools(lab: Lab) -> dict[str, StoragePool]:
+    """lab.yaml's `storage_pools:`."""
+    found: dict[str, StoragePool] = getattr(lab, TABLE)
+    return found
+
+
+def existing(lab: Lab) -> list[str]:
+    """lab.yaml's `existing.storage_pools` (LXD's `default` unless written)."""
+    found: list[str] = getattr(lab.existing, TABLE)
+    return found
+
+
+def known(lab: Lab, declared: Declared) -> frozenset[str] | None:
+    """The pools lab.yaml may name: its own and the existing ones; None when either could not be read."""
+    own = declared.of(TABLE)
+    return None if own is None or declared.failed.at(("existing",)) else own | set(existing(lab))
+
+
+def unknown(where: tuple, name: str, names: Iterable[str]) -> Found:
+    from ..spec.declared import Found, suggest
+    return Found(where, f"unknown storage pool {name!r}{suggest(name, names)} (declare it under storage_pools:,"
+                 " or list it under existing.storage_pools)")
+
+
+def problems(lab: Lab, declared: Declared) -> list[Found]:
+    """Pass 3: the pools disk devices name are the lab's or existing (a volume's pool: its own module), and
+    no pool is both owned and existing (plan would take over what the lab says it only uses)."""
+    from ..spec.declared import Found, devices_everywhere
+    names = known(lab, declared)
+    if names is None:
+        return []
+    out = [unknown(where + ("pool",), device["pool"], names) for where, device in devices_everywhere(lab)
+           if device.get("type") == "disk" and device.get("pool") and device["pool"] not in names]
+    return out + [Found((TABLE, name), f"{name!r} is declared here and listed under existing.storage_pools"
+                        " (which is [default] unless written): the lab cannot own what it only uses; remove one of"
+                        " the two", True)
+                  for name in sorted((declared.of(TABLE) or set()) & set(existing(lab)))]
+
+
+# --- planned and applied ------------------------------------------------------------------------
+
 def pool(name: str) -> Address:
-    return Address(Kind.POOL, name)
+    return Address(KIND, name)
 
 
 def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     return [Resource(pool(name), {"driver": spec.driver, "description": spec.description,
                                   "config": dict(sorted(spec.config.items()))})
-            for name, spec in lab.storage_pools.items()]
+            for name, spec in pools(lab).items()]
 
 
 def deletable(address: Address) -> bool:
@@ -59,7 +136,7 @@ def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) 
     """The pools root disks are on (a disk with `pool` and no `source`; a volume's disk depends on the
     volume, which depends on its pool); with `lab`, those it declares."""
     named = (d["pool"] for d in devices.values() if d.get("type") == "disk" and d.get("pool") and not d.get("source"))
-    return tuple(dict.fromkeys(pool(n) for n in named if lab is None or n in lab.storage_pools))
+    return tuple(dict.fromkeys(pool(n) for n in named if lab is None or n in pools(lab)))
 
 
 def from_lxd(raw: Mapping[str, Any]) -> Resource:
@@ -100,7 +177,6 @@ def imported(raw: RawState, chosen: Chosen) -> dict[str, Any]:
     on a driver lab.yaml knows; the others (`default`, another lab's) under existing."""
     from typing import get_args
 
-    from ..spec.models import StoragePool
     drivers = get_args(StoragePool.model_fields["driver"].annotation)
     found = {p["name"]: p for p in raw.of(KIND)}
     used = sorted({d["pool"] for devices in chosen.devices() for d in devices.values()

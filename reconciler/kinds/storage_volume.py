@@ -9,29 +9,35 @@ change is a new address: the old volume is deleted, a new one created).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from pydantic import Field
+
+from .. import values
 from ..address import Address, Kind
+from ..fields import Strict
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
 from ..values import size_bytes
-from .contract import Chosen, Scope, Wanted, importable, imported_part
-from .storage_pool import pool
+from . import storage_pool
+from .contract import Chosen, LabTable, Scope, Wanted, importable, imported_part
+from .storage_pool import POOL_NAME, PoolRef, StorageConfig, pool
 
 if TYPE_CHECKING:
     from ..lxd import RawState
     from ..spec import Lab
+    from ..spec.declared import Declared, Found
     from .runner import Runner
 
-KIND = Kind.VOLUME
+KIND = Kind.register("volume")
 RANK = 30  # after its pool (25), before the profiles and containers that mount it
 SHAPE = ("cylinder", "#b6d7a8")
 ABSENT = "not in {daemon}"  # why a create
 DEEP_READ = False  # nothing in it needs live addresses
 REPLACE_FIELDS: tuple[str, ...] = ("pool", "content_type")
 COLLECTION = "volumes/custom"  # under its pool: /1.0/storage-pools/POOL/volumes/custom
-PARENT: Kind | None = Kind.POOL
+PARENT: Kind | None = storage_pool.KIND
 SCOPE = Scope.PROJECT  # in the lab's project when it has features.storage.volumes, else in default
 TABLE = "volumes"
 NOUN = "storage volume"
@@ -42,16 +48,80 @@ DEFAULTED_KEYS = ("block.filesystem", "block.mount_options")
 DATA_LOST = "the data on it is lost"
 
 
+# --- lab.yaml's `volumes:` ------------------------------------------------------------------------
+
+VOLUME_NAME = POOL_NAME
+
+
+class Volume(Strict):
+    """A custom storage volume the lab owns, in its project, on a pool; containers mount it with a disk
+    device `{type: disk, pool: POOL, source: NAME, path: ...}`."""
+
+    pool: PoolRef = Field(description="the pool it lives on (a lab pool or one under existing.storage_pools);"
+                          " a change replaces the volume")
+    description: str = ""
+    content_type: Literal["filesystem", "block"] = Field("filesystem", description="a change replaces the volume")
+    config: StorageConfig = Field({}, description="LXD volume keys (size, security.shifted, ...); values become"
+                                  " strings")
+
+
+LAB_TABLE: LabTable | None = LabTable(
+    Volume, VOLUME_NAME, "volume", "custom storage volumes the lab owns, by name (one name per lab, whatever the pool)",
+    adopt=Annotated[str, values.Matching(VOLUME_NAME, "a volume name")],
+    existing=(Annotated[str, values.Matching(f"{POOL_NAME}/{VOLUME_NAME}", "POOL/VOLUME")], ()))
+
+
+def volumes(lab: Lab) -> dict[str, Volume]:
+    """lab.yaml's `volumes:`."""
+    found: dict[str, Volume] = getattr(lab, TABLE)
+    return found
+
+
+def existing(lab: Lab) -> list[str]:
+    """lab.yaml's `existing.volumes`, as POOL/NAME."""
+    found: list[str] = getattr(lab.existing, TABLE)
+    return found
+
+
+def problems(lab: Lab, declared: Declared) -> list[Found]:
+    """Pass 3: each volume's pool, and each volume a disk device mounts (`pool` and `source`), is the lab's
+    or existing; never calling "unknown" a name that is declared but invalid."""
+    from ..spec.declared import Found, devices_everywhere, suggest
+    pools, declared_volumes = storage_pool.known(lab, declared), declared.of(TABLE)
+    if pools is None or declared_volumes is None:
+        return []
+    out = [storage_pool.unknown((TABLE, name, "pool"), spec.pool, pools) for name, spec in volumes(lab).items()
+           if spec.pool not in pools]
+    for where, device in devices_everywhere(lab):
+        pool_name, source = device.get("pool"), device.get("source", "")
+        if device.get("type") == "disk" and pool_name in pools and source and not _known(lab, declared, pool_name, source):
+            out.append(Found(where + ("source",), f"unknown volume {source!r} on pool {pool_name!r}"
+                             f"{suggest(source, declared_volumes)} (declare it under volumes: with pool: {pool_name},"
+                             f" or list {pool_name}/{source} under existing.volumes)"))
+    return out
+
+
+def _known(lab: Lab, declared: Declared, pool_name: str, source: str) -> bool:
+    if f"{pool_name}/{source}" in existing(lab):
+        return True
+    if source not in (declared.of(TABLE) or ()):
+        return False
+    own = volumes(lab)
+    return source not in own or own[source].pool == pool_name  # an invalid entry's pool is unknown
+
+
+# --- planned and applied ------------------------------------------------------------------------
+
 def volume(pool_name: str, name: str) -> Address:
-    return Address(Kind.VOLUME, f"{pool_name}/{name}")
+    return Address(KIND, f"{pool_name}/{name}")
 
 
 def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
     return [Resource(volume(spec.pool, name), {"pool": spec.pool, "content_type": spec.content_type,
                                                "description": spec.description,
                                                "config": dict(sorted(spec.config.items()))},
-                     (pool(spec.pool),) if spec.pool in lab.storage_pools else ())
-            for name, spec in lab.volumes.items()]
+                     (pool(spec.pool),) if spec.pool in storage_pool.pools(lab) else ())
+            for name, spec in volumes(lab).items()]
 
 
 def deletable(address: Address) -> bool:
@@ -60,7 +130,7 @@ def deletable(address: Address) -> bool:
 
 def parents(lab: Lab) -> set[str]:
     """The pools lab.yaml's volumes are on: plan reads their custom volumes (and those of the lab's own pools)."""
-    return {v.pool for v in lab.volumes.values()}
+    return {v.pool for v in volumes(lab).values()}
 
 
 def from_lxd(raw: Mapping[str, Any]) -> Resource | None:
@@ -85,7 +155,7 @@ def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) 
     for device in devices.values():
         pool_name, source = device.get("pool"), device.get("source", "")
         if device.get("type") == "disk" and pool_name and source:
-            if lab is None or (source in lab.volumes and lab.volumes[source].pool == pool_name):
+            if lab is None or (source in volumes(lab) and volumes(lab)[source].pool == pool_name):
                 out.append(volume(pool_name, source))
     return tuple(dict.fromkeys(out))
 
@@ -93,13 +163,7 @@ def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) 
 def loses_data(change: Change, action: Action) -> bool:
     """A volume deleted or replaced: its data goes with it (LXD 5.0 does not say whether a volume is empty
     without reading each one, so every volume is taken to hold data)."""
-    return change.address.kind == Kind.VOLUME and action in (Action.DELETE, Action.REPLACE)
-
-
-def data_losses(changes: Iterable[Change]) -> list[str]:
-    """Why apply wants --force: every volume the plan deletes or replaces."""
-    return [f"it {'replaces' if a == Action.REPLACE else 'deletes'} {c.address}: {DATA_LOST}"
-            for c in changes for a in c.actions if loses_data(c, a)]
+    return change.address.kind == KIND and action in (Action.DELETE, Action.REPLACE)
 
 
 def apply(run: Runner, change: Change, action: Action) -> None:

@@ -17,6 +17,7 @@ The modules: models (the pydantic models, the name patterns, the JSON Schema), s
 proxies and subnets (pass 3), declared (what passes 2 and 3 share), loading (load_lab).
 """
 
+from ..fields import lxd_string
 from .checks import CHECKPOINT_PREFIX, LOCK_PREFIX, MAX_SOURCE_BYTES, read_source, source_problem
 from .loading import check_lab, load_lab
 from .models import (
@@ -41,7 +42,6 @@ from .models import (
     has_root_disk,
     json_schema,
     listen_address,
-    lxd_string,
     override_json_schema,
 )
 from .proxies import Reach, proxied_frontends, proxy_reaches

@@ -9,11 +9,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .. import network_acl, values
+from ..fields import RESERVED_PREFIXES
 from ..network_acl import ACL_NAME, NetworkAcl
 from ..provision import contents_problem, validate_path, validate_service_name
 from ..source import PathSet
 from .declared import Found, suggest
-from .models import CONFIG_KEY, CONTAINER_BOOLS, DEVICE_NAME, RESERVED_PREFIXES, TABLE_NAMES, Container, Lab, Network
+from .models import CONFIG_KEY, CONTAINER_BOOLS, DEVICE_NAME, TABLE_NAMES, Container, Lab, Network
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024  # a `source:` file is read whole, and shown in plans
 

@@ -4,7 +4,7 @@ declares and the parts that failed pass 1, and the "did you mean" of a name."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -74,3 +74,13 @@ def complete(lab: Lab, declared: Declared, container: Container) -> bool:
 def profiles_known(declared: Declared, cname: str) -> bool:
     """Whether a container's list of profiles passed pass 1 (else the list is the default's, not lab.yaml's)."""
     return not declared.failed.at(("containers", cname, "profiles"))
+
+
+def devices_everywhere(lab: Lab) -> Iterator[tuple[tuple, Mapping[str, str]]]:
+    """(location, device) of every device in lab.yaml: the profiles', then the containers'."""
+    for pname, profile in lab.profiles.items():
+        for dname, device in profile.devices.items():
+            yield ("profiles", pname, "devices", dname), device
+    for cname, container in lab.containers.items():
+        for dname, device in container.devices.items():
+            yield ("containers", cname, "devices", dname), device

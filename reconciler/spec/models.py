@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictInt,
     WithJsonSchema,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -23,25 +23,31 @@ from pydantic import (
 from .. import haproxy as haproxy_spec
 from .. import network_acl, values
 from .. import schema as editor_schema
+from ..fields import (
+    CONFIG_KEY,
+    VALUE_SCHEMA,
+    Config,
+    LxdValue,
+    Strict,
+    config_schema,
+    keyed,
+    name_schema,
+)
+from ..kinds import OBJECT_KINDS, check_tables
+from ..kinds.contract import LabTable
 from ..network_acl import ACL_NAME, NetworkAcl
 from ..provision import PATH, SERVICE_NAME, FileSpec, ServiceSpec
-from ..source import as_written
-from .forward import LISTEN_ADDRESS, Forward
 
 # The image servers `remote:alias` may name, as the lxc client knows them.
 REMOTES = {"images": "https://images.linuxcontainers.org",
            "ubuntu": "https://cloud-images.ubuntu.com/releases",
            "ubuntu-daily": "https://cloud-images.ubuntu.com/daily"}
-RESERVED_PREFIXES = ("volatile.", "image.", "user.reconciler.")
 
-CONFIG_KEY = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 INSTANCE_NAME = haproxy_spec.CONTAINER_NAME
 NETWORK_NAME = r"[A-Za-z][A-Za-z0-9_-]{0,14}"  # a Linux interface name
 PROFILE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 DEVICE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 LAB_NAME = r"[a-z0-9][a-z0-9-]{0,62}"
-POOL_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
-VOLUME_NAME = POOL_NAME
 PROJECT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # it becomes part of LXD API paths
 REMOTE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}"  # an lxc remote; it becomes a file name (servercerts/NAME.crt)
 TARGET = r"@?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # a cluster member, or @ and a cluster group
@@ -50,35 +56,7 @@ IMAGE = rf"(?:(?:{'|'.join(map(re.escape, REMOTES))}):)?[A-Za-z0-9][A-Za-z0-9_./
 CONTAINER_BOOLS = ("security.nesting", "security.privileged", "boot.autostart")
 
 
-def lxd_string(value: Any) -> str:
-    """A YAML scalar in LXD's string form: true -> "true", 5 -> "5"; a number as written: 010 -> "010"."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None or value == "":
-        # LXD drops a key set to "": it would show as drift forever. Leave the key out instead.
-        raise ValueError("needs a value (LXD drops empty keys; to unset one, leave it out)")
-    if isinstance(value, (int, float)):
-        return as_written(value) or str(value)
-    if isinstance(value, str):
-        return value
-    raise ValueError(f"must be a string, number or boolean, not {type(value).__name__}")
-
-
 # --- Schema fragments (schemas/lab.schema.json), from the same patterns the checks use --------
-
-def _name_schema(pattern: str) -> dict:
-    return {"pattern": values.anchored(pattern)}
-
-
-VALUE_SCHEMA = {"type": ["string", "number", "boolean"], "minLength": 1}
-CONFIG_KEY_SCHEMA = {"pattern": values.anchored(CONFIG_KEY),
-                     "not": {"pattern": "^(?:" + "|".join(map(re.escape, RESERVED_PREFIXES)) + ")"}}
-
-
-def _config_schema(properties: Mapping[str, dict] | None = None) -> dict:
-    schema = {"type": "object", "propertyNames": CONFIG_KEY_SCHEMA, "additionalProperties": VALUE_SCHEMA}
-    return schema | ({"properties": dict(properties)} if properties else {})
-
 
 def _when(key: str, pattern: str, then: dict) -> dict:
     return {"if": {"properties": {key: {"pattern": pattern}}, "required": [key]}, "then": then}
@@ -97,7 +75,7 @@ PROXY_SCHEMA = {
               _when("connect", "^unix:", {"properties": {"bind": {"const": "host"}}})],
 }
 DEVICE_SCHEMA = {
-    "type": "object", "required": ["type"], "propertyNames": _name_schema(CONFIG_KEY),
+    "type": "object", "required": ["type"], "propertyNames": name_schema(CONFIG_KEY),
     "additionalProperties": VALUE_SCHEMA, "properties": {"type": {"enum": list(values.DEVICE_TYPES)}},
     "allOf": [{"if": {"properties": {"type": {"const": "proxy"}}, "required": ["type"]}, "then": PROXY_SCHEMA}],
     "description": "an LXD device: `type` and its keys",
@@ -109,18 +87,9 @@ BRIDGE_CONFIG = {"ipv4.address": {"type": "string", "pattern": values.anchored(v
                  **{key: values.BOOL_SCHEMA for key in values.BRIDGE_BOOLS + network_acl.DEFAULT_LOGGED_KEYS}}
 
 
-def _keyed(pattern: str, description: str) -> Any:
-    """A Field whose mapping's keys follow `pattern` (checked in pass 2, stated in the schema)."""
-    return Field(default_factory=dict, description=description,
-                 json_schema_extra={"propertyNames": _name_schema(pattern)})
-
-
-LxdValue = Annotated[str, BeforeValidator(lxd_string), WithJsonSchema(VALUE_SCHEMA)]
-Config = Annotated[dict[str, LxdValue], WithJsonSchema(_config_schema() | {
-    "description": "LXD config keys; values become strings"})]
 Device = Annotated[dict[str, LxdValue], WithJsonSchema(DEVICE_SCHEMA)]
 Devices = Annotated[dict[str, Device], WithJsonSchema({
-    "type": "object", "propertyNames": _name_schema(DEVICE_NAME), "additionalProperties": DEVICE_SCHEMA})]
+    "type": "object", "propertyNames": name_schema(DEVICE_NAME), "additionalProperties": DEVICE_SCHEMA})]
 
 
 def _profile_ref(value: str) -> str:
@@ -136,10 +105,6 @@ ProfileRef = Annotated[str, AfterValidator(_profile_ref), WithJsonSchema(
 NetworkRef = Annotated[str, values.Matching(NETWORK_NAME, "a network name")]
 AclRef = Annotated[str, values.Matching(ACL_NAME, "a network ACL name")]
 PackageName = Annotated[str, values.Matching(PACKAGE_NAME, "a package name")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class Connection(Strict):
@@ -175,7 +140,7 @@ class Network(Strict):
 
     type: Literal["bridge"] = "bridge"
     description: str = ""
-    config: Annotated[dict[str, LxdValue], WithJsonSchema(_config_schema(BRIDGE_CONFIG))] = Field(
+    config: Annotated[dict[str, LxdValue], WithJsonSchema(config_schema(BRIDGE_CONFIG))] = Field(
         {}, description="LXD bridge keys (ipv4.address, ipv4.nat, ...); values become strings")
 
 
@@ -195,14 +160,14 @@ class Container(Strict):
     type: Literal["container", "virtual-machine"] = "container"
     description: str = ""
     profiles: list[ProfileRef] = Field(["default"], description="applied in order; later ones win")
-    config: Annotated[dict[str, LxdValue], WithJsonSchema(_config_schema(
+    config: Annotated[dict[str, LxdValue], WithJsonSchema(config_schema(
         {key: values.BOOL_SCHEMA for key in CONTAINER_BOOLS}))] = Field({}, description="LXD config keys;"
                                                                         " values become strings")
     devices: Devices = {}
     state: Literal["running", "stopped"] = "running"
     packages: list[PackageName] = Field([], description="installed with the container's package manager")
-    services: dict[str, ServiceSpec] = _keyed(SERVICE_NAME, "systemd units enabled and running")
-    files: dict[str, FileSpec] = _keyed(PATH, "absolute path -> file or directory")
+    services: dict[str, ServiceSpec] = keyed(SERVICE_NAME, "systemd units enabled and running")
+    files: dict[str, FileSpec] = keyed(PATH, "absolute path -> file or directory")
     vars: dict[str, LxdValue] = Field({}, description="values templates use as {{ vars.NAME }}")
     renamed_from: str | None = Field(None, description="the container's old name: it is renamed in place"
                                      " (keeping its root filesystem), not deleted and created anew")
@@ -249,70 +214,43 @@ class OwnedProject(Strict):
                            " features:")
 
 
-def _own_keys(config: dict[str, str]) -> dict[str, str]:
-    for key in config:
-        if key.startswith(RESERVED_PREFIXES):
-            raise ValueError(f"{key!r}: volatile.*, image.* and user.reconciler.* keys belong to LXD or to reconciler")
-    return config
-
-
-OwnConfig = Annotated[Config, AfterValidator(_own_keys)]
-SIZE_KEYS = ("size", "volume.size")  # a pool's loop file and its volumes' default; a volume's own
-
-
-def _sizes(config: dict[str, str]) -> dict[str, str]:
-    for key in SIZE_KEYS:
-        problem = values.size_problem(str(config[key])) if key in config else None
-        if problem:
-            raise ValueError(f"{key}: {problem}")
-    return config
-
-
-StorageConfig = Annotated[OwnConfig, AfterValidator(_sizes)]
-PoolRef = Annotated[str, values.Matching(POOL_NAME, "a storage pool name")]
-
-
-class StoragePool(Strict):
-    """An LXD storage pool the lab owns (server-wide, like LXD's pools)."""
-
-    driver: Literal["dir", "btrfs", "lvm", "zfs"] = Field(description="LXD's storage driver; a change replaces the pool")
-    description: str = ""
-    config: StorageConfig = Field({}, description="LXD pool keys (source, size, volume.size, ...); values become"
-                                  " strings")
-
-
-class Volume(Strict):
-    """A custom storage volume the lab owns, in its project, on a pool; containers mount it with a disk
-    device `{type: disk, pool: POOL, source: NAME, path: ...}`."""
-
-    pool: PoolRef = Field(description="the pool it lives on (a lab pool or one under existing.storage_pools);"
-                          " a change replaces the volume")
-    description: str = ""
-    content_type: Literal["filesystem", "block"] = Field("filesystem", description="a change replaces the volume")
-    config: StorageConfig = Field({}, description="LXD volume keys (size, security.shifted, ...); values become"
-                                  " strings")
-
-
-class Existing(Strict):
+class ExistingCore(Strict):
     """LXD objects the lab uses but does not own: never changed or deleted."""
 
     profiles: list[ProfileRef] = ["default"]
     networks: list[NetworkRef] = []
     acls: list[AclRef] = []
-    storage_pools: list[PoolRef] = ["default"]
-    volumes: list[Annotated[str, values.Matching(f"{POOL_NAME}/{VOLUME_NAME}", "POOL/VOLUME")]] = []
 
 
-class Adopt(Strict):
+class AdoptCore(Strict):
     """Objects that exist without any lab's tag and that this lab takes over as they are (what
     `reconcile import` writes): plan shows them as adoptions, apply tags them."""
 
     networks: list[NetworkRef] = []
-    storage_pools: list[PoolRef] = []
-    volumes: list[Annotated[str, values.Matching(VOLUME_NAME, "a volume name")]] = []
     profiles: list[ProfileRef] = []
     containers: list[Annotated[str, values.Matching(INSTANCE_NAME, "a container name")]] = []
-    forwards: list[Annotated[str, values.Matching(LISTEN_ADDRESS, "a forward's listen address")]] = []
+
+
+# --- The kinds' own tables: each kind module that brings a table declares it (LAB_TABLE), and the
+# models below get one field for it, in registry order after the core's.
+KIND_TABLES: dict[str, LabTable] = {m.TABLE: m.LAB_TABLE for m in OBJECT_KINDS if m.LAB_TABLE is not None}
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _completed(core: type[Model], fields: Mapping[str, tuple[Any, Any]]) -> type[Model]:
+    """`core` with the kinds' fields, named as `core` without its "Core" (the name the schema shows)."""
+    return create_model(core.__name__.removesuffix("Core"), __base__=core, __module__=__name__,
+                        __doc__=core.__doc__, **fields)  # type: ignore[call-overload]
+
+
+if TYPE_CHECKING:
+    Existing = ExistingCore
+    Adopt = AdoptCore
+else:
+    Existing = _completed(ExistingCore, {table: (list[t.existing[0]], list(t.existing[1]))
+                                         for table, t in KIND_TABLES.items() if t.existing is not None})
+    Adopt = _completed(AdoptCore, {table: (list[t.adopt], []) for table, t in KIND_TABLES.items()
+                                   if t.adopt is not None})
 
 
 class Checkpoints(Strict):
@@ -322,7 +260,7 @@ class Checkpoints(Strict):
                             " one taken by hand is never pruned (`apply --keep-checkpoints N` overrides it)")
 
 
-class Lab(Strict):
+class LabCore(Strict):
     """A lab: everything in one lab.yaml."""
 
     model_config = ConfigDict(defer_build=True, json_schema_extra={"patternProperties": {"^x-": {}}})
@@ -334,15 +272,11 @@ class Lab(Strict):
                                          " deleted by destroy; without this section the project must exist")
     existing: Existing = Existing.model_validate({})
     adopt: Adopt = Adopt.model_validate({})
-    networks: dict[str, Network] = _keyed(NETWORK_NAME, "managed bridges the lab owns")
-    profiles: dict[str, Profile] = _keyed(PROFILE_NAME, "profiles the lab owns")
-    containers: dict[str, Container] = _keyed(INSTANCE_NAME, "containers the lab owns")
-    acls: dict[str, NetworkAcl] = _keyed(ACL_NAME, "network ACLs the lab owns (security.acls of networks name them)")
-    forwards: dict[str, Forward] = _keyed(LISTEN_ADDRESS, "network forwards the lab owns, keyed by listen address")
-    storage_pools: dict[str, StoragePool] = _keyed(POOL_NAME, "storage pools the lab owns (server-wide)")
-    volumes: dict[str, Volume] = _keyed(VOLUME_NAME, "custom storage volumes the lab owns, by name (one name per"
-                                        " lab, whatever the pool)")
-    haproxy: dict[str, haproxy_spec.HAProxy] = _keyed(INSTANCE_NAME, "HAProxy, keyed by the container"
+    networks: dict[str, Network] = keyed(NETWORK_NAME, "managed bridges the lab owns")
+    profiles: dict[str, Profile] = keyed(PROFILE_NAME, "profiles the lab owns")
+    containers: dict[str, Container] = keyed(INSTANCE_NAME, "containers the lab owns")
+    acls: dict[str, NetworkAcl] = keyed(ACL_NAME, "network ACLs the lab owns (security.acls of networks name them)")
+    haproxy: dict[str, haproxy_spec.HAProxy] = keyed(INSTANCE_NAME, "HAProxy, keyed by the container"
                                                       " running it")
     checkpoints: Checkpoints = Checkpoints.model_validate({})
 
@@ -360,17 +294,26 @@ class Lab(Strict):
         return value
 
 
+if TYPE_CHECKING:
+    Lab = LabCore  # a kind's table is read through its own module's typed accessor (storage_pool.pools(lab))
+else:
+    Lab = _completed(LabCore, {table: (dict[str, t.model], keyed(t.key, t.description))
+                               for table, t in KIND_TABLES.items()})
+
+
 def without_extensions(data: Any) -> Any:
     return {k: v for k, v in data.items() if not str(k).startswith("x-")} if isinstance(data, dict) else data
 
 
 TABLES: dict[str, type[BaseModel]] = {"acls": NetworkAcl, "networks": Network, "profiles": Profile,
                                       "containers": Container, "haproxy": haproxy_spec.HAProxy,
-                                      "forwards": Forward, "storage_pools": StoragePool, "volumes": Volume}
+                                      **{table: t.model for table, t in KIND_TABLES.items()}}
 TABLE_NAMES = {"acls": (ACL_NAME, "network ACL"), "networks": (NETWORK_NAME, "network"),
-               "profiles": (PROFILE_NAME, "profile"),
-               "containers": (INSTANCE_NAME, "container"), "forwards": (LISTEN_ADDRESS, "forward listen address"),
-               "storage_pools": (POOL_NAME, "storage pool"), "volumes": (VOLUME_NAME, "volume")}
+               "profiles": (PROFILE_NAME, "profile"), "containers": (INSTANCE_NAME, "container"),
+               **{table: (t.key, t.noun) for table, t in KIND_TABLES.items()}}
+# What a failed part of a kind's entry is stood in for (salvage.py), from the top of the document.
+KIND_STAND_INS = tuple(((table, "*", *path), value) for table, t in KIND_TABLES.items() for path, value in t.stand_ins)
+check_tables(Lab.model_fields)
 
 
 def expanded_devices(lab: Lab, container: Container) -> dict[str, dict[str, str]]:

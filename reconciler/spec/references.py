@@ -1,5 +1,6 @@
 """Pass 3: cross-references between entries (profiles, networks, ACLs, services, templates, HAProxy
-servers), never calling "unknown" a name that is declared but invalid."""
+servers), never calling "unknown" a name that is declared but invalid; a kind with a table of its own
+checks its references in its module (its `problems` hook, called here in registry order)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from collections.abc import Mapping
 
 from .. import haproxy as haproxy_spec
 from .. import network_acl
+from ..kinds import OBJECT_KINDS
 from ..network_acl import ACL_NAME
 from ..provision import validate_path
-from .declared import COMPARED, Declared, Found, complete, profiles_known, suggest
-from .forward_refs import forward_problems
+from .declared import COMPARED, Declared, Found, complete, devices_everywhere, profiles_known, suggest
 from .models import INSTANCE_NAME, Lab, expanded_devices, has_root_disk
 from .proxies import proxy_listen_clashes, proxy_protocol_pairs
-from .storage_refs import storage_problems
 from .subnets import lab_subnet_overlaps
 
 
@@ -26,8 +26,8 @@ def reference_problems(lab: Lab, valid: Lab, declared: Declared) -> list[Found]:
            + _rename_problems(lab, declared) + proxy_listen_clashes(lab, declared) + lab_subnet_overlaps(lab))
     out += (_profile_refs(lab, declared) + _network_refs(lab, declared) + _root_disks(lab, declared)
             + _existing_overlaps(lab, declared) + _acl_refs(lab, declared))
-    out += (_adopt_refs(lab, declared) + forward_problems(lab, declared)
-            + storage_problems(lab, declared, _devices_everywhere(lab)))
+    out += _adopt_refs(lab, declared)
+    out += [f for kind in OBJECT_KINDS if hasattr(kind, "problems") for f in kind.problems(lab, declared)]
     if declared.containers is not None:
         out += _haproxy_refs(lab, declared) + proxy_protocol_pairs(valid, declared)
     return out
@@ -56,7 +56,7 @@ def _acl_users(lab: Lab):
     """(location, settings) of every network config and NIC device that may name ACLs."""
     for name, network in lab.networks.items():
         yield ("networks", name, "config"), network.config
-    for path, device in _devices_everywhere(lab):
+    for path, device in devices_everywhere(lab):
         if device.get("type") == "nic":
             yield path, device
 
@@ -64,7 +64,7 @@ def _acl_users(lab: Lab):
 def _nic_acl_problems(lab: Lab) -> list[Found]:
     """LXD 5.0 takes ACL keys on OVN NICs only; a lab network is a bridge, so its NICs cannot carry them."""
     out = []
-    for path, device in _devices_everywhere(lab):
+    for path, device in devices_everywhere(lab):
         keys = [k for k in network_acl.ACL_KEYS if k in device]
         if device.get("type") == "nic" and keys and device.get("network") not in lab.existing.networks:
             network = _nic_network(device)
@@ -165,21 +165,12 @@ def _nic_network(device: Mapping[str, str]) -> str | None:
     return device.get("parent") if device.get("nictype") == "bridged" else None
 
 
-def _devices_everywhere(lab: Lab):
-    for pname, profile in lab.profiles.items():
-        for dname, device in profile.devices.items():
-            yield ("profiles", pname, "devices", dname), device
-    for cname, container in lab.containers.items():
-        for dname, device in container.devices.items():
-            yield ("containers", cname, "devices", dname), device
-
-
 def _network_refs(lab: Lab, declared: Declared) -> list[Found]:
     if declared.networks is None or not _existing_known(declared, "networks"):
         return []
     known = declared.networks | set(lab.existing.networks)
     out = []
-    for path, device in _devices_everywhere(lab):
+    for path, device in devices_everywhere(lab):
         network = _nic_network(device)
         if network is not None and network not in known:
             key = "network" if "network" in device else "parent"

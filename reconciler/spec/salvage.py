@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ValidationError
 
 from .locations import data_path
+from .models import KIND_STAND_INS
 
 # A part of an entry (or of the top level) that fails pass 1 is left out, or stood in for where its
 # place must stay, so that pass 2 and 3 check all the rest.  A pattern's step "*" is any key or index,
@@ -46,10 +47,7 @@ STAND_INS: tuple[tuple[tuple, Any], ...] = (
     # A server's fields are judged one by one: a bad port leaves its name and container checked.
     (("haproxy", "*", "backends", "*", "servers", "*", "container"), "invalid"),
     (("haproxy", "*", "conditions", "*"), {"method": "GET"}),
-    # A forward's port keeps its place, so that its target is still checked (a port of its own, should
-    # it clash with another, fails the whole forward: no worse than leaving the port out).
-    (("forwards", "*", "ports", "*", "protocol"), "tcp"),
-    (("forwards", "*", "ports", "*", "listen_port"), "65535")
+    *KIND_STAND_INS,  # those of the kinds' own tables (LabTable.stand_ins)
 )
 SALVAGE_ROUNDS = 8  # each round replaces what failed: a part, then what held it (nesting is shallow)
 

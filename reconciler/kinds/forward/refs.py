@@ -1,6 +1,6 @@
 """Pass 3 of lab.yaml's `forwards:`: each forward's network is the lab's or existing, its listen address
 one of that bridge's own subnet, each target a running container with a NIC there (its fixed address,
-or the one it has live)."""
+or the one it has live).  It reads spec, so the kind imports it inside its functions only."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from .declared import Declared, Found, suggest
-from .forward import LISTEN_ADDRESS, Forward, Targeted, port_numbers
-from .models import Lab, expanded_devices
+from ...spec.declared import Declared, Found, suggest
+from ...spec.models import Lab, expanded_devices
+from .model import LISTEN_ADDRESS, TABLE, Forward, Targeted, forwards, port_numbers
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def fixed_address(lab: Lab, container: str, network: str) -> str | None:
 def live_targeted(lab: Lab) -> bool:
     """Whether a forward leads to a container by its live address (plan then reads instances' state)."""
     targets = Targets(lab)
-    return any(targets.live(fwd.network, t) for fwd in lab.forwards.values() for t in (fwd, *fwd.ports))
+    return any(targets.live(fwd.network, t) for fwd in forwards(lab).values() for t in (fwd, *fwd.ports))
 
 
 class Targets:
@@ -79,8 +79,8 @@ def forward_problems(lab: Lab, declared: Declared) -> list[Found]:
     target a container with a NIC there."""
     out: list[Found] = []
     targets = Targets(lab)
-    for listen, fwd in lab.forwards.items():
-        where = ("forwards", listen)
+    for listen, fwd in forwards(lab).items():
+        where = (TABLE, listen)
         out += _ports_listed_twice(declared, where, fwd)
         wrong = _network_problems(lab, declared, where, listen, fwd)
         out += wrong

@@ -17,30 +17,38 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from ..address import Address, Kind, forward, instance, network
-from ..plan import Action, Change
-from ..state import APPLIED_KEY, OWNER_KEY, Body, Meta, Resource, digest, own_config, referenced_networks
-from .contract import Chosen, Scope, Wanted, importable, imported_part
-from .file import UNKNOWN
+from ... import values
+from ...address import Address, Kind, instance, network
+from ...plan import Action, Change
+from ...state import APPLIED_KEY, OWNER_KEY, Body, Meta, Resource, digest, own_config, referenced_networks
+from ..contract import Chosen, LabTable, Scope, Wanted, importable, imported_part
+from ..file import UNKNOWN
+from .model import LISTEN_ADDRESS, TABLE, Forward, forwards
 
 if TYPE_CHECKING:
-    from ..lxd import RawState
-    from ..spec import Lab
-    from ..spec.forward import Forward, ForwardPort, Targeted
-    from ..spec.forward_refs import Targets
-    from .runner import Runner
+    from ...lxd import RawState
+    from ...spec import Lab
+    from ...spec.declared import Declared, Found
+    from ..runner import Runner
+    from .model import ForwardPort, Targeted
+    from .refs import Targets
 
-KIND = Kind.FORWARD
+KIND = Kind.register("forward")
 RANK = 55  # after the instances it leads to (and their networks), before what runs inside containers
 SHAPE = ("cds", "#d0e0e3")
 REPLACE_FIELDS: tuple[str, ...] = ()  # its identity is its address (network and listen address): all else is PUT
 COLLECTION = "forwards"
 PARENT: Kind | None = Kind.NETWORK
 SCOPE = Scope.SHARED  # where its network is
-TABLE = "forwards"
 NOUN = "network forward"
+LAB_TABLE: LabTable | None = LabTable(
+    Forward, LISTEN_ADDRESS, "forward listen address", "network forwards the lab owns, keyed by listen address",
+    adopt=Annotated[str, values.Matching(LISTEN_ADDRESS, "a forward's listen address")],
+    # A forward's port keeps its place, so that its target is still checked (a port of its own, should
+    # it clash with another, fails the whole forward: no worse than leaving the port out).
+    stand_ins=((("ports", "*", "protocol"), "tcp"), (("ports", "*", "listen_port"), "65535")))
 API_EXTENSION = "network_forward"  # what it needs in GET /1.0's api_extensions ("": the core API)
 ABSENT = "not in {daemon}"  # why a create
 DEEP_READ = False  # nothing in it needs live addresses
@@ -55,16 +63,21 @@ _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
+def forward(network_name: str, listen_address: str) -> Address:
+    """A network's forward: `forward.lan/10.203.117.250` (nested: PARENT/NAME)."""
+    return Address(KIND, f"{network_name}/{listen_address}")
+
+
 def _network_lock(name: str) -> threading.Lock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(name, threading.Lock())
 
 
 def desired(lab: Lab, wanted: Wanted) -> list[Resource]:
-    from ..spec.forward_refs import Targets
+    from .refs import Targets
     out = []
     targets = Targets(lab)
-    for listen, fwd in lab.forwards.items():
+    for listen, fwd in forwards(lab).items():
         found = _Resolved(targets, fwd.network, wanted.nics)
         default = found.address("", fwd)
         body = {"description": fwd.description, "config": {DEFAULT_TARGET: default} if default else {},
@@ -136,7 +149,19 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
 def parents(lab: Lab) -> set[str]:
     """The networks lab.yaml's forwards name: plan reads their forwards (and those of the lab's own networks),
     so a forward someone else made there is seen, never overwritten."""
-    return {f.network for f in lab.forwards.values()}
+    return {f.network for f in forwards(lab).values()}
+
+
+def needs_addresses(lab: Lab) -> bool:
+    """Optional hook: whether plan must read live addresses (a forward that leads to a container by its live one)."""
+    from .refs import live_targeted
+    return live_targeted(lab)
+
+
+def problems(lab: Lab, declared: Declared) -> list[Found]:
+    """Pass 3: each forward's network, listen address and targets (refs.py)."""
+    from .refs import forward_problems
+    return forward_problems(lab, declared)
 
 
 def named_by_devices(devices: Mapping[str, Mapping[str, str]], lab: Lab | None) -> tuple[Address, ...]:

@@ -1,4 +1,4 @@
-"""lab.yaml's `forwards:` table: LXD network forwards on the lab's bridges, keyed by listen address.
+"""The forward kind's lab.yaml table, `forwards:`: LXD network forwards on the lab's bridges, keyed by listen address.
 
 A target is a lab container (its NIC on the forward's network: that NIC's fixed `ipv4.address`, else the
 address it has live) or an IPv4 address.  Ports are written as LXD takes them: a port,
@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from .. import values
-from ..haproxy import CONTAINER_NAME
+from ... import values
+from ...haproxy import CONTAINER_NAME
+
+if TYPE_CHECKING:
+    from ...spec import Lab
+
+TABLE = "forwards"
 
 LISTEN_ADDRESS = values.IPV4  # the table's keys; checked further in pass 3 (not 0.0.0.0, inside its bridge)
 PORT_ITEM = rf"{values.PORT}(?:-{values.PORT})?"
@@ -94,3 +99,9 @@ class Forward(Targeted):
     network: str = Field(description="the bridge it listens on (declared under networks: or existing.networks)")
     description: str = ""
     ports: list[ForwardPort] = []
+
+
+def forwards(lab: Lab) -> dict[str, Forward]:
+    """lab.yaml's `forwards:`."""
+    found: dict[str, Forward] = getattr(lab, TABLE)
+    return found
