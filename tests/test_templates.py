@@ -212,8 +212,11 @@ HOSTILE = [
     ("{% set ns = namespace(n=3) %}{% for i in range(40) %}{% set ns.n = ns.n * ns.n %}{% endfor %}",
      "refused by the sandbox: `*` would make a number of more than 4096 bits"),
     ("{{ lab.name.format.__self__ }}", "undefined value"),
+    # Doubling a string faults in hundreds of MiB first: on a loaded machine that kernel time reached the CPU
+    # bound before the memory one (a unit run under load, 5 times in 7).  Either is one clear, bounded refusal;
+    # the single allocation below is the memory bound's own case.
     ("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
-     "needs more than 512 MiB to render"),
+     ("needs more than 512 MiB to render", "takes more than 2 s of CPU")),
     ("{{ 'a'.center(900000000) }}", "needs more than 512 MiB to render"),
     ("{% for i in range(10000) %}{% for j in range(10000) %}{{ i }}{% endfor %}{% endfor %}",
      "renders more than 1048576 characters"),
@@ -234,8 +237,9 @@ def test_hostile_templates_end_in_one_clear_error_each_in_bounded_time():
     elapsed = time.monotonic() - started
     for (text, expected), result in zip(HOSTILE, results):
         assert isinstance(result, templates.TemplateProblem), (text, result[:80])
-        assert expected in str(result), (text, str(result))
-        assert str(result).startswith("template line 2: ") or expected.startswith("renders"), str(result)
+        either = (expected,) if isinstance(expected, str) else expected
+        assert any(e in str(result) for e in either), (text, str(result))
+        assert str(result).startswith("template line 2: ") or either[0].startswith("renders"), str(result)
     assert results[-1] == "still x\n"  # the templates after a hostile one are rendered
     assert elapsed < 30, elapsed
 
