@@ -181,7 +181,7 @@ def test_a_kind_added_on_the_registry_is_named_only_by_its_own_module(kind):
         found = names_of_kind(path.read_text(), kind)
         if found:
             named[rel] = found
-    assert named == {}, f"only kinds/{kind.own} and the registry may name the {kind.word} kind"
+    assert named == {}, f"only reconciler/{kind.own} and the registry may name the {kind.word} kind"
 
 
 @pytest.mark.parametrize("text, kind", [
