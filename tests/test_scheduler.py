@@ -212,3 +212,29 @@ def test_a_rename_read_back_from_a_saved_plan_renames_its_previous_address():
     report = apply_plan(saved, ctx, fake)  # type: ignore[arg-type]
     assert report.ok and fake.did("rename") == ["rename instance c0"]
     assert ("instance", "c9") in fake.objects and ("instance", "c0") not in fake.objects
+
+
+def test_a_started_container_is_waited_for_to_hold_its_fixed_address_and_one_it_does_not_is_said(monkeypatch):
+    """The forward example's proxyha once ran on a dynamic lease while its NIC's ipv4.address was the
+    forward's target, and apply said nothing: now the step waits (bounded) and the report says it."""
+    from types import SimpleNamespace
+
+    from reconciler.kinds import instance as instance_kind
+    lab = Lab.model_validate({"lab": "l", "networks": {"lan": {}, "off": {"config": {"ipv4.dhcp": "false"}}},
+                              "profiles": {"p": {"devices": {"eth1": {"type": "nic", "network": "lan",
+                                                                      "ipv4.address": "10.203.99.9"}}}},
+                              "containers": {"c1": {"image": "i", "profiles": ["p"], "devices": {
+                                  "eth0": {"type": "nic", "network": "lan", "name": "eth0", "ipv4.address": "10.203.99.2"},
+                                  "eth2": {"type": "nic", "network": "off", "ipv4.address": "10.203.98.2"},
+                                  "eth3": {"type": "nic", "nictype": "macvlan", "parent": "x"}}}}})
+    assert instance_kind.fixed_addresses(lab, lab.containers["c1"]) == {"eth0": "10.203.99.2", "eth1": "10.203.99.9"}
+    warned: list[str] = []
+    fake = FakeLxd(objects={("instance", "c1"): {"name": "c1", "status": "Stopped", "config": {}}})
+    run = SimpleNamespace(lxd=fake, lab_name="l", warn=warned.append)
+    held = Change(instance("c1"), (Action.START,), (), None, {}, meta=Meta(payload={"fixed": {"eth0": "10.203.99.2"}}))
+    instance_kind.holds_fixed_addresses(run, "c1", held)  # type: ignore[arg-type]
+    assert warned == []  # the fake's eth0 holds 10.203.99.2
+    monkeypatch.setattr(instance_kind, "FIXED_WAIT", 0.6)
+    missed = Change(instance("c1"), (Action.START,), (), None, {}, meta=Meta(payload={"fixed": {"eth0": "10.203.99.5"}}))
+    instance_kind.holds_fixed_addresses(run, "c1", missed)  # type: ignore[arg-type]
+    assert len(warned) == 1 and "instance.c1: eth0 holds 10.203.99.2, not its fixed 10.203.99.5" in warned[0], warned

@@ -9,6 +9,7 @@ a failed step) is still planned by the next run.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -76,8 +77,24 @@ def one(lab: Lab, name: str, c: Container, live_profiles: Mapping[str, Mapping[s
     deps += [network(n) for n in sorted(lab.networks)]  # what its devices name: added from the registry
     settings, sources = _expanded_boot(lab, c, live_profiles)
     meta = Meta(prev_address=instance(c.renamed_from) if c.renamed_from else None,
-                payload={"boot": digest(settings), "boot_settings": settings, "boot_sources": sources})
+                payload={"boot": digest(settings), "boot_settings": settings, "boot_sources": sources,
+                         "fixed": fixed_addresses(lab, c)})
     return Resource(instance(name), body, tuple(dict.fromkeys(deps)), meta=meta)
+
+
+def fixed_addresses(lab: Lab, c: Container) -> dict[str, str]:
+    """{interface inside: IPv4} of its NICs with a fixed address (ipv4.address) on a bridge of the lab's
+    whose DHCP server leases it: what it should hold once started."""
+    devices: dict[str, Mapping[str, str]] = {}
+    for name in c.profiles:  # as LXD expands them: profiles in order, then its own
+        devices.update(lab.profiles[name].devices if name in lab.profiles else {})
+    devices.update(c.devices)
+    out = {}
+    for device, nic in devices.items():
+        net = lab.networks.get(nic.get("network", "")) if nic.get("type") == "nic" else None
+        if net is not None and nic.get("ipv4.address") and str(net.config.get("ipv4.dhcp", "true")).lower() != "false":
+            out[nic.get("name") or device] = nic["ipv4.address"]
+    return out
 
 
 def _expanded_boot(lab: Lab, c: Container, live_profiles: Mapping[str, Mapping[str, Any]]
@@ -203,10 +220,35 @@ def apply(run: Runner, change: Change, action: Action) -> None:
         stop(run, name)
     elif action == Action.START:
         start(run, name, change)
+        holds_fixed_addresses(run, name, change)
     elif action == Action.RESTART:
         stop(run, name)
         run.lxd.set_state(name, "start")
+        holds_fixed_addresses(run, name, change)
     record(run, name, change, booted=action != Action.STOP)
+
+
+FIXED_WAIT = 30.0  # seconds a started container has to be leased its fixed addresses
+
+
+def holds_fixed_addresses(run: Runner, name: str, change: Change) -> None:
+    """After a start: each NIC with a fixed address holds it (waited for, bounded), or the report says what
+    it holds instead.  LXD's DHCP server gives the fixed address only to the NIC's present MAC, and keeps it
+    from a NIC while a lease of it to another MAC lasts (this NIC's own, before a change of its type gave it
+    a new one): the container then runs on a dynamic address, and a forward or a server aimed at the fixed
+    one misses it, which nothing else would show."""
+    fixed: Mapping[str, str] = change.meta.payload.get("fixed") or {}
+    deadline = time.monotonic() + FIXED_WAIT
+    held = run.lxd.addresses(name)
+    while any(held.get(i) != a for i, a in fixed.items()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        held = run.lxd.addresses(name)
+    for interface, address in sorted(fixed.items()):
+        if held.get(interface) != address:
+            run.warn(f"instance.{name}: {interface} holds {held.get(interface) or 'no address'}, not its fixed"
+                     f" {address}, {FIXED_WAIT:.0f}s after its start: the network's DHCP server leased it another"
+                     f" (the network's leases say who holds {address}; a lease of it to an earlier MAC of this"
+                     " NIC lasts until it expires, an hour by default)")
 
 
 def never_started(raw: Mapping[str, Any]) -> bool:
@@ -238,6 +280,7 @@ def create(run: Runner, name: str, change: Change) -> None:
                                 "devices": want["devices"], "description": want["description"]}, target)
     if want["state"] == "running":
         run.lxd.set_state(name, "start")
+        holds_fixed_addresses(run, name, change)
 
 
 def tags(run: Runner, want: Mapping[str, Any]) -> dict[str, str]:
