@@ -84,6 +84,16 @@ class LabTable:
     stand_ins: tuple[tuple[tuple, Any], ...] = ()  # (path inside an entry, value): what a failed part stands in for
 
 
+def entries(lab: Lab, table: str) -> Any:
+    """A kind's lab.yaml table (a field `Lab` gets from its LAB_TABLE): typed by the kind's own accessor."""
+    return getattr(lab, table)
+
+
+def existing_names(lab: Lab, table: str) -> Any:
+    """A kind's list under `existing:` (from its LAB_TABLE): typed by the kind's own accessor."""
+    return getattr(lab.existing, table)
+
+
 def importable(obj: Mapping[str, Any] | None, named: bool = True) -> bool:
     """Exists, and no lab owns it; `named`: one called `default` stays LXD's too (a profile, a pool)."""
     return obj is not None and OWNER_KEY not in (obj.get("config") or {}) and not (named and obj.get("name") == "default")

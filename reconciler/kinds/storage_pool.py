@@ -17,7 +17,7 @@ from ..address import Address, Kind
 from ..fields import OwnConfig, Strict
 from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
-from .contract import Chosen, LabTable, Scope, Wanted, declared_as, importable, imported_part
+from .contract import Chosen, LabTable, Scope, Wanted, declared_as, entries, existing_names, importable, imported_part
 
 if TYPE_CHECKING:
     from ..lxd import RawState
@@ -75,14 +75,12 @@ LAB_TABLE: LabTable | None = LabTable(StoragePool, POOL_NAME, "storage pool", "s
 
 def pools(lab: Lab) -> dict[str, StoragePool]:
     """lab.yaml's `storage_pools:`."""
-    found: dict[str, StoragePool] = getattr(lab, TABLE)
-    return found
+    return entries(lab, TABLE)
 
 
 def existing(lab: Lab) -> list[str]:
     """lab.yaml's `existing.storage_pools` (LXD's `default` unless written)."""
-    found: list[str] = getattr(lab.existing, TABLE)
-    return found
+    return existing_names(lab, TABLE)
 
 
 def known(lab: Lab, declared: Declared) -> frozenset[str] | None:

@@ -21,7 +21,7 @@ from ..plan import Action, Change
 from ..state import APPLIED_KEY, OWNER_KEY, Resource, digest, filled_back, own_config, without_filled
 from ..values import size_bytes
 from . import storage_pool
-from .contract import Chosen, LabTable, Scope, Wanted, importable, imported_part
+from .contract import Chosen, LabTable, Scope, Wanted, entries, existing_names, importable, imported_part
 from .storage_pool import POOL_NAME, PoolRef, StorageConfig, pool
 
 if TYPE_CHECKING:
@@ -73,14 +73,12 @@ LAB_TABLE: LabTable | None = LabTable(
 
 def volumes(lab: Lab) -> dict[str, Volume]:
     """lab.yaml's `volumes:`."""
-    found: dict[str, Volume] = getattr(lab, TABLE)
-    return found
+    return entries(lab, TABLE)
 
 
 def existing(lab: Lab) -> list[str]:
     """lab.yaml's `existing.volumes`, as POOL/NAME."""
-    found: list[str] = getattr(lab.existing, TABLE)
-    return found
+    return existing_names(lab, TABLE)
 
 
 def problems(lab: Lab, declared: Declared) -> list[Found]:

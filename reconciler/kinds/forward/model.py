@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from ... import values
 from ...haproxy import CONTAINER_NAME
+from ..contract import entries
 
 if TYPE_CHECKING:
     from ...spec import Lab
@@ -103,5 +104,4 @@ class Forward(Targeted):
 
 def forwards(lab: Lab) -> dict[str, Forward]:
     """lab.yaml's `forwards:`."""
-    found: dict[str, Forward] = getattr(lab, TABLE)
-    return found
+    return entries(lab, TABLE)
