@@ -106,6 +106,7 @@ class FakeLxd:
         self.objects[("instance", name)]["status"] = "Running" if action in ("start", "restart") else "Stopped"
 
     def addresses(self, name: str) -> dict[str, str]:
+        self._enter("addresses", "instance", name)
         return {"eth0": "10.203.99.2"}
 
     # --- inside containers ----------------------------------------------------------------

@@ -234,6 +234,9 @@ def test_a_started_container_is_waited_for_to_hold_its_fixed_address_and_one_it_
     held = Change(instance("c1"), (Action.START,), (), None, {}, meta=Meta(payload={"fixed": {"eth0": "10.203.99.2"}}))
     instance_kind.holds_fixed_addresses(run, "c1", held)  # type: ignore[arg-type]
     assert warned == []  # the fake's eth0 holds 10.203.99.2
+    reads = len(fake.calls)
+    instance_kind.holds_fixed_addresses(run, "c1", Change(instance("c1"), (Action.START,), (), None, {}))  # type: ignore[arg-type]
+    assert len(fake.calls) == reads  # no fixed address: no read of the container's state
     monkeypatch.setattr(instance_kind, "FIXED_WAIT", 0.6)
     missed = Change(instance("c1"), (Action.START,), (), None, {}, meta=Meta(payload={"fixed": {"eth0": "10.203.99.5"}}))
     instance_kind.holds_fixed_addresses(run, "c1", missed)  # type: ignore[arg-type]

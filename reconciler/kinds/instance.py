@@ -238,6 +238,8 @@ def holds_fixed_addresses(run: Runner, name: str, change: Change) -> None:
     a new one): the container then runs on a dynamic address, and a forward or a server aimed at the fixed
     one misses it, which nothing else would show."""
     fixed: Mapping[str, str] = change.meta.payload.get("fixed") or {}
+    if not fixed:
+        return  # nothing to wait for: no extra read of its state
     deadline = time.monotonic() + FIXED_WAIT
     held = run.lxd.addresses(name)
     while any(held.get(i) != a for i, a in fixed.items()) and time.monotonic() < deadline:
