@@ -132,13 +132,13 @@ DNSMASQ_WAIT = 10.0
 
 
 def _until_dnsmasq_answers(run: Runner, name: str) -> None:
-    if not run.lxd.local:
-        return
-    raw, _ = run.lxd.get("network", name)
+    if not run.lxd.local or not os.path.exists(f"/sys/class/net/{name}"):
+        return  # not a bridge of this host's (asked only on the lab's own bridge)
+    raw, _ = run.lxd.get("network", name)  # its address as LXD chose it, where lab.yaml left it to LXD
     config = raw.get("config") or {}
     gateway = dnsmasq_address(config)
-    if raw.get("type", "bridge") != "bridge" or gateway is None or not os.path.exists(f"/sys/class/net/{name}"):
-        return  # no DNS there, or not a bridge of this host's (asked only on the lab's own bridge)
+    if raw.get("type", "bridge") != "bridge" or gateway is None:
+        return  # no DNS there
     if not dns.answers(gateway, f"_gateway.{config.get('dns.domain') or 'lxd'}", DNSMASQ_WAIT):
         run.warn(f"network.{name}: its DNS and DHCP server (dnsmasq) did not answer on {gateway} within"
                  f" {DNSMASQ_WAIT:.0f}s: a container started on it now may get no lease or not its fixed address")
