@@ -183,6 +183,26 @@ def test_a_server_s_bad_port_leaves_its_name_and_its_container_judged(tmp_path):
         "lab.yaml:15:20: haproxy.proxy.backends.b.servers[3].name: server name 's2' is used twice in this backend"]
 
 
+def test_a_server_written_as_a_cfg_line_hides_none_of_its_siblings_problems(tmp_path):
+    """A server that is a string (no fields to judge one by one) is stood in for at its own place, beside a
+    sibling's bad port: found by feeding validate a careless lab.yaml (the whole list was dropped)."""
+    found = errors(tmp_path, """\
+    lab: demo
+    containers:
+      proxy: {image: x}
+      web1: {image: x}
+    haproxy:
+      proxy:
+        frontends:
+          f: {bind: "*:80", default_backend: b}
+        backends:
+          b: {servers: [{name: a, container: web1, port: 0}, {name: a, container: web2}, "server web1 10.0.0.5:80"]}
+    """)
+    assert [e.removeprefix(f"{tmp_path}/").split(": ", 2)[1] for e in found] == [
+        "haproxy.proxy.backends.b.servers[0].port", "haproxy.proxy.backends.b.servers[1].name",
+        "haproxy.proxy.backends.b.servers[1].container", "haproxy.proxy.backends.b.servers[2]"]
+
+
 def test_a_bad_top_level_field_hides_only_what_depends_on_it(tmp_path):
     """A bad name in existing.acls leaves ACL names unjudged, not profiles, networks or NICs; a bad
     lxd.project is not taken for the default project."""

@@ -104,7 +104,7 @@ _STAND_INS = _by_length(STAND_INS, lambda row: row[0])
 
 def _failed_part(entry: dict, where: tuple, path: tuple) -> tuple | None:
     """What fails with an error at `path` in the entry: the whole part holding it, or else the deepest
-    mapping item (a field, a file, a config key) on its way that is written."""
+    mapping item (a field, a file, a config key) or list item with a stand-in on its way that is written."""
     node: Any = entry
     deepest = None
     for end, step in enumerate(path, start=1):
@@ -112,6 +112,8 @@ def _failed_part(entry: dict, where: tuple, path: tuple) -> tuple | None:
             deepest = where + path[:end]
         elif not (isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)):
             break
+        elif _stand_in(where + path[:end]) is not _LEAVE_OUT:
+            deepest = where + path[:end]  # a list item with a stand-in (a server written as a cfg line) keeps its place
         if any(_matches(where + path[:end], pattern) for pattern in _WHOLE_PARTS.get(len(where) + end, ())):
             return where + path[:end]
         node = node[step]
