@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import disruption, haproxy, kinds, placement, runtime_drift
+from . import disruption, haproxy, kinds, listeners, placement, runtime_drift
 from .address import Address, Kind, instance, network
 from .context import Context
 from .desired import desired_state, root_disk_problems
@@ -52,6 +52,7 @@ class Sight(Enum):
 
 def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tuple[Plan, Context]:
     found_project, raw = project_kind.read(lxd, lab, needs_addresses(lab))
+    _mark_unheard(lxd, raw.instances)
     live = live_from_raw(raw, lab.lab)
     project_notes = project_kind.claim(live, lab, found_project, destroy)
     wanted = _nothing(lab) if destroy else lab
@@ -93,6 +94,15 @@ def build_plan(lab: Lab, base_dir: Path, lxd: Lxd, destroy: bool = False) -> tup
                    unchanged=len(desired.keys() - {c.address for c in plan.changes}))
     recorded = frozenset(a.name for a, r in live.owned.items() if a.kind == Kind.INSTANCE and r.meta.has_record)
     return plan, Context(lab, base_dir, recorded, facts, frozenset(desired.keys() | owned.keys()))
+
+
+def _mark_unheard(lxd: Lxd, instances: list[dict[str, Any]]) -> None:
+    """Mark the proxy devices of running containers that nobody listens for on this host (listeners.py), where
+    LXD runs in this process's network namespace: a remote's, or another namespace's, are not seen from here."""
+    proxies = any(d.get("type") == "proxy" for i in instances if i.get("status") == "Running"
+                  for d in (i.get("expanded_devices") or {}).values())
+    if proxies and lxd.local and lxd.socket and listeners.daemon_shares_network(lxd.socket):
+        listeners.mark(instances, listeners.host_sockets(), lxd.member)
 
 
 def _check_foreign_children(changes: list[Change], foreign: Mapping[Address, str | None]) -> None:

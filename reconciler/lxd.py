@@ -234,6 +234,12 @@ class Lxd:
         return bool(self._client().host_info.get("environment", {}).get("server_clustered"))
 
     @property
+    def member(self) -> str:
+        """This server's name in its cluster, or "" (not clustered)."""
+        environment = self._client().host_info.get("environment", {})
+        return str(environment.get("server_name") or "") if environment.get("server_clustered") else ""
+
+    @property
     def api(self):
         return self._client().api
 

@@ -81,6 +81,7 @@ class Code(StrEnum):
     DRIFT = "drift"  # the live object differs from lab.yaml
     NEW_CONTAINER = "new-container"  # inside a container that does not exist yet
     NOT_IN_LAB = "not-in-lab"  # the lab's, and gone from lab.yaml
+    NOT_LISTENING = "not-listening"  # a running container's proxy device, with nobody listening on the host
     PLACEMENT = "placement"  # on another cluster member than lab.yaml says
     RENAMED = "renamed"  # lab.yaml renamed it
     REPLACE = "replace"  # a field that only a new object can change

@@ -4,9 +4,13 @@ ownership.  Each test has its own LXD project (see conftest.py)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, until
 
 from reconciler.daemon import TITLES
 from reconciler.engine import build_plan
@@ -288,3 +292,53 @@ def test_apply_refuses_a_plan_that_moved_on_since_it_was_reviewed(lab):
     drifted = lab.run("apply", "--yes", "--fingerprint", reviewed)
     assert drifted.code == 1 and "no longer the one reviewed" in drifted.err
     assert lab.instance("c1")["config"]["user.extra"] == "x"  # nothing was done
+
+
+def _forkproxy(lab, container: str, listen: str) -> int | None:
+    """The pid of the container's proxy listener on `listen` (`lxd forkproxy` or `incusd forkproxy`, whose
+    arguments are `-- DAEMON_PID FD LISTEN CONTAINER_PID ...`), or None."""
+    pid = str(lab.instance(container, "/state")["pid"])
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # not a process, or gone meanwhile
+        if "forkproxy" in args[1:2] and "--" in args and args[args.index("--") + 3:args.index("--") + 5] == [listen, pid]:
+            return int(proc.name)
+    return None
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.daemons("lxd", "incus")
+@pytest.mark.parametrize("how", ["killed", "never-started"])
+def test_a_proxy_device_nobody_listens_for_is_planned_and_plugged_in_again(lab, how):
+    """A daemon killed while it started a container leaves it running without its proxy listener (the daemon
+    starts it after the container): `never-started` is that state, its pid file gone as well; `killed` is a
+    listener that died later, its pid file left behind."""
+    applied(lab)
+    listen = "tcp:127.0.0.1:18301"
+    listener = _forkproxy(lab, "c1", listen)
+    assert listener is not None and _answers(18301), "c1's proxy device does not listen after apply"
+    os.kill(listener, signal.SIGKILL)
+    assert until(lambda: not _answers(18301), 10, step=0.1), "the killed listener still answers"
+    if how == "never-started":
+        record = Path(lab.socket).parent / "devices" / f"{lab.project}_c1" / "proxy.http"
+        assert record.exists(), f"the daemon keeps no record of its listener at {record}"
+        record.unlink()
+    plan = lab.run("plan", "--detailed-exitcode")
+    assert plan.code == 2, plan.out + plan.err
+    assert f"nobody listens on this host for devices.http ({listen})" in plan.out, plan.out
+    assert "Plan: 1 to update," in plan.out, plan.out
+    result = applied(lab)
+    assert "instance.c1: updated" in result.out, result.out
+    assert _answers(18301), "apply returned before c1's proxy device listened again"
+    assert _forkproxy(lab, "c1", listen) not in (None, listener)
+    assert lab.instance("c1")["devices"]["http"]["listen"] == listen  # no mask left behind
+    assert no_changes(lab)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, instance, network, profile
 from ..errors import LxdError
+from ..listeners import UNHEARD_KEY
 from ..plan import Action, Change, Code, FieldChange, Reason
 from ..source import field_path
 from ..state import (
@@ -151,7 +152,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
     deps = [profile(p) for p in body["profiles"]]  # what its devices name: added from the registry
     meta = Meta(location=raw.get("location") or "", placed=config.get(TARGET_KEY) or "",
                 has_record=config.get(RECORD_TAG) == "true", never_started=never_started(raw),
-                payload={"boot_tag": config.get(BOOT_KEY),
+                payload={"boot_tag": config.get(BOOT_KEY), "unheard": list(raw.get(UNHEARD_KEY) or []),
                          "boot_live": boot_settings(raw.get("expanded_config") or {}, raw.get("expanded_devices") or {})})
     return Resource(instance(raw["name"]), body, tuple(deps), owner=config.get(OWNER_KEY),
                     applied=config.get(APPLIED_KEY), meta=meta)
@@ -162,7 +163,7 @@ def from_lxd(raw: Mapping[str, Any]) -> Resource:
 def changes(want: Resource, have: Resource, fields: tuple[FieldChange, ...], origin) -> list[Change]:
     """Update, start or stop, and restart when what it starts with moved."""
     actions: list[tuple[Action, Reason]] = []
-    settings = tuple(f for f in fields if f.path != "state")
+    settings = _settings(fields)
     if settings:
         actions.append((Action.UPDATE, Reason(Code.DRIFT, "differs: " + ", ".join(f.path for f in settings))))
     wanted, found = want.body["state"], have.body["state"]
@@ -173,10 +174,36 @@ def changes(want: Resource, have: Resource, fields: tuple[FieldChange, ...], ori
         why = restart_reason(want, have)
         if why:
             actions.append((Action.RESTART, why))
+    meta = want.meta
+    unheard = have.meta.payload.get("unheard") or []
+    if unheard and wanted == found == "running" and not any(a == Action.RESTART for a, _ in actions):
+        meta = meta.with_payload(replug=list(unheard))  # a restart would start them anyway
+        actions = _with_update(actions, _not_listening(unheard, want))
     if not actions:
         return []
     return [Change(want.address, tuple(a for a, _ in actions), tuple(r for _, r in actions), have.body, want.body,
-                   fields, origin, want.meta, want.depends_on)]
+                   fields, origin, meta, want.depends_on)]
+
+
+def _settings(fields: tuple[FieldChange, ...]) -> tuple[FieldChange, ...]:
+    """What an update puts: every field but the power state (a start or stop)."""
+    return tuple(f for f in fields if f.path != "state")
+
+
+def _not_listening(devices: list[str], want: Resource) -> Reason:
+    named = ", ".join(f"{field_path(('devices', d))} ({want.body['devices'].get(d, {}).get('listen', 'a profile')})"
+                      for d in devices)
+    return Reason(Code.NOT_LISTENING, f"nobody listens on this host for {named}: its listener is not running"
+                  " (LXD stopped while the container started, or the process was killed); unplugged and plugged in"
+                  " again, it starts")
+
+
+def _with_update(actions: list[tuple[Action, Reason]], why: Reason) -> list[tuple[Action, Reason]]:
+    """An update that plugs proxy devices in again, joined to one the settings already need."""
+    for i, (action, reason) in enumerate(actions):
+        if action == Action.UPDATE:
+            return [*actions[:i], (action, Reason(reason.code, f"{reason.text}; {why.text}")), *actions[i + 1:]]
+    return [(Action.UPDATE, why), *actions]
 
 
 def restart_reason(want: Resource, have: Resource) -> Reason | None:
@@ -213,7 +240,9 @@ def apply(run: Runner, change: Change, action: Action) -> None:
     if action == Action.CREATE:
         return create(run, name, change)
     if action == Action.UPDATE:
-        return update(run, name, change)
+        if _settings(change.diff):
+            update(run, name, change)
+        return replug(run, name, change.meta.payload.get("replug") or [])
     if action == Action.MOVE:
         return move(run, name, change)
     if action == Action.STOP:
@@ -297,6 +326,24 @@ def update(run: Runner, name: str, change: Change) -> None:
             "devices": want["devices"], "description": want["description"],
             "config": {**lxd_keys(raw.get("config") or {}), **want["config"], **kept, **tags(run, want)}}
     run.lxd.put("instance", name, body, etag)
+
+
+def replug(run: Runner, name: str, devices: list[str]) -> None:
+    """Unplug these devices of a running container, then plug them in again: LXD stops them, then starts
+    them (a proxy device's listener).  Each is masked by a device of type none, which also unplugs one its
+    profiles bring.  A crash in between leaves the mask, which the next plan sees as drift and takes away."""
+    if not devices:
+        return
+    raw, etag = run.lxd.get(KIND.value, name)
+    own = raw.get("devices") or {}
+    run.lxd.put(KIND.value, name, _body(raw, {**own, **{d: {"type": "none"} for d in devices}}), etag)
+    raw, etag = run.lxd.get(KIND.value, name)
+    run.lxd.put(KIND.value, name, _body(raw, own), etag)
+
+
+def _body(raw: Mapping[str, Any], devices: Mapping[str, Any]) -> dict[str, Any]:
+    return {"architecture": raw["architecture"], "ephemeral": raw["ephemeral"], "profiles": raw["profiles"],
+            "devices": devices, "description": raw.get("description", ""), "config": raw.get("config") or {}}
 
 
 def adopt(run: Runner, name: str, change: Change) -> None:
