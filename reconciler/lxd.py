@@ -49,11 +49,13 @@ POLL_PAUSES = (0.05, 1.0)
 # as the first exec may run): a second attempt with the same mark waits for the first and replays what
 # it printed and how it exited. Records older than an hour are pruned (the mark starts with its time).
 NEVER_STARTED = ("Failed to retrieve PID of executing child process",)
-# Incus 6.0 sets a bridge up, and tears it down, by listing the host's interfaces, and fails when one
-# vanishes meanwhile ("Failed to delete bridge children interfaces: ... Device "veth9acabc83" does not
-# exist.", seen whenever a container stopped at that moment, the lab's own on destroy). Tried again, at
-# most VANISHED_ATTEMPTS in all.
-INTERFACE_VANISHED = ("bridge children interfaces", "does not exist")
+# Incus 6.0 sets a bridge up, and tears it down, by listing the host's interfaces and asking `ip` about
+# each, and fails when one vanishes meanwhile (fixed in Incus 6.12). `ip` words it by the moment the
+# interface went: 'Device "veth9acabc83" does not exist.' (a container stopping, the lab's own on destroy)
+# or "RTNETLINK answers: No such device" (another bridge of the lab deleted at the same time). The daemon
+# fails before it changes anything; tried again, at most VANISHED_ATTEMPTS in all.
+INTERFACE_LISTING = "bridge children interfaces"
+INTERFACE_GONE = ("does not exist", "No such device", "Cannot find device")
 VANISHED_ATTEMPTS = 3
 EXEC_ATTEMPTS = 3
 # LXD 5.0 fails a whole listing with "Storage pool not found" (say) when one of its objects is deleted while
@@ -378,7 +380,7 @@ class Lxd:
     def create(self, kind: str, body: dict, target: str | None = None, parent: str = "") -> None:
         """`target`: the cluster member (or @group) an instance is made on; `parent`: the object a nested
         kind is made under (a forward's network). Tried again only when the daemon failed on an interface
-        of the host that vanished meanwhile (INTERFACE_VANISHED) and made nothing."""
+        of the host that vanished meanwhile (`interface_vanished`) and made nothing."""
         for attempt in range(1, VANISHED_ATTEMPTS + 1):
             try:
                 self._wait(self._call("post", self._collection(kind, parent), json=body, target=target))
@@ -620,7 +622,7 @@ def guard(argv: list[str], mark: str) -> list[str]:
 def interface_vanished(err: LxdError) -> bool:
     """The daemon listed the host's interfaces while making a bridge, and one went away meanwhile (another
     container stopping): nothing of the lab's caused it, and the same create may succeed."""
-    return all(text in str(err) for text in INTERFACE_VANISHED)
+    return INTERFACE_LISTING in str(err) and any(text in str(err) for text in INTERFACE_GONE)
 
 
 def asked_until_not_busy(ask: Callable[[], Any], seconds: float = BUSY_SECONDS,
