@@ -21,7 +21,15 @@ from pylxd import exceptions as lxd_errors
 
 from .address import Kind
 from .daemon import TITLES, Daemon
-from .errors import LxdError, LxdNotFound, LxdUnreachable, StaleState, asked_again_while
+from .errors import (
+    VANISHED_ATTEMPTS,
+    LxdError,
+    LxdNotFound,
+    LxdUnreachable,
+    StaleState,
+    asked_again_while,
+    interface_vanished,
+)
 from .kinds import OBJECT_KINDS, object_kind
 from .kinds.contract import ObjectKind, Scope
 from .state import ipv4_by_nic
@@ -49,14 +57,6 @@ POLL_PAUSES = (0.05, 1.0)
 # as the first exec may run): a second attempt with the same mark waits for the first and replays what
 # it printed and how it exited. Records older than an hour are pruned (the mark starts with its time).
 NEVER_STARTED = ("Failed to retrieve PID of executing child process",)
-# Incus 6.0 sets a bridge up, and tears it down, by listing the host's interfaces and asking `ip` about
-# each, and fails when one vanishes meanwhile (fixed in Incus 6.12). `ip` words it by the moment the
-# interface went: 'Device "veth9acabc83" does not exist.' (a container stopping, the lab's own on destroy)
-# or "RTNETLINK answers: No such device" (another bridge of the lab deleted at the same time). The daemon
-# fails before it changes anything; tried again, at most VANISHED_ATTEMPTS in all.
-INTERFACE_LISTING = "bridge children interfaces"
-INTERFACE_GONE = ("does not exist", "No such device", "Cannot find device")
-VANISHED_ATTEMPTS = 3
 EXEC_ATTEMPTS = 3
 # LXD 5.0 fails a whole listing with "Storage pool not found" (say) when one of its objects is deleted while
 # it lists them (another lab's pool, seen in the test suite): a listing is read again, at most this often.
@@ -380,7 +380,7 @@ class Lxd:
     def create(self, kind: str, body: dict, target: str | None = None, parent: str = "") -> None:
         """`target`: the cluster member (or @group) an instance is made on; `parent`: the object a nested
         kind is made under (a forward's network). Tried again only when the daemon failed on an interface
-        of the host that vanished meanwhile (`interface_vanished`) and made nothing."""
+        of the host that vanished meanwhile (errors.interface_vanished) and made nothing."""
         for attempt in range(1, VANISHED_ATTEMPTS + 1):
             try:
                 self._wait(self._call("post", self._collection(kind, parent), json=body, target=target))
@@ -617,12 +617,6 @@ def guard(argv: list[str], mark: str) -> list[str]:
     """argv run through EXEC_GUARD under `mark` (`TIME-ID`): it runs at most once per mark, a second
     attempt replaying the first's output and exit code (values stay arguments)."""
     return ["sh", "-c", EXEC_GUARD, "reconciler-exec", mark, *argv]
-
-
-def interface_vanished(err: LxdError) -> bool:
-    """The daemon listed the host's interfaces while making a bridge, and one went away meanwhile (another
-    container stopping): nothing of the lab's caused it, and the same create may succeed."""
-    return INTERFACE_LISTING in str(err) and any(text in str(err) for text in INTERFACE_GONE)
 
 
 def asked_until_not_busy(ask: Callable[[], Any], seconds: float = BUSY_SECONDS,

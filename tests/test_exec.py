@@ -194,6 +194,13 @@ def test_a_bridge_whose_new_dnsmasq_found_the_old_one_still_there_is_asked_again
     lxd = _Networks(raced, None)
     network_kind.apply(run(lxd), Change(network("lan"), (Action.CREATE,), (), None, want), Action.CREATE)  # type: ignore[arg-type]
     assert lxd.calls == ["create lan", "create lan"]
+    # Incus 6.0 sets the bridge up again on an update, and fails (and undoes it) when an interface of the
+    # host goes while it lists them: read again and asked again, like the dnsmasq race.
+    vanished = LxdError("Failed to delete bridge children interfaces: Failed to run: ip -d -j link show veth1:"
+                        " exit status 1 (RTNETLINK answers: No such device)")
+    lxd = _Networks(vanished, None)
+    network_kind.apply(run(lxd), change, Action.UPDATE)  # type: ignore[arg-type]
+    assert lxd.calls == ["put lan etag-planned", "get lan", "put lan etag-after-undo"]
     lxd = _Networks(LxdError("Invalid value for network ipv4.address"))
     with pytest.raises(LxdError, match="Invalid value"):  # any other refusal: at once
         network_kind.apply(run(lxd), change, Action.UPDATE)  # type: ignore[arg-type]

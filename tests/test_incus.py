@@ -464,7 +464,7 @@ def test_a_killed_apply_of_the_guides_lab_converges_on_incus(incus_ready, tmp_pa
 
 
 def test_a_create_or_delete_is_tried_again_only_when_an_interface_of_the_host_vanished():
-    from reconciler.lxd import interface_vanished
+    from reconciler.errors import interface_vanished
     seen = ('Failed to delete bridge children interfaces: Failed to run: ip -d -j link show veth9acabc83: exit'
             ' status 1 (Device "veth9acabc83" does not exist.)')
     assert interface_vanished(LxdError(seen))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import dns
 from ..address import Address, Kind, acl, network
-from ..errors import LxdError, asked_again_while
+from ..errors import LxdError, asked_again_while, interface_vanished
 from ..plan import Action, Change
 from ..state import (
     APPLIED_KEY,
@@ -108,7 +108,7 @@ def apply(run: Runner, change: Change, action: Action) -> None:
         defaults = filled_back(found, DEFAULTED_KEYS, config)
         run.lxd.put("network", name, {"description": want["description"], "config": {**defaults, **config}}, tag)
 
-    asked_again_while(DNSMASQ_RACE, put, lambda: seen.append(run.lxd.get("network", name)))
+    asked_again_while(undone, put, lambda: seen.append(run.lxd.get("network", name)))
     _until_dnsmasq_answers(run, name)
 
 
@@ -118,6 +118,11 @@ def apply(run: Runner, change: Change, action: Action) -> None:
 # parallel test suite).  LXD then undoes the request (the old config back, a new bridge gone), so the same
 # request is asked again, a bounded number of times (errors.asked_again_while).
 DNSMASQ_RACE = "failed to create listening socket"
+
+
+def undone(err: LxdError) -> bool:
+    """A bridge's update the daemon refused for a passing reason and undid (the old config back)."""
+    return DNSMASQ_RACE in str(err) or interface_vanished(err)
 
 
 # LXD returns from a bridge's creation or update as soon as it has started the new dnsmasq, and tells it
