@@ -198,6 +198,35 @@ def _usable_problem(iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface, ex
     return None
 
 
+IPV4_RANGES = rf"{IPV4}-{IPV4}(?:\s*,\s*{IPV4}-{IPV4})*"  # the form only: validate checks order and subnet
+DHCP_RANGE_KEYS = ("ipv4.dhcp.ranges", "ipv6.dhcp.ranges")
+
+
+def dhcp_ranges_problem(key: str, value: str, address: str | None) -> str | None:
+    """The problem with a bridge's ipv4.dhcp.ranges or ipv6.dhcp.ranges ("FIRST-LAST, ..."), or None; each
+    range is checked against the bridge's subnet when `address` (its ipv4.address or ipv6.address) is one."""
+    version = 4 if key.startswith("ipv4") else 6
+    example = "10.10.0.100-10.10.0.200" if version == 4 else "fd42:1::100-fd42:1::200"
+    net = subnet(address) if address and not bridge_address_problem(f"ipv{version}.address", address) else None
+    for item in (part.strip() for part in value.split(",")):
+        ends = [_address(end) for end in item.split("-")] if item.count("-") == 1 else []
+        first, last = ends if len(ends) == 2 else (None, None)
+        if first is None or last is None or first.version != version or last.version != version:
+            return f"{item!r} is not a range of two IPv{version} addresses FIRST-LAST (like {example})"
+        if first > last:  # type: ignore[operator]  # same version, checked above
+            return f"{item!r} ends before it starts"
+        if net is not None and (first not in net or last not in net):
+            return f"{item!r} is not inside the bridge's subnet {net} ({address})"
+    return None
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
 def subnet(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     """The subnet of a bridge address such as 10.0.0.1/24 (None for none, auto or nonsense)."""
     try:

@@ -124,6 +124,12 @@ CASES = [
     ("bridge-nat-not-bool", "bridge", network("ipv4.address: 10.9.0.1/24, ipv4.nat: maybe"), "is not a boolean"),
     ("bridge-ipv6-link-local", "bridge", network("ipv6.address: 'fe80::1/64'"), "link-local"),
     ("bridge-no-room", "bridge", network("ipv4.address: 10.9.0.1/32"), "leaves no address for containers"),
+    ("bridge-dhcp-backwards", "bridge", network("ipv4.address: 10.9.0.1/24, ipv4.dhcp.ranges: 10.9.0.200-10.9.0.100"),
+     "'10.9.0.200-10.9.0.100' ends before it starts"),
+    ("bridge-dhcp-not-a-range", "bridge", network("ipv4.address: 10.9.0.1/24, ipv4.dhcp.ranges: 10.9.0.100"),
+     "'10.9.0.100' is not a range of two IPv4 addresses"),
+    ("bridge-dhcp-outside", "bridge", network("ipv4.address: 10.9.0.1/24, ipv4.dhcp.ranges: 10.9.1.100-10.9.1.200"),
+     "not inside the bridge's subnet 10.9.0.0/24"),
     ("bridge-overlap", "bridge", network("ipv4.address: 10.9.0.1/24",
                                          "  lan1: {config: {ipv4.address: 10.9.0.129/25}}\n"),
      "10.9.0.129/25 overlaps network 'lan0' (10.9.0.1/24)"),
@@ -247,6 +253,15 @@ containers:
                      "containers.web2.devices.http.listen: '*' is not an address",
                      "containers.web2.profiles[1]: unknown profile 'nope'"):
         assert fragment in err, err
+
+
+def test_a_bad_bridge_address_hides_no_problem_of_its_dhcp_ranges(tmp_path):
+    path = lab_folder(tmp_path) / "lab.yaml"
+    path.write_text(network("ipv4.address: 10.9.0.300/24, ipv4.dhcp.ranges: '10.9.0.200-10.9.0.100'"))
+    code, _, err = validate(path)
+    assert code == 1
+    assert "networks.lan0.config[\"ipv4.address\"]: '10.9.0.300/24' is not an IPv4 address" in err, err
+    assert "networks.lan0.config[\"ipv4.dhcp.ranges\"]: '10.9.0.200-10.9.0.100' ends before it starts" in err, err
 
 
 def test_an_invalid_entry_is_not_unknown_and_its_other_values_are_still_checked(tmp_path):

@@ -41,6 +41,7 @@ SCHEMA_CANNOT = {
     "proxy-port-count": "how many ports connect names against how many listen names: " + ARITHMETIC,
     "bridge-network-address": ARITHMETIC, "bridge-loopback": ARITHMETIC, "bridge-ipv6-link-local": ARITHMETIC,
     "bridge-overlap": CROSS + " (two networks' subnets)",
+    "bridge-dhcp-backwards": ARITHMETIC, "bridge-dhcp-outside": CROSS + " (a range against the bridge's address)",
     "existing-profile": CROSS, "existing-default": CROSS + " (with a default value)", "existing-network": CROSS,
 }
 

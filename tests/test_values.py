@@ -131,6 +131,27 @@ def test_bad_bridge_addresses(key, value, words):
     assert words in (values.bridge_address_problem(key, value) or ""), values.bridge_address_problem(key, value)
 
 
+@pytest.mark.parametrize("key, value, address, words", [
+    ("ipv4.dhcp.ranges", "10.0.0.100-10.0.0.200", "10.0.0.1/24", None),
+    ("ipv4.dhcp.ranges", "10.0.0.10-10.0.0.20, 10.0.0.100-10.0.0.100", "10.0.0.1/24", None),
+    ("ipv4.dhcp.ranges", "10.0.0.100-10.0.0.200", None, None),
+    ("ipv4.dhcp.ranges", "10.0.0.100-10.0.0.200", "banana", None),  # the address's own problem is said there
+    ("ipv6.dhcp.ranges", "fd42:1::100-fd42:1::200", "fd42:1::1/64", None),
+    ("ipv4.dhcp.ranges", "10.0.0.200-10.0.0.100", "10.0.0.1/24", "ends before it starts"),
+    ("ipv4.dhcp.ranges", "10.0.0.200-10.0.0.100", "10.0.0.300/24", "ends before it starts"),
+    ("ipv4.dhcp.ranges", "10.0.1.100-10.0.1.200", "10.0.0.1/24", "not inside the bridge's subnet 10.0.0.0/24"),
+    ("ipv4.dhcp.ranges", "10.0.0.100-10.0.1.200", "10.0.0.1/24", "not inside"),
+    ("ipv4.dhcp.ranges", "10.0.0.100", "10.0.0.1/24", "not a range of two IPv4 addresses"),
+    ("ipv4.dhcp.ranges", "10.0.0.1-10.0.0.2-10.0.0.3", None, "not a range"),
+    ("ipv4.dhcp.ranges", "fd42::1-fd42::2", None, "not a range of two IPv4"),
+    ("ipv6.dhcp.ranges", "10.0.0.1-10.0.0.2", None, "not a range of two IPv6"),
+    ("ipv4.dhcp.ranges", "10.0.0.10-10.0.0.20,", "10.0.0.1/24", "'' is not a range"),
+])
+def test_bridge_dhcp_ranges(key, value, address, words):
+    problem = values.dhcp_ranges_problem(key, value, address)
+    assert (problem is None) if words is None else words in (problem or ""), problem
+
+
 @pytest.mark.parametrize("value, problem", [("true", False), ("false", False), ("yes", False), ("0", False),
                                             ("maybe", True), ("True", True), ("", True)])
 def test_lxd_booleans(value, problem):

@@ -120,6 +120,11 @@ def _network_problems(name: str, network: Network) -> list[Found]:
         problem = values.bridge_address_problem(key, network.config[key]) if key in network.config else None
         if problem:
             out.append(Found(where + (key,), problem))
+    for key in values.DHCP_RANGE_KEYS:
+        address = network.config.get(key.replace("dhcp.ranges", "address"))
+        problem = values.dhcp_ranges_problem(key, network.config[key], address) if key in network.config else None
+        if problem:
+            out.append(Found(where + (key,), problem))
     return out + _acl_key_problems(where, network.config)
 
 

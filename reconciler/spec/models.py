@@ -82,6 +82,8 @@ DEVICE_SCHEMA = {
 }
 BRIDGE_CONFIG = {"ipv4.address": {"type": "string", "pattern": values.anchored(values.IPV4_CIDR)},
                  "ipv6.address": {"type": "string", "pattern": values.anchored(values.IPV6_CIDR)},
+                 "ipv4.dhcp.ranges": {"type": "string", "pattern": values.anchored(values.IPV4_RANGES),
+                                      "description": "FIRST-LAST ranges, comma-separated, inside the subnet"},
                  "security.acls": {"type": "string", "description": "network ACLs, comma-separated"},
                  **{key: {"enum": list(network_acl.ACTIONS)} for key in network_acl.DEFAULT_ACTION_KEYS},
                  **{key: values.BOOL_SCHEMA for key in values.BRIDGE_BOOLS + network_acl.DEFAULT_LOGGED_KEYS}}
