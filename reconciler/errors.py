@@ -49,10 +49,9 @@ def asked_again_while(transient: str | Callable[[LxdError], bool], ask: Callable
 # each, and fails when one vanishes meanwhile (fixed in Incus 6.12). `ip` words it by the moment the
 # interface went: 'Device "veth9acabc83" does not exist.' (a container stopping, the lab's own on destroy)
 # or "RTNETLINK answers: No such device" (another bridge of the lab deleted at the same time). The daemon
-# fails before it changes anything, or undoes an update; tried again, at most VANISHED_ATTEMPTS in all.
+# fails before it changes anything, or undoes an update; tried again, at most TRANSIENT_ATTEMPTS in all.
 INTERFACE_LISTING = "bridge children interfaces"
 INTERFACE_GONE = ("does not exist", "No such device", "Cannot find device")
-VANISHED_ATTEMPTS = 3
 
 
 def interface_vanished(err: LxdError) -> bool:

@@ -22,7 +22,7 @@ from pylxd import exceptions as lxd_errors
 from .address import Kind
 from .daemon import TITLES, Daemon
 from .errors import (
-    VANISHED_ATTEMPTS,
+    TRANSIENT_ATTEMPTS,
     LxdError,
     LxdNotFound,
     LxdUnreachable,
@@ -381,13 +381,8 @@ class Lxd:
         """`target`: the cluster member (or @group) an instance is made on; `parent`: the object a nested
         kind is made under (a forward's network). Tried again only when the daemon failed on an interface
         of the host that vanished meanwhile (errors.interface_vanished) and made nothing."""
-        for attempt in range(1, VANISHED_ATTEMPTS + 1):
-            try:
-                self._wait(self._call("post", self._collection(kind, parent), json=body, target=target))
-                return
-            except LxdError as err:
-                if attempt == VANISHED_ATTEMPTS or not interface_vanished(err) or self._may_exist(kind, body, parent):
-                    raise
+        asked_again_while(lambda err: interface_vanished(err) and not self._may_exist(kind, body, parent),
+                          lambda: self._wait(self._call("post", self._collection(kind, parent), json=body, target=target)))
 
     def _may_exist(self, kind: str, body: dict, parent: str) -> bool:
         """The object a failed create was to make is there after all (or, nameless, cannot be looked up)."""
@@ -417,7 +412,7 @@ class Lxd:
     def delete(self, kind: str, name: str) -> None:
         """Tried again when the daemon failed on an interface of the host that vanished meanwhile (Incus
         deleting a bridge whose last container's veth was going away); gone by then is done."""
-        for attempt in range(1, VANISHED_ATTEMPTS + 1):
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
             try:
                 self._wait(self._call("delete", self._node(kind, name)))
                 return
@@ -426,7 +421,7 @@ class Lxd:
                     raise
                 return  # the failed attempt deleted it after all
             except LxdError as err:
-                if attempt == VANISHED_ATTEMPTS or not interface_vanished(err):
+                if attempt == TRANSIENT_ATTEMPTS or not interface_vanished(err):
                     raise
 
     def set_state(self, name: str, action: str, force: bool = False, timeout: int = 30) -> None:

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from .values import anchored
+from .values import address_range, anchored
 
 ACL_NAME = r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # LXD: 1-63, letters, digits, '-'; not 0-9 or '-' first
 NETWORK_SELECTORS = ("@internal", "@external")
@@ -50,16 +50,15 @@ def _items(value: Any) -> Any:
 
 def subject_family(item: str) -> int | str:
     """4 or 6 for an address, network or range; "name" for an ACL name or @internal/@external."""
-    low, dash, high = item.partition("-")
-    try:
-        if dash:
-            first, last = ipaddress.ip_address(low), ipaddress.ip_address(high)
-            if first.version == last.version and int(first) <= int(last):
-                return first.version
-        else:
+    if "-" in item:  # a range, or an ACL name: it has dashes too
+        ends = address_range(item)
+        if ends and int(ends[0]) <= int(ends[1]):
+            return ends[0].version
+    else:
+        try:
             return ipaddress.ip_network(item, strict=False).version
-    except ValueError:
-        pass  # an ACL name has dashes too
+        except ValueError:
+            pass
     if item in NETWORK_SELECTORS or re.fullmatch(ACL_NAME, item):
         return "name"
     raise ValueError(f"{item!r} is not an address, a network (10.0.0.0/24), a range (10.0.0.1-10.0.0.9, the"

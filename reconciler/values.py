@@ -198,6 +198,7 @@ def _usable_problem(iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface, ex
     return None
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPV4_RANGES = rf"{IPV4}-{IPV4}(?:\s*,\s*{IPV4}-{IPV4})*"  # the form only: validate checks order and subnet
 DHCP_RANGE_KEYS = ("ipv4.dhcp.ranges", "ipv6.dhcp.ranges")
 
@@ -207,24 +208,32 @@ def dhcp_ranges_problem(key: str, value: str, address: str | None) -> str | None
     range is checked against the bridge's subnet when `address` (its ipv4.address or ipv6.address) is one."""
     version = 4 if key.startswith("ipv4") else 6
     example = "10.10.0.100-10.10.0.200" if version == 4 else "fd42:1::100-fd42:1::200"
-    net = subnet(address) if address and not bridge_address_problem(f"ipv{version}.address", address) else None
+    net = bridge_subnet(f"ipv{version}.address", address or "none")
     for item in (part.strip() for part in value.split(",")):
-        ends = [_address(end) for end in item.split("-")] if item.count("-") == 1 else []
-        first, last = ends if len(ends) == 2 else (None, None)
-        if first is None or last is None or first.version != version or last.version != version:
+        ends = address_range(item)
+        if ends is None or ends[0].version != version:
             return f"{item!r} is not a range of two IPv{version} addresses FIRST-LAST (like {example})"
-        if first > last:  # type: ignore[operator]  # same version, checked above
+        first, last = ends
+        if int(first) > int(last):
             return f"{item!r} ends before it starts"
         if net is not None and (first not in net or last not in net):
             return f"{item!r} is not inside the bridge's subnet {net} ({address})"
     return None
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def address_range(item: str) -> tuple[IPAddress, IPAddress] | None:
+    """'10.0.0.1-10.0.0.9' -> its two ends, of one family, in either order; None if it is not that."""
+    low, dash, high = item.partition("-")
     try:
-        return ipaddress.ip_address(text.strip())
+        first, last = ipaddress.ip_address(low), ipaddress.ip_address(high)
     except ValueError:
         return None
+    return (first, last) if dash and first.version == last.version else None
+
+
+def bridge_subnet(key: str, value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The subnet of a bridge's valid ipv4.address or ipv6.address (None for none, auto or a bad one)."""
+    return None if bridge_address_problem(key, value) else subnet(value)
 
 
 def subnet(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:

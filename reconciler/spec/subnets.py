@@ -24,7 +24,7 @@ def _lab_subnets(lab: Lab) -> list[Subnet]:
     for name, network in lab.networks.items():
         for key in ("ipv4.address", "ipv6.address"):
             value = network.config.get(key, "none")
-            net = None if values.bridge_address_problem(key, value) else values.subnet(value)
+            net = values.bridge_subnet(key, value)
             if net is not None:
                 out.append(Subnet(name, key, value, net))
     return out
