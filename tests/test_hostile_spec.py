@@ -163,6 +163,8 @@ CASES = [
     ("inject-project", "inject", HEADER + "lxd: {project: '../instances'}\n", "is not an LXD project name"),
     ("inject-device-type", "inject", proxy("tcp:127.0.0.1:80").replace("type: proxy", "type: proxi"),
      "unknown device type 'proxi'; did you mean 'proxy'?"),
+    ("haproxy-under-its-container", "guide", HEADER + "containers:\n" + WEB + "    haproxy: {frontends: {}}\n",
+     "containers.web1.haproxy: unknown field; haproxy: goes at the top level of the file"),
     ("inject-route-host", "inject", guide("routes: [{host: 'a.com b.com', backend: subdomain1}]"), "whitespace"),
 ]
 

@@ -14,6 +14,7 @@ from .. import haproxy as haproxy_spec
 from .. import values
 from ..source import Document, Problem, as_written
 from .declared import suggest
+from .models import Lab
 
 SCALAR_TAGS = {"bool", "int", "float", "str", "none", "bytes"}
 
@@ -76,8 +77,12 @@ def _unknown_field_hint(model: type[BaseModel], prefix: tuple, path: tuple) -> s
     inner = path[len(prefix):]
     if model is haproxy_spec.HAProxy and haproxy_spec.unknown_field_hint(inner):
         return "; " + haproxy_spec.unknown_field_hint(inner)
-    fields = _fields_at(model, inner[:-1])
-    return suggest(str(inner[-1]), fields) if inner else ""
+    if not inner:
+        return ""
+    hint = suggest(str(inner[-1]), _fields_at(model, inner[:-1]))
+    if not hint and len(path) > 1 and path[-1] in _fields_at(Lab, ()):  # haproxy: under its container
+        hint = f"; {path[-1]}: goes at the top level of the file, not inside another entry"
+    return hint
 
 
 def _fields_at(tp: Any, path: tuple) -> list[str]:
