@@ -61,9 +61,11 @@ EXEC_ATTEMPTS = 3
 # LXD 5.0 fails a whole listing with "Storage pool not found" (say) when one of its objects is deleted while
 # it lists them (another lab's pool, seen in the test suite): a listing is read again, at most this often.
 LISTING_ATTEMPTS = 3
-# LXD 5.0 may still hold an instance for an operation whose wait has returned (a stop, then a start at
-# once: 'Failed to create instance start operation: Instance is busy running a "stop" operation', seen in
-# the test suite). A state change it refuses so, having started nothing, is asked again for a bounded time.
+# LXD 5.0 may still hold an instance for an operation whose wait has returned: its stop hook keeps the lock
+# until the devices are cleaned up ('Failed to create instance start operation: Instance is busy running a
+# "stop" operation', seen in the test suite; likewise an update, the applied-digest tag written right after
+# a stop, and a delete right after). A write it refuses so, having done nothing, is asked again for a
+# bounded time (`Lxd._written`).
 BUSY = 'Instance is busy running a "'
 BUSY_SECONDS = 30.0
 BUSY_PAUSE = 0.5
@@ -397,24 +399,24 @@ class Lxd:
     def move(self, name: str, member: str) -> None:
         """Move a stopped instance to another cluster member (LXD 5.0 moves containers cold)."""
         body = {"name": name, "migration": True, "live": False}
-        self._wait(self._call("post", self.api.instances[name], json=body, target=member))
+        self._written("post", self.api.instances[name], json=body, target=member)
 
     def put(self, kind: str, name: str, body: dict, etag: str) -> None:
         headers = {"If-Match": etag} if etag else {}
-        self._wait(self._call("put", self._node(kind, name), json=body, headers=headers))
+        self._written("put", self._node(kind, name), json=body, headers=headers)
 
     def patch(self, kind: str, name: str, body: dict) -> None:
-        self._wait(self._call("patch", self._node(kind, name), json=body))
+        self._written("patch", self._node(kind, name), json=body)
 
     def rename(self, kind: str, old: str, new: str) -> None:
-        self._wait(self._call("post", self._node(kind, old), json={"name": new}))
+        self._written("post", self._node(kind, old), json={"name": new})
 
     def delete(self, kind: str, name: str) -> None:
         """Tried again when the daemon failed on an interface of the host that vanished meanwhile (Incus
         deleting a bridge whose last container's veth was going away); gone by then is done."""
         for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
             try:
-                self._wait(self._call("delete", self._node(kind, name)))
+                self._written("delete", self._node(kind, name))
                 return
             except LxdNotFound:
                 if attempt == 1:
@@ -426,7 +428,7 @@ class Lxd:
 
     def set_state(self, name: str, action: str, force: bool = False, timeout: int = 30) -> None:
         body = {"action": action, "force": force, "timeout": timeout}
-        self._wait(asked_until_not_busy(lambda: self._call("put", self.api.instances[name].state, json=body)))
+        self._written("put", self.api.instances[name].state, json=body)
 
     def push_file(self, name: str, path: str, data: bytes, mode: str, uid: int, gid: int,
                   directory: bool = False) -> None:
@@ -486,16 +488,16 @@ class Lxd:
         """A stateless snapshot of the instance (or volume) as it stands, running or stopped, that never expires
         (LXD would otherwise give it the expiry of the instance's `snapshots.expiry`)."""
         body = {"name": snapshot, "expires_at": NEVER} | ({"stateful": False} if kind == "instance" else {})
-        self._wait(self._call("post", self._node(kind, name).snapshots, json=body))
+        self._written("post", self._node(kind, name).snapshots, json=body)
 
     def delete_snapshot(self, name: str, snapshot: str, kind: str = "instance") -> None:
-        self._wait(self._call("delete", self._node(kind, name).snapshots[snapshot]))
+        self._written("delete", self._node(kind, name).snapshots[snapshot])
 
     def restore(self, name: str, snapshot: str, kind: str = "instance") -> None:
         """The instance back to its snapshot: root filesystem and its own configuration (LXD stops a running
         one for the restore and starts it again). A volume: its data (LXD 5.0 refuses while a running
         instance mounts it)."""
-        self._wait(self._call("put", self._node(kind, name), json={"restore": snapshot}))
+        self._written("put", self._node(kind, name), json={"restore": snapshot})
 
     def snapshot_usage(self, name: str, snapshot: str, kind: str) -> int | None:
         """Bytes a snapshot of a nested object uses (a custom volume's: `kind` its word, name POOL/NAME), where
@@ -543,6 +545,12 @@ class Lxd:
             raise LxdError(_message(err)) from None
         except requests.RequestException as err:
             raise self._unreachable(err, lost=True) from None
+
+    def _written(self, verb: str, node, **kwargs) -> dict:
+        """A write and the wait for its operation, asked again while LXD refuses it as busy with the
+        instance's previous operation (`asked_until_not_busy`): LXD takes the instance's lock first, so a
+        refusal changed nothing, whether the request or its operation says so."""
+        return asked_until_not_busy(lambda: self._wait(self._call(verb, node, **kwargs)))
 
     def _wait(self, response, timeout: int = OPERATION_TIMEOUT) -> dict:
         """Wait for the operation a response started; raise with LXD's message if it failed."""

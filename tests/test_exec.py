@@ -5,9 +5,11 @@ exactly once, whatever LXD said, because every exec is guarded by a mark made in
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+from conftest import sh, until
 from test_lxd_core import applied
 
 from reconciler.errors import LxdError
@@ -205,3 +207,31 @@ def test_a_bridge_whose_new_dnsmasq_found_the_old_one_still_there_is_asked_again
     with pytest.raises(LxdError, match="Invalid value"):  # any other refusal: at once
         network_kind.apply(run(lxd), change, Action.UPDATE)  # type: ignore[arg-type]
     assert lxd.calls == ["put lan etag-planned"]
+
+
+def test_a_write_lxd_refuses_as_busy_with_a_stop_waits_for_it_and_is_made(lab):
+    """CI saw an apply fail when LXD 5.0 still held a container for a stop ('Failed to create instance update
+    operation: Instance is busy running a "stop" operation') as its applied-digest tag was written, and a
+    destroy fail on the delete that followed. Here the stop is held on purpose: the container's init ignores
+    the halt signal it is given (SIGWINCH), so `lxc stop --timeout` holds LXD's lock until it times out. A
+    config write made meanwhile waits for the lock and is made; nothing is timed."""
+    import subprocess
+    applied(lab)
+    lab.lxc("config", "set", "c2", "raw.lxc", "lxc.signal.halt = SIGWINCH")
+    lab.lxc("restart", "--force", "c2")
+    stopping = subprocess.Popen(["lxc", "stop", "--project", lab.project, "--timeout", "10", "c2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def stop_running() -> bool:
+            ops = json.loads(sh("lxc", "query", f"/1.0/operations?recursion=1&project={lab.project}").stdout)
+            return any(op["status"] == "Running" and any(u.endswith("/c2") or "/c2?" in u
+                       for u in (op.get("resources") or {}).get("instances") or [])
+                       for op in ops.get("running") or [])
+        assert until(stop_running, 30, step=0.2), "the stop never showed as a running operation"
+        Lxd(None, lab.project).patch("instance", "c2", {"config": {"user.written": "after-the-stop"}})
+        out = stopping.communicate(timeout=60)[0]
+    finally:
+        stopping.kill()
+    assert stopping.returncode != 0, f"the stop was not held (its init took the halt signal): {out}"
+    assert json.loads(sh("lxc", "query", f"/1.0/instances/c2?project={lab.project}").stdout)["config"]["user.written"] == \
+        "after-the-stop"
