@@ -23,8 +23,9 @@ from graphlib import TopologicalSorter
 from typing import Any
 
 from .address import Address, Kind
+from .admin_socket import NotAsked
 from .context import Context
-from .draining import NotAsked, drained, made_live
+from .draining import drained, made_live
 from .facts import BOOTED_ARGV, Facts, record_path, record_text
 from .haproxy.runtime import RUNTIME_FIELDS, server_deltas
 from .inside import MissingAddress, Provisioning, container_facts, record_key, render_file

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .address import file, instance, service
+from .haproxy.runtime import SERVICE as HAPROXY
 from .inside import Provisioning, provisioning_of, render_file, waits_for
 from .kinds import OBJECT_KINDS, with_what_devices_name
 from .kinds import file as file_kind
@@ -89,7 +90,8 @@ def _services(cname: str, want: Provisioning, deps: tuple) -> list[Resource]:
     for name, spec in sorted(want.services.items()):
         after = tuple(service(cname, s) for s in spec.after if s in want.services)
         out.append(Resource(service(cname, name), service_kind.body(spec),
-                            deps + (stopped if spec.running else ()) + after, meta=service_kind.meta(spec)))
+                            deps + (stopped if spec.running else ()) + after,
+                            meta=service_kind.meta(spec, want.admin_socket if name == HAPROXY else "")))
     return out
 
 

@@ -17,17 +17,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+from .admin_socket import POLL, NotAsked, ask, reload_haproxy
 from .haproxy.runtime import (
     ADD,
     ADDR,
     DEL,
     NAME,
-    RELOAD,
     SHOW_STAT,
     ServerStat,
     UnsafeValue,
     add_server,
-    client_argv,
     del_server,
     enable_health,
     force_down,
@@ -39,24 +38,6 @@ from .haproxy.runtime import (
 )
 from .kinds.runner import Runner
 from .plan import Action, Drain, RuntimeSet, Step
-
-POLL = 0.25  # seconds between two looks at `show stat`
-
-
-class NotAsked(Exception):
-    """HAProxy's admin socket could not be asked."""
-
-
-def ask(run: Runner, proxy: str, socket: str, command: str) -> str:
-    """HAProxy's answer to one command on its admin socket."""
-    try:
-        code, out, err = run.lxd.execute(proxy, client_argv(socket, command))
-    except UnsafeValue as bad:
-        raise NotAsked(str(bad)) from None
-    if code != 0:
-        raise NotAsked(f"asking {socket} in {proxy} failed (exit {code}): {run.last_lines(out, err)}")
-    return out
-
 
 # How HAProxy says it obeyed `set server B/S addr`, which it answers even then: "IP changed from 'A' to
 # 'B' ...", or, when a moved container kept its address, "no need to change the addr, no need to change the
@@ -91,7 +72,7 @@ def made_live(run: Runner, sets: tuple[RuntimeSet, ...], address: Callable[[str]
                     raise run.step_error(f"HAProxy refused `{command}`: {answer}")
         except Refused as why:
             run.warn(f"{r.proxy}: {why}; HAProxy was reloaded instead")
-            run.exec(r.proxy, RELOAD, "reloading HAProxy")
+            reload_haproxy(run, r.proxy, r.socket)
             return
         except ValueError as bad:  # UnsafeValue, or an address that is not IPv4
             raise run.step_error(str(bad)) from None

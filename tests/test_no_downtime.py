@@ -238,6 +238,28 @@ def test_a_server_deleted_by_hand_through_the_socket_is_drift_a_reload_puts_back
     assert steady.run("plan", "--detailed-exitcode").code == 0
 
 
+def test_a_reload_no_new_worker_takes_over_fails_its_step_naming_the_old_worker_that_still_answers(steady):
+    """`systemctl reload` returns once HAProxy's master is signalled, and until a new worker takes over the
+    old one answers the admin socket with the runtime state it had: apply's step is done only once a new
+    worker answers alone.  A master held stopped never starts one, so the step fails and says so."""
+    assert haproxy_says(steady, "set server subdomain2/site2 state maint").strip() == ""
+    assert "Server deleted." in haproxy_says(steady, "del server subdomain2/site2")  # drift a reload puts right
+    before = worker(steady)
+    master = steady.lxc("exec", "proxyha", "--", "systemctl", "show", "--property=MainPID", "--value", "haproxy").strip()
+    steady.lxc("exec", "proxyha", "--", "kill", "-STOP", master)
+    try:
+        result = steady.run("apply", "--yes")
+        assert worker(steady) == before  # the reload is waiting in the stopped master
+    finally:
+        steady.lxc("exec", "proxyha", "--", "kill", "-CONT", master)
+    old = before.split()[-1]
+    assert result.code == 1 and f"admin socket /run/haproxy/admin.sock is still answered by its old worker (pid" \
+        f" {old}) 15s after the reload: no new worker took over" in result.out, result.out[-3000:] + result.err
+    assert until(lambda: worker(steady) != before, 30)  # the master goes on: its reload starts a new worker
+    assert until(lambda: ("subdomain2", "site2") in addresses_in_haproxy(steady), 30), diagnosis(steady)
+    assert steady.run("plan", "--detailed-exitcode").code == 0
+
+
 def test_a_server_disabled_and_one_reweighted_by_hand_are_drift_put_back_without_a_reload(steady):
     image = steady.instance("web2")["config"].get("user.reconciler.image", "reconciler-debian")
     steady.set_override(NOFILE + f"    image: {image}\n" + WEIGHT)  # what the tests above left

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from fake_haproxy import ReloadingHaproxy
 from test_facts import facts_here
 
 from reconciler import runtime_drift
@@ -228,16 +229,9 @@ def test_a_server_haproxy_runs_without_or_with_against_lab_yaml_is_drift_a_reloa
     assert (missing.before, missing.after) == ({"in_haproxy": False}, {"in_haproxy": True})
     assert (extra.before, extra.after) == ({"in_haproxy": True}, {"in_haproxy": False})
 
-    class Reloading:
-        execs: list = []
-
-        def exec(self, container, argv, what):
-            self.execs.append((container, " ".join(argv)))
-            return ""
-
-    run = Reloading()
+    run = ReloadingHaproxy(old=1, looks=((2, False),))
     assert server_kind.apply(run, missing, Action.UPDATE) is True  # type: ignore[arg-type]
-    assert run.execs == [("proxyha", "systemctl reload -- haproxy")]
+    assert run.said == ["ask show info", "exec systemctl reload -- haproxy", "ask show info", "alive? /proc/1"]
     # A reload or a runtime add/remove the plan makes anyway puts them right: no drift left.
     reload = Change(service("proxyha", "haproxy"), (Action.RELOAD,), (Reason(Code.WATCHED_FILE, "x changed"),),
                     None, {"running": True})

@@ -64,7 +64,18 @@ def set_address(backend: str, server: str, address: str, port: int) -> str:
 
 
 SHOW_STAT = "show stat"
-RELOAD = ["systemctl", "reload", "--", "haproxy"]  # where the runtime API cannot: haproxy.cfg, hitless
+SHOW_INFO = "show info"
+SERVICE = "haproxy"  # HAProxy's systemd unit
+RELOAD = ["systemctl", "reload", "--", SERVICE]  # where the runtime API cannot: haproxy.cfg, hitless
+
+
+def worker_pid(info: str) -> int | None:
+    """The `Pid:` line of `show info`: the worker that answered, which a reload replaces."""
+    for line in info.splitlines():
+        name, _, value = line.partition(":")
+        if name == "Pid" and value.strip().isdigit():
+            return int(value)
+    return None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind
-from ..haproxy.runtime import RELOAD, UnsafeValue, client_argv, set_field, set_state
+from ..admin_socket import reload_haproxy
+from ..haproxy.runtime import UnsafeValue, client_argv, set_field, set_state
 from ..plan import Action, Change
 
 if TYPE_CHECKING:
@@ -55,10 +56,10 @@ def apply(run: Runner, change: Change, action: Action) -> bool:
     """Each command through HAProxy's admin socket, which answers nothing when it obeys; a server HAProxy
     runs without (or with) against haproxy.cfg, by a reload (haproxy.cfg is as lab.yaml says: the plan
     writes it first)."""
-    if IN_HAPROXY in (change.after or {}):
-        run.exec(change.address.name, RELOAD, "reloading HAProxy")
-        return True
     socket = str(change.meta.payload.get("socket", ""))
+    if IN_HAPROXY in (change.after or {}):
+        reload_haproxy(run, change.address.name, socket)
+        return True
     try:
         sent = [(c, client_argv(socket, c)) for c in commands(change)]
     except UnsafeValue as bad:

@@ -12,7 +12,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, file, service
+from ..admin_socket import reload_haproxy
 from ..facts import Facts
+from ..haproxy.runtime import RELOAD
 from ..plan import Action, Change, Code, Origin, Reason
 from ..state import Body, LabState, Meta, Resource
 
@@ -42,8 +44,12 @@ def body(spec: ServiceSpec) -> Body:
     return out
 
 
-def meta(spec: ServiceSpec) -> Meta:
-    return Meta(payload={"watches": list(spec.watches), "on_change": spec.on_change})
+def meta(spec: ServiceSpec, admin_socket: str = "") -> Meta:
+    """`admin_socket`: HAProxy's, for the HAProxy service, whose reload is done once a new worker answers it."""
+    payload: dict[str, Any] = {"watches": list(spec.watches), "on_change": spec.on_change}
+    if admin_socket:
+        payload["admin_socket"] = admin_socket
+    return Meta(payload=payload)
 
 
 def from_facts(container: str, facts: Facts, specs: Mapping[str, ServiceSpec]) -> list[Resource]:
@@ -93,8 +99,12 @@ def apply(run: Runner, change: Change, action: Action) -> bool:
     if have and have.get("running") and have.get("listening", ports) != ports:
         trigger = trigger or change.meta.payload.get("on_change", "restart")  # running, but not on its ports
     argvs = argvs_for(name, want, have, trigger)
+    admin_socket = str(change.meta.payload.get("admin_socket", ""))
     for argv in argvs:
-        run.exec(container, argv, " ".join(argv))
+        if admin_socket and argv == RELOAD:
+            reload_haproxy(run, container, admin_socket)
+        else:
+            run.exec(container, argv, " ".join(argv))
     if ports and want.get("running"):
         wait_for_ports(run, container, name, ports)
     return bool(argvs)
