@@ -14,7 +14,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .haproxy.runtime import RELOAD, SHOW_INFO, UnsafeValue, client_argv, worker_pid
+from .haproxy.runtime import RELOAD, SERVICE, SHOW_INFO, UnsafeValue, client_argv, worker_pid
+from .journal import log_of
 
 if TYPE_CHECKING:
     from .kinds.runner import Runner
@@ -52,13 +53,17 @@ def running(run: Runner, proxy: str, pid: int) -> bool:
 
 
 def reload_haproxy(run: Runner, proxy: str, socket: str) -> None:
-    """`systemctl reload haproxy`, then wait (bounded) until a new worker answers the admin socket and the
-    old one has gone.  An old worker still finishing long connections at the bound is said, not fatal: it
-    no longer answers.  No new worker at the bound fails the step with HAProxy's log."""
+    """`systemctl reload haproxy`, done once a new worker answers the admin socket alone."""
     old = answering_worker(run, proxy, socket)
     run.exec(proxy, RELOAD, "reloading HAProxy")
-    if old is None:  # nothing answered before the reload: there is no old worker to wait out
-        return
+    if old is not None:  # nothing answered before the reload: there is no old worker to wait out
+        wait_for_new_worker(run, proxy, socket, old)
+
+
+def wait_for_new_worker(run: Runner, proxy: str, socket: str, old: int) -> None:
+    """Wait (bounded) until a worker other than `old` answers the admin socket and `old` has gone.  An old
+    worker still finishing long connections at the bound is said, not fatal: it no longer answers.  No new
+    worker at the bound fails the step with HAProxy's log."""
     deadline = time.monotonic() + RELOAD_TIMEOUT
     while True:
         new = answering_worker(run, proxy, socket)
@@ -69,6 +74,7 @@ def reload_haproxy(run: Runner, proxy: str, socket: str) -> None:
         time.sleep(POLL)
     if new in (None, old):
         raise run.step_error(f"HAProxy's admin socket {socket} is still answered by its old worker (pid {old})"
-                             f" {RELOAD_TIMEOUT:.0f}s after the reload: no new worker took over")
+                             f" {RELOAD_TIMEOUT:.0f}s after the reload: no new worker took over; its log:\n  "
+                             + "\n  ".join(log_of(run, proxy, SERVICE)))
     run.warn(f"{proxy}: HAProxy's old worker (pid {old}) still runs {RELOAD_TIMEOUT:.0f}s after the reload,"
              f" finishing its connections; worker {new} answers")

@@ -49,8 +49,10 @@ def test_a_socket_still_answered_by_the_old_worker_at_the_bound_fails_the_step_n
     for look in ((7, True), (None, True)):  # the old worker answers, or nobody does
         run = ReloadingHaproxy(old=7, looks=(look,))
         with pytest.raises(RuntimeError, match=r"admin socket /run/haproxy/admin.sock is still answered by its"
-                           r" old worker \(pid 7\) 0s after the reload: no new worker took over"):
+                           r" old worker \(pid 7\) 0s after the reload: no new worker took over; its log:\n"
+                           r"  \[ALERT\]    \(412\) : Starting frontend extra: cannot bind socket$"):
             reload_haproxy(run, "proxyha", SOCKET)  # type: ignore[arg-type]
+        assert run.said[-1] == "log of haproxy"
 
 
 def test_an_old_worker_still_finishing_its_connections_at_the_bound_is_said_not_fatal(no_waiting):
@@ -78,6 +80,25 @@ def test_the_haproxy_service_reloads_through_its_admin_socket_and_any_other_serv
         run = ReloadingHaproxy(old=1, looks=((2, False),))
         assert service_kind.apply(run, change, Action.RELOAD) is True  # type: ignore[arg-type]
         assert run.said == said, name
+
+
+
+def test_a_haproxy_reload_that_cannot_bind_its_ports_says_so_with_its_log_before_any_worker_is_awaited(monkeypatch):
+    from reconciler.address import service
+    from reconciler.kinds import service as service_kind
+    from reconciler.plan import Action, Change, Code, Reason
+    from reconciler.provision import ServiceSpec
+
+    monkeypatch.setattr(service_kind, "state", lambda run, c, n, p: {"enabled": True, "running": True, "listening": [80]})
+    monkeypatch.setattr(service_kind, "PORT_TIMEOUT", 0.0)
+    spec = ServiceSpec(on_change="reload", listens=[80, 81])
+    change = Change(service("proxyha", "haproxy"), (Action.RELOAD,), (Reason(Code.WATCHED_FILE, "x changed"),),
+                    None, service_kind.body(spec), meta=service_kind.meta(spec, SOCKET))
+    run = ReloadingHaproxy(old=1, looks=((1, True),))  # the new worker could not bind: the old one stays
+    with pytest.raises(RuntimeError, match=r"^haproxy does not hold port\(s\) 80, 81 after 0s; its log:\n"
+                       r"  \[ALERT\]    \(412\) : Starting frontend extra: cannot bind socket$"):
+        service_kind.apply(run, change, Action.RELOAD)  # type: ignore[arg-type]
+    assert run.said == ["ask show info", RELOAD, "log of haproxy"]
 
 
 def test_the_shipped_lab_gives_its_haproxy_service_the_admin_socket_and_no_other_service():

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address, Kind, file, service
-from ..admin_socket import reload_haproxy
+from ..admin_socket import answering_worker, wait_for_new_worker
 from ..facts import Facts
 from ..haproxy.runtime import RELOAD
+from ..journal import log_of
 from ..plan import Action, Change, Code, Origin, Reason
 from ..state import Body, LabState, Meta, Resource
 
@@ -99,14 +100,14 @@ def apply(run: Runner, change: Change, action: Action) -> bool:
     if have and have.get("running") and have.get("listening", ports) != ports:
         trigger = trigger or change.meta.payload.get("on_change", "restart")  # running, but not on its ports
     argvs = argvs_for(name, want, have, trigger)
-    admin_socket = str(change.meta.payload.get("admin_socket", ""))
+    admin_socket = str(change.meta.payload.get("admin_socket", ""))  # HAProxy's: its reload has an old worker
+    old_worker = answering_worker(run, container, admin_socket) if admin_socket and RELOAD in argvs else None
     for argv in argvs:
-        if admin_socket and argv == RELOAD:
-            reload_haproxy(run, container, admin_socket)
-        else:
-            run.exec(container, argv, " ".join(argv))
+        run.exec(container, argv, " ".join(argv))
     if ports and want.get("running"):
-        wait_for_ports(run, container, name, ports)
+        wait_for_ports(run, container, name, ports)  # first: a port it cannot bind is said with its log
+    if old_worker is not None:
+        wait_for_new_worker(run, container, admin_socket, old_worker)
     return bool(argvs)
 
 
@@ -135,14 +136,6 @@ def state(run: Runner, container: str, name: str, ports: list[int]) -> Body | No
     if name not in found.services:
         return None
     return {**found.services[name], "listening": sorted(found.listening.get(name, []))}
-
-
-def log_of(run: Runner, container: str, name: str) -> list[str]:
-    """The service's recent log lines, its alerts and errors first among them."""
-    _, log, _ = run.lxd.execute(container, ["journalctl", "-u", name, "-n", "30", "--no-pager", "-o", "cat"])
-    lines = log.strip().splitlines()
-    alerts = [line for line in lines if any(w in line for w in ("ALERT", "rror", "ailed"))]
-    return (alerts or lines)[-8:]
 
 
 def wait_for_ports(run: Runner, container: str, name: str, ports: list[int]) -> None:
