@@ -114,7 +114,7 @@ def haproxy_provisioning(lab: Lab, cname: str) -> Provisioning:
         packages.append("rsyslog")
         services["rsyslog"] = ServiceSpec(watches=logs, on_change="restart")
     services[runtime.SERVICE] = ServiceSpec(watches=watched + logs, on_change="reload", listens=ports,
-                                      after=["rsyslog"] if logs else [])
+                                            after=["rsyslog"] if logs else [])
     return Provisioning(tuple(packages), {**dirs, **support, haproxy.CONFIG_PATH: config}, services,
                         frozenset({haproxy.CONFIG_PATH}), spec.global_.stats_socket)
 

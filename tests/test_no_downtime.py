@@ -14,7 +14,7 @@ import pytest
 from test_guide_lab import Guide, guide_lab, until
 
 from reconciler.check import ask
-from reconciler.haproxy.runtime import ServerState, client_argv, parse_servers_state, parse_stat
+from reconciler.haproxy.runtime import SHOW_INFO, ServerState, client_argv, parse_servers_state, parse_stat, worker_pid
 
 MAX_REQUESTS = 6000  # bounded: at 20 a second, five minutes
 INTERVAL = 0.05  # seconds between two requests (an Event's wait: the apply's end cuts it short)
@@ -82,9 +82,12 @@ def haproxy_says(lab: Guide, command: str) -> str:
     return lab.lxc("exec", "proxyha", "--", *client_argv("/run/haproxy/admin.sock", command))
 
 
-def worker(lab: Guide) -> str:
+def worker(lab: Guide) -> int:
     """HAProxy's worker process: a reload starts another."""
-    return next(line for line in haproxy_says(lab, "show info").splitlines() if line.startswith("Pid:"))
+    info = haproxy_says(lab, SHOW_INFO)
+    pid = worker_pid(info)
+    assert pid is not None, info
+    return pid
 
 
 def diagnosis(lab: Guide) -> str:
@@ -252,9 +255,8 @@ def test_a_reload_no_new_worker_takes_over_fails_its_step_naming_the_old_worker_
         assert worker(steady) == before  # the reload is waiting in the stopped master
     finally:
         steady.lxc("exec", "proxyha", "--", "kill", "-CONT", master)
-    old = before.split()[-1]
     assert result.code == 1 and f"admin socket /run/haproxy/admin.sock is still answered by its old worker (pid" \
-        f" {old}) 15s after the reload: no new worker took over" in result.out, result.out[-3000:] + result.err
+        f" {before}) 15s after the reload: no new worker took over" in result.out, result.out[-3000:] + result.err
     assert until(lambda: worker(steady) != before, 30)  # the master goes on: its reload starts a new worker
     assert until(lambda: ("subdomain2", "site2") in addresses_in_haproxy(steady), 30), diagnosis(steady)
     assert steady.run("plan", "--detailed-exitcode").code == 0
